@@ -1,0 +1,465 @@
+//! Where sealed KEK records live: the [`KekStore`] trait, the local [`FileStore`] and the
+//! [`RoutedStore`] that sends some key names to one store and the rest to another.
+//!
+//! A store keeps opaque bytes per key name with a version number for check-and-set. It never sees
+//! key material in the clear: everything it holds is sealed under L0 and MACed inside the HSM.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A boxed future, so that [`KekStore`] stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One stored record and the version the store gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The record's bytes (a serialized, HSM-MACed KEK record).
+    pub data: Vec<u8>,
+    /// The store's version of this entry, used for check-and-set. Starts at 1.
+    pub version: u64,
+}
+
+/// Errors from a [`KekStore`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Check-and-set failed: somebody else wrote the entry since it was read.
+    #[error("check-and-set conflict on {name}: the entry changed since it was read")]
+    Conflict {
+        /// The key name.
+        name: String,
+    },
+    /// The store cannot be reached (network, server down, sealed Vault).
+    #[error("key store unavailable: {0}")]
+    Unavailable(String),
+    /// The store refused us (for Vault: a 403).
+    #[error("key store denied access: {0}")]
+    PermissionDenied(String),
+    /// The entry exists but is not a rootseal record.
+    #[error("entry {name} is not a rootseal record: {reason}")]
+    NotARecord {
+        /// The key name.
+        name: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The key name is not acceptable to the store.
+    #[error("invalid key name {0:?}")]
+    InvalidName(String),
+    /// Local I/O failed.
+    #[error("key store I/O error on {path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Storage for sealed KEK records, one entry per key name.
+///
+/// `put` with `cas = 0` creates the entry only if it does not exist; `cas = n` replaces it only if
+/// its current version is `n` (Vault KV v2 semantics). Implementations must be safe to call
+/// concurrently from several tasks and, for shared backends, from several rootseal replicas.
+pub trait KekStore: Send + Sync + 'static {
+    /// Read an entry; `Ok(None)` when it does not exist.
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<StoredRecord>, StoreError>>;
+    /// Write an entry with check-and-set; returns the new version.
+    fn put<'a>(
+        &'a self,
+        name: &'a str,
+        data: Vec<u8>,
+        cas: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// Delete an entry (all versions). Deleting a missing entry is not an error.
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// List the entry names, sorted.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+    /// A short human description for logs ("file:/var/lib/rootseal", "vault:http://…/secret/rootseal").
+    fn describe(&self) -> String;
+}
+
+/// Whether a key name is acceptable: 1–128 characters of `[A-Za-z0-9_.-]`, not starting with `.`.
+pub fn valid_key_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// A directory of `<name>.kek` files, written atomically (temp file, fsync, rename, fsync dir).
+///
+/// The version of an entry is kept in the file's first line so that check-and-set works across
+/// processes; a lock file serialises writers.
+pub struct FileStore {
+    dir: PathBuf,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStore").field("dir", &self.dir).finish()
+    }
+}
+
+const FILE_MAGIC: &str = "rootseal-kek-file v1";
+
+impl FileStore {
+    /// Open (and create if needed, mode 0700) a file store in `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the directory cannot be created.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        Ok(Self {
+            dir,
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The directory this store writes to.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path_of(&self, name: &str) -> Result<PathBuf, StoreError> {
+        if !valid_key_name(name) {
+            return Err(StoreError::InvalidName(name.to_owned()));
+        }
+        Ok(self.dir.join(format!("{name}.kek")))
+    }
+
+    fn read_file(path: &Path, name: &str) -> Result<Option<StoredRecord>, StoreError> {
+        let raw = match std::fs::read(path) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        let not_record = |reason: &str| StoreError::NotARecord {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let nl = raw
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| not_record("no header line"))?;
+        let (head, rest) = raw.split_at(nl);
+        let head = std::str::from_utf8(head).map_err(|_| not_record("header is not UTF-8"))?;
+        let version = head
+            .strip_prefix(FILE_MAGIC)
+            .and_then(|v| v.trim().strip_prefix("version="))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| not_record("bad header line"))?;
+        Ok(Some(StoredRecord {
+            data: rest.get(1..).unwrap_or_default().to_vec(),
+            version,
+        }))
+    }
+
+    fn write_atomic(&self, path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io)?;
+            f.write_all(contents).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    fn with_file_lock<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // A lock file created with O_EXCL serialises writers from several processes.
+        let lock_path = self.dir.join(".lock");
+        let mut tries = 0u32;
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&lock_path)
+            {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 500 => {
+                    // A writer that died holding the lock leaves it behind: break a lock older
+                    // than 10 s (no write takes that long).
+                    if let Ok(meta) = std::fs::metadata(&lock_path) {
+                        if meta
+                            .modified()
+                            .ok()
+                            .and_then(|m| m.elapsed().ok())
+                            .is_some_and(|age| age.as_secs() > 10)
+                        {
+                            let _ = std::fs::remove_file(&lock_path);
+                        }
+                    }
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        path: lock_path,
+                        source,
+                    })
+                }
+            }
+        }
+        let out = f();
+        let _ = std::fs::remove_file(&lock_path);
+        out
+    }
+}
+
+impl KekStore for FileStore {
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<StoredRecord>, StoreError>> {
+        Box::pin(async move {
+            let path = self.path_of(name)?;
+            let name = name.to_owned();
+            tokio::task::spawn_blocking(move || Self::read_file(&path, &name))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("file store task failed: {e}")))?
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        name: &'a str,
+        data: Vec<u8>,
+        cas: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let path = self.path_of(name)?;
+            let _guard = self.lock.lock().await;
+            tokio::task::block_in_place(|| {
+                self.with_file_lock(|| {
+                    let current = Self::read_file(&path, name)?.map_or(0, |r| r.version);
+                    if current != cas {
+                        return Err(StoreError::Conflict {
+                            name: name.to_owned(),
+                        });
+                    }
+                    let version = current + 1;
+                    let mut contents = format!("{FILE_MAGIC} version={version}\n").into_bytes();
+                    contents.extend_from_slice(&data);
+                    self.write_atomic(&path, &contents)?;
+                    Ok(version)
+                })
+            })
+        })
+    }
+
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let path = self.path_of(name)?;
+            let _guard = self.lock.lock().await;
+            match std::fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(StoreError::Io { path, source }),
+            }
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let rd = std::fs::read_dir(&self.dir).map_err(|source| StoreError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+            let mut names = BTreeSet::new();
+            for entry in rd.flatten() {
+                let file_name = entry.file_name();
+                if let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".kek")) {
+                    if valid_key_name(name) {
+                        names.insert(name.to_owned());
+                    }
+                }
+            }
+            Ok(names.into_iter().collect())
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("file:{}", self.dir.display())
+    }
+}
+
+/// Sends the names in `local_names` to `local` and every other name to `shared`.
+///
+/// This breaks the boot cycle: the KEK that Vault auto-unseals with must not live in that Vault,
+/// so it stays in the local file store while application KEKs live in Vault's KV.
+pub struct RoutedStore {
+    local: Arc<dyn KekStore>,
+    shared: Arc<dyn KekStore>,
+    local_names: HashSet<String>,
+}
+
+impl fmt::Debug for RoutedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoutedStore")
+            .field("local", &self.local.describe())
+            .field("shared", &self.shared.describe())
+            .field("local_names", &self.local_names)
+            .finish()
+    }
+}
+
+impl RoutedStore {
+    /// A store that keeps `local_names` in `local` and the rest in `shared`.
+    pub fn new(
+        local: Arc<dyn KekStore>,
+        shared: Arc<dyn KekStore>,
+        local_names: impl IntoIterator<Item = String>,
+    ) -> Self {
+        Self {
+            local,
+            shared,
+            local_names: local_names.into_iter().collect(),
+        }
+    }
+
+    fn route(&self, name: &str) -> &dyn KekStore {
+        if self.local_names.contains(name) {
+            self.local.as_ref()
+        } else {
+            self.shared.as_ref()
+        }
+    }
+}
+
+impl KekStore for RoutedStore {
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<StoredRecord>, StoreError>> {
+        self.route(name).get(name)
+    }
+
+    fn put<'a>(
+        &'a self,
+        name: &'a str,
+        data: Vec<u8>,
+        cas: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.route(name).put(name, data, cas)
+    }
+
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.route(name).delete(name)
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let mut names: BTreeSet<String> = self
+                .local
+                .list()
+                .await?
+                .into_iter()
+                .filter(|n| self.local_names.contains(n))
+                .collect();
+            names.extend(
+                self.shared
+                    .list()
+                    .await?
+                    .into_iter()
+                    .filter(|n| !self.local_names.contains(n)),
+            );
+            Ok(names.into_iter().collect())
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "routed(local={} for {:?}, shared={})",
+            self.local.describe(),
+            self.local_names,
+            self.shared.describe()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn file_store_cas_and_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::open(dir.path()).unwrap();
+        assert_eq!(s.get("a").await.unwrap(), None);
+        assert_eq!(s.put("a", b"one".to_vec(), 0).await.unwrap(), 1);
+        assert!(matches!(
+            s.put("a", b"x".to_vec(), 0).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(s.put("a", b"two".to_vec(), 1).await.unwrap(), 2);
+        let r = s.get("a").await.unwrap().unwrap();
+        assert_eq!((r.data.as_slice(), r.version), (&b"two"[..], 2));
+        s.put("b", b"b".to_vec(), 0).await.unwrap();
+        assert_eq!(s.list().await.unwrap(), vec!["a", "b"]);
+        s.delete("a").await.unwrap();
+        assert_eq!(s.list().await.unwrap(), vec!["b"]);
+        assert!(matches!(
+            s.get("../etc").await,
+            Err(StoreError::InvalidName(_))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn file_store_rejects_foreign_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.kek"), b"hello").unwrap();
+        let s = FileStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            s.get("x").await,
+            Err(StoreError::NotARecord { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn routed_store_routes_by_name() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let local = Arc::new(FileStore::open(a.path()).unwrap());
+        let shared = Arc::new(FileStore::open(b.path()).unwrap());
+        let r = RoutedStore::new(local.clone(), shared.clone(), ["seal".to_owned()]);
+        r.put("seal", b"s".to_vec(), 0).await.unwrap();
+        r.put("app", b"a".to_vec(), 0).await.unwrap();
+        assert!(local.get("seal").await.unwrap().is_some());
+        assert!(shared.get("app").await.unwrap().is_some());
+        assert!(local.get("app").await.unwrap().is_none());
+        assert_eq!(r.list().await.unwrap(), vec!["app", "seal"]);
+    }
+}
