@@ -1,0 +1,4 @@
+//! (being written)
+/// The HSM handle.
+#[derive(Clone)]
+pub struct Hsm {}
