@@ -62,7 +62,11 @@ impl Error {
     /// The PKCS#11 return value, if this error came from a call.
     pub fn rv(&self) -> Option<RvError> {
         match self {
-            Self::Pkcs11(CkError::Pkcs11(rv, _)) | Self::Module { source: CkError::Pkcs11(rv, _), .. } => Some(*rv),
+            Self::Pkcs11(CkError::Pkcs11(rv, _))
+            | Self::Module {
+                source: CkError::Pkcs11(rv, _),
+                ..
+            } => Some(*rv),
             _ => None,
         }
     }

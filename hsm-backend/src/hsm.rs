@@ -110,6 +110,16 @@ struct Shared {
     queue: Mutex<VecDeque<Job>>,
     ready: Condvar,
     closed: AtomicBool,
+    /// Unwrapped L1 session objects, usable from every session of this process; each entry dies
+    /// with the session (worker) that created it.
+    l1: Mutex<HashMap<[u8; 32], L1Entry>>,
+}
+
+#[derive(Clone, Copy)]
+struct L1Entry {
+    handle: ObjectHandle,
+    owner: usize,
+    generation: u64,
 }
 
 /// A handle on one token of one PKCS#11 module. Cheap to clone; the workers stop when the last
@@ -177,12 +187,13 @@ impl Hsm {
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
             closed: AtomicBool::new(false),
+            l1: Mutex::new(HashMap::new()),
         });
         for i in 0..shared.cfg.pool_size.max(1) {
             let s = shared.clone();
             std::thread::Builder::new()
                 .name(format!("rootseal-hsm-{i}"))
-                .spawn(move || worker(s))
+                .spawn(move || worker(s, i))
                 .map_err(|e| Error::Unavailable(format!("cannot start HSM worker: {e}")))?;
         }
         tracing::info!(
@@ -335,7 +346,10 @@ fn token_identity(d: &Device) -> Result<TokenIdentity> {
 
 fn open_session(cfg: &HsmConfig, d: &Device, metrics: &HsmMetrics) -> Result<Session> {
     metrics.count(HsmOp::OpenSession);
-    let session = d.ctx.open_rw_session(d.slot).inspect_err(|_| metrics.error())?;
+    let session = d
+        .ctx
+        .open_rw_session(d.slot)
+        .inspect_err(|_| metrics.error())?;
     let pin: &AuthPin = &cfg.pin;
     let mut tries: u64 = 0;
     loop {
@@ -369,6 +383,9 @@ fn open_session(cfg: &HsmConfig, d: &Device, metrics: &HsmMetrics) -> Result<Ses
 pub(crate) struct SessionCtx<'a> {
     pub(crate) session: &'a Session,
     cache: &'a mut SessionCache,
+    shared: &'a Shared,
+    owner: usize,
+    generation: u64,
     metrics: &'a HsmMetrics,
     pub(crate) identity: &'a TokenIdentity,
 }
@@ -376,22 +393,24 @@ pub(crate) struct SessionCtx<'a> {
 #[derive(Default)]
 struct SessionCache {
     roots: HashMap<RootId, RootHandles>,
-    l1: HashMap<[u8; 32], ObjectHandle>,
-    ivs: Zeroizing<Vec<u8>>,
+    /// Random bytes from the HSM RNG, drawn 4 KiB per `C_GenerateRandom`: IVs and small keys.
+    rand: Zeroizing<Vec<u8>>,
 }
 
-/// Unwrapped L1 objects kept per session before the cache is flushed.
+/// Unwrapped L1 objects one worker keeps before it flushes its own.
 const L1_CACHE_MAX: usize = 4096;
-/// IVs drawn from the HSM RNG per `C_GenerateRandom`.
-const IV_BATCH: usize = 256;
+/// Bytes drawn from the HSM RNG per `C_GenerateRandom`.
+const RAND_BATCH: usize = 4096;
 
 struct WorkerState {
+    idx: usize,
     session: Option<(Session, u64)>,
     cache: SessionCache,
 }
 
-fn worker(shared: Arc<Shared>) {
+fn worker(shared: Arc<Shared>, idx: usize) {
     let mut st = WorkerState {
+        idx,
         session: None,
         cache: SessionCache::default(),
     };
@@ -413,11 +432,13 @@ fn worker(shared: Arc<Shared>) {
         };
         run_job(&shared, &mut st, job);
     }
-    drop_session(&mut st);
+    drop_session(&shared, &mut st);
 }
 
-fn drop_session(st: &mut WorkerState) {
+fn drop_session(shared: &Shared, st: &mut WorkerState) {
     st.cache = SessionCache::default();
+    // Session objects die with the session that created them.
+    lock(&shared.l1).retain(|_, e| e.owner != st.idx);
     if let Some((session, _)) = st.session.take() {
         // Closing a dead session fails; cryptoki logs that instead of panicking.
         drop(session);
@@ -429,7 +450,10 @@ fn current_device(shared: &Shared) -> Result<Device> {
     match cur {
         Some(d) => Ok(d),
         None => {
-            let d = connect(&shared.cfg, &shared.module, None)?;
+            // While serving, a module or token that cannot be reached is an unavailable device,
+            // whatever the module said: recovery keeps trying with backoff.
+            let d = connect(&shared.cfg, &shared.module, None)
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
             *lock(&shared.device) = Some(d.clone());
             Ok(d)
         }
@@ -443,7 +467,7 @@ fn ensure_session<'s>(shared: &Shared, st: &'s mut WorkerState) -> Result<&'s Se
         .as_ref()
         .is_some_and(|(_, g)| *g != device.module_generation);
     if stale {
-        drop_session(st);
+        drop_session(shared, st);
     }
     if st.session.is_none() {
         let s = open_session(&shared.cfg, &device, &shared.metrics)?;
@@ -461,12 +485,15 @@ fn run_job(shared: &Shared, st: &mut WorkerState, mut job: Job) {
         let last = attempt + 1 >= MAX_ATTEMPTS;
         let failed = match ensure_session(shared, st) {
             Ok(_) => {
-                let Some((session, _)) = &st.session else {
+                let Some((session, generation)) = &st.session else {
                     return;
                 };
                 let mut ctx = SessionCtx {
                     session,
                     cache: &mut st.cache,
+                    shared,
+                    owner: st.idx,
+                    generation: *generation,
                     metrics: &shared.metrics,
                     identity: &shared.identity,
                 };
@@ -486,15 +513,13 @@ fn run_job(shared: &Shared, st: &mut WorkerState, mut job: Job) {
             Recovery::Session if attempt == 1 => {
                 tracing::warn!(error = %err, "HSM session lost; opening a new session");
                 shared.metrics.session_recovered();
-                drop_session(st);
+                drop_session(shared, st);
             }
             _ => {
                 tracing::warn!(error = %err, attempt, "HSM device lost; re-initialising the module");
                 shared.metrics.device_recovered();
-                drop_session(st);
-                let seen = lock(&shared.device)
-                    .as_ref()
-                    .map(|d| d.module_generation);
+                drop_session(shared, st);
+                let seen = lock(&shared.device).as_ref().map(|d| d.module_generation);
                 std::thread::sleep(Duration::from_millis(100 << attempt.min(4)));
                 match connect(&shared.cfg, &shared.module, seen) {
                     Ok(d) => *lock(&shared.device) = Some(d),
@@ -550,17 +575,36 @@ impl SessionCtx<'_> {
         )
     }
 
-    /// A fresh 96-bit IV from the HSM RNG (drawn in batches of 256 per `C_GenerateRandom`).
-    pub(crate) fn iv(&mut self) -> Result<[u8; IV_LEN]> {
-        if self.cache.ivs.len() < IV_LEN {
-            let mut buf = Zeroizing::new(vec![0u8; IV_LEN * IV_BATCH]);
-            self.random(&mut buf)?;
-            self.cache.ivs = buf;
+    /// Fills `out` (at most 64 bytes) from this worker's pool of HSM random bytes, refilled 4 KiB
+    /// per `C_GenerateRandom`. Bytes are used once and removed from the pool.
+    pub(crate) fn pooled_random(&mut self, out: &mut [u8]) -> Result<()> {
+        if out.len() > 64 {
+            return self.random(out);
         }
-        let at = self.cache.ivs.len() - IV_LEN;
+        if self.cache.rand.len() < out.len() {
+            let mut buf = Zeroizing::new(vec![0u8; RAND_BATCH]);
+            self.random(&mut buf)?;
+            self.cache.rand = buf;
+        }
+        let at = self.cache.rand.len() - out.len();
+        let src = self
+            .cache
+            .rand
+            .get(at..)
+            .ok_or_else(|| Error::Unavailable("random pool".into()))?;
+        out.copy_from_slice(src);
+        // Wipe the used bytes before shrinking the buffer.
+        if let Some(used) = self.cache.rand.get_mut(at..) {
+            used.fill(0);
+        }
+        self.cache.rand.truncate(at);
+        Ok(())
+    }
+
+    /// A fresh 96-bit IV from the HSM RNG (via the pool).
+    pub(crate) fn iv(&mut self) -> Result<[u8; IV_LEN]> {
         let mut iv = [0u8; IV_LEN];
-        iv.copy_from_slice(self.cache.ivs.get(at..).unwrap_or(&[0u8; IV_LEN]));
-        self.cache.ivs.truncate(at);
+        self.pooled_random(&mut iv)?;
         Ok(iv)
     }
 
@@ -659,7 +703,11 @@ impl SessionCtx<'_> {
     }
 
     /// Wraps `key` under `wrapping` with CKM_AES_KEY_WRAP_PAD.
-    pub(crate) fn wrap_kwp(&mut self, wrapping: ObjectHandle, key: ObjectHandle) -> Result<Vec<u8>> {
+    pub(crate) fn wrap_kwp(
+        &mut self,
+        wrapping: ObjectHandle,
+        key: ObjectHandle,
+    ) -> Result<Vec<u8>> {
         ck(
             self.metrics,
             HsmOp::WrapKey,
@@ -733,20 +781,48 @@ impl SessionCtx<'_> {
         self.cache.roots.clear();
     }
 
-    /// The cached unwrapped L1 for the blob with digest `digest`, if any.
+    /// The cached unwrapped L1 for the blob with digest `digest`, if any (from any worker of
+    /// this module generation: session objects are visible to every session of the process).
     pub(crate) fn cached_l1(&self, digest: &[u8; 32]) -> Option<ObjectHandle> {
-        self.cache.l1.get(digest).copied()
+        lock(&self.shared.l1)
+            .get(digest)
+            .filter(|e| e.generation == self.generation)
+            .map(|e| e.handle)
     }
 
-    /// Remembers an unwrapped L1 session object; flushes the cache when full.
+    /// Remembers an unwrapped L1 session object; flushes this worker's entries when full.
     pub(crate) fn cache_l1(&mut self, digest: [u8; 32], handle: ObjectHandle) {
-        if self.cache.l1.len() >= L1_CACHE_MAX {
-            let old: Vec<ObjectHandle> = self.cache.l1.drain().map(|(_, h)| h).collect();
-            for h in old {
-                let _ = self.destroy(h);
+        let mine: Vec<ObjectHandle> = {
+            let mut all = lock(&self.shared.l1);
+            let count = all.values().filter(|e| e.owner == self.owner).count();
+            if count >= L1_CACHE_MAX {
+                let owner = self.owner;
+                let old: Vec<ObjectHandle> = all
+                    .values()
+                    .filter(|e| e.owner == owner)
+                    .map(|e| e.handle)
+                    .collect();
+                all.retain(|_, e| e.owner != owner);
+                old
+            } else {
+                Vec::new()
+            }
+        };
+        for h in mine {
+            let _ = self.destroy(h);
+        }
+        let entry = L1Entry {
+            handle,
+            owner: self.owner,
+            generation: self.generation,
+        };
+        if let Some(prev) = lock(&self.shared.l1).insert(digest, entry) {
+            // Two unwraps of one blob raced: the newer entry wins; destroy the older object when
+            // it is ours (another worker's dies with its session).
+            if prev.owner == self.owner && prev.handle != handle {
+                let _ = self.destroy(prev.handle);
             }
         }
-        self.cache.l1.insert(digest, handle);
     }
 }
 

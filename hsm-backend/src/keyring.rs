@@ -18,7 +18,9 @@ use crate::store::KekStore;
 pub type Result<T, E = KeyringError> = std::result::Result<T, E>;
 
 /// An operation a key may be allowed to do. Enforced on every call; stored in every sealed blob.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum KeyOp {
@@ -34,7 +36,12 @@ pub enum KeyOp {
 
 impl KeyOp {
     /// Every operation: the default for new keys.
-    pub const ALL: [KeyOp; 4] = [KeyOp::Encrypt, KeyOp::Decrypt, KeyOp::Datakey, KeyOp::BulkSeal];
+    pub const ALL: [KeyOp; 4] = [
+        KeyOp::Encrypt,
+        KeyOp::Decrypt,
+        KeyOp::Datakey,
+        KeyOp::BulkSeal,
+    ];
 
     /// The name used in configs and errors.
     pub fn name(self) -> &'static str {
@@ -227,7 +234,11 @@ impl Record {
             .and_then(|f| u16::try_from(f).ok())
             .unwrap_or(u16::MAX);
         if fv != RECORD_VERSION {
-            tracing::error!(key = name, format_version = fv, "unsupported KEK record version");
+            tracing::error!(
+                key = name,
+                format_version = fv,
+                "unsupported KEK record version"
+            );
             return Err(KeyringError::UnsupportedFormat(fv));
         }
         let r: Record = serde_json::from_value(v).map_err(|e| {
@@ -356,7 +367,10 @@ fn check_blob_identity(ctx: &SessionCtx<'_>, b: &SealedBlob) -> std::result::Res
         )));
     }
     if b.header.level != 1 {
-        return Err(HsmError::Blob(format!("blob level {} is not 1", b.header.level)));
+        return Err(HsmError::Blob(format!(
+            "blob level {} is not 1",
+            b.header.level
+        )));
     }
     Ok(())
 }
@@ -426,7 +440,8 @@ fn seal_blob(
     header: &BlobHeader,
     wrapped: &[u8],
 ) -> std::result::Result<Vec<u8>, HsmError> {
-    let unsigned = blob::encode_unsigned(header, wrapped).map_err(|e| HsmError::Blob(e.to_string()))?;
+    let unsigned =
+        blob::encode_unsigned(header, wrapped).map_err(|e| HsmError::Blob(e.to_string()))?;
     let mac = ctx.hmac(mac_key, &unsigned)?;
     Ok(blob::finish(unsigned, &mac))
 }
@@ -449,7 +464,10 @@ fn mac_record(
 /// Where new blobs go: the `next` root while a rotation runs, else the active root.
 fn seal_target(ctx: &mut SessionCtx<'_>) -> std::result::Result<Option<RootId>, HsmError> {
     let roots = root::list(ctx)?;
-    if let Some(next) = roots.iter().find(|r| r.role == RootRole::Next && r.complete) {
+    if let Some(next) = roots
+        .iter()
+        .find(|r| r.role == RootRole::Next && r.complete)
+    {
         return Ok(Some(next.id));
     }
     root::active(ctx)
@@ -464,7 +482,7 @@ impl Keyring {
     /// [`KeyringError::NoRoot`] when `rootseal init` has not run on this token;
     /// [`KeyringError::HsmUnavailable`] when the HSM does not answer.
     pub async fn open(hsm: Hsm, store: Arc<dyn KekStore>) -> Result<Keyring> {
-        let active = hsm.run(|ctx| root::active(ctx)).await?;
+        let active = hsm.run(root::active).await?;
         if active.is_none() {
             return Err(KeyringError::NoRoot);
         }
@@ -500,7 +518,7 @@ impl Keyring {
     /// HSM errors.
     pub async fn root_status(hsm: &Hsm) -> Result<RootStatus> {
         let token = hsm.identity().clone();
-        let roots = hsm.run(|ctx| root::list(ctx)).await?;
+        let roots = hsm.run(root::list).await?;
         Ok(RootStatus { token, roots })
     }
 
@@ -509,7 +527,9 @@ impl Keyring {
     /// # Errors
     /// HSM errors; `Integrity` when the root is missing.
     pub async fn root_attributes(hsm: &Hsm, id: RootId, mac: bool) -> Result<RootAttributes> {
-        Ok(hsm.run(move |ctx| root::read_attributes(ctx, &id, mac)).await?)
+        Ok(hsm
+            .run(move |ctx| root::read_attributes(ctx, &id, mac))
+            .await?)
     }
 
     /// The HSM this keyring uses.
@@ -588,7 +608,11 @@ impl Keyring {
                 }
             })?;
             if b.parsed.header.key_name != name || b.parsed.header.key_version != v.version {
-                tracing::error!(key = name, version = v.version, "blob belongs to another key or version");
+                tracing::error!(
+                    key = name,
+                    version = v.version,
+                    "blob belongs to another key or version"
+                );
                 return Err(KeyringError::Integrity);
             }
             blobs.insert(v.version, Arc::new(b));
@@ -659,7 +683,9 @@ impl Keyring {
         }
         let ops = opts.allowed_ops.unwrap_or_else(|| KeyOp::ALL.to_vec());
         if ops.is_empty() {
-            return Err(KeyringError::InvalidRequest("allowed operations may not be empty".into()));
+            return Err(KeyringError::InvalidRequest(
+                "allowed operations may not be empty".into(),
+            ));
         }
         let owned = name.to_owned();
         let config = KeyConfig {
@@ -674,7 +700,8 @@ impl Keyring {
             .inner
             .hsm
             .run(move |ctx| {
-                let target = seal_target(ctx)?.ok_or_else(|| HsmError::RootMissing("active".into()))?;
+                let target =
+                    seal_target(ctx)?.ok_or_else(|| HsmError::RootMissing("active".into()))?;
                 let raw = seal_new_l1(ctx, &target, &owned, 1, &ops)?;
                 let mut record = Record {
                     format: RECORD_FORMAT.into(),
@@ -805,7 +832,8 @@ impl Keyring {
                 if let Some(v) = upd.min_decryption_version {
                     if v > latest {
                         return Err(KeyringError::InvalidRequest(
-                            "cannot set min_decryption_version higher than the latest version".into(),
+                            "cannot set min_decryption_version higher than the latest version"
+                                .into(),
                         ));
                     }
                     r.config.min_decryption_version = v.max(1);
@@ -813,7 +841,8 @@ impl Keyring {
                 if let Some(v) = upd.min_encryption_version {
                     if v > latest {
                         return Err(KeyringError::InvalidRequest(
-                            "cannot set min_encryption_version higher than the latest version".into(),
+                            "cannot set min_encryption_version higher than the latest version"
+                                .into(),
                         ));
                     }
                     r.config.min_encryption_version = v;
@@ -822,7 +851,8 @@ impl Keyring {
                     && r.config.min_encryption_version < r.config.min_decryption_version
                 {
                     return Err(KeyringError::InvalidRequest(
-                        "min_encryption_version must be 0 or at least min_decryption_version".into(),
+                        "min_encryption_version must be 0 or at least min_decryption_version"
+                            .into(),
                     ));
                 }
                 if let Some(d) = upd.deletion_allowed {
@@ -960,9 +990,15 @@ impl Keyring {
     ///
     /// # Errors
     /// `NotFound`, `PolicyDenied`, HSM errors.
-    pub async fn generate_data_key(&self, name: &str, len: usize) -> Result<(Zeroizing<Vec<u8>>, Sealed)> {
+    pub async fn generate_data_key(
+        &self,
+        name: &str,
+        len: usize,
+    ) -> Result<(Zeroizing<Vec<u8>>, Sealed)> {
         if !(1..=64).contains(&len) {
-            return Err(KeyringError::InvalidRequest("invalid data key length".into()));
+            return Err(KeyringError::InvalidRequest(
+                "invalid data key length".into(),
+            ));
         }
         let s = self.load(name, false).await?;
         s.allows(KeyOp::Datakey)?;
@@ -974,7 +1010,7 @@ impl Keyring {
             .run(move |ctx| {
                 let k = l1_handle(ctx, &blob)?;
                 let mut dk = Zeroizing::new(vec![0u8; len]);
-                ctx.random(&mut dk)?;
+                ctx.pooled_random(&mut dk)?;
                 let bytes = ctx.gcm_encrypt(k, &[], &dk)?;
                 Ok((dk, Sealed { version: v, bytes }))
             })
@@ -999,7 +1035,7 @@ impl Keyring {
             .run(move |ctx| {
                 let k = l1_handle(ctx, &blob)?;
                 let mut key = Zeroizing::new([0u8; 32]);
-                ctx.random(key.as_mut())?;
+                ctx.pooled_random(key.as_mut())?;
                 let wrapped = ctx.gcm_encrypt(k, &aad, key.as_ref())?;
                 Ok(BatchKey {
                     version: v,
@@ -1015,7 +1051,12 @@ impl Keyring {
     /// # Errors
     /// `InvalidCiphertext` when it does not verify under key `name` version `version`;
     /// `VersionTooOld`, `NotFound`, `PolicyDenied`, HSM errors.
-    pub async fn open_batch_key(&self, name: &str, version: u32, wrapped: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    pub async fn open_batch_key(
+        &self,
+        name: &str,
+        version: u32,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<[u8; 32]>> {
         let mut s = self.load(name, false).await?;
         s.allows(KeyOp::BulkSeal)?;
         if version > s.latest() {
@@ -1024,7 +1065,11 @@ impl Keyring {
         if version < s.record.config.min_decryption_version {
             return Err(KeyringError::VersionTooOld);
         }
-        let blob = s.blobs.get(&version).cloned().ok_or(KeyringError::InvalidCiphertext)?;
+        let blob = s
+            .blobs
+            .get(&version)
+            .cloned()
+            .ok_or(KeyringError::InvalidCiphertext)?;
         let aad = batch_key_aad(name, version);
         let wrapped = wrapped.to_vec();
         let r = self
@@ -1037,7 +1082,8 @@ impl Keyring {
             .await;
         match r {
             Ok(pt) => {
-                let arr = <[u8; 32]>::try_from(pt.as_slice()).map_err(|_| KeyringError::InvalidCiphertext)?;
+                let arr = <[u8; 32]>::try_from(pt.as_slice())
+                    .map_err(|_| KeyringError::InvalidCiphertext)?;
                 Ok(Zeroizing::new(arr))
             }
             Err(HsmError::Integrity(what)) => {
@@ -1058,8 +1104,11 @@ impl Keyring {
     /// `NoRoot`, HSM and store errors (the run can be repeated).
     pub async fn rotate_root(&self, grace: Duration) -> Result<RootRotationReport> {
         let hsm = &self.inner.hsm;
-        let roots = hsm.run(|ctx| root::list(ctx)).await?;
-        let old = roots.iter().find(|r| r.role == RootRole::Active).map(|r| r.id);
+        let roots = hsm.run(root::list).await?;
+        let old = roots
+            .iter()
+            .find(|r| r.role == RootRole::Active)
+            .map(|r| r.id);
         let next = match roots.iter().find(|r| r.role == RootRole::Next) {
             Some(n) => n.id,
             None => {
@@ -1098,25 +1147,37 @@ impl Keyring {
         }
         hsm.run(move |ctx| root::relabel(ctx, &next, RootRole::Active))
             .await?;
-        self.inner.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inner
+            .keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         tracing::info!(root = %next, "root rotation: new root active");
         Ok(report)
     }
 
     /// Re-seals one record under `next` unless already there. Returns 1 when it wrote.
-    async fn reseal_record(&self, name: &str, next: RootId, report: &mut RootRotationReport) -> Result<usize> {
+    async fn reseal_record(
+        &self,
+        name: &str,
+        next: RootId,
+        report: &mut RootRotationReport,
+    ) -> Result<usize> {
         for _ in 0..8 {
             let Some(stored) = self.inner.store.get(name).await? else {
                 return Ok(0);
             };
             let state = self.verify(name, &stored.data, stored.version).await?;
             let nh = next.to_hex();
-            if state.record.root_id == nh && state.blobs.values().all(|b| b.parsed.header.root_id == nh) {
+            if state.record.root_id == nh
+                && state.blobs.values().all(|b| b.parsed.header.root_id == nh)
+            {
                 report.already_done += 1;
                 return Ok(0);
             }
             let record = state.record.clone();
-            let blobs: Vec<(u32, Arc<BlobRef>)> = state.blobs.iter().map(|(v, b)| (*v, b.clone())).collect();
+            let blobs: Vec<(u32, Arc<BlobRef>)> =
+                state.blobs.iter().map(|(v, b)| (*v, b.clone())).collect();
             let record = self
                 .inner
                 .hsm

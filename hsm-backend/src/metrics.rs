@@ -136,10 +136,16 @@ impl HsmMetrics {
                 self.get(op)
             );
         }
-        let _ = writeln!(out, "# HELP rootseal_hsm_errors_total PKCS#11 calls that failed.");
+        let _ = writeln!(
+            out,
+            "# HELP rootseal_hsm_errors_total PKCS#11 calls that failed."
+        );
         let _ = writeln!(out, "# TYPE rootseal_hsm_errors_total counter");
         let _ = writeln!(out, "rootseal_hsm_errors_total {}", self.errors());
-        let _ = writeln!(out, "# HELP rootseal_hsm_recoveries_total Recoveries from lost sessions and devices.");
+        let _ = writeln!(
+            out,
+            "# HELP rootseal_hsm_recoveries_total Recoveries from lost sessions and devices."
+        );
         let _ = writeln!(out, "# TYPE rootseal_hsm_recoveries_total counter");
         let _ = writeln!(
             out,

@@ -138,7 +138,11 @@ pub(crate) fn create(ctx: &mut SessionCtx<'_>, role: RootRole) -> Result<RootId>
     Ok(id)
 }
 
-fn find_one(ctx: &mut SessionCtx<'_>, id: &RootId, key_type: KeyType) -> Result<Option<ObjectHandle>> {
+fn find_one(
+    ctx: &mut SessionCtx<'_>,
+    id: &RootId,
+    key_type: KeyType,
+) -> Result<Option<ObjectHandle>> {
     let found = ctx.find(&[
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(key_type),
@@ -189,7 +193,10 @@ pub(crate) fn list(ctx: &mut SessionCtx<'_>) -> Result<Vec<RootInfo>> {
 /// `Ok(None)` when there is no root; [`Error::Blob`] when the token holds two active roots.
 pub(crate) fn active(ctx: &mut SessionCtx<'_>) -> Result<Option<RootId>> {
     let roots = list(ctx)?;
-    let actives: Vec<&RootInfo> = roots.iter().filter(|r| r.role == RootRole::Active).collect();
+    let actives: Vec<&RootInfo> = roots
+        .iter()
+        .filter(|r| r.role == RootRole::Active)
+        .collect();
     match actives.as_slice() {
         [one] => return Ok(Some(one.id)),
         [] => {}
@@ -200,16 +207,23 @@ pub(crate) fn active(ctx: &mut SessionCtx<'_>) -> Result<Option<RootId>> {
             )))
         }
     }
-    Ok(roots.iter().find(|r| r.role == RootRole::Next).map(|r| r.id))
+    Ok(roots
+        .iter()
+        .find(|r| r.role == RootRole::Next)
+        .map(|r| r.id))
 }
 
 /// Sets the labels of root `id` to `role`.
 pub(crate) fn relabel(ctx: &mut SessionCtx<'_>, id: &RootId, role: RootRole) -> Result<()> {
     let h = find_handles(ctx, id)?;
-    ctx.session
-        .update_attributes(h.wrap, &[Attribute::Label(role.wrap_label().as_bytes().to_vec())])?;
-    ctx.session
-        .update_attributes(h.mac, &[Attribute::Label(role.mac_label().as_bytes().to_vec())])?;
+    ctx.session.update_attributes(
+        h.wrap,
+        &[Attribute::Label(role.wrap_label().as_bytes().to_vec())],
+    )?;
+    ctx.session.update_attributes(
+        h.mac,
+        &[Attribute::Label(role.mac_label().as_bytes().to_vec())],
+    )?;
     ctx.forget_roots();
     Ok(())
 }
@@ -240,7 +254,11 @@ impl RootAttributes {
     }
 }
 
-pub(crate) fn read_attributes(ctx: &mut SessionCtx<'_>, id: &RootId, mac: bool) -> Result<RootAttributes> {
+pub(crate) fn read_attributes(
+    ctx: &mut SessionCtx<'_>,
+    id: &RootId,
+    mac: bool,
+) -> Result<RootAttributes> {
     let h = find_handles(ctx, id)?;
     let types = [
         AttributeType::Token,

@@ -169,8 +169,8 @@ impl TestToken {
             d.activate();
             (td, d)
         });
-        let module = default_softhsm_module()
-            .expect("libsofthsm2.so not found: apt-get install softhsm2");
+        let module =
+            default_softhsm_module().expect("libsofthsm2.so not found: apt-get install softhsm2");
         let n = N.fetch_add(1, Ordering::SeqCst);
         let label = format!("t{}-{n}", std::process::id());
         let pin = format!("pin-{n}-{}", std::process::id());
@@ -221,10 +221,8 @@ mod tempfile_like {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0);
-            let path = std::env::temp_dir().join(format!(
-                "{prefix}-{}-{nanos}",
-                std::process::id()
-            ));
+            let path =
+                std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
             std::fs::create_dir_all(&path).expect("create temp dir");
             Dir { path }
         }
