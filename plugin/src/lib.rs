@@ -10,4 +10,5 @@ pub mod cli;
 pub mod goplugin;
 pub mod kms;
 pub mod routes;
+pub mod server;
 pub mod telemetry;
