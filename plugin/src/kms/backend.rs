@@ -1,0 +1,186 @@
+//! What the `Wrapper` service needs from the key hierarchy ([`SealKeys`]), and its production
+//! implementation on [`rootseal_hsm::Keyring`] ([`KeyringOpener`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use rootseal_hsm::keyring::{CreateOptions, DecryptItem, EncryptItem, KeyOp, Sealed};
+use rootseal_hsm::store::{FileStore, KekStore};
+use rootseal_hsm::{HsmConfig, Keyring, KeyringError};
+use zeroize::Zeroizing;
+
+use super::config::{resolve_pin, SealSettings, Source};
+
+/// A boxed future (keeps the traits object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The unseal KEK of one seal instance: one L1 key, AES-256-GCM inside the HSM.
+pub trait SealKeys: Send + Sync + 'static {
+    /// The key's name.
+    fn name(&self) -> &str;
+    /// The newest version (what `Encrypt` uses).
+    fn latest_version(&self) -> BoxFuture<'_, Result<u32, KeyringError>>;
+    /// Encrypt under `version` (default latest).
+    fn encrypt(
+        &self,
+        version: Option<u32>,
+        plaintext: Zeroizing<Vec<u8>>,
+        aad: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Sealed, KeyringError>>;
+    /// Decrypt `iv ‖ ct ‖ tag` under `sealed.version`.
+    fn decrypt(
+        &self,
+        sealed: Sealed,
+        aad: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Zeroizing<Vec<u8>>, KeyringError>>;
+    /// Non-secret facts for `SetConfig`'s metadata (token, store).
+    fn describe(&self) -> Vec<(String, String)>;
+}
+
+/// Why a seal instance could not be opened. Messages are for OpenBao's log: no secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The settings cannot work (PIN missing, config file unreadable, …).
+    #[error("{0}")]
+    Config(String),
+    /// The HSM could not be opened (module, token, PIN).
+    #[error("cannot open the HSM: {0}")]
+    Hsm(String),
+    /// The keyring refused (no root, wrong HSM, store trouble).
+    #[error("rootseal keyring: {0}")]
+    Keyring(#[from] KeyringError),
+}
+
+/// Opens the [`SealKeys`] a stanza describes.
+pub trait Opener: Send + Sync + 'static {
+    /// Open (HSM login, store, create the KEK if missing).
+    fn open(&self, settings: SealSettings) -> BoxFuture<'_, Result<Arc<dyn SealKeys>, OpenError>>;
+}
+
+/// The production [`Opener`]: real HSM, local [`FileStore`], [`Keyring`].
+#[derive(Debug, Default)]
+pub struct KeyringOpener;
+
+impl Opener for KeyringOpener {
+    fn open(&self, settings: SealSettings) -> BoxFuture<'_, Result<Arc<dyn SealKeys>, OpenError>> {
+        Box::pin(async move {
+            let (hsm_cfg, key_dir) = match &settings.source {
+                Source::Inline {
+                    module,
+                    token,
+                    key_dir,
+                    pin_file,
+                } => {
+                    let pin = resolve_pin(settings.allow_env, pin_file.as_deref())
+                        .map_err(OpenError::Config)?;
+                    (
+                        HsmConfig {
+                            module: module.clone(),
+                            token: token.into(),
+                            pin,
+                            pool_size: settings.pool_size,
+                        },
+                        key_dir.clone(),
+                    )
+                }
+                Source::ConfigFile(path) => from_config_file(path, &settings)?,
+            };
+            let hsm = tokio::task::spawn_blocking(move || rootseal_hsm::Hsm::open(hsm_cfg))
+                .await
+                .map_err(|e| OpenError::Hsm(format!("HSM open task failed: {e}")))?
+                .map_err(|e| OpenError::Hsm(e.to_string()))?;
+            let token = hsm.identity().to_string();
+            let store = FileStore::open(&key_dir)
+                .map_err(|e| OpenError::Config(format!("local key store: {e}")))?;
+            let store_desc = store.describe();
+            let keyring = Keyring::open(hsm, Arc::new(store)).await?;
+            let opts = CreateOptions {
+                allowed_ops: Some(vec![KeyOp::Encrypt, KeyOp::Decrypt]),
+                ..CreateOptions::default()
+            };
+            keyring.create_key(&settings.key_name, opts).await?;
+            tracing::info!(key = %settings.key_name, %token, store = %store_desc, "unseal key ready");
+            Ok(Arc::new(KeyringKeys {
+                keyring,
+                name: settings.key_name.clone(),
+                token,
+                store: store_desc,
+            }) as Arc<dyn SealKeys>)
+        })
+    }
+}
+
+/// HSM settings and the local store directory from a `rootseal.toml`.
+fn from_config_file(
+    path: &std::path::Path,
+    settings: &SealSettings,
+) -> Result<(HsmConfig, std::path::PathBuf), OpenError> {
+    let _ = settings;
+    Err(OpenError::Config(format!(
+        "config_file {}: rootseal.toml support is not available in this build; give module, \
+         token_label/token_serial and key_dir inline",
+        path.display()
+    )))
+}
+
+struct KeyringKeys {
+    keyring: Keyring,
+    name: String,
+    token: String,
+    store: String,
+}
+
+fn one<T>(v: Vec<Result<T, KeyringError>>) -> Result<T, KeyringError> {
+    v.into_iter().next().unwrap_or(Err(KeyringError::Internal))
+}
+
+impl SealKeys for KeyringKeys {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn latest_version(&self) -> BoxFuture<'_, Result<u32, KeyringError>> {
+        Box::pin(async move { Ok(self.keyring.key_info(&self.name).await?.latest_version) })
+    }
+
+    fn encrypt(
+        &self,
+        version: Option<u32>,
+        plaintext: Zeroizing<Vec<u8>>,
+        aad: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Sealed, KeyringError>> {
+        Box::pin(async move {
+            one(self
+                .keyring
+                .encrypt(
+                    &self.name,
+                    version,
+                    vec![EncryptItem { plaintext, aad }],
+                    false,
+                )
+                .await?)
+        })
+    }
+
+    fn decrypt(
+        &self,
+        sealed: Sealed,
+        aad: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Zeroizing<Vec<u8>>, KeyringError>> {
+        Box::pin(async move {
+            one(self
+                .keyring
+                .decrypt(&self.name, vec![DecryptItem { sealed, aad }])
+                .await?)
+        })
+    }
+
+    fn describe(&self) -> Vec<(String, String)> {
+        vec![
+            ("token".to_owned(), self.token.clone()),
+            ("key_store".to_owned(), self.store.clone()),
+        ]
+    }
+}

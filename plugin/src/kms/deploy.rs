@@ -1,0 +1,129 @@
+//! `rootseal openbao kms-config`: install the binary into OpenBao's plugin directory and print the
+//! server-config stanzas that declare it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The arguments OpenBao passes to the binary (`plugin "kms" "rootseal" { args = … }`): the
+/// subcommand that runs [`super::run_kms_plugin`].
+pub const PLUGIN_ARGS: &[&str] = &["openbao", "kms-plugin"];
+/// File name of the binary inside the plugin directory.
+pub const PLUGIN_BINARY: &str = "rootseal";
+
+/// Why `kms-config` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KmsConfigError {
+    /// A file could not be read, copied or created.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KmsConfigError + '_ {
+    move |source| KmsConfigError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Hex SHA-256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String, KmsConfigError> {
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(ctx
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// HCL string literal.
+fn hcl(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '$' => out.push_str("$$"),
+            '%' => out.push_str("%%"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Copy the running binary to `plugin_dir/rootseal` (mode 0755, atomically) and return the
+/// `plugin_directory`, `plugin "kms" "rootseal"` and `seal "rootseal"` stanzas for an OpenBao
+/// server config, the seal pointing at `config` (a `rootseal.toml`).
+pub fn kms_config_command(config: &Path, plugin_dir: &Path) -> Result<String, KmsConfigError> {
+    let exe = std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?;
+    install(&exe, config, plugin_dir)
+}
+
+/// [`kms_config_command`] with an explicit binary (tests).
+pub fn install(exe: &Path, config: &Path, plugin_dir: &Path) -> Result<String, KmsConfigError> {
+    let config = std::fs::canonicalize(config).map_err(io(config))?;
+    std::fs::create_dir_all(plugin_dir).map_err(io(plugin_dir))?;
+    // OpenBao resolves symlinks in plugin_directory and requires the command to be inside it.
+    let plugin_dir = std::fs::canonicalize(plugin_dir).map_err(io(plugin_dir))?;
+    let dest = plugin_dir.join(PLUGIN_BINARY);
+    let same = std::fs::canonicalize(exe)
+        .ok()
+        .zip(std::fs::canonicalize(&dest).ok())
+        .is_some_and(|(a, b)| a == b);
+    if !same {
+        let tmp = plugin_dir.join(format!(".{PLUGIN_BINARY}.tmp.{}", std::process::id()));
+        std::fs::copy(exe, &tmp).map_err(io(&tmp))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+                .map_err(io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+    }
+    let sum = sha256_file(&dest)?;
+    let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    let args: Vec<String> = PLUGIN_ARGS.iter().map(|a| hcl(a)).collect();
+    Ok(format!(
+        r#"# rootseal KMS (auto-unseal) plugin: append to the OpenBao server config.
+# The HSM PIN is never written here: the plugin reads it as rootseal.toml says
+# (ROOTSEAL_HSM_PIN in OpenBao's environment, which the plugin inherits, or a PIN file).
+plugin_directory = {dir}
+
+plugin "kms" "rootseal" {{
+  command   = {cmd}
+  args      = [{args}]
+  version   = {version}
+  sha256sum = {sum}
+}}
+
+seal "rootseal" {{
+  config_file = {config}
+}}
+"#,
+        dir = hcl(&plugin_dir.display().to_string()),
+        cmd = hcl(PLUGIN_BINARY),
+        args = args.join(", "),
+        version = hcl(&version),
+        sum = hcl(&sum),
+        config = hcl(&config.display().to_string()),
+    ))
+}
