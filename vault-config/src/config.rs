@@ -1,0 +1,1146 @@
+//! `rootseal.toml`: parsed once, validated, and turned into the types the rest of rootseal uses.
+//!
+//! Secrets (the HSM User PIN, the root token that clients present, the Vault token) are read from
+//! files named in the config or from environment variables, never from the command line, and are
+//! held in [`SecretString`]s. No `Debug` here prints them.
+//!
+//! Relative paths in the file (except `hsm.module`, which is handed to the dynamic loader as is)
+//! are resolved against the directory that holds the config file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rootseal_hsm::store::{valid_key_name, FileStore, KekStore, RoutedStore};
+use rootseal_hsm::{HsmConfig, TokenSelector};
+use secrecy::SecretString;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::kv::{SetupError, VaultKvStore};
+
+/// Default for `listener.max_request_bytes`: 32 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+/// Default for `hsm.pool_size`: SoftHSM2 gains nothing past 2 sessions.
+pub const DEFAULT_POOL_SIZE: usize = 2;
+/// Largest accepted `hsm.pool_size`.
+pub const MAX_POOL_SIZE: usize = 64;
+/// Default for `storage.kv_mount`.
+pub const DEFAULT_KV_MOUNT: &str = "secret";
+/// Default for `storage.prefix`.
+pub const DEFAULT_PREFIX: &str = "rootseal";
+/// Default for `storage.local_keys`: the key name OpenBao's `seal "transit"` uses in rootseal's docs.
+pub const DEFAULT_LOCAL_KEYS: &[&str] = &["autounseal"];
+/// Default for `transit.mount`.
+pub const DEFAULT_TRANSIT_MOUNT: &str = "transit";
+
+/// Environment variable holding the HSM User PIN when `hsm.pin_file` is not set.
+pub const ENV_HSM_PIN: &str = "ROOTSEAL_HSM_PIN";
+/// Environment variable holding the root token when `auth.root_token_file` is not set.
+pub const ENV_ROOT_TOKEN: &str = "ROOTSEAL_ROOT_TOKEN";
+/// Environment variables holding the Vault token when `storage.token_file` is not set, in the
+/// order they are tried.
+pub const ENV_VAULT_TOKEN: &[&str] = &["ROOTSEAL_VAULT_TOKEN", "VAULT_TOKEN", "BAO_TOKEN"];
+
+/// Why a configuration could not be loaded. Every variant names the key or the file at fault;
+/// none contains a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read (missing, unreadable).
+    #[error("cannot read config file {path}: {source}")]
+    ReadConfig {
+        /// The config file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong and where (line, column, table). Never contains a value.
+        message: String,
+    },
+    /// A key has a value that is not acceptable.
+    #[error("invalid `{key}`: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `listener.address`.
+        key: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A required key (or its environment-variable alternative) is missing.
+    #[error("missing `{key}`: {hint}")]
+    Missing {
+        /// The dotted key, e.g. `hsm.pin_file`.
+        key: String,
+        /// How to provide it.
+        hint: String,
+    },
+    /// A file holding a secret (PIN, token) could not be read.
+    #[error("cannot read the file {path} named by `{key}`: {source}")]
+    SecretFile {
+        /// The dotted key that names the file.
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listener: RawListener,
+    hsm: RawHsm,
+    #[serde(default)]
+    auth: RawAuth,
+    storage: RawStorage,
+    #[serde(default)]
+    transit: RawTransit,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    address: String,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
+    max_request_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHsm {
+    module: PathBuf,
+    token_label: Option<String>,
+    token_serial: Option<String>,
+    pin_file: Option<PathBuf>,
+    pool_size: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    root_token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    backend: String,
+    path: Option<PathBuf>,
+    address: Option<String>,
+    token_file: Option<PathBuf>,
+    kv_mount: Option<String>,
+    prefix: Option<String>,
+    ca_cert_file: Option<PathBuf>,
+    local_path: Option<PathBuf>,
+    local_keys: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTransit {
+    mount: Option<String>,
+    allow_upsert: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated configuration.
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was loaded from.
+    pub source: PathBuf,
+    /// `[listener]`.
+    pub listener: ListenerSettings,
+    /// `[hsm]`.
+    pub hsm: HsmSettings,
+    /// `[auth]`.
+    pub auth: AuthSettings,
+    /// `[storage]`.
+    pub storage: StorageSettings,
+    /// `[transit]`.
+    pub transit: TransitSettings,
+}
+
+/// `[listener]`: where the HTTP API listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSettings {
+    /// `address`.
+    pub address: SocketAddr,
+    /// TLS files; `None` means plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// `max_request_bytes` (default [`DEFAULT_MAX_REQUEST_BYTES`]).
+    pub max_request_bytes: usize,
+}
+
+/// The listener's TLS files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `tls_cert_file`: PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// `tls_key_file`: PEM private key.
+    pub key_file: PathBuf,
+    /// `client_ca_file`: PEM CA bundle; when set, clients must present a certificate (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `[hsm]`: how to reach the HSM. The PIN never prints.
+#[derive(Clone)]
+pub struct HsmSettings {
+    /// `module`: the PKCS#11 library.
+    pub module: PathBuf,
+    /// `token_label` or `token_serial`.
+    pub token: TokenSelector,
+    /// The User PIN, from `pin_file` or `ROOTSEAL_HSM_PIN`.
+    pub pin: SecretString,
+    /// `pool_size` (default [`DEFAULT_POOL_SIZE`]).
+    pub pool_size: usize,
+}
+
+impl fmt::Debug for HsmSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HsmSettings")
+            .field("module", &self.module)
+            .field("token", &self.token)
+            .field("pin", &"[REDACTED]")
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// `[auth]`: the token clients of rootseal's API present. Never prints.
+#[derive(Clone)]
+pub struct AuthSettings {
+    /// The root token, from `root_token_file` or `ROOTSEAL_ROOT_TOKEN`.
+    pub root_token: SecretString,
+}
+
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("root_token", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// `[storage]`: where sealed KEK records live.
+#[derive(Clone, Debug)]
+pub enum StorageSettings {
+    /// `backend = "file"`: a local directory.
+    File {
+        /// `path`.
+        path: PathBuf,
+    },
+    /// `backend = "vault"`: Vault/OpenBao KV v2, with some keys kept locally.
+    Vault(VaultSettings),
+}
+
+/// `[storage]` with `backend = "vault"`. The token never prints.
+#[derive(Clone)]
+pub struct VaultSettings {
+    /// `address`, e.g. `http://127.0.0.1:8200`, without a trailing slash.
+    pub address: String,
+    /// The Vault token, from `token_file` or `ROOTSEAL_VAULT_TOKEN` / `VAULT_TOKEN` / `BAO_TOKEN`.
+    pub token: SecretString,
+    /// `kv_mount` (default `secret`), without slashes at either end.
+    pub kv_mount: String,
+    /// `prefix` (default `rootseal`), without slashes at either end.
+    pub prefix: String,
+    /// `ca_cert_file`: PEM bundle trusted for an `https` address (instead of the system roots).
+    pub ca_cert: Option<PathBuf>,
+    /// `local_path`: the local file store for `local_keys`.
+    pub local_path: PathBuf,
+    /// `local_keys` (default `["autounseal"]`): key names kept in the local file store.
+    pub local_keys: Vec<String>,
+}
+
+impl fmt::Debug for VaultSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultSettings")
+            .field("address", &self.address)
+            .field("token", &"[REDACTED]")
+            .field("kv_mount", &self.kv_mount)
+            .field("prefix", &self.prefix)
+            .field("ca_cert", &self.ca_cert)
+            .field("local_path", &self.local_path)
+            .field("local_keys", &self.local_keys)
+            .finish()
+    }
+}
+
+/// `[transit]`: the transit-compatible API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransitSettings {
+    /// `mount` (default `transit`): served under `/v1/<mount>/`, without slashes at either end.
+    pub mount: String,
+    /// `allow_upsert` (default `false`): whether encrypt creates a missing key.
+    pub allow_upsert: bool,
+}
+
+impl Config {
+    /// Load and validate `path`, taking secrets from the files it names or from the process
+    /// environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or key at fault.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, &|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::load`], with the environment given as a lookup function (for tests and for
+    /// callers that sanitise their environment).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or key at fault.
+    pub fn load_with_env(
+        path: impl AsRef<Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadConfig {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path, env)
+    }
+
+    /// Parse and validate the text of a config file; `source` is the file's path (used for
+    /// messages and to resolve relative paths).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file or key at fault.
+    pub fn parse(
+        text: &str,
+        source: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: source.to_owned(),
+            message: describe_toml_error(text, &e),
+        })?;
+        let base = source.parent().unwrap_or(Path::new("")).to_owned();
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        let listener = validate_listener(raw.listener, &resolve)?;
+        let hsm = validate_hsm(raw.hsm, &resolve, env)?;
+        let auth = AuthSettings {
+            root_token: read_secret(
+                "auth.root_token_file",
+                raw.auth.root_token_file.map(&resolve).as_deref(),
+                &[ENV_ROOT_TOKEN],
+                env,
+            )?,
+        };
+        let storage = validate_storage(raw.storage, &resolve, env)?;
+        let transit = TransitSettings {
+            mount: normalize_mount(
+                "transit.mount",
+                raw.transit
+                    .mount
+                    .as_deref()
+                    .unwrap_or(DEFAULT_TRANSIT_MOUNT),
+            )?,
+            allow_upsert: raw.transit.allow_upsert.unwrap_or(false),
+        };
+        Ok(Self {
+            source: source.to_owned(),
+            listener,
+            hsm,
+            auth,
+            storage,
+            transit,
+        })
+    }
+
+    /// The settings [`rootseal_hsm::Hsm`] opens the token with.
+    pub fn hsm_config(&self) -> HsmConfig {
+        HsmConfig {
+            module: self.hsm.module.clone(),
+            token: self.hsm.token.clone(),
+            pin: self.hsm.pin.clone(),
+            pool_size: self.hsm.pool_size,
+        }
+    }
+
+    /// Open the configured KEK store: a [`FileStore`], or a [`RoutedStore`] that keeps
+    /// `local_keys` in a local [`FileStore`] and everything else in a [`VaultKvStore`].
+    ///
+    /// A Vault that cannot be reached yet is not an error (it may be waiting for rootseal to
+    /// unseal it); see [`VaultKvStore::connect`]. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`SetupError`] when a directory cannot be created or Vault answers that the KV mount is
+    /// missing or not version 2.
+    pub async fn build_store(&self) -> Result<Arc<dyn KekStore>, SetupError> {
+        match &self.storage {
+            StorageSettings::File { path } => Ok(Arc::new(FileStore::open(path)?)),
+            StorageSettings::Vault(v) => {
+                let local: Arc<dyn KekStore> = Arc::new(FileStore::open(&v.local_path)?);
+                let shared: Arc<dyn KekStore> = Arc::new(VaultKvStore::connect(v).await?);
+                Ok(Arc::new(RoutedStore::new(
+                    local,
+                    shared,
+                    v.local_keys.iter().cloned(),
+                )))
+            }
+        }
+    }
+}
+
+/// A toml error without the source snippet (which could echo a secret someone pasted into the
+/// file) and without the offending value; with the line, column and enclosing table.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut msg = e.message().trim().to_owned();
+    if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
+        if let Some(i) = msg.find(", expected ") {
+            msg = format!("wrong type or value, expected {}", &msg[i + 11..]);
+        } else {
+            msg = "wrong type or value".to_owned();
+        }
+    }
+    if let Some(span) = e.span() {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        let table = before
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.split(']').next().unwrap_or(l).to_owned() + "]");
+        match table {
+            Some(t) => format!("{msg} (in {t}, line {line}, column {col})"),
+            None => format!("{msg} (line {line}, column {col})"),
+        }
+    } else {
+        msg
+    }
+}
+
+fn validate_listener(
+    raw: RawListener,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<ListenerSettings, ConfigError> {
+    let address: SocketAddr = raw.address.trim().parse().map_err(|_| {
+        invalid(
+            "listener.address",
+            format!(
+                "expected an IP address and port such as 127.0.0.1:8210, got {:?}",
+                raw.address
+            ),
+        )
+    })?;
+    let tls = match (raw.tls_cert_file, raw.tls_key_file) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert_file: resolve(cert),
+            key_file: resolve(key),
+            client_ca_file: raw.client_ca_file.map(resolve),
+        }),
+        (None, None) => {
+            if raw.client_ca_file.is_some() {
+                return Err(invalid(
+                    "listener.client_ca_file",
+                    "needs listener.tls_cert_file and listener.tls_key_file",
+                ));
+            }
+            None
+        }
+        (Some(_), None) => {
+            return Err(ConfigError::Missing {
+                key: "listener.tls_key_file".into(),
+                hint: "listener.tls_cert_file is set; TLS needs both".into(),
+            })
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Missing {
+                key: "listener.tls_cert_file".into(),
+                hint: "listener.tls_key_file is set; TLS needs both".into(),
+            })
+        }
+    };
+    let max_request_bytes = match raw.max_request_bytes {
+        None => DEFAULT_MAX_REQUEST_BYTES,
+        Some(0) => return Err(invalid("listener.max_request_bytes", "must be at least 1")),
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= 1 << 30)
+            .ok_or_else(|| invalid("listener.max_request_bytes", "must be at most 1 GiB"))?,
+    };
+    Ok(ListenerSettings {
+        address,
+        tls,
+        max_request_bytes,
+    })
+}
+
+fn validate_hsm(
+    raw: RawHsm,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<HsmSettings, ConfigError> {
+    if raw.module.as_os_str().is_empty() {
+        return Err(invalid("hsm.module", "must not be empty"));
+    }
+    let token = match (raw.token_label, raw.token_serial) {
+        (Some(l), None) if !l.trim().is_empty() => TokenSelector::Label(l),
+        (None, Some(s)) if !s.trim().is_empty() => TokenSelector::Serial(s),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "hsm.token_label",
+                "set exactly one of hsm.token_label and hsm.token_serial, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ConfigError::Missing {
+                key: "hsm.token_label".into(),
+                hint: "set exactly one of hsm.token_label and hsm.token_serial".into(),
+            })
+        }
+        (Some(_), None) => return Err(invalid("hsm.token_label", "must not be empty")),
+        (None, Some(_)) => return Err(invalid("hsm.token_serial", "must not be empty")),
+    };
+    let pool_size = match raw.pool_size {
+        None => DEFAULT_POOL_SIZE,
+        Some(n) if (1..=MAX_POOL_SIZE).contains(&n) => n,
+        Some(_) => {
+            return Err(invalid(
+                "hsm.pool_size",
+                format!("must be between 1 and {MAX_POOL_SIZE}"),
+            ))
+        }
+    };
+    let pin = read_secret(
+        "hsm.pin_file",
+        raw.pin_file.map(resolve).as_deref(),
+        &[ENV_HSM_PIN],
+        env,
+    )?;
+    Ok(HsmSettings {
+        module: raw.module,
+        token,
+        pin,
+        pool_size,
+    })
+}
+
+fn validate_storage(
+    raw: RawStorage,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<StorageSettings, ConfigError> {
+    match raw.backend.as_str() {
+        "file" => {
+            let vault_only = [
+                ("storage.address", raw.address.is_some()),
+                ("storage.token_file", raw.token_file.is_some()),
+                ("storage.kv_mount", raw.kv_mount.is_some()),
+                ("storage.prefix", raw.prefix.is_some()),
+                ("storage.ca_cert_file", raw.ca_cert_file.is_some()),
+                ("storage.local_path", raw.local_path.is_some()),
+                ("storage.local_keys", raw.local_keys.is_some()),
+            ];
+            if let Some((key, _)) = vault_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(key, "only valid with storage.backend = \"vault\""));
+            }
+            let path = raw.path.ok_or_else(|| ConfigError::Missing {
+                key: "storage.path".into(),
+                hint: "storage.backend = \"file\" needs the directory to keep records in".into(),
+            })?;
+            Ok(StorageSettings::File {
+                path: resolve(path),
+            })
+        }
+        "vault" => {
+            if raw.path.is_some() {
+                return Err(invalid(
+                    "storage.path",
+                    "only valid with storage.backend = \"file\" (use storage.local_path for the local store)",
+                ));
+            }
+            let address = raw.address.ok_or_else(|| ConfigError::Missing {
+                key: "storage.address".into(),
+                hint: "the Vault/OpenBao address, e.g. http://127.0.0.1:8200".into(),
+            })?;
+            let address = normalize_address(&address)?;
+            let ca_cert = raw.ca_cert_file.map(resolve);
+            if ca_cert.is_some() && !address.starts_with("https://") {
+                return Err(invalid(
+                    "storage.ca_cert_file",
+                    "only valid when storage.address is https",
+                ));
+            }
+            let local_path = raw.local_path.ok_or_else(|| ConfigError::Missing {
+                key: "storage.local_path".into(),
+                hint:
+                    "storage.backend = \"vault\" needs a local file store for storage.local_keys \
+                       (the KEK Vault auto-unseals with cannot live inside that Vault)"
+                        .into(),
+            })?;
+            let local_keys = raw
+                .local_keys
+                .unwrap_or_else(|| DEFAULT_LOCAL_KEYS.iter().map(|&s| s.to_owned()).collect());
+            if let Some(bad) = local_keys.iter().find(|k| !valid_key_name(k)) {
+                return Err(invalid(
+                    "storage.local_keys",
+                    format!("{bad:?} is not a valid key name (1-128 of A-Z a-z 0-9 _ . -, not starting with .)"),
+                ));
+            }
+            let token = read_secret(
+                "storage.token_file",
+                raw.token_file.map(resolve).as_deref(),
+                ENV_VAULT_TOKEN,
+                env,
+            )?;
+            Ok(StorageSettings::Vault(VaultSettings {
+                address,
+                token,
+                kv_mount: normalize_mount(
+                    "storage.kv_mount",
+                    raw.kv_mount.as_deref().unwrap_or(DEFAULT_KV_MOUNT),
+                )?,
+                prefix: normalize_mount(
+                    "storage.prefix",
+                    raw.prefix.as_deref().unwrap_or(DEFAULT_PREFIX),
+                )?,
+                ca_cert,
+                local_path: resolve(local_path),
+                local_keys,
+            }))
+        }
+        other => Err(invalid(
+            "storage.backend",
+            format!("expected \"file\" or \"vault\", got {other:?}"),
+        )),
+    }
+}
+
+/// Check a Vault address: http or https, a host, no credentials, no query; returned without a
+/// trailing slash.
+pub(crate) fn normalize_address(address: &str) -> Result<String, ConfigError> {
+    const KEY: &str = "storage.address";
+    let url = reqwest::Url::parse(address.trim())
+        .map_err(|e| invalid(KEY, format!("not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(KEY, "the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(KEY, "has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            KEY,
+            "must not contain credentials; use storage.token_file",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(KEY, "must not have a query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// A mount path or prefix: segments of `[A-Za-z0-9_.-]`, no `.`/`..`, no empty segment; returned
+/// without slashes at either end.
+pub(crate) fn normalize_mount(key: &str, value: &str) -> Result<String, ConfigError> {
+    let trimmed = value.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    for seg in trimmed.split('/') {
+        let ok = !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !ok {
+            return Err(invalid(
+                key,
+                format!("{value:?}: each path segment must be A-Z a-z 0-9 _ . - (not empty, not . or ..)"),
+            ));
+        }
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Read a secret from `file` (trailing newline removed) or else from the first non-empty
+/// environment variable in `env_names`.
+fn read_secret(
+    key: &str,
+    file: Option<&Path>,
+    env_names: &[&str],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SecretString, ConfigError> {
+    if let Some(path) = file {
+        let raw = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            ConfigError::SecretFile {
+                key: key.to_owned(),
+                path: path.to_owned(),
+                source,
+            }
+        })?);
+        warn_if_world_readable(key, path);
+        let value = raw.trim_end_matches(['\n', '\r']);
+        if value.is_empty() {
+            return Err(invalid(
+                key,
+                format!("the file {} is empty", path.display()),
+            ));
+        }
+        return Ok(SecretString::from(value));
+    }
+    for name in env_names {
+        if let Some(v) = env(name) {
+            let v = Zeroizing::new(v);
+            let value = v.trim_end_matches(['\n', '\r']);
+            if !value.is_empty() {
+                return Ok(SecretString::from(value));
+            }
+        }
+    }
+    Err(ConfigError::Missing {
+        key: key.to_owned(),
+        hint: format!(
+            "set `{key}` or the environment variable {} (secrets are never taken from the command line)",
+            env_names.join(" / ")
+        ),
+    })
+}
+
+#[cfg(unix)]
+fn warn_if_world_readable(key: &str, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(key, path = %path.display(), "secret file is world-readable; chmod 600 it");
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_world_readable(_key: &str, _path: &Path) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    const PIN: &str = "pin-7f3a9c2e";
+    const ROOT: &str = "root-token-5d8e1b4a";
+    const VAULT: &str = "vault-token-0c6f2d9e";
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("pin"), format!("{PIN}\n")).unwrap();
+            std::fs::write(dir.path().join("root"), format!("{ROOT}\r\n")).unwrap();
+            std::fs::write(dir.path().join("vault"), VAULT).unwrap();
+            Self { dir }
+        }
+
+        fn path(&self) -> PathBuf {
+            self.dir.path().join("rootseal.toml")
+        }
+
+        fn load(&self, text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+            let env: HashMap<String, String> = env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            std::fs::write(self.path(), text).unwrap();
+            Config::load_with_env(self.path(), &move |k| env.get(k).cloned())
+        }
+    }
+
+    /// Every key of the documented example.
+    fn full_example(dir: &Path) -> String {
+        format!(
+            r#"
+[listener]
+address = "127.0.0.1:8210"
+tls_cert_file = "tls/cert.pem"
+tls_key_file = "{d}/tls/key.pem"
+client_ca_file = "tls/ca.pem"
+max_request_bytes = 1048576
+
+[hsm]
+module = "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"
+token_label = "rootseal"
+pin_file = "pin"
+pool_size = 3
+
+[auth]
+root_token_file = "{d}/root"
+
+[storage]
+backend = "vault"
+address = "https://vault.example:8200/"
+token_file = "vault"
+kv_mount = "/kv/"
+prefix = "team/rootseal"
+ca_cert_file = "vault-ca.pem"
+local_path = "/var/lib/rootseal"
+local_keys = ["autounseal", "seal-2"]
+
+[transit]
+mount = "rootseal/transit"
+allow_upsert = true
+"#,
+            d = dir.display()
+        )
+    }
+
+    const MINIMAL_FILE: &str = r#"
+[listener]
+address = "[::1]:8210"
+[hsm]
+module = "libsofthsm2.so"
+token_serial = "050ec397d99a4cfa"
+[storage]
+backend = "file"
+path = "store"
+"#;
+
+    #[test]
+    fn every_example_key_parses() {
+        let f = Fixture::new();
+        let d = f.dir.path();
+        let c = f.load(&full_example(d), &[]).unwrap();
+        assert_eq!(c.listener.address, "127.0.0.1:8210".parse().unwrap());
+        assert_eq!(c.listener.max_request_bytes, 1_048_576);
+        let tls = c.listener.tls.as_ref().unwrap();
+        assert_eq!(tls.cert_file, d.join("tls/cert.pem"));
+        assert_eq!(tls.key_file, d.join("tls/key.pem"));
+        assert_eq!(tls.client_ca_file.as_deref(), Some(&*d.join("tls/ca.pem")));
+        assert_eq!(
+            c.hsm.module,
+            Path::new("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so")
+        );
+        assert_eq!(c.hsm.token, TokenSelector::Label("rootseal".into()));
+        assert_eq!(c.hsm.pin.expose_secret(), PIN);
+        assert_eq!(c.hsm.pool_size, 3);
+        assert_eq!(c.auth.root_token.expose_secret(), ROOT);
+        let StorageSettings::Vault(v) = &c.storage else {
+            panic!("expected vault storage: {:?}", c.storage)
+        };
+        assert_eq!(v.address, "https://vault.example:8200");
+        assert_eq!(v.token.expose_secret(), VAULT);
+        assert_eq!(v.kv_mount, "kv");
+        assert_eq!(v.prefix, "team/rootseal");
+        assert_eq!(v.ca_cert.as_deref(), Some(&*d.join("vault-ca.pem")));
+        assert_eq!(v.local_path, Path::new("/var/lib/rootseal"));
+        assert_eq!(v.local_keys, vec!["autounseal", "seal-2"]);
+        assert_eq!(
+            c.transit,
+            TransitSettings {
+                mount: "rootseal/transit".into(),
+                allow_upsert: true
+            }
+        );
+        let h = c.hsm_config();
+        assert_eq!((h.pool_size, h.pin.expose_secret()), (3, PIN));
+    }
+
+    #[test]
+    fn defaults_apply_and_env_secrets_work() {
+        let f = Fixture::new();
+        let c = f
+            .load(
+                MINIMAL_FILE,
+                &[(ENV_HSM_PIN, "env-pin-1\n"), (ENV_ROOT_TOKEN, "env-root")],
+            )
+            .unwrap();
+        assert_eq!(c.hsm.pin.expose_secret(), "env-pin-1");
+        assert_eq!(c.auth.root_token.expose_secret(), "env-root");
+        assert_eq!(
+            c.hsm.token,
+            TokenSelector::Serial("050ec397d99a4cfa".into())
+        );
+        assert_eq!(c.hsm.pool_size, DEFAULT_POOL_SIZE);
+        assert_eq!(c.listener.max_request_bytes, 32 * 1024 * 1024);
+        assert!(c.listener.tls.is_none());
+        assert!(
+            matches!(&c.storage, StorageSettings::File { path } if *path == f.dir.path().join("store"))
+        );
+        assert_eq!(c.transit.mount, "transit");
+        assert!(!c.transit.allow_upsert);
+    }
+
+    #[test]
+    fn vault_defaults_and_token_env_order() {
+        let f = Fixture::new();
+        let text = r#"
+[listener]
+address = "127.0.0.1:8210"
+[hsm]
+module = "m.so"
+token_label = "t"
+[storage]
+backend = "vault"
+address = "http://127.0.0.1:8200"
+local_path = "local"
+"#;
+        let env = [
+            (ENV_HSM_PIN, "p"),
+            (ENV_ROOT_TOKEN, "r"),
+            ("VAULT_TOKEN", "from-vault-token"),
+            ("BAO_TOKEN", "from-bao-token"),
+        ];
+        let c = f.load(text, &env).unwrap();
+        let StorageSettings::Vault(v) = &c.storage else {
+            panic!()
+        };
+        assert_eq!(v.token.expose_secret(), "from-vault-token");
+        assert_eq!(
+            (v.kv_mount.as_str(), v.prefix.as_str()),
+            ("secret", "rootseal")
+        );
+        assert_eq!(v.local_keys, vec!["autounseal"]);
+        assert_eq!(v.local_path, f.dir.path().join("local"));
+        let mut env2 = env.to_vec();
+        env2.push(("ROOTSEAL_VAULT_TOKEN", "from-rootseal"));
+        let c = f.load(text, &env2).unwrap();
+        let StorageSettings::Vault(v) = &c.storage else {
+            panic!()
+        };
+        assert_eq!(v.token.expose_secret(), "from-rootseal");
+        // No token anywhere: the error names the key and the variables.
+        let err = f.load(text, &env[..2]).unwrap_err().to_string();
+        assert!(
+            err.contains("storage.token_file") && err.contains("BAO_TOKEN"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let f = Fixture::new();
+        for (table, line) in [
+            ("[hsm]", "slot_id = 3"),
+            ("[listener]", "adress_typo = \"x\""),
+            ("[storage]", "kv_version = 2"),
+            ("[transit]", "mount_path = \"t\""),
+        ] {
+            let text = MINIMAL_FILE.replace(table, &format!("{table}\n{line}"))
+                + if table == "[transit]" {
+                    "[transit]\nmount_path = \"t\"\n"
+                } else {
+                    ""
+                };
+            let err = f
+                .load(&text, &[(ENV_HSM_PIN, "p"), (ENV_ROOT_TOKEN, "r")])
+                .unwrap_err();
+            let key = line.split(' ').next().unwrap();
+            let msg = err.to_string();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{msg}");
+            assert!(msg.contains(key), "{key} not in {msg}");
+            assert!(msg.contains(table), "{table} not in {msg}");
+        }
+        // An unknown top-level table too.
+        let err = f
+            .load(&format!("{MINIMAL_FILE}[extra]\nx = 1\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("extra"), "{err}");
+    }
+
+    #[test]
+    fn a_pin_pasted_into_the_file_is_not_echoed() {
+        let f = Fixture::new();
+        let text = MINIMAL_FILE.replace("[hsm]", "[hsm]\npin = \"s3cr3t-pin-value\"");
+        let msg = f.load(&text, &[]).unwrap_err().to_string();
+        assert!(msg.contains("`pin`"), "{msg}");
+        assert!(!msg.contains("s3cr3t"), "{msg}");
+        let text = MINIMAL_FILE.replace("[hsm]", "[hsm]\npool_size = \"s3cr3t-pin-value\"");
+        let msg = f.load(&text, &[]).unwrap_err().to_string();
+        assert!(!msg.contains("s3cr3t"), "{msg}");
+        assert!(msg.contains("line 5"), "{msg}");
+    }
+
+    #[test]
+    fn missing_config_file_is_named() {
+        let err = Config::load_with_env("/nonexistent/dir/rootseal.toml", &|_| None).unwrap_err();
+        assert!(matches!(err, ConfigError::ReadConfig { .. }));
+        assert!(
+            err.to_string().contains("/nonexistent/dir/rootseal.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_pin_file_is_named() {
+        let f = Fixture::new();
+        let text = MINIMAL_FILE.replace("[hsm]", "[hsm]\npin_file = \"no-such-pin\"");
+        // The env PIN does not paper over a pin_file that is missing.
+        let err = f
+            .load(&text, &[(ENV_HSM_PIN, "p"), (ENV_ROOT_TOKEN, "r")])
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::SecretFile { .. }), "{msg}");
+        assert!(msg.contains("hsm.pin_file"), "{msg}");
+        assert!(
+            msg.contains(&*f.dir.path().join("no-such-pin").to_string_lossy()),
+            "{msg}"
+        );
+        // No PIN at all.
+        let msg = f
+            .load(MINIMAL_FILE, &[(ENV_ROOT_TOKEN, "r")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("hsm.pin_file") && msg.contains(ENV_HSM_PIN),
+            "{msg}"
+        );
+        // Empty PIN file.
+        std::fs::write(f.dir.path().join("empty"), "\n").unwrap();
+        let text = MINIMAL_FILE.replace("[hsm]", "[hsm]\npin_file = \"empty\"");
+        let msg = f
+            .load(&text, &[(ENV_ROOT_TOKEN, "r")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("empty"), "{msg}");
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let f = Fixture::new();
+        let c = f.load(&full_example(f.dir.path()), &[]).unwrap();
+        let s = format!("{c:?} {:?} {:#?}", c.hsm_config(), c);
+        for secret in [PIN, ROOT, VAULT] {
+            assert!(!s.contains(secret), "{secret} leaked in {s}");
+        }
+        assert!(s.contains("[REDACTED]"), "{s}");
+        assert!(s.contains("libsofthsm2.so"), "{s}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let f = Fixture::new();
+        let env = [(ENV_HSM_PIN, "p"), (ENV_ROOT_TOKEN, "r")];
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "address = \"[::1]:8210\"",
+                "address = \"localhost\"",
+                "listener.address",
+            ),
+            (
+                "token_serial = \"050ec397d99a4cfa\"",
+                "token_serial = \"x\"\ntoken_label = \"y\"",
+                "hsm.token_label",
+            ),
+            ("token_serial = \"050ec397d99a4cfa\"", "", "hsm.token_label"),
+            (
+                "token_serial = \"050ec397d99a4cfa\"",
+                "token_serial = \"s\"\npool_size = 0",
+                "hsm.pool_size",
+            ),
+            ("backend = \"file\"", "backend = \"s3\"", "storage.backend"),
+            ("path = \"store\"", "", "storage.path"),
+            (
+                "path = \"store\"",
+                "path = \"store\"\nlocal_keys = [\"a\"]",
+                "storage.local_keys",
+            ),
+            (
+                "address = \"[::1]:8210\"",
+                "address = \"[::1]:8210\"\ntls_cert_file = \"c.pem\"",
+                "listener.tls_key_file",
+            ),
+            (
+                "address = \"[::1]:8210\"",
+                "address = \"[::1]:8210\"\nmax_request_bytes = 0",
+                "listener.max_request_bytes",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let text = MINIMAL_FILE.replacen(from, to, 1);
+            let msg = f.load(&text, &env).unwrap_err().to_string();
+            assert!(msg.contains(key), "{key} not in {msg}");
+        }
+        let vault = |extra: &str| {
+            format!(
+                "[listener]\naddress = \"127.0.0.1:1\"\n[hsm]\nmodule = \"m\"\ntoken_label = \"t\"\n\
+                 [storage]\nbackend = \"vault\"\n{extra}\n"
+            )
+        };
+        let env = [
+            (ENV_HSM_PIN, "p"),
+            (ENV_ROOT_TOKEN, "r"),
+            ("VAULT_TOKEN", "v"),
+        ];
+        for (extra, key) in [
+            ("address = \"http://v:8200\"", "storage.local_path"),
+            ("local_path = \"l\"", "storage.address"),
+            (
+                "address = \"ftp://v\"\nlocal_path = \"l\"",
+                "storage.address",
+            ),
+            (
+                "address = \"http://user:pw@v:8200\"\nlocal_path = \"l\"",
+                "storage.address",
+            ),
+            (
+                "address = \"http://v:8200\"\nlocal_path = \"l\"\nca_cert_file = \"ca\"",
+                "storage.ca_cert_file",
+            ),
+            (
+                "address = \"http://v:8200\"\nlocal_path = \"l\"\nkv_mount = \"a/../b\"",
+                "storage.kv_mount",
+            ),
+            (
+                "address = \"http://v:8200\"\nlocal_path = \"l\"\nlocal_keys = [\"../x\"]",
+                "storage.local_keys",
+            ),
+            (
+                "address = \"http://v:8200\"\nlocal_path = \"l\"\npath = \"p\"",
+                "storage.path",
+            ),
+        ] {
+            let msg = f.load(&vault(extra), &env).unwrap_err().to_string();
+            assert!(msg.contains(key), "{key} not in {msg}");
+        }
+        assert!(f
+            .load(
+                &vault("address = \"http://v:8200\"\nlocal_path = \"l\""),
+                &env
+            )
+            .is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn build_store_file_backend() {
+        let f = Fixture::new();
+        let c = f
+            .load(MINIMAL_FILE, &[(ENV_HSM_PIN, "p"), (ENV_ROOT_TOKEN, "r")])
+            .unwrap();
+        let store = c.build_store().await.unwrap();
+        assert_eq!(store.put("k", b"x".to_vec(), 0).await.unwrap(), 1);
+        assert!(f.dir.path().join("store/k.kek").exists());
+        assert!(store.describe().starts_with("file:"));
+    }
+}
