@@ -129,4 +129,6 @@ impl<T: BatchKeySource> BatchKeySource for std::sync::Arc<T> {
 }
 
 #[cfg(test)]
+mod hsm_tests;
+#[cfg(test)]
 pub(crate) mod testkeys;
