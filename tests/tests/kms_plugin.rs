@@ -1,0 +1,294 @@
+//! End-to-end tests of rootseal as an OpenBao KMS (auto-unseal) plugin: the real `rootseal`
+//! binary executed by real OpenBao 2.7.2 (raft storage), with the unseal KEK in real SoftHSM2.
+//!
+//! Covered: init → unsealed; restart → unsealed; the plugin killed with SIGKILL while OpenBao runs
+//! → OpenBao starts a new one and unseals through it; the HSM token missing → OpenBao does not
+//! unseal; the token back → it does; another HSM (its own root) → refused. After every stop, no
+//! plugin process is left behind.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rootseal_e2e::{bao, rootseal_bin, wait_for, OpenBao};
+use rootseal_hsm::softhsm::TestToken;
+
+const UNSEAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Creates the L0 root on `token` (what `rootseal init` does).
+fn init_root(token: &TestToken) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = token.config();
+        let hsm = tokio::task::spawn_blocking(move || rootseal_hsm::Hsm::open(cfg))
+            .await
+            .unwrap()
+            .expect("open SoftHSM2 token");
+        rootseal_hsm::Keyring::init_root(&hsm)
+            .await
+            .expect("init root");
+    });
+}
+
+/// Copies the binary into `dir/plugins` and returns the plugin and seal stanzas for `token`.
+fn stanzas(dir: &Path, token: &TestToken, key_dir: &Path) -> String {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let dest = plugins.join("rootseal");
+    std::fs::copy(rootseal_bin(), &dest).unwrap();
+    let out = Command::new("sha256sum").arg(&dest).output().unwrap();
+    let sum = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    format!(
+        "plugin_directory = \"{plugins}\"\n\
+         plugin \"kms\" \"rootseal\" {{\n  command = \"rootseal\"\n  args = [\"openbao\", \"kms-plugin\"]\n  version = \"v0.1.0\"\n  sha256sum = \"{sum}\"\n}}\n\
+         seal \"rootseal\" {{\n  module = \"{module}\"\n  token_label = \"{label}\"\n  key_dir = \"{keys}\"\n}}\n",
+        plugins = std::fs::canonicalize(&plugins).unwrap().display(),
+        module = token.module.display(),
+        label = token.label,
+        keys = key_dir.display(),
+    )
+}
+
+fn env_for(token: &TestToken) -> Vec<(&'static str, String)> {
+    vec![
+        ("ROOTSEAL_HSM_PIN", token.pin.clone()),
+        ("SOFTHSM2_CONF", token.dir.conf.display().to_string()),
+    ]
+}
+
+fn start(bao: &mut OpenBao, token: &TestToken) {
+    let env = env_for(token);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    bao.start(&env);
+}
+
+/// Pids of live processes whose command line mentions `needle` (our plugin directory).
+fn procs_mentioning(needle: &Path) -> Vec<u32> {
+    let needle = needle.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true);
+        if cmd.contains(&needle) && cmd.contains("kms-plugin") && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn assert_no_plugin_left(plugins: &Path) {
+    let left = wait_for(Duration::from_secs(10), || {
+        let p = procs_mentioning(plugins);
+        p.is_empty().then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "plugin processes outlived OpenBao: {:?}",
+        procs_mentioning(plugins)
+    );
+}
+
+/// `bao operator init` with one recovery share: (root token, recovery key).
+fn init(bao_: &OpenBao) -> (String, String) {
+    let (ok, out, err) = bao(
+        &bao_.addr,
+        None,
+        &[
+            "operator",
+            "init",
+            "-recovery-shares=1",
+            "-recovery-threshold=1",
+            "-format=json",
+        ],
+    );
+    assert!(ok, "bao operator init failed: {err}\n{out}\n{}", bao_.log());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    (
+        v["root_token"].as_str().unwrap().to_owned(),
+        v["recovery_keys_b64"][0].as_str().unwrap().to_owned(),
+    )
+}
+
+/// SoftHSM2 keeps each token in its own sub-directory of `tokens/`: find the one for `label`.
+fn token_subdir(token: &TestToken) -> PathBuf {
+    for e in std::fs::read_dir(&token.dir.tokens).unwrap().flatten() {
+        let obj = e.path().join("token.object");
+        if let Ok(bytes) = std::fs::read(&obj) {
+            let label = token.label.as_bytes();
+            if bytes.windows(label.len()).any(|w| w == label) {
+                return e.path();
+            }
+        }
+    }
+    panic!(
+        "token {} not found under {}",
+        token.label,
+        token.dir.tokens.display()
+    );
+}
+
+/// One test function: SoftHSM2 sees only the tokens that exist when a process first loads it, so
+/// every token is created before any is opened, and the scenarios run in sequence.
+#[test]
+fn kms_plugin_end_to_end() {
+    let a = TestToken::new();
+    let b = TestToken::new();
+    let c = TestToken::new();
+    init_root(&a);
+    init_root(&b);
+    init_root(&c);
+    unseals_restarts_and_recovers_from_sigkill(&a);
+    needs_the_right_hsm(&b, &c);
+}
+
+fn unseals_restarts_and_recovers_from_sigkill(token: &TestToken) {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let extra = stanzas(tmp.path(), token, &keys);
+    let plugins = std::fs::canonicalize(tmp.path().join("plugins")).unwrap();
+    let mut server = OpenBao::new(&tmp.path().join("bao"), &extra);
+
+    // init → unsealed, with the unseal KEK sealed in the local store.
+    start(&mut server, token);
+    assert!(
+        server.wait_status(UNSEAL_TIMEOUT).is_some(),
+        "OpenBao did not answer:\n{}",
+        server.log()
+    );
+    let (root, recovery) = init(&server);
+    assert!(
+        server.wait_sealed(false, UNSEAL_TIMEOUT),
+        "not unsealed after init:\n{}",
+        server.log()
+    );
+    assert!(
+        keys.join("openbao-unseal.kek").exists(),
+        "unseal KEK not in the local store"
+    );
+    let (ok, out, err) = bao(&server.addr, Some(&root), &["status", "-format=json"]);
+    assert!(out.contains("\"type\": \"rootseal\""), "{ok} {out} {err}");
+
+    // restart → unsealed by the plugin, without any human.
+    server.stop();
+    assert_no_plugin_left(&plugins);
+    start(&mut server, token);
+    assert!(
+        server.wait_sealed(false, UNSEAL_TIMEOUT),
+        "not unsealed after restart:\n{}",
+        server.log()
+    );
+
+    // SIGKILL the plugin while OpenBao runs; then make OpenBao need the seal again: seal, and
+    // unseal with the recovery key (OpenBao decrypts its stored root key through the plugin).
+    let pids = procs_mentioning(&plugins);
+    assert!(!pids.is_empty(), "no plugin process found");
+    for pid in &pids {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(wait_for(Duration::from_secs(10), || {
+        pids.iter()
+            .all(|p| !procs_mentioning(&plugins).contains(p))
+            .then_some(())
+    })
+    .is_some());
+    let (ok, _, err) = bao(&server.addr, Some(&root), &["operator", "seal"]);
+    assert!(ok, "seal failed: {err}");
+    assert!(server.wait_sealed(true, Duration::from_secs(20)));
+    let (ok, out, err) = bao(&server.addr, None, &["operator", "unseal", &recovery]);
+    assert!(
+        server.wait_sealed(false, UNSEAL_TIMEOUT),
+        "OpenBao did not recover the killed plugin ({ok} {out} {err}):\n{}",
+        server.log()
+    );
+    let fresh = procs_mentioning(&plugins);
+    assert!(
+        fresh.iter().any(|p| !pids.contains(p)),
+        "expected a new plugin process, have {fresh:?} (killed {pids:?})"
+    );
+
+    server.stop();
+    assert_no_plugin_left(&plugins);
+}
+
+fn needs_the_right_hsm(token: &TestToken, other: &TestToken) {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let extra = stanzas(tmp.path(), token, &keys);
+    let plugins = std::fs::canonicalize(tmp.path().join("plugins")).unwrap();
+    let mut server = OpenBao::new(&tmp.path().join("bao"), &extra);
+    start(&mut server, token);
+    assert!(
+        server.wait_status(UNSEAL_TIMEOUT).is_some(),
+        "{}",
+        server.log()
+    );
+    init(&server);
+    assert!(
+        server.wait_sealed(false, UNSEAL_TIMEOUT),
+        "{}",
+        server.log()
+    );
+    server.stop();
+
+    // The token is gone: OpenBao must not unseal.
+    let sub = token_subdir(token);
+    // Out of the token directory (SoftHSM2 loads every sub-directory of it, whatever its name).
+    let away = token.dir.dir.join(format!("away-{}", token.label));
+    std::fs::rename(&sub, &away).unwrap();
+    start(&mut server, token);
+    let unsealed = server.wait_sealed(false, Duration::from_secs(15));
+    let log = server.log();
+    server.stop();
+    assert!(!unsealed, "OpenBao unsealed without its HSM token:\n{log}");
+    assert!(
+        log.contains("rootseal"),
+        "the failure is not reported:\n{log}"
+    );
+    assert_no_plugin_left(&plugins);
+
+    // The token is back: it unseals.
+    std::fs::rename(&away, &sub).unwrap();
+    start(&mut server, token);
+    assert!(
+        server.wait_sealed(false, UNSEAL_TIMEOUT),
+        "not unsealed once the token is back:\n{}",
+        server.log()
+    );
+    server.stop();
+    assert_no_plugin_left(&plugins);
+
+    // Another HSM (its own root, its own PIN) with the same key store: refused.
+    let cfg = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(
+        &server.config,
+        cfg.replace(
+            &format!("token_label = \"{}\"", token.label),
+            &format!("token_label = \"{}\"", other.label),
+        ),
+    )
+    .unwrap();
+    start(&mut server, other);
+    let unsealed = server.wait_sealed(false, Duration::from_secs(15));
+    let log = server.log();
+    server.stop();
+    assert!(!unsealed, "OpenBao unsealed with the wrong HSM:\n{log}");
+    assert_no_plugin_left(&plugins);
+}
