@@ -290,5 +290,34 @@ fn needs_the_right_hsm(token: &TestToken, other: &TestToken) {
     let log = server.log();
     server.stop();
     assert!(!unsealed, "OpenBao unsealed with the wrong HSM:\n{log}");
+    assert!(
+        log.contains("integrity"),
+        "the wrong HSM is not reported:\n{log}"
+    );
+    assert_no_plugin_left(&plugins);
+
+    // A PIN in the stanza: refused through SetConfig, with a message OpenBao logs (no PIN in it).
+    let cfg = std::fs::read_to_string(&server.config).unwrap();
+    std::fs::write(
+        &server.config,
+        cfg.replace(
+            "seal \"rootseal\" {",
+            "seal \"rootseal\" {\n  pin = \"s3cret-pin\"",
+        ),
+    )
+    .unwrap();
+    start(&mut server, other);
+    let unsealed = server.wait_sealed(false, Duration::from_secs(10));
+    let log = server.log();
+    server.stop();
+    assert!(!unsealed, "OpenBao unsealed with a bad stanza:\n{log}");
+    assert!(
+        log.contains("is not allowed"),
+        "bad key not reported:\n{log}"
+    );
+    assert!(
+        !log.contains("s3cret-pin"),
+        "the PIN reached the log:\n{log}"
+    );
     assert_no_plugin_left(&plugins);
 }
