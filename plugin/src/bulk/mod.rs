@@ -129,6 +129,8 @@ impl<T: BatchKeySource> BatchKeySource for std::sync::Arc<T> {
 }
 
 #[cfg(test)]
+mod bench;
+#[cfg(test)]
 mod hsm_tests;
 #[cfg(test)]
 pub(crate) mod testkeys;

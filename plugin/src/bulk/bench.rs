@@ -1,0 +1,233 @@
+//! The bulk-seal benchmark (`scripts/bench-bulk`): run with
+//! `cargo test --release -p rootseal --lib bulk::bench -- --ignored --nocapture`.
+//! It prints the "Bulk seal" section of `docs/benchmarks.md`: figures are same-run ratios
+//! against raw aws-lc-rs AES-256-GCM on all cores and against OpenBao transit `batch_input`
+//! (when `BENCH_BAO_ADDR` and `BENCH_BAO_TOKEN` point at a `bao server -dev` with transit).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, UnboundKey, AES_256_GCM};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rootseal_hsm::keyring::CreateOptions;
+use rootseal_hsm::softhsm::TestToken;
+use rootseal_hsm::store::FileStore;
+use rootseal_hsm::{Hsm, Keyring};
+use tokio::sync::mpsc;
+
+use super::engine::{self, threads};
+use super::format::counter_nonce;
+use super::frame::{self, FrameDecoder, Kind};
+
+const ITEM: usize = 4096;
+
+fn secs() -> f64 {
+    std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0)
+}
+
+/// Raw AES-256-GCM over 4 KiB items on `threads` threads: bytes per second.
+fn raw_gcm(threads: usize, dur: f64) -> f64 {
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7u8; 32]).unwrap());
+    let key = &key;
+    let total: u64 = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut buf = vec![1u8; ITEM];
+                    let start = Instant::now();
+                    let mut n = 0u64;
+                    while start.elapsed().as_secs_f64() < dur {
+                        for _ in 0..256 {
+                            let tag = key
+                                .seal_in_place_separate_tag(counter_nonce((t as u64) << 40 | n), Aad::from(&[0u8; 64][..]), &mut buf)
+                                .unwrap();
+                            let _ = std::hint::black_box(tag);
+                            n += 1;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    total as f64 * ITEM as f64 / dur
+}
+
+fn item_frames(n: usize) -> Bytes {
+    let mut out = Vec::with_capacity(n * (ITEM + 9));
+    let pt = vec![0x42u8; ITEM];
+    for _ in 0..n {
+        frame::put_record(&mut out, Kind::Item, &[&0u32.to_be_bytes(), &pt]);
+    }
+    Bytes::from(out)
+}
+
+/// A frame request of `total` items as a stream of ~1 MiB pieces (reusing one piece).
+fn frame_request(total: usize) -> (Vec<Bytes>, usize) {
+    let per = 256;
+    let piece = item_frames(per);
+    let mut v = Vec::new();
+    let mut head = Vec::new();
+    frame::put_header(&mut head);
+    v.push(Bytes::from(head));
+    let mut n = 0;
+    while n + per <= total {
+        v.push(piece.clone());
+        n += per;
+    }
+    let mut end = Vec::new();
+    frame::put_end(&mut end, n as u64);
+    v.push(Bytes::from(end));
+    (v, n)
+}
+
+async fn keyring() -> (Keyring, Hsm, tempfile::TempDir) {
+    let token = TestToken::new();
+    let cfg = token.config();
+    let hsm = tokio::task::spawn_blocking(move || Hsm::open(cfg)).await.unwrap().unwrap();
+    Keyring::init_root(&hsm).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FileStore::open(dir.path().join("keys")).unwrap());
+    let kr = Keyring::open(hsm.clone(), store).await.unwrap();
+    kr.create_key("bench", CreateOptions::default()).await.unwrap();
+    (kr, hsm, dir)
+}
+
+/// In-process binary sealing through the engine's frame driver: plaintext bytes per second.
+async fn in_process(kr: &Keyring, items: usize) -> f64 {
+    let (pieces, n) = frame_request(items);
+    let start = Instant::now();
+    let mut dec = FrameDecoder::new();
+    let mut it = pieces.into_iter();
+    dec.push(&it.next().unwrap());
+    assert!(dec.header().unwrap());
+    let cipher = engine::new_cipher(kr, "bench").await.unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let input = futures_util::stream::iter(it.map(Ok::<_, std::io::Error>));
+    tokio::spawn(engine::seal_frames(kr.clone(), "bench".into(), cipher, dec, input, tx));
+    let mut out = 0usize;
+    while let Some(b) = rx.recv().await {
+        out += b.unwrap().len();
+    }
+    assert!(out > n * ITEM);
+    (n * ITEM) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn serve(kr: Keyring) -> String {
+    let app = axum::Router::new()
+        .nest("/v1/{mount}", super::http::router::<Keyring, Keyring>())
+        .with_state(kr);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// Binary frames over loopback HTTP: plaintext bytes sealed per second.
+async fn loopback_binary(base: &str, items: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let (pieces, n) = frame_request(items);
+    let start = Instant::now();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>)));
+    let resp = client
+        .post(format!("{base}/v1/transit/bulk-seal/bench"))
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let mut s = resp.bytes_stream();
+    let mut got = 0usize;
+    while let Some(b) = s.next().await {
+        got += b.unwrap().len();
+    }
+    assert!(got > n * ITEM);
+    (n * ITEM) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn json_body(n: usize) -> String {
+    let pt = STANDARD.encode(vec![0x42u8; ITEM]);
+    let v: Vec<_> = (0..n).map(|_| serde_json::json!({ "plaintext": pt })).collect();
+    serde_json::json!({ "batch_input": v }).to_string()
+}
+
+/// Repeated JSON batch requests on one connection for `dur`: plaintext bytes per second.
+async fn json_rate(url: &str, token: Option<&str>, body: &str, n: usize, dur: f64) -> f64 {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let mut reqs = 0usize;
+    while start.elapsed().as_secs_f64() < dur {
+        let mut rb = client.post(url).header("content-type", "application/json").body(body.to_owned());
+        if let Some(t) = token {
+            rb = rb.header("X-Vault-Token", t);
+        }
+        let r = rb.send().await.unwrap();
+        let st = r.status();
+        let b = r.bytes().await.unwrap();
+        assert!(st.is_success(), "{url}: {st} {}", String::from_utf8_lossy(&b[..b.len().min(300)]));
+        reqs += 1;
+    }
+    (reqs * n * ITEM) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn gb(x: f64) -> String {
+    format!("{:.2} GB/s", x / 1e9)
+}
+fn mb(x: f64) -> String {
+    format!("{:.0} MB/s", x / 1e6)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: scripts/bench-bulk"]
+async fn bench_bulk() {
+    let dur = secs();
+    let cores = threads();
+    let raw1 = raw_gcm(1, dur);
+    let raw = raw_gcm(cores, dur);
+    let (kr, hsm, _dir) = keyring().await;
+    let before = hsm.metrics().total();
+    let items = (dur * 1.0e9 / ITEM as f64) as usize; // ~1 GB per second of budget
+    let inproc = in_process(&kr, items).await;
+    let inproc_calls = hsm.metrics().total() - before;
+    let base = serve(kr.clone()).await;
+    let before = hsm.metrics().total();
+    let bin = loopback_binary(&base, items).await;
+    let bin_calls = hsm.metrics().total() - before;
+    let body = json_body(400);
+    let url = format!("{base}/v1/transit/bulk-seal/bench");
+    let _ = json_rate(&url, None, &body, 400, 0.3).await;
+    let json = json_rate(&url, None, &body, 400, dur).await;
+    let bao = match (std::env::var("BENCH_BAO_ADDR"), std::env::var("BENCH_BAO_TOKEN")) {
+        (Ok(addr), Ok(tok)) => {
+            let url = format!("{addr}/v1/transit/encrypt/bench");
+            let _ = json_rate(&url, Some(&tok), &body, 400, 0.3).await;
+            Some(json_rate(&url, Some(&tok), &body, 400, dur).await)
+        }
+        _ => None,
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    println!("\nBENCH-BEGIN");
+    println!("## Bulk seal\n");
+    println!("Run by `scripts/bench-bulk` ({cores} cores, {dur} s per figure, 4 KiB items, release build, SoftHSM2). Ratios are against anchors measured in the same run.\n");
+    println!("| figure | value | ratio | target |");
+    println!("| --- | --- | --- | --- |");
+    println!("| anchor: aws-lc-rs AES-256-GCM, 1 core | {} | | |", gb(raw1));
+    println!("| anchor: aws-lc-rs AES-256-GCM, {cores} cores | {} | | |", gb(raw));
+    println!("| in-process binary sealing (frame driver, all cores) | {} | {:.0}% of raw GCM on {cores} cores | ≥ 50% |", gb(inproc), 100.0 * inproc / raw);
+    println!("| binary form over loopback HTTP (client in the same process) | {} | {:.0}% of raw GCM | ≥ 2 GB/s |", gb(bin), 100.0 * bin / raw);
+    match bao {
+        Some(b) => {
+            println!("| anchor: OpenBao 2.7.2 transit encrypt `batch_input`, 400 × 4 KiB per request | {} | | |", mb(b));
+            println!("| rootseal JSON bulk-seal, 400 × 4 KiB per request | {} | {:.1}× OpenBao transit | ≥ 5× |", mb(json), json / b);
+        }
+        None => println!("| rootseal JSON bulk-seal, 400 × 4 KiB per request | {} | (OpenBao not run) | ≥ 5× |", mb(json)),
+    }
+    println!("| HSM calls: in-process run ({items} items) / loopback run | {inproc_calls} / {bin_calls} | | ≤ 2 per batch |");
+    println!("BENCH-END");
+}
