@@ -321,3 +321,66 @@ fn needs_the_right_hsm(token: &TestToken, other: &TestToken) {
     );
     assert_no_plugin_left(&plugins);
 }
+
+/// Not a test: the measurement behind `docs/benchmarks.md` (restart-to-unsealed time of the KMS
+/// plugin against OpenBao's `static` seal, same run). Run with
+/// `cargo test -p rootseal-e2e --test kms_plugin -- --ignored --nocapture bench_`; `BENCH_N` sets
+/// the number of restarts (default 5). It prints medians and never asserts a duration.
+#[test]
+#[ignore = "benchmark; run explicitly"]
+fn bench_restart_to_unsealed() {
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let token = TestToken::new();
+    init_root(&token);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
+        .unwrap();
+    let static_stanza = format!(
+        "seal \"static\" {{\n  current_key_id = \"k1\"\n  current_key = \"{}\"\n}}\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key)
+    );
+    let plugin_stanza = stanzas(tmp.path(), &token, &tmp.path().join("keys"));
+    let mut results = Vec::new();
+    for (name, extra) in [("static", static_stanza), ("kms-plugin", plugin_stanza)] {
+        let mut server = OpenBao::new(&tmp.path().join(name), &extra);
+        start(&mut server, &token);
+        assert!(
+            server.wait_status(UNSEAL_TIMEOUT).is_some(),
+            "{}",
+            server.log()
+        );
+        init(&server);
+        assert!(
+            server.wait_sealed(false, UNSEAL_TIMEOUT),
+            "{}",
+            server.log()
+        );
+        server.stop();
+        let mut ms = Vec::new();
+        for _ in 0..n {
+            let t0 = std::time::Instant::now();
+            start(&mut server, &token);
+            assert!(
+                server.wait_sealed(false, UNSEAL_TIMEOUT),
+                "{}",
+                server.log()
+            );
+            ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+            server.stop();
+        }
+        ms.sort_by(f64::total_cmp);
+        results.push((name, ms[ms.len() / 2], ms));
+    }
+    let anchor = results[0].1;
+    for (name, median, all) in &results {
+        println!(
+            "restart-to-unsealed {name}: median {median:.0} ms ({:.2}x static), runs {all:.0?}",
+            median / anchor
+        );
+    }
+}
