@@ -426,3 +426,36 @@ async fn renewable_token_is_renewed() {
         .await;
     assert_eq!(status.as_u16(), 403, "renewal kept running after drop");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_vault_with_ca_cert_file() {
+    let bao = Bao::dev_tls().await;
+    let mut with_ca = settings(&bao, &bao.root_token, "secret");
+    with_ca.ca_cert = Some(bao.ca_file());
+    let s = VaultKvStore::connect(&with_ca)
+        .await
+        .expect("connect over https");
+    assert_eq!(s.put("k", b"tls".to_vec(), 0).await.unwrap(), 1);
+    assert_eq!(s.get("k").await.unwrap().unwrap().data, b"tls");
+
+    // Without the CA the server's certificate is not trusted: unavailable, never a silent
+    // fallback to plain HTTP or to no verification.
+    let without = settings(&bao, &bao.root_token, "secret");
+    let s = VaultKvStore::connect(&without).await.unwrap();
+    match s.get("k").await {
+        Err(StoreError::Unavailable(msg)) => {
+            assert!(msg.contains(&bao.addr), "{msg}");
+            assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+
+    // A CA file that is not PEM is a setup error naming the file.
+    let bogus = bao.dir.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate").unwrap();
+    let mut bad = settings(&bao, &bao.root_token, "secret");
+    bad.ca_cert = Some(bogus.clone());
+    let err = VaultKvStore::connect(&bad).await.unwrap_err();
+    assert!(matches!(err, SetupError::CaCert { .. }), "{err}");
+    assert!(err.to_string().contains(&*bogus.to_string_lossy()), "{err}");
+}

@@ -94,6 +94,52 @@ impl Bao {
         panic!("bao server -dev did not start; last log:\n{last_log}");
     }
 
+    /// `bao server -dev -dev-tls`: like [`Bao::dev`] over https with a generated CA, whose PEM
+    /// file is [`Bao::ca_file`].
+    pub async fn dev_tls() -> Bao {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let port = free_port_pair();
+            let token = format!("root-{}", random_hex());
+            let dir = tempfile::tempdir().unwrap();
+            let args = vec![
+                "server".to_owned(),
+                "-dev".to_owned(),
+                "-dev-tls".to_owned(),
+                format!("-dev-tls-cert-dir={}", dir.path().join("tls").display()),
+                "-dev-no-store-token".to_owned(),
+                format!("-dev-root-token-id={token}"),
+                format!("-dev-listen-address=127.0.0.1:{port}"),
+            ];
+            std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+            let mut bao = Bao::spawn(dir, port, token, &args);
+            bao.addr = format!("https://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !bao.ca_file().exists() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if let Ok(pem) = std::fs::read(bao.ca_file()) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let pem = std::fs::read(bao.ca_file()).unwrap_or(pem);
+                bao.http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+                    .build()
+                    .unwrap();
+                if bao.wait_ready(true).await {
+                    return bao;
+                }
+            }
+            last_log = bao.log();
+        }
+        panic!("bao server -dev -dev-tls did not start; last log:\n{last_log}");
+    }
+
+    /// The CA of a [`Bao::dev_tls`] server.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls/vault-ca.pem")
+    }
+
     /// `bao server -config=<file>` where `config` renders the file from (api port, cluster
     /// port, data dir). Waits until the API answers (any status: it may be uninitialised).
     pub async fn with_config(config: impl Fn(u16, u16, &Path) -> String) -> Bao {
