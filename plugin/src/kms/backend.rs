@@ -112,17 +112,33 @@ impl Opener for KeyringOpener {
     }
 }
 
-/// HSM settings and the local store directory from a `rootseal.toml`.
+/// HSM settings and the local store directory from a `rootseal.toml`. The unseal KEK always
+/// lives in a local file store: `[storage] path` (file backend) or `local_path` (vault backend).
 fn from_config_file(
     path: &std::path::Path,
     settings: &SealSettings,
 ) -> Result<(HsmConfig, std::path::PathBuf), OpenError> {
-    let _ = settings;
-    Err(OpenError::Config(format!(
-        "config_file {}: rootseal.toml support is not available in this build; give module, \
-         token_label/token_serial and key_dir inline",
-        path.display()
-    )))
+    let allow_env = settings.allow_env;
+    let env = move |name: &str| {
+        if allow_env {
+            std::env::var(name).ok()
+        } else {
+            None
+        }
+    };
+    let cfg = rootseal_vault_config::Config::load_with_env(path, &env)
+        .map_err(|e| OpenError::Config(format!("config_file {}: {e}", path.display())))?;
+    let key_dir = match &cfg.storage {
+        rootseal_vault_config::StorageSettings::File { path } => path.clone(),
+        rootseal_vault_config::StorageSettings::Vault(v) => v.local_path.clone(),
+        #[allow(unreachable_patterns)]
+        _ => {
+            return Err(OpenError::Config(
+                "config_file: unsupported [storage] backend for the unseal key".into(),
+            ))
+        }
+    };
+    Ok((cfg.hsm_config(), key_dir))
 }
 
 struct KeyringKeys {
