@@ -12,6 +12,11 @@ fn cipher() -> BatchCipher {
     BatchCipher::new("fuzz", 1, &[9u8; 60], &Zeroizing::new([7u8; 32])).expect("cipher")
 }
 
+/// As the HSM would: the key is bound to the header's version and wrapped bytes.
+fn cipher_for(version: u32, wrapped: &[u8]) -> Option<BatchCipher> {
+    BatchCipher::new("fuzz", version, wrapped, &Zeroizing::new([7u8; 32])).ok()
+}
+
 fn open(bytes: &[u8], step: usize) -> Result<Vec<u8>, ()> {
     let mut o = StreamOpener::new(b"");
     let mut out = Vec::new();
@@ -20,8 +25,9 @@ fn open(bytes: &[u8], step: usize) -> Result<Vec<u8>, ()> {
         o.push(p);
         if !keyed {
             match o.header() {
-                Ok(Some(_)) => {
-                    o.set_cipher(cipher());
+                Ok(Some(h)) => {
+                    let (v, w) = (h.version, h.wrapped.clone());
+                    o.set_cipher(cipher_for(v, &w).ok_or(())?);
                     keyed = true;
                 }
                 Ok(None) => continue,

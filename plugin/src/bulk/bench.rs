@@ -26,7 +26,10 @@ use super::frame::{self, FrameDecoder, Kind};
 const ITEM: usize = 4096;
 
 fn secs() -> f64 {
-    std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0)
+    std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0)
 }
 
 /// Raw AES-256-GCM over 4 KiB items on `threads` threads: bytes per second.
@@ -43,7 +46,11 @@ fn raw_gcm(threads: usize, dur: f64) -> f64 {
                     while start.elapsed().as_secs_f64() < dur {
                         for _ in 0..256 {
                             let tag = key
-                                .seal_in_place_separate_tag(counter_nonce((t as u64) << 40 | n), Aad::from(&[0u8; 64][..]), &mut buf)
+                                .seal_in_place_separate_tag(
+                                    counter_nonce((t as u64) << 40 | n),
+                                    Aad::from(&[0u8; 64][..]),
+                                    &mut buf,
+                                )
                                 .unwrap();
                             let _ = std::hint::black_box(tag);
                             n += 1;
@@ -89,12 +96,17 @@ fn frame_request(total: usize) -> (Vec<Bytes>, usize) {
 async fn keyring() -> (Keyring, Hsm, tempfile::TempDir) {
     let token = TestToken::new();
     let cfg = token.config();
-    let hsm = tokio::task::spawn_blocking(move || Hsm::open(cfg)).await.unwrap().unwrap();
+    let hsm = tokio::task::spawn_blocking(move || Hsm::open(cfg))
+        .await
+        .unwrap()
+        .unwrap();
     Keyring::init_root(&hsm).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FileStore::open(dir.path().join("keys")).unwrap());
     let kr = Keyring::open(hsm.clone(), store).await.unwrap();
-    kr.create_key("bench", CreateOptions::default()).await.unwrap();
+    kr.create_key("bench", CreateOptions::default())
+        .await
+        .unwrap();
     (kr, hsm, dir)
 }
 
@@ -109,7 +121,14 @@ async fn in_process(kr: &Keyring, items: usize) -> f64 {
     let cipher = engine::new_cipher(kr, "bench").await.unwrap();
     let (tx, mut rx) = mpsc::channel(4);
     let input = futures_util::stream::iter(it.map(Ok::<_, std::io::Error>));
-    tokio::spawn(engine::seal_frames(kr.clone(), "bench".into(), cipher, dec, input, tx));
+    tokio::spawn(engine::seal_frames(
+        kr.clone(),
+        "bench".into(),
+        cipher,
+        dec,
+        input,
+        tx,
+    ));
     let mut out = 0usize;
     while let Some(b) = rx.recv().await {
         out += b.unwrap().len();
@@ -133,7 +152,9 @@ async fn loopback_binary(base: &str, items: usize) -> f64 {
     let client = reqwest::Client::new();
     let (pieces, n) = frame_request(items);
     let start = Instant::now();
-    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>)));
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
+        pieces.into_iter().map(Ok::<_, std::io::Error>),
+    ));
     let resp = client
         .post(format!("{base}/v1/transit/bulk-seal/bench"))
         .header("content-type", "application/octet-stream")
@@ -153,7 +174,9 @@ async fn loopback_binary(base: &str, items: usize) -> f64 {
 
 fn json_body(n: usize) -> String {
     let pt = STANDARD.encode(vec![0x42u8; ITEM]);
-    let v: Vec<_> = (0..n).map(|_| serde_json::json!({ "plaintext": pt })).collect();
+    let v: Vec<_> = (0..n)
+        .map(|_| serde_json::json!({ "plaintext": pt }))
+        .collect();
     serde_json::json!({ "batch_input": v }).to_string()
 }
 
@@ -163,14 +186,21 @@ async fn json_rate(url: &str, token: Option<&str>, body: &str, n: usize, dur: f6
     let start = Instant::now();
     let mut reqs = 0usize;
     while start.elapsed().as_secs_f64() < dur {
-        let mut rb = client.post(url).header("content-type", "application/json").body(body.to_owned());
+        let mut rb = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
         if let Some(t) = token {
             rb = rb.header("X-Vault-Token", t);
         }
         let r = rb.send().await.unwrap();
         let st = r.status();
         let b = r.bytes().await.unwrap();
-        assert!(st.is_success(), "{url}: {st} {}", String::from_utf8_lossy(&b[..b.len().min(300)]));
+        assert!(
+            st.is_success(),
+            "{url}: {st} {}",
+            String::from_utf8_lossy(&b[..b.len().min(300)])
+        );
         reqs += 1;
     }
     (reqs * n * ITEM) as f64 / start.elapsed().as_secs_f64()
@@ -203,7 +233,10 @@ async fn bench_bulk() {
     let url = format!("{base}/v1/transit/bulk-seal/bench");
     let _ = json_rate(&url, None, &body, 400, 0.3).await;
     let json = json_rate(&url, None, &body, 400, dur).await;
-    let bao = match (std::env::var("BENCH_BAO_ADDR"), std::env::var("BENCH_BAO_TOKEN")) {
+    let bao = match (
+        std::env::var("BENCH_BAO_ADDR"),
+        std::env::var("BENCH_BAO_TOKEN"),
+    ) {
         (Ok(addr), Ok(tok)) => {
             let url = format!("{addr}/v1/transit/encrypt/bench");
             let _ = json_rate(&url, Some(&tok), &body, 400, 0.3).await;
@@ -217,8 +250,14 @@ async fn bench_bulk() {
     println!("Run by `scripts/bench-bulk` ({cores} cores, {dur} s per figure, 4 KiB items, release build, SoftHSM2). Ratios are against anchors measured in the same run.\n");
     println!("| figure | value | ratio | target |");
     println!("| --- | --- | --- | --- |");
-    println!("| anchor: aws-lc-rs AES-256-GCM, 1 core | {} | | |", gb(raw1));
-    println!("| anchor: aws-lc-rs AES-256-GCM, {cores} cores | {} | | |", gb(raw));
+    println!(
+        "| anchor: aws-lc-rs AES-256-GCM, 1 core | {} | | |",
+        gb(raw1)
+    );
+    println!(
+        "| anchor: aws-lc-rs AES-256-GCM, {cores} cores | {} | | |",
+        gb(raw)
+    );
     println!("| in-process binary sealing (frame driver, all cores) | {} | {:.0}% of raw GCM on {cores} cores | ≥ 50% |", gb(inproc), 100.0 * inproc / raw);
     println!("| binary form over loopback HTTP (client in the same process) | {} | {:.0}% of raw GCM | ≥ 2 GB/s |", gb(bin), 100.0 * bin / raw);
     match bao {
@@ -226,7 +265,10 @@ async fn bench_bulk() {
             println!("| anchor: OpenBao 2.7.2 transit encrypt `batch_input`, 400 × 4 KiB per request | {} | | |", mb(b));
             println!("| rootseal JSON bulk-seal, 400 × 4 KiB per request | {} | {:.1}× OpenBao transit | ≥ 5× |", mb(json), json / b);
         }
-        None => println!("| rootseal JSON bulk-seal, 400 × 4 KiB per request | {} | (OpenBao not run) | ≥ 5× |", mb(json)),
+        None => println!(
+            "| rootseal JSON bulk-seal, 400 × 4 KiB per request | {} | (OpenBao not run) | ≥ 5× |",
+            mb(json)
+        ),
     }
     println!("| HSM calls: in-process run ({items} items) / loopback run | {inproc_calls} / {bin_calls} | | ≤ 2 per batch |");
     println!("BENCH-END");

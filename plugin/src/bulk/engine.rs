@@ -533,16 +533,28 @@ async fn run_group<J: Send + Sync + 'static>(
         })
 }
 
-/// A pipeline of one group in flight while the next is read.
+/// Groups in flight at once (sealing) while the next one is read.
+const PIPELINE_DEPTH: usize = 2;
+
+/// A pipeline of up to [`PIPELINE_DEPTH`] groups in flight while the next is read; output
+/// keeps the input order.
 struct Pipeline<J: Send + Sync + 'static> {
-    inflight: Option<tokio::task::JoinHandle<Result<Vec<Bytes>, BulkError>>>,
+    inflight: std::collections::VecDeque<tokio::task::JoinHandle<Result<Vec<Bytes>, BulkError>>>,
     f: fn(&[J], usize) -> Bytes,
     threads: usize,
 }
 
 impl<J: Send + Sync + 'static> Pipeline<J> {
-    async fn drain(&mut self, tx: &Sink) -> Result<(), BulkError> {
-        if let Some(h) = self.inflight.take() {
+    fn new(f: fn(&[J], usize) -> Bytes) -> Self {
+        Self {
+            inflight: std::collections::VecDeque::new(),
+            f,
+            threads: threads(),
+        }
+    }
+
+    async fn drain_one(&mut self, tx: &Sink) -> Result<(), BulkError> {
+        if let Some(h) = self.inflight.pop_front() {
             let parts = h.await.map_err(|_| BulkError::Internal)??;
             for p in parts {
                 send(tx, p).await?;
@@ -551,10 +563,20 @@ impl<J: Send + Sync + 'static> Pipeline<J> {
         Ok(())
     }
 
+    async fn drain(&mut self, tx: &Sink) -> Result<(), BulkError> {
+        while !self.inflight.is_empty() {
+            self.drain_one(tx).await?;
+        }
+        Ok(())
+    }
+
     async fn submit(&mut self, jobs: Vec<J>, tx: &Sink) -> Result<(), BulkError> {
-        self.drain(tx).await?;
+        while self.inflight.len() >= PIPELINE_DEPTH {
+            self.drain_one(tx).await?;
+        }
         if !jobs.is_empty() {
-            self.inflight = Some(tokio::spawn(run_group(jobs, self.threads, self.f)));
+            self.inflight
+                .push_back(tokio::spawn(run_group(jobs, self.threads, self.f)));
         }
         Ok(())
     }
@@ -615,11 +637,7 @@ pub async fn seal_frames<K, S, E>(
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut pipe = Pipeline::<SealJob> {
-        inflight: None,
-        f: seal_group_range,
-        threads: threads(),
-    };
+    let mut pipe = Pipeline::<SealJob>::new(seal_group_range);
     let r: Result<u64, RequestError> = async {
         let mut cipher = Arc::new(first);
         let mut head = BytesMut::new();
@@ -712,11 +730,7 @@ pub async fn unseal_frames<K, S, E>(
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut pipe = Pipeline::<OpenJob> {
-        inflight: None,
-        f: open_group_range,
-        threads: threads(),
-    };
+    let mut pipe = Pipeline::<OpenJob>::new(open_group_range);
     let r: Result<u64, RequestError> = async {
         let mut head = BytesMut::new();
         frame::put_header(&mut head);
