@@ -1,1 +1,179 @@
-//! (being written)
+//! The command line: `rootseal dev`, `serve`, `init`, `root`, `key`, `vault`, `openbao`, `bulk`.
+//!
+//! `main` parses arguments, does what must happen while the process has one thread (SoftHSM2's
+//! `SOFTHSM2_CONF` for `dev`), then starts the tokio runtime. Secrets never come from argv except
+//! the `dev` flags, whose values are development-only and printed anyway.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod admin;
+mod dev;
+
+/// rootseal: hardware-rooted keys for HashiCorp Vault and OpenBao.
+#[derive(Debug, Parser)]
+#[command(name = "rootseal", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a development server on an embedded SoftHSM2 token (like `bao server -dev`).
+    Dev(dev::DevArgs),
+    /// Run the production server from a rootseal.toml.
+    Serve(ConfigArg),
+    /// Create the L0 root (and its MAC key) on the HSM token; changes nothing if one exists.
+    Init(ConfigArg),
+    /// Root (L0) lifecycle.
+    #[command(subcommand)]
+    Root(RootCmd),
+    /// Level 1 key lifecycle.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Vault/OpenBao configuration helpers.
+    #[command(subcommand)]
+    Vault(VaultCmd),
+    /// OpenBao KMS plugin.
+    #[command(subcommand)]
+    Openbao(OpenbaoCmd),
+}
+
+/// `--config FILE`.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Path of rootseal.toml.
+    #[arg(long, short = 'c', env = "ROOTSEAL_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum RootCmd {
+    /// Show the roots on the token.
+    Status(ConfigArg),
+    /// Re-seal every L1 under a new L0, then destroy the old L0. Safe to run again after an
+    /// interruption: it finishes the job.
+    Rotate(RotateRootArgs),
+}
+
+#[derive(Debug, Args)]
+struct RotateRootArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Seconds to wait before the final pass, so that a record sealed under the old root just
+    /// before the rotation started is stored and moved too.
+    #[arg(long, default_value_t = 5)]
+    grace_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCmd {
+    /// Add a new version to key NAME.
+    Rotate {
+        /// The key's name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Create key NAME (no-op if it exists).
+    Create {
+        /// The key's name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show key NAME.
+    Show {
+        /// The key's name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List keys.
+    List(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+enum VaultCmd {
+    /// Print a `seal "transit"` stanza for Vault/OpenBao pointing at this rootseal.
+    SealConfig(admin::SealConfigArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum OpenbaoCmd {
+    /// Copy this binary into DIR and print the plugin_directory, plugin "kms" and seal stanzas.
+    KmsConfig(admin::KmsConfigArgs),
+    /// The KMS plugin server (started by OpenBao, never by hand).
+    KmsPlugin,
+}
+
+/// Runs the CLI.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    // Things that must happen while the process has one thread.
+    let prepared = match &cli.command {
+        Command::Dev(args) => match dev::prepare(args) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        _ => None,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // `kms-plugin` is started by OpenBao with its own handshake rules and exit codes.
+    if let Command::Openbao(OpenbaoCmd::KmsPlugin) = cli.command {
+        return rt.block_on(crate::kms::run_kms_plugin());
+    }
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Dev(_) => match prepared {
+                Some(p) => dev::run(p).await,
+                None => Err("internal: dev not prepared".into()),
+            },
+            Command::Serve(c) => admin::serve(&c.config).await,
+            Command::Init(c) => admin::init(&c.config).await,
+            Command::Root(RootCmd::Status(c)) => admin::root_status(&c.config).await,
+            Command::Root(RootCmd::Rotate(a)) => {
+                admin::root_rotate(&a.config.config, a.grace_secs).await
+            }
+            Command::Key(KeyCmd::Rotate { name, config }) => {
+                admin::key_rotate(&config.config, &name).await
+            }
+            Command::Key(KeyCmd::Create { name, config }) => {
+                admin::key_create(&config.config, &name).await
+            }
+            Command::Key(KeyCmd::Show { name, config }) => {
+                admin::key_show(&config.config, &name).await
+            }
+            Command::Key(KeyCmd::List(c)) => admin::key_list(&c.config).await,
+            Command::Vault(VaultCmd::SealConfig(a)) => admin::seal_config(&a),
+            Command::Openbao(OpenbaoCmd::KmsConfig(a)) => admin::kms_config(&a),
+            Command::Openbao(OpenbaoCmd::KmsPlugin) => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A CLI error: a message for a human.
+pub type CliResult = Result<(), String>;

@@ -1,0 +1,269 @@
+//! Production commands driven by `rootseal.toml`: `serve`, `init`, `root`, `key`, and the config
+//! printers `vault seal-config` and `openbao kms-config`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use rootseal_hsm::keyring::{CreateOptions, InitOutcome, KeyInfo};
+use rootseal_hsm::{Hsm, Keyring, KeyringError};
+use rootseal_vault_config::config::Config;
+use secrecy::ExposeSecret;
+
+use super::CliResult;
+
+fn load(path: &Path) -> Result<Config, String> {
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+async fn open_hsm(cfg: &Config) -> Result<Hsm, String> {
+    let hc = cfg.hsm_config();
+    tokio::task::spawn_blocking(move || Hsm::open(hc))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("HSM: {e}"))
+}
+
+async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
+    let hsm = open_hsm(cfg).await?;
+    let store = cfg.build_store().await.map_err(|e| e.to_string())?;
+    Keyring::open(hsm, store).await.map_err(|e| match e {
+        KeyringError::NoRoot => format!(
+            "the HSM token has no rootseal root key: run `rootseal init --config {}` first",
+            cfg.source.display()
+        ),
+        e => e.to_string(),
+    })
+}
+
+/// `rootseal serve --config FILE`.
+pub async fn serve(path: &Path) -> CliResult {
+    let cfg = load(path)?;
+    let keyring = open_keyring(&cfg).await?;
+    let router = crate::routes::app(
+        keyring,
+        cfg.auth.root_token.clone(),
+        crate::routes::ApiConfig {
+            mount: cfg.transit.mount.clone(),
+            allow_upsert: cfg.transit.allow_upsert,
+            max_body_bytes: cfg.listener.max_request_bytes,
+        },
+    );
+    let tls = cfg.listener.tls.as_ref().map(|t| crate::server::TlsFiles {
+        cert: t.cert_file.clone(),
+        key: t.key_file.clone(),
+        client_ca: t.client_ca_file.clone(),
+    });
+    tracing::info!(
+        address = %cfg.listener.address,
+        tls = tls.is_some(),
+        mount = %cfg.transit.mount,
+        "rootseal serving"
+    );
+    crate::server::serve(
+        crate::server::ListenerConfig {
+            addr: cfg.listener.address,
+            tls,
+        },
+        router,
+        super::dev::shutdown_signal(),
+    )
+    .await
+        .map_err(|e| format!("server error: {e}"))
+}
+
+/// `rootseal init --config FILE`.
+pub async fn init(path: &Path) -> CliResult {
+    let cfg = load(path)?;
+    let hsm = open_hsm(&cfg).await?;
+    match Keyring::init_root(&hsm).await.map_err(|e| e.to_string())? {
+        InitOutcome::Created(id) => {
+            println!(
+                "Created the L0 root {id} (AES-256 wrap key and HMAC key) on token {}",
+                hsm.identity()
+            );
+        }
+        InitOutcome::Exists(id) => {
+            println!(
+                "The L0 root {id} already exists on token {}; nothing changed",
+                hsm.identity()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `rootseal root status --config FILE`.
+pub async fn root_status(path: &Path) -> CliResult {
+    let cfg = load(path)?;
+    let hsm = open_hsm(&cfg).await?;
+    let st = Keyring::root_status(&hsm)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("Token: {}", st.token);
+    if st.roots.is_empty() {
+        println!("No root: run `rootseal init`");
+    }
+    for r in st.roots {
+        println!(
+            "Root {} ({:?}{})",
+            r.id,
+            r.role,
+            if r.complete { "" } else { ", MAC key missing" }
+        );
+    }
+    Ok(())
+}
+
+/// `rootseal root rotate --config FILE`.
+pub async fn root_rotate(path: &Path, grace_secs: u64) -> CliResult {
+    let cfg = load(path)?;
+    let keyring = open_keyring(&cfg).await?;
+    let r = keyring
+        .rotate_root(Duration::from_secs(grace_secs))
+        .await
+        .map_err(|e| format!("root rotation stopped (run it again to finish): {e}"))?;
+    println!(
+        "Root rotated: {} -> {} ({} records re-sealed, {} already under the new root)",
+        r.old_root.as_deref().unwrap_or("(already destroyed)"),
+        r.new_root,
+        r.resealed,
+        r.already_done
+    );
+    Ok(())
+}
+
+fn print_key(k: &KeyInfo) {
+    println!(
+        "Key {}: type {}, latest version {}, min decryption version {}, min encryption version {}, deletion allowed {}, versions {:?}",
+        k.name,
+        k.key_type,
+        k.latest_version,
+        k.min_decryption_version,
+        k.min_encryption_version,
+        k.deletion_allowed,
+        k.versions.keys().collect::<Vec<_>>()
+    );
+}
+
+/// `rootseal key rotate NAME --config FILE`.
+pub async fn key_rotate(path: &Path, name: &str) -> CliResult {
+    let keyring = open_keyring(&load(path)?).await?;
+    let k = keyring.rotate_key(name).await.map_err(|e| e.to_string())?;
+    print_key(&k);
+    Ok(())
+}
+
+/// `rootseal key create NAME --config FILE`.
+pub async fn key_create(path: &Path, name: &str) -> CliResult {
+    let keyring = open_keyring(&load(path)?).await?;
+    let k = keyring
+        .create_key(name, CreateOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    print_key(&k);
+    Ok(())
+}
+
+/// `rootseal key show NAME --config FILE`.
+pub async fn key_show(path: &Path, name: &str) -> CliResult {
+    let keyring = open_keyring(&load(path)?).await?;
+    let k = keyring.key_info(name).await.map_err(|e| e.to_string())?;
+    print_key(&k);
+    Ok(())
+}
+
+/// `rootseal key list --config FILE`.
+pub async fn key_list(path: &Path) -> CliResult {
+    let keyring = open_keyring(&load(path)?).await?;
+    for n in keyring.list_keys().await.map_err(|e| e.to_string())? {
+        println!("{n}");
+    }
+    Ok(())
+}
+
+/// Arguments of `rootseal vault seal-config`.
+#[derive(Debug, Args)]
+pub struct SealConfigArgs {
+    /// rootseal's address as Vault/OpenBao reaches it. With --config, defaults to the listener.
+    #[arg(long)]
+    address: Option<String>,
+    /// Read the listener address, TLS and root token file from this rootseal.toml.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// File holding the rootseal root token to put in the stanza. Without it (and without
+    /// --config) the stanza has no token: set VAULT_TRANSIT_SEAL_TOKEN in Vault's environment.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The transit key Vault/OpenBao seals with.
+    #[arg(long, default_value = "autounseal")]
+    key_name: String,
+    /// rootseal's transit mount.
+    #[arg(long)]
+    mount: Option<String>,
+    /// CA certificate Vault/OpenBao should trust for rootseal's TLS listener.
+    #[arg(long)]
+    tls_ca_cert: Option<PathBuf>,
+}
+
+/// `rootseal vault seal-config`.
+pub fn seal_config(a: &SealConfigArgs) -> CliResult {
+    let cfg = match &a.config {
+        Some(p) => Some(load(p)?),
+        None => None,
+    };
+    let address = match (&a.address, &cfg) {
+        (Some(addr), _) => addr.clone(),
+        (None, Some(c)) => format!(
+            "{}://{}",
+            if c.listener.tls.is_some() { "https" } else { "http" },
+            c.listener.address
+        ),
+        (None, None) => "http://127.0.0.1:8210".to_owned(),
+    };
+    let token = match (&a.token_file, &cfg) {
+        (Some(f), _) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| format!("{}: {e}", f.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, Some(c)) => Some(c.auth.root_token.expose_secret().to_owned()),
+        (None, None) => None,
+    };
+    let mount = a
+        .mount
+        .clone()
+        .or_else(|| cfg.as_ref().map(|c| c.transit.mount.clone()))
+        .unwrap_or_else(|| "transit".to_owned());
+    let stanza = rootseal_vault_config::render::render_transit_seal_stanza(
+        &address,
+        token.as_deref(),
+        &a.key_name,
+        &mount,
+        a.tls_ca_cert.as_deref(),
+    );
+    println!("{stanza}");
+    if token.is_none() {
+        eprintln!("note: no token in the stanza; set VAULT_TRANSIT_SEAL_TOKEN for Vault/OpenBao");
+    }
+    Ok(())
+}
+
+/// Arguments of `rootseal openbao kms-config`.
+#[derive(Debug, Args)]
+pub struct KmsConfigArgs {
+    /// rootseal.toml the plugin reads (its [hsm] and local key store).
+    #[arg(long, short = 'c')]
+    config: PathBuf,
+    /// OpenBao's plugin_directory; this binary is copied into it.
+    #[arg(long)]
+    plugin_dir: PathBuf,
+}
+
+/// `rootseal openbao kms-config`.
+pub fn kms_config(a: &KmsConfigArgs) -> CliResult {
+    let out = crate::kms::kms_config_command(&a.config, &a.plugin_dir).map_err(|e| e.to_string())?;
+    println!("{out}");
+    Ok(())
+}
