@@ -294,7 +294,7 @@ impl fmt::Debug for VaultSettings {
 pub struct TransitSettings {
     /// `mount` (default `transit`): served under `/v1/<mount>/`, without slashes at either end.
     pub mount: String,
-    /// `allow_upsert` (default `false`): whether encrypt creates a missing key.
+    /// `allow_upsert` (default `true`, as Vault's transit): whether encrypt creates a missing key.
     pub allow_upsert: bool,
 }
 
@@ -361,7 +361,7 @@ impl Config {
                     .as_deref()
                     .unwrap_or(DEFAULT_TRANSIT_MOUNT),
             )?,
-            allow_upsert: raw.transit.allow_upsert.unwrap_or(false),
+            allow_upsert: raw.transit.allow_upsert.unwrap_or(true),
         };
         Ok(Self {
             source: source.to_owned(),
@@ -888,7 +888,7 @@ path = "store"
             matches!(&c.storage, StorageSettings::File { path } if *path == f.dir.path().join("store"))
         );
         assert_eq!(c.transit.mount, "transit");
-        assert!(!c.transit.allow_upsert);
+        assert!(c.transit.allow_upsert);
     }
 
     #[test]
