@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 
-/// Parses a request body. An empty body is `{}` (the CLI's `bao write -f`).
+/// Parses a request body. An empty body or `null` is `{}` (the CLI's `bao write -f` sends `null`).
 ///
 /// # Errors
 /// 400 with serde's message (which names the field and the problem, never the value).
@@ -18,12 +18,15 @@ pub fn parse_body<'a, T: Deserialize<'a> + Default>(body: &'a [u8]) -> Result<T,
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "failed to parse JSON input: {}",
-            strip_position(&e.to_string())
-        ))
-    })
+    // `bao write -f` sends `null`.
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "failed to parse JSON input: {}",
+                strip_position(&e.to_string())
+            ))
+        })
 }
 
 /// serde_json's messages end in ` at line L column C`; keep them (they help), but cap the length.

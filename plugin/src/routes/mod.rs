@@ -34,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use rootseal_hsm::Keyring;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -256,8 +257,8 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     }
 }
 
-/// Middleware: a span with the matched route and method (never headers or the raw URI), and the
-/// request counters.
+/// Middleware: a span with the matched route and method (never headers or the raw URI), the
+/// request counters, and a panic guard (opaque 500).
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = metrics::method_label(req.method());
@@ -267,7 +268,17 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .map(|m| m.as_str().to_owned());
     let route_label = route.as_deref().unwrap_or("unmatched");
     let span = tracing::info_span!("http", method, route = route_label);
-    let resp = next.run(req).instrument(span).await;
+    // A panic below is a bug; answer it as an opaque 500 instead of dropping the connection.
+    let resp = match std::panic::AssertUnwindSafe(next.run(req).instrument(span))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!(method, route = route_label, "handler panicked");
+            error::envelope(StatusCode::INTERNAL_SERVER_ERROR, Some(error::INTERNAL))
+        }
+    };
     state
         .http_metrics()
         .record(route_label, method, resp.status().as_u16(), start.elapsed());
