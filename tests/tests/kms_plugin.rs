@@ -345,8 +345,33 @@ fn bench_restart_to_unsealed() {
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key)
     );
     let plugin_stanza = stanzas(tmp.path(), &token, &tmp.path().join("keys"));
+    // `seal "transit"` against a `rootseal dev` server (its own SoftHSM2 token in its data dir).
+    let rs_port = rootseal_e2e::free_port();
+    let rs_data = tmp.path().join("rootseal-dev");
+    let mut dev = Command::new(rootseal_bin());
+    dev.args([
+        "dev",
+        "--listen",
+        &format!("127.0.0.1:{rs_port}"),
+        "--data-dir",
+    ])
+    .arg(&rs_data)
+    .args(["--dev-root-token", "bench-token"])
+    .env_remove("SOFTHSM2_CONF");
+    let _rs = rootseal_e2e::Proc::spawn("rootseal dev", dev, &tmp.path().join("rootseal.log"));
+    let health = format!("http://127.0.0.1:{rs_port}/v1/sys/health");
+    assert!(wait_for(UNSEAL_TIMEOUT, || rootseal_e2e::http_get(&health)
+        .filter(|(s, _)| *s == 200))
+    .is_some());
+    let transit_stanza = format!(
+        "seal \"transit\" {{\n  address = \"http://127.0.0.1:{rs_port}\"\n  token = \"bench-token\"\n  key_name = \"autounseal\"\n  mount_path = \"transit/\"\n  disable_renewal = \"true\"\n}}\n"
+    );
     let mut results = Vec::new();
-    for (name, extra) in [("static", static_stanza), ("kms-plugin", plugin_stanza)] {
+    for (name, extra) in [
+        ("OpenBao `static` seal", static_stanza),
+        ("`seal \"transit\"` → rootseal", transit_stanza),
+        ("rootseal KMS plugin", plugin_stanza),
+    ] {
         let mut server = OpenBao::new(&tmp.path().join(name), &extra);
         start(&mut server, &token);
         assert!(
@@ -377,10 +402,24 @@ fn bench_restart_to_unsealed() {
         results.push((name, ms[ms.len() / 2], ms));
     }
     let anchor = results[0].1;
+    let mut table = String::from(
+        "| seal | median restart-to-unsealed | ratio to `static` | runs (ms) |\n|---|---|---|---|\n",
+    );
     for (name, median, all) in &results {
         println!(
             "restart-to-unsealed {name}: median {median:.0} ms ({:.2}x static), runs {all:.0?}",
             median / anchor
         );
+        table.push_str(&format!(
+            "| {name} | {median:.0} ms | {:.2}× | {} |\n",
+            median / anchor,
+            all.iter()
+                .map(|m| format!("{m:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Ok(out) = std::env::var("BENCH_OUT") {
+        std::fs::write(out, table).unwrap();
     }
 }
