@@ -168,6 +168,9 @@ async fn key_lifecycle_shapes() {
     assert_eq!(d["auto_rotate_period"], 0);
     assert!(d["keys"]["1"].as_u64().unwrap() > 1_600_000_000);
 
+    // The HTTP answer describes what the keyring holds.
+    let info = e.keyring.key_info("k1").await.unwrap();
+    assert_eq!(d["keys"]["1"], info.versions[&1]);
     // Read, the CLI's list, and the LIST method.
     let (s, v) = call(&e, "GET", "/v1/transit/keys/k1", None).await;
     assert_eq!(s, StatusCode::OK);

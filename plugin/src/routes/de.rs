@@ -221,6 +221,25 @@ impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for BatchInput<T> {
 /// A string field that may borrow from the body.
 pub type Str<'a> = Cow<'a, str>;
 
+/// Base64 of secret bytes for a response: zeroized when dropped.
+pub struct SecretB64(pub zeroize::Zeroizing<String>);
+
+impl SecretB64 {
+    /// Standard base64 (with padding) of `b`.
+    pub fn encode(b: &[u8]) -> Self {
+        use base64::Engine as _;
+        let mut s = zeroize::Zeroizing::new(String::with_capacity(b.len().div_ceil(3) * 4));
+        base64::engine::general_purpose::STANDARD.encode_string(b, &mut s);
+        SecretB64(s)
+    }
+}
+
+impl serde::Serialize for SecretB64 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -266,24 +285,5 @@ mod tests {
         assert_eq!(parse_duration("10"), Some(10));
         assert_eq!(parse_duration("1h5"), None);
         assert_eq!(parse_duration("99999999999999999999h"), None);
-    }
-}
-
-/// Base64 of secret bytes for a response: zeroized when dropped.
-pub struct SecretB64(pub zeroize::Zeroizing<String>);
-
-impl SecretB64 {
-    /// Standard base64 (with padding) of `b`.
-    pub fn encode(b: &[u8]) -> Self {
-        use base64::Engine as _;
-        let mut s = zeroize::Zeroizing::new(String::with_capacity(b.len().div_ceil(3) * 4));
-        base64::engine::general_purpose::STANDARD.encode_string(b, &mut s);
-        SecretB64(s)
-    }
-}
-
-impl serde::Serialize for SecretB64 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0.as_str())
     }
 }

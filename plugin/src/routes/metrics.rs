@@ -11,11 +11,14 @@ const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
+/// (method, status, count) for one route.
+type Count = (&'static str, u16, u64);
+
 /// Counters per (route, method, status) and one latency histogram over all requests.
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
     /// route → [(method, code, count)]; the route is the matched template, so the set is small.
-    counts: Mutex<HashMap<String, Vec<(&'static str, u16, u64)>>>,
+    counts: Mutex<HashMap<String, Vec<Count>>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_nanos: AtomicU64,

@@ -1,8 +1,8 @@
 //! Vault's transit paths, relative to `/v1/{mount}`.
 //!
-//! * [`keys`]: `keys`, `keys/{name}`, `keys/{name}/rotate`, `keys/{name}/config`.
-//! * [`crypto`]: `encrypt/{name}`, `decrypt/{name}`, `rewrap/{name}` (single and `batch_input`).
-//! * [`datakey`]: `datakey/{plaintext|wrapped}/{name}`.
+//! * [`keys`] — `keys`, `keys/{name}`, `keys/{name}/rotate`, `keys/{name}/config`.
+//! * [`crypto`] — `encrypt/{name}`, `decrypt/{name}`, `rewrap/{name}` (single and `batch_input`).
+//! * [`datakey`] — `datakey/{plaintext|wrapped}/{name}`.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
