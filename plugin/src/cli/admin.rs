@@ -69,7 +69,7 @@ pub async fn serve(path: &Path) -> CliResult {
         super::dev::shutdown_signal(),
     )
     .await
-        .map_err(|e| format!("server error: {e}"))
+    .map_err(|e| format!("server error: {e}"))
 }
 
 /// `rootseal init --config FILE`.
@@ -216,7 +216,11 @@ pub fn seal_config(a: &SealConfigArgs) -> CliResult {
         (Some(addr), _) => addr.clone(),
         (None, Some(c)) => format!(
             "{}://{}",
-            if c.listener.tls.is_some() { "https" } else { "http" },
+            if c.listener.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             c.listener.address
         ),
         (None, None) => "http://127.0.0.1:8210".to_owned(),
@@ -263,7 +267,8 @@ pub struct KmsConfigArgs {
 
 /// `rootseal openbao kms-config`.
 pub fn kms_config(a: &KmsConfigArgs) -> CliResult {
-    let out = crate::kms::kms_config_command(&a.config, &a.plugin_dir).map_err(|e| e.to_string())?;
+    let out =
+        crate::kms::kms_config_command(&a.config, &a.plugin_dir).map_err(|e| e.to_string())?;
     println!("{out}");
     Ok(())
 }

@@ -113,9 +113,12 @@ pub fn prepare(args: &DevArgs) -> Result<Prepared, String> {
         let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700));
     }
     let softhsm = SoftHsmDir::create(&data_dir.join("softhsm")).map_err(|e| e.to_string())?;
-    let pin = remembered(&data_dir, "dev-hsm-pin", args.dev_hsm_pin.as_deref(), || {
-        random_hex(8)
-    })?;
+    let pin = remembered(
+        &data_dir,
+        "dev-hsm-pin",
+        args.dev_hsm_pin.as_deref(),
+        || random_hex(8),
+    )?;
     if !softhsm
         .has_token(DEV_TOKEN_LABEL)
         .map_err(|e| e.to_string())?
@@ -125,9 +128,12 @@ pub fn prepare(args: &DevArgs) -> Result<Prepared, String> {
             .init_token(DEV_TOKEN_LABEL, &pin, &so_pin)
             .map_err(|e| e.to_string())?;
     }
-    let token = remembered(&data_dir, "dev-root-token", args.dev_root_token.as_deref(), || {
-        Ok(format!("rs.{}", random_hex(16)?))
-    })?;
+    let token = remembered(
+        &data_dir,
+        "dev-root-token",
+        args.dev_root_token.as_deref(),
+        || Ok(format!("rs.{}", random_hex(16)?)),
+    )?;
     softhsm.activate();
     Ok(Prepared {
         listen: args.listen,
