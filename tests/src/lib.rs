@@ -73,8 +73,12 @@ impl Proc {
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
         let f = std::fs::File::create(log).expect("log file");
         let f2 = f.try_clone().expect("clone log");
-        cmd.stdout(Stdio::from(f)).stderr(Stdio::from(f2)).stdin(Stdio::null());
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        cmd.stdout(Stdio::from(f))
+            .stderr(Stdio::from(f2))
+            .stdin(Stdio::null());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Proc {
             child: Some(child),
             log: log.to_owned(),
