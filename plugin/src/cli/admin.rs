@@ -133,6 +133,16 @@ pub async fn root_rotate(path: &Path, grace_secs: u64) -> CliResult {
     Ok(())
 }
 
+/// A key command's error, naming the key (and, for a store that refused, what to check).
+fn key_error(name: &str, e: KeyringError) -> String {
+    match e {
+        KeyringError::StoreDenied => format!(
+            "key {name}: permission denied by the key store (check the Vault token's policy on the KV path of [storage])"
+        ),
+        e => format!("key {name}: {e}"),
+    }
+}
+
 fn print_key(k: &KeyInfo) {
     println!(
         "Key {}: type {}, latest version {}, min decryption version {}, min encryption version {}, deletion allowed {}, versions {:?}",
@@ -149,7 +159,10 @@ fn print_key(k: &KeyInfo) {
 /// `rootseal key rotate NAME --config FILE`.
 pub async fn key_rotate(path: &Path, name: &str) -> CliResult {
     let keyring = open_keyring(&load(path)?).await?;
-    let k = keyring.rotate_key(name).await.map_err(|e| e.to_string())?;
+    let k = keyring
+        .rotate_key(name)
+        .await
+        .map_err(|e| key_error(name, e))?;
     print_key(&k);
     Ok(())
 }
@@ -160,7 +173,7 @@ pub async fn key_create(path: &Path, name: &str) -> CliResult {
     let k = keyring
         .create_key(name, CreateOptions::default())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| key_error(name, e))?;
     print_key(&k);
     Ok(())
 }
@@ -168,7 +181,10 @@ pub async fn key_create(path: &Path, name: &str) -> CliResult {
 /// `rootseal key show NAME --config FILE`.
 pub async fn key_show(path: &Path, name: &str) -> CliResult {
     let keyring = open_keyring(&load(path)?).await?;
-    let k = keyring.key_info(name).await.map_err(|e| e.to_string())?;
+    let k = keyring
+        .key_info(name)
+        .await
+        .map_err(|e| key_error(name, e))?;
     print_key(&k);
     Ok(())
 }

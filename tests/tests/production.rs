@@ -1,0 +1,987 @@
+//! Issue 3: the production server (`rootseal init`/`serve`/`root`/`key` from a `rootseal.toml`)
+//! against real SoftHSM2 tokens and real OpenBao 2.7.2 (dev servers as the KV v2 store):
+//! the bao CLI on rootseal's transit paths with records in OpenBao's KV, Vault unreachable, init
+//! idempotence, root rotation under SIGKILL, HSM binding and tampering, and bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use rootseal_e2e::{bao, bao_bin, bao_status, free_port, http_get, rootseal_bin, wait_for, Proc};
+use serde_json::{json, Value};
+
+const PIN: &str = "4711";
+const SO_PIN: &str = "0815";
+
+/// The SoftHSM2 module.
+fn module() -> String {
+    for p in [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    ] {
+        if Path::new(p).exists() {
+            return p.to_owned();
+        }
+    }
+    let out = Command::new("sh")
+        .args(["-c", "dpkg -L libsofthsm2 | grep 'libsofthsm2.so$' | head -1"])
+        .output()
+        .expect("dpkg");
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(!p.is_empty(), "libsofthsm2.so not found: apt install softhsm2");
+    p
+}
+
+/// A SoftHSM2 token directory of its own (`softhsm2.conf` + `tokens/`) with one token per label.
+fn softhsm(dir: &Path, labels: &[&str]) -> PathBuf {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    for label in labels {
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", label])
+            .args(["--pin", PIN, "--so-pin", SO_PIN])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .expect("softhsm2-util (apt install softhsm2)");
+        assert!(
+            out.status.success(),
+            "softhsm2-util: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    conf
+}
+
+/// One rootseal installation: a config file, its secret files, a port.
+struct Rs {
+    dir: PathBuf,
+    cfg: PathBuf,
+    softhsm_conf: PathBuf,
+    addr: String,
+    token: String,
+}
+
+impl Rs {
+    /// Writes `dir/rootseal.toml` for token `label` with the `[storage]` table `storage`.
+    fn new(dir: &Path, softhsm_conf: &Path, label: &str, storage: &str) -> Rs {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let token = format!("rs-root-{port}");
+        std::fs::write(dir.join("pin"), format!("{PIN}\n")).unwrap();
+        std::fs::write(dir.join("root-token"), &token).unwrap();
+        let cfg = dir.join("rootseal.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[listener]\naddress = \"127.0.0.1:{port}\"\n\n[hsm]\nmodule = \"{}\"\n\
+                 token_label = \"{label}\"\npin_file = \"pin\"\n\n[auth]\n\
+                 root_token_file = \"root-token\"\n\n{storage}\n",
+                module()
+            ),
+        )
+        .unwrap();
+        Rs {
+            dir: dir.to_owned(),
+            cfg,
+            softhsm_conf: softhsm_conf.to_owned(),
+            addr: format!("http://127.0.0.1:{port}"),
+            token,
+        }
+    }
+
+    /// `rootseal ARGS --config CFG` (env: this test's SoftHSM2 only).
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(rootseal_bin());
+        c.args(args)
+            .arg("--config")
+            .arg(&self.cfg)
+            .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .env_remove("ROOTSEAL_HSM_PIN")
+            .env_remove("ROOTSEAL_ROOT_TOKEN")
+            .env_remove("ROOTSEAL_VAULT_TOKEN")
+            .env_remove("VAULT_TOKEN")
+            .env_remove("BAO_TOKEN")
+            .env_remove("ROOTSEAL_CONFIG");
+        c
+    }
+
+    /// Runs a CLI command to completion: (success, exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (bool, Option<i32>, String, String) {
+        let out = self.cmd(args).output().expect("run rootseal");
+        (
+            out.status.success(),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs a CLI command that must succeed; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, code, out, err) = self.run(args);
+        assert!(ok, "rootseal {args:?} exited {code:?}:\n{out}\n{err}");
+        out
+    }
+
+    /// `rootseal serve`, waiting until /v1/sys/health answers 200.
+    fn serve(&self, log: &str) -> Proc {
+        let mut p = Proc::spawn("rootseal serve", self.cmd(&["serve"]), &self.dir.join(log));
+        let url = format!("{}/v1/sys/health", self.addr);
+        let up = wait_for(Duration::from_secs(30), || {
+            if p.exited().is_some() {
+                return Some(false);
+            }
+            match http_get(&url) {
+                Some((200, _)) => Some(true),
+                _ => None,
+            }
+        });
+        assert_eq!(
+            up,
+            Some(true),
+            "rootseal serve did not become healthy:\n{}",
+            p.output()
+        );
+        p
+    }
+
+    fn api(&self) -> Api {
+        Api::new(&self.addr, &self.token)
+    }
+
+    /// The roots `rootseal root status` prints: (id, role line).
+    fn roots(&self) -> Vec<(String, String)> {
+        let out = self.ok(&["root", "status"]);
+        out.lines()
+            .filter_map(|l| l.strip_prefix("Root "))
+            .map(|l| {
+                let (id, rest) = l.split_once(' ').unwrap_or((l, ""));
+                (id.to_owned(), rest.to_owned())
+            })
+            .collect()
+    }
+}
+
+/// A blocking client for rootseal's HTTP API.
+struct Api {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn new(base: &str, token: &str) -> Api {
+        Api {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client: reqwest::Client::new(),
+            base: base.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// (status, JSON body or Null).
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.rt.block_on(async {
+            let url = format!("{}/v1/{path}", self.base);
+            let mut req = self
+                .client
+                .request(method.parse().unwrap(), &url)
+                .header("X-Vault-Token", &self.token)
+                .timeout(Duration::from_secs(30));
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let r = req
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        })
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body))
+    }
+
+    fn create(&self, name: &str) {
+        let (s, b) = self.post(&format!("transit/keys/{name}"), json!({}));
+        assert!(s == 200 || s == 204, "create {name}: {s} {b}");
+    }
+
+    fn rotate(&self, name: &str) {
+        let (s, b) = self.post(&format!("transit/keys/{name}/rotate"), json!({}));
+        assert!(s == 200 || s == 204, "rotate {name}: {s} {b}");
+    }
+
+    fn encrypt(&self, name: &str, plaintext: &[u8]) -> (u16, Value) {
+        self.post(
+            &format!("transit/encrypt/{name}"),
+            json!({ "plaintext": B64.encode(plaintext) }),
+        )
+    }
+
+    fn encrypt_ok(&self, name: &str, plaintext: &[u8]) -> String {
+        let (s, b) = self.encrypt(name, plaintext);
+        assert_eq!(s, 200, "encrypt {name}: {b}");
+        b["data"]["ciphertext"].as_str().unwrap().to_owned()
+    }
+
+    fn decrypt(&self, name: &str, ct: &str) -> (u16, Value) {
+        self.post(
+            &format!("transit/decrypt/{name}"),
+            json!({ "ciphertext": ct }),
+        )
+    }
+
+    fn decrypt_ok(&self, name: &str, ct: &str) -> Vec<u8> {
+        let (s, b) = self.decrypt(name, ct);
+        assert_eq!(s, 200, "decrypt {name} {ct}: {b}");
+        B64.decode(b["data"]["plaintext"].as_str().unwrap())
+            .unwrap()
+    }
+}
+
+/// Asserts Vault's error envelope with `status` in `range`; returns the messages.
+fn assert_envelope(what: &str, (s, b): &(u16, Value), range: std::ops::RangeInclusive<u16>) -> Vec<String> {
+    assert!(range.contains(s), "{what}: status {s}, body {b}");
+    let errs = b["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no errors envelope: {b}"));
+    assert!(!errs.is_empty(), "{what}: empty errors: {b}");
+    errs.iter()
+        .map(|e| e.as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// `bao server -dev` as a KV v2 store (`secret/`), killed on drop.
+struct DevBao {
+    proc: Proc,
+    addr: String,
+    token: String,
+}
+
+fn dev_bao(dir: &Path, port: u16, token: &str, log: &str) -> DevBao {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut cmd = Command::new(bao_bin());
+    cmd.args(["server", "-dev", "-dev-no-store-token"])
+        .arg(format!("-dev-root-token-id={token}"))
+        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+        .env("HOME", dir)
+        .env_remove("BAO_TOKEN")
+        .env_remove("BAO_ADDR");
+    let proc = Proc::spawn("bao dev", cmd, &dir.join(log));
+    let addr = format!("http://127.0.0.1:{port}");
+    let up = wait_for(Duration::from_secs(30), || match bao_status(&addr) {
+        Some((true, false)) => Some(()),
+        _ => None,
+    });
+    assert!(up.is_some(), "bao dev did not start:\n{}", proc.output());
+    // The dev server mounts KV v2 at secret/ once unsealed; wait until it answers.
+    let kv = wait_for(Duration::from_secs(20), || {
+        let (ok, _, _) = bao(&addr, Some(token), &["kv", "list", "secret/"]);
+        let (ok2, out, _) = bao(&addr, Some(token), &["secrets", "list", "-format=json"]);
+        (ok || out.contains("secret/") && ok2).then_some(())
+    });
+    assert!(kv.is_some(), "no KV at secret/:\n{}", proc.output());
+    DevBao {
+        proc,
+        addr,
+        token: token.to_owned(),
+    }
+}
+
+fn vault_storage(kv_addr: &str) -> String {
+    format!(
+        "[storage]\nbackend = \"vault\"\naddress = \"{kv_addr}\"\ntoken_file = \"vault-token\"\n\
+         kv_mount = \"secret\"\nprefix = \"rootseal\"\nlocal_path = \"local\"\n\
+         local_keys = [\"autounseal\"]\n"
+    )
+}
+
+/// A KV-backed rootseal against `kv` with the Vault token `vault_token`.
+fn kv_rs(dir: &Path, conf: &Path, label: &str, kv: &str, vault_token: &str) -> Rs {
+    let rs = Rs::new(dir, conf, label, &vault_storage(kv));
+    std::fs::write(dir.join("vault-token"), vault_token).unwrap();
+    rs
+}
+
+/// `bao kv get -format=json secret/rootseal/NAME` against the KV server: the entry's data.
+fn kv_entry(kv: &DevBao, name: &str) -> Option<Value> {
+    let (ok, out, _) = bao(
+        &kv.addr,
+        Some(&kv.token),
+        &["kv", "get", "-format=json", &format!("secret/rootseal/{name}")],
+    );
+    if !ok {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&out).unwrap();
+    Some(v["data"].clone())
+}
+
+/// The decoded rootseal record stored in KV for `name`, and the KV version.
+fn kv_record(kv: &DevBao, name: &str) -> (Value, u64) {
+    let e = kv_entry(kv, name).unwrap_or_else(|| panic!("no KV entry for {name}"));
+    let b64 = e["data"]["rootseal_record"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no rootseal_record in {e}"));
+    let rec: Value = serde_json::from_slice(&B64.decode(b64).unwrap()).unwrap();
+    (rec, e["metadata"]["version"].as_u64().unwrap())
+}
+
+fn kv_put_record(kv: &DevBao, name: &str, record: &[u8]) {
+    let (ok, _, err) = bao(
+        &kv.addr,
+        Some(&kv.token),
+        &[
+            "kv",
+            "put",
+            &format!("secret/rootseal/{name}"),
+            &format!("rootseal_record={}", B64.encode(record)),
+            "format=rootseal-kek/1",
+        ],
+    );
+    assert!(ok, "bao kv put: {err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. KV-backed production server and the bao CLI on rootseal's paths
+
+#[test]
+fn kv_backed_server_serves_the_bao_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = softhsm(tmp.path(), &["prod"]);
+    let kv = dev_bao(&tmp.path().join("kv"), free_port(), "kv-root", "bao.log");
+    let rs = kv_rs(&tmp.path().join("rs"), &conf, "prod", &kv.addr, &kv.token);
+    let out = rs.ok(&["init"]);
+    assert!(out.contains("Created the L0 root"), "{out}");
+    let _srv = rs.serve("serve.log");
+    let t = Some(rs.token.as_str());
+    let run = |args: &[&str]| -> String {
+        let (ok, out, err) = bao(&rs.addr, t, args);
+        assert!(ok, "bao {args:?}: {err}\n{out}");
+        out
+    };
+    let pt = B64.encode(b"hello rootseal");
+
+    run(&["write", "-f", "transit/keys/app"]);
+    let enc: Value = serde_json::from_str(&run(&[
+        "write",
+        "-format=json",
+        "transit/encrypt/app",
+        &format!("plaintext={pt}"),
+    ]))
+    .unwrap();
+    let ct1 = enc["data"]["ciphertext"].as_str().unwrap().to_owned();
+    assert!(ct1.starts_with("vault:v1:"), "{ct1}");
+    let dec = run(&[
+        "write",
+        "-field=plaintext",
+        "transit/decrypt/app",
+        &format!("ciphertext={ct1}"),
+    ]);
+    assert_eq!(dec.trim(), pt);
+
+    let key: Value =
+        serde_json::from_str(&run(&["read", "-format=json", "transit/keys/app"])).unwrap();
+    assert_eq!(key["data"]["latest_version"], 1, "{key}");
+    assert_eq!(key["data"]["type"], "aes256-gcm96", "{key}");
+    assert_eq!(key["data"]["name"], "app", "{key}");
+
+    run(&["write", "-f", "transit/keys/autounseal"]);
+    let list: Value =
+        serde_json::from_str(&run(&["list", "-format=json", "transit/keys"])).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(names.contains(&"app") && names.contains(&"autounseal"), "{list}");
+
+    run(&["write", "-f", "transit/keys/app/rotate"]);
+    let latest = run(&["read", "-field=latest_version", "transit/keys/app"]);
+    assert_eq!(latest.trim(), "2");
+    let ct2 = run(&[
+        "write",
+        "-field=ciphertext",
+        "transit/rewrap/app",
+        &format!("ciphertext={ct1}"),
+    ]);
+    let ct2 = ct2.trim();
+    assert!(ct2.starts_with("vault:v2:"), "{ct2}");
+    let dec = run(&[
+        "write",
+        "-field=plaintext",
+        "transit/decrypt/app",
+        &format!("ciphertext={ct2}"),
+    ]);
+    assert_eq!(dec.trim(), pt);
+    // The v1 ciphertext still decrypts after the rotation.
+    let dec = run(&[
+        "write",
+        "-field=plaintext",
+        "transit/decrypt/app",
+        &format!("ciphertext={ct1}"),
+    ]);
+    assert_eq!(dec.trim(), pt);
+
+    let dk: Value = serde_json::from_str(&run(&[
+        "write",
+        "-f",
+        "-format=json",
+        "transit/datakey/wrapped/app",
+    ]))
+    .unwrap();
+    assert!(dk["data"].get("plaintext").is_none(), "wrapped datakey leaks plaintext: {dk}");
+    let dk_ct = dk["data"]["ciphertext"].as_str().unwrap();
+    assert!(dk_ct.starts_with("vault:v2:"), "{dk}");
+    let dk_pt = run(&[
+        "write",
+        "-field=plaintext",
+        "transit/decrypt/app",
+        &format!("ciphertext={dk_ct}"),
+    ]);
+    assert_eq!(B64.decode(dk_pt.trim()).unwrap().len(), 32);
+
+    // The sealed record is in OpenBao's KV, not in the local directory.
+    let (rec, version) = kv_record(&kv, "app");
+    assert_eq!(rec["format"], "rootseal-kek", "{rec}");
+    assert_eq!(rec["name"], "app", "{rec}");
+    assert_eq!(rec["versions"].as_array().unwrap().len(), 2, "{rec}");
+    assert!(version >= 2, "KV version {version}");
+    let local = rs.dir.join("local");
+    assert!(!local.join("app.kek").exists());
+    // local_keys land in the local directory, not in KV.
+    assert!(local.join("autounseal.kek").exists());
+    assert!(kv_entry(&kv, "autounseal").is_none(), "autounseal leaked into KV");
+    let (ok, listing, _) = bao(&kv.addr, Some(&kv.token), &["kv", "list", "secret/rootseal"]);
+    assert!(ok && listing.contains("app") && !listing.contains("autounseal"), "{listing}");
+    // The CLI reads the same stores.
+    let keys = rs.ok(&["key", "list"]);
+    assert!(keys.contains("app") && keys.contains("autounseal"), "{keys}");
+    let show = rs.ok(&["key", "show", "app"]);
+    assert!(show.contains("latest version 2"), "{show}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Vault unreachable
+
+#[test]
+fn kv_unreachable_keeps_loaded_keys_and_answers_503() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = softhsm(tmp.path(), &["prod"]);
+    let port = free_port();
+    let mut kv = dev_bao(&tmp.path().join("kv"), port, "kv-root", "bao-1.log");
+    let rs = kv_rs(&tmp.path().join("rs"), &conf, "prod", &kv.addr, &kv.token);
+    rs.ok(&["init"]);
+    // Created by another process: the server has never loaded it.
+    rs.ok(&["key", "create", "cold"]);
+    let _srv = rs.serve("serve.log");
+    let api = rs.api();
+    api.create("warm");
+    let ct = api.encrypt_ok("warm", b"before");
+    assert_eq!(api.decrypt_ok("warm", &ct), b"before");
+
+    kv.proc.signal("KILL", Duration::from_secs(10)).expect("bao killed");
+    // Past the keyring's 5 s refresh: the cached key must still serve.
+    std::thread::sleep(Duration::from_millis(5500));
+    let ct2 = api.encrypt_ok("warm", b"during");
+    assert_eq!(api.decrypt_ok("warm", &ct2), b"during");
+    assert_eq!(api.decrypt_ok("warm", &ct), b"before");
+    for (what, r) in [
+        ("encrypt with a key not loaded", api.encrypt("cold", b"x")),
+        ("encrypt creating a new key", api.encrypt("fresh", b"x")),
+        (
+            "create a new key",
+            api.post("transit/keys/fresh2", json!({})),
+        ),
+        ("read an unknown key", api.call("GET", "transit/keys/nope", None)),
+    ] {
+        let msgs = assert_envelope(what, &r, 503..=503);
+        assert!(
+            !msgs.iter().any(|m| m.contains("kv-root")),
+            "token leaked: {msgs:?}"
+        );
+    }
+
+    // Back (a new dev server: dev mode keeps no data): new keys work again.
+    drop(kv);
+    let kv = dev_bao(&tmp.path().join("kv"), port, "kv-root", "bao-2.log");
+    let ok = wait_for(Duration::from_secs(15), || {
+        (api.encrypt("fresh", b"after").0 == 200).then_some(())
+    });
+    assert!(ok.is_some(), "new key after Vault came back: {:?}", api.encrypt("fresh", b"after"));
+    let ct3 = api.encrypt_ok("fresh", b"after");
+    assert_eq!(api.decrypt_ok("fresh", &ct3), b"after");
+    assert!(kv_entry(&kv, "fresh").is_some());
+    assert_eq!(api.decrypt_ok("warm", &ct2), b"during");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. init idempotence
+
+#[test]
+fn init_is_idempotent_and_serve_never_creates_a_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = softhsm(tmp.path(), &["prod"]);
+    let rs = Rs::new(
+        &tmp.path().join("rs"),
+        &conf,
+        "prod",
+        "[storage]\nbackend = \"file\"\npath = \"store\"\n",
+    );
+    let mut p = Proc::spawn("rootseal serve", rs.cmd(&["serve"]), &rs.dir.join("serve-noroot.log"));
+    let st = wait_for(Duration::from_secs(30), || p.exited()).expect("serve without a root must exit");
+    assert_eq!(st.code(), Some(1), "{}", p.output());
+    let log = p.output();
+    assert!(log.contains("rootseal init"), "{log}");
+    assert!(log.contains(&rs.cfg.display().to_string()), "names the config: {log}");
+    assert!(rs.roots().is_empty(), "serve created a root");
+    assert!(rs.ok(&["root", "status"]).contains("No root"));
+
+    let first = rs.ok(&["init"]);
+    assert!(first.contains("Created the L0 root"), "{first}");
+    let (ok, code, second, err) = rs.run(&["init"]);
+    assert!(ok, "second init exited {code:?}: {err}");
+    assert!(second.contains("already exists") && second.contains("nothing changed"), "{second}");
+    let roots = rs.roots();
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    assert!(roots[0].1.contains("Active"), "{roots:?}");
+    assert!(first.contains(&roots[0].0) && second.contains(&roots[0].0));
+    let _srv = rs.serve("serve.log");
+    rs.api().create("k");
+    assert_eq!(rs.roots().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Root rotation under SIGKILL: no key lost
+
+fn file_root_ids(store: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(store).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().and_then(|x| x.to_str()) != Some("kek") {
+            continue;
+        }
+        let raw = std::fs::read_to_string(&p).unwrap();
+        let json = raw.split_once('\n').unwrap().1;
+        let rec: Value = serde_json::from_str(json).unwrap();
+        out.push(rec["root_id"].as_str().unwrap().to_owned());
+    }
+    out
+}
+
+#[test]
+fn root_rotation_survives_sigkill_without_losing_a_key() {
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = softhsm(tmp.path(), &["prod"]);
+    let rs = Rs::new(
+        &tmp.path().join("rs"),
+        &conf,
+        "prod",
+        "[storage]\nbackend = \"file\"\npath = \"store\"\n",
+    );
+    rs.ok(&["init"]);
+    let old = rs.roots();
+    assert_eq!(old.len(), 1);
+    let old_id = old[0].0.clone();
+
+    // ~30 keys, some at v2/v3, one ciphertext per version.
+    let mut cts: Vec<(String, String, Vec<u8>)> = Vec::new();
+    {
+        let mut srv = rs.serve("serve-setup.log");
+        let api = rs.api();
+        for i in 0..30 {
+            let name = format!("k{i:02}");
+            api.create(&name);
+            for v in 1..=(1 + i % 3) {
+                if v > 1 {
+                    api.rotate(&name);
+                }
+                let pt = format!("{name} v{v}").into_bytes();
+                let ct = api.encrypt_ok(&name, &pt);
+                assert!(ct.starts_with(&format!("vault:v{v}:")), "{ct}");
+                cts.push((name.clone(), ct, pt));
+            }
+        }
+        srv.signal("TERM", Duration::from_secs(10));
+    }
+    let store = rs.dir.join("store");
+    assert_eq!(file_root_ids(&store).len(), 30);
+
+    let check_all = |round: &str| {
+        let mut srv = rs.serve(&format!("serve-{round}.log"));
+        let api = rs.api();
+        for (name, ct, pt) in &cts {
+            let (s, b) = api.decrypt(name, ct);
+            assert_eq!(s, 200, "after {round}: {name} {ct}: {b}\n{}", srv.output());
+            assert_eq!(
+                B64.decode(b["data"]["plaintext"].as_str().unwrap()).unwrap(),
+                *pt
+            );
+        }
+        srv.signal("KILL", Duration::from_secs(10));
+    };
+
+    let delays = [
+        20u64, 50, 100, 150, 200, 300, 400, 500, 650, 800, 1000, 1300, 1600, 2000, 2500, 3000,
+        4000, 6000, 9000, 15000,
+    ];
+    let mut mid_rotation = 0;
+    let mut completed_alone = false;
+    for (i, ms) in delays.iter().enumerate() {
+        let mut p = Proc::spawn(
+            "rootseal root rotate",
+            rs.cmd(&["root", "rotate", "--grace-secs", "0"]),
+            &rs.dir.join(format!("rotate-{i}.log")),
+        );
+        std::thread::sleep(Duration::from_millis(*ms));
+        if let Some(st) = p.exited() {
+            assert!(
+                st.success(),
+                "an interrupted rotation must finish when run again (run {i}, after {ms} ms):\n{}",
+                p.output()
+            );
+            completed_alone = true;
+            break;
+        }
+        p.signal("KILL", Duration::from_secs(10)).expect("killed");
+        let roots = rs.roots();
+        let ids = file_root_ids(&store);
+        let moved = ids.iter().filter(|r| **r != old_id).count();
+        eprintln!("kill {i} after {ms} ms: roots {roots:?}, {moved}/30 records moved");
+        assert!(!roots.is_empty(), "no root left after kill {i}");
+        assert!(roots.len() <= 2, "{roots:?}");
+        if roots.iter().any(|r| r.1.contains("Next")) || (moved > 0 && moved < ids.len()) {
+            mid_rotation += 1;
+        }
+        assert_eq!(ids.len(), 30, "a record vanished");
+        check_all(&format!("kill-{i}"));
+    }
+    assert!(
+        mid_rotation > 0,
+        "no kill landed mid-rotation: the test did not exercise recovery"
+    );
+    if !completed_alone {
+        rs.ok(&["root", "rotate", "--grace-secs", "0"]);
+    }
+    // Idempotent once done.
+    let again = rs.ok(&["root", "rotate", "--grace-secs", "0"]);
+    eprintln!("{again}");
+    let roots = rs.roots();
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    assert!(roots[0].1.contains("Active"), "{roots:?}");
+    let new_id = &roots[0].0;
+    assert_ne!(*new_id, old_id);
+    assert!(
+        file_root_ids(&store).iter().all(|r| r == new_id),
+        "records not all under the new root"
+    );
+    check_all("final");
+    let out = rs.ok(&["key", "rotate", "k00"]);
+    assert!(out.contains("latest version 2"), "{out}");
+    let out = rs.ok(&["key", "rotate", "k02"]);
+    assert!(out.contains("latest version 4"), "{out}");
+    eprintln!(
+        "root rotation test: {mid_rotation} kills mid-rotation, {:?}",
+        t0.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. HSM binding and tampered records
+
+#[test]
+fn records_are_bound_to_their_hsm_and_tampering_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = softhsm(tmp.path(), &["tokA", "tokB"]);
+    let kv = dev_bao(&tmp.path().join("kv"), free_port(), "kv-root", "bao.log");
+    let a = Rs::new(
+        &tmp.path().join("a"),
+        &conf,
+        "tokA",
+        "[storage]\nbackend = \"file\"\npath = \"store\"\n",
+    );
+    let b = kv_rs(&tmp.path().join("b"), &conf, "tokB", &kv.addr, &kv.token);
+    a.ok(&["init"]);
+    b.ok(&["init"]);
+    let _sa = a.serve("serve.log");
+    let mut sb = b.serve("serve.log");
+    let (api_a, api_b) = (a.api(), b.api());
+    api_a.create("shared");
+    let ct_a = api_a.encrypt_ok("shared", b"from A");
+    api_b.create("own");
+    let ct_own = api_b.encrypt_ok("own", b"B's own");
+    let ct_tam = api_b.encrypt_ok("tam", b"tamper me");
+    let ct_tam2 = api_b.encrypt_ok("tam2", b"tamper my blob");
+
+    // A's record, copied byte for byte into B's store.
+    let raw = std::fs::read_to_string(a.dir.join("store/shared.kek")).unwrap();
+    let record_a = raw.split_once('\n').unwrap().1;
+    kv_put_record(&kv, "shared", record_a.as_bytes());
+    let r = api_b.decrypt("shared", &ct_a);
+    let msgs = assert_envelope("foreign record", &r, 400..=599);
+    let a_root = &a.roots()[0].0;
+    assert!(
+        !msgs.iter().any(|m| m.contains(a_root.as_str()) || m.contains("tokA")),
+        "not opaque: {msgs:?}"
+    );
+    assert!(sb.exited().is_none(), "B crashed:\n{}", sb.output());
+    assert_eq!(api_b.decrypt_ok("own", &ct_own), b"B's own");
+    assert_eq!(api_a.decrypt_ok("shared", &ct_a), b"from A");
+
+    // Tampered records in KV: a config field, and one byte of a sealed blob.
+    let (mut rec, _) = kv_record(&kv, "tam");
+    rec["config"]["deletion_allowed"] = json!(true);
+    kv_put_record(&kv, "tam", &serde_json::to_vec(&rec).unwrap());
+    let (mut rec2, _) = kv_record(&kv, "tam2");
+    let blob = rec2["versions"][0]["blob"].as_str().unwrap();
+    let mut bytes = B64.decode(blob).unwrap();
+    let n = bytes.len();
+    bytes[n - 40] ^= 0x01;
+    rec2["versions"][0]["blob"] = json!(B64.encode(&bytes));
+    kv_put_record(&kv, "tam2", &serde_json::to_vec(&rec2).unwrap());
+    // Past the keyring's refresh interval, so the server re-reads the store.
+    std::thread::sleep(Duration::from_millis(5500));
+    for (name, ct) in [("tam", &ct_tam), ("tam2", &ct_tam2)] {
+        let r = api_b.decrypt(name, ct);
+        assert_envelope(&format!("tampered {name}"), &r, 400..=599);
+        let r = api_b.encrypt(name, b"x");
+        assert_envelope(&format!("tampered {name} (encrypt)"), &r, 400..=599);
+    }
+    // A fresh process refuses them too, and names the key.
+    let (ok, code, _, err) = b.run(&["key", "show", "tam"]);
+    assert!(!ok && code == Some(1), "{err}");
+    assert!(err.contains("tam"), "{err}");
+    assert!(sb.exited().is_none(), "B crashed:\n{}", sb.output());
+    assert_eq!(api_b.decrypt_ok("own", &ct_own), b"B's own");
+    let ct = api_b.encrypt_ok("own", b"still");
+    assert_eq!(api_b.decrypt_ok("own", &ct), b"still");
+    // Nothing was "repaired" behind the operator's back.
+    let (rec_now, _) = kv_record(&kv, "tam");
+    assert_eq!(rec_now["config"]["deletion_allowed"], json!(true));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Bad input
+
+#[test]
+fn malformed_config_names_the_key_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = softhsm(tmp.path(), &["prod"]);
+    let good = Rs::new(
+        &tmp.path().join("rs"),
+        &conf,
+        "prod",
+        "[storage]\nbackend = \"file\"\npath = \"store\"\n",
+    );
+    let text = std::fs::read_to_string(&good.cfg).unwrap();
+    let bad_cfg = good.dir.join("bad.toml");
+    std::fs::write(
+        &bad_cfg,
+        text.replace("[hsm]\n", "[hsm]\nslot_id = 0\n"),
+    )
+    .unwrap();
+    for args in [&["init"][..], &["serve"], &["root", "status"], &["key", "create", "k"]] {
+        let out = Command::new(rootseal_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&bad_cfg)
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("slot_id"), "{args:?}: error must name the key: {err}");
+        assert!(err.contains("[hsm]"), "{args:?}: error must name the table: {err}");
+        assert!(!err.contains(PIN), "{err}");
+    }
+    assert!(!good.dir.join("store").exists(), "store created from a bad config");
+    assert!(good.roots().is_empty(), "a root was created from a bad config");
+    // A missing config file is named too.
+    let out = Command::new(rootseal_bin())
+        .args(["init", "--config"])
+        .arg(good.dir.join("missing.toml"))
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn wrong_pin_is_a_clear_error_without_lockout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = softhsm(tmp.path(), &["prod"]);
+    let rs = Rs::new(
+        &tmp.path().join("rs"),
+        &conf,
+        "prod",
+        "[storage]\nbackend = \"file\"\npath = \"store\"\n",
+    );
+    rs.ok(&["init"]);
+    std::fs::write(rs.dir.join("pin"), "999999\n").unwrap();
+    for i in 0..4 {
+        let args: &[&str] = if i % 2 == 0 { &["serve"] } else { &["root", "status"] };
+        let started = Instant::now();
+        let (ok, code, _, err) = rs.run(args);
+        assert!(!ok && code == Some(1), "{args:?} with a wrong PIN: {err}");
+        assert!(err.contains("refused the PIN"), "{err}");
+        assert!(err.contains("prod"), "names the token: {err}");
+        assert!(!err.contains("999999"), "PIN echoed: {err}");
+        assert!(started.elapsed() < Duration::from_secs(20), "retry loop?");
+    }
+    std::fs::write(rs.dir.join("pin"), format!("{PIN}\n")).unwrap();
+    let _srv = rs.serve("serve.log");
+    let api = rs.api();
+    let ct = api.encrypt_ok("k", b"pin ok");
+    assert_eq!(api.decrypt_ok("k", &ct), b"pin ok");
+}
+
+#[test]
+fn kv_permission_denied_is_reported_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = softhsm(tmp.path(), &["prod"]);
+    let kv = dev_bao(&tmp.path().join("kv"), free_port(), "kv-root", "bao.log");
+    let policy = tmp.path().join("deny.hcl");
+    std::fs::write(
+        &policy,
+        "path \"secret/*\" { capabilities = [\"deny\"] }\npath \"sys/*\" { capabilities = [\"deny\"] }\n",
+    )
+    .unwrap();
+    let (ok, _, err) = bao(
+        &kv.addr,
+        Some(&kv.token),
+        &["policy", "write", "deny-kv", &policy.display().to_string()],
+    );
+    assert!(ok, "{err}");
+    let (ok, denied, err) = bao(
+        &kv.addr,
+        Some(&kv.token),
+        &["token", "create", "-policy=deny-kv", "-no-default-policy", "-field=token"],
+    );
+    assert!(ok, "{err}");
+    let denied = denied.trim().to_owned();
+    let rs = kv_rs(&tmp.path().join("rs"), &conf, "prod", &kv.addr, &denied);
+    rs.ok(&["init"]);
+
+    // The CLI: a clear error.
+    let (ok, code, _, err) = rs.run(&["key", "create", "app"]);
+    assert!(!ok && code == Some(1), "{err}");
+    assert!(err.to_lowercase().contains("permission denied"), "{err}");
+    assert!(!err.contains(&denied), "Vault token leaked: {err}");
+
+    // The server: starts (or refuses to start naming the denial); first KV use answers an error
+    // envelope and the log says permission denied.
+    let mut p = Proc::spawn("rootseal serve", rs.cmd(&["serve"]), &rs.dir.join("serve.log"));
+    let url = format!("{}/v1/sys/health", rs.addr);
+    let up = wait_for(Duration::from_secs(30), || {
+        if let Some(st) = p.exited() {
+            return Some(Err(st));
+        }
+        http_get(&url).filter(|r| r.0 == 200).map(|_| Ok(()))
+    })
+    .expect("serve neither started nor exited");
+    match up {
+        Err(st) => {
+            assert_eq!(st.code(), Some(1));
+            assert!(p.output().to_lowercase().contains("permission denied"), "{}", p.output());
+        }
+        Ok(()) => {
+            let api = rs.api();
+            let r = api.post("transit/keys/app", json!({}));
+            let msgs = assert_envelope("create with a denied Vault token", &r, 400..=599);
+            assert!(!msgs.iter().any(|m| m.contains(&denied)));
+            let r = api.encrypt("app", b"x");
+            assert_envelope("encrypt with a denied Vault token", &r, 400..=599);
+            // Local keys do not need Vault.
+            let ct = api.encrypt_ok("autounseal", b"local");
+            assert_eq!(api.decrypt_ok("autounseal", &ct), b"local");
+            let log = p.output();
+            assert!(
+                log.contains("permission denied by Vault at"),
+                "server log must say permission denied:\n{log}"
+            );
+            assert!(!log.contains(&denied), "Vault token in the log");
+        }
+    }
+}
+
+#[test]
+fn foreign_and_newer_kv_entries_are_named_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = softhsm(tmp.path(), &["prod"]);
+    let kv = dev_bao(&tmp.path().join("kv"), free_port(), "kv-root", "bao.log");
+    let rs = kv_rs(&tmp.path().join("rs"), &conf, "prod", &kv.addr, &kv.token);
+    rs.ok(&["init"]);
+    rs.ok(&["key", "create", "good"]);
+    rs.ok(&["key", "create", "nv"]);
+
+    // Not a rootseal record.
+    let (ok, _, err) = bao(
+        &kv.addr,
+        Some(&kv.token),
+        &["kv", "put", "secret/rootseal/x", "password=hunter2"],
+    );
+    assert!(ok, "{err}");
+    // A record of a newer format version.
+    let (mut rec, kv_version) = kv_record(&kv, "nv");
+    rec["format_version"] = json!(2);
+    kv_put_record(&kv, "nv", &serde_json::to_vec(&rec).unwrap());
+    let kv_version = kv_version + 1;
+
+    let (ok, code, _, err) = rs.run(&["key", "show", "x"]);
+    assert!(!ok && code == Some(1), "{err}");
+    assert!(err.contains("x") && err.contains("not a rootseal record"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    for args in [&["key", "show", "nv"][..], &["key", "rotate", "nv"]] {
+        let (ok, code, _, err) = rs.run(args);
+        assert!(!ok && code == Some(1), "{args:?}: {err}");
+        assert!(err.contains("nv"), "{args:?} must name the key: {err}");
+        assert!(err.contains("format version 2"), "{args:?}: {err}");
+    }
+    // Nothing written: both entries unchanged in KV.
+    let (rec_now, v_now) = kv_record(&kv, "nv");
+    assert_eq!(v_now, kv_version, "the newer record was overwritten");
+    assert_eq!(rec_now["format_version"], 2);
+    let x = kv_entry(&kv, "x").unwrap();
+    assert_eq!(x["data"], json!({"password": "hunter2"}));
+    assert_eq!(x["metadata"]["version"], 1);
+
+    let _srv = rs.serve("serve.log");
+    let api = rs.api();
+    for name in ["x", "nv"] {
+        let r = api.encrypt(name, b"y");
+        let msgs = assert_envelope(&format!("encrypt with {name}"), &r, 400..=599);
+        assert!(!msgs.iter().any(|m| m.contains("hunter2")));
+        let r = api.call("GET", &format!("transit/keys/{name}"), None);
+        assert_envelope(&format!("read {name}"), &r, 400..=599);
+    }
+    let ct = api.encrypt_ok("good", b"fine");
+    assert_eq!(api.decrypt_ok("good", &ct), b"fine");
+    let (_, v_now) = kv_record(&kv, "nv");
+    assert_eq!(v_now, kv_version, "the server overwrote the newer record");
+    let list = rs.ok(&["key", "list"]);
+    assert!(list.contains("good"), "{list}");
+}
