@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod admin;
+mod bulk;
 mod dev;
 
 /// rootseal: hardware-rooted keys for HashiCorp Vault and OpenBao.
@@ -40,6 +41,9 @@ enum Command {
     /// OpenBao KMS plugin.
     #[command(subcommand)]
     Openbao(OpenbaoCmd),
+    /// Bulk seal and unseal through a running server (stdin to stdout)
+    #[command(subcommand)]
+    Bulk(bulk::BulkCmd),
 }
 
 /// `--config FILE`.
@@ -164,6 +168,7 @@ pub fn main() -> ExitCode {
             Command::Vault(VaultCmd::SealConfig(a)) => admin::seal_config(&a),
             Command::Openbao(OpenbaoCmd::KmsConfig(a)) => admin::kms_config(&a),
             Command::Openbao(OpenbaoCmd::KmsPlugin) => Ok(()),
+            Command::Bulk(c) => bulk::run(c).await,
         }
     });
     match result {
