@@ -178,7 +178,7 @@ impl FileStore {
         }))
     }
 
-    fn write_atomic(&self, path: &Path, contents: &[u8]) -> Result<(), StoreError> {
+    fn write_atomic(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), StoreError> {
         let io = |source| StoreError::Io {
             path: path.to_owned(),
             source,
@@ -195,18 +195,18 @@ impl FileStore {
             f.sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, path).map_err(io)?;
-        if let Ok(d) = std::fs::File::open(&self.dir) {
+        if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
         Ok(())
     }
 
     fn with_file_lock<T>(
-        &self,
+        dir: &Path,
         f: impl FnOnce() -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         // A lock file created with O_EXCL serialises writers from several processes.
-        let lock_path = self.dir.join(".lock");
+        let lock_path = dir.join(".lock");
         let mut tries = 0u32;
         loop {
             match std::fs::OpenOptions::new()
@@ -265,21 +265,24 @@ impl KekStore for FileStore {
         Box::pin(async move {
             let path = self.path_of(name)?;
             let _guard = self.lock.lock().await;
-            tokio::task::block_in_place(|| {
-                self.with_file_lock(|| {
-                    let current = Self::read_file(&path, name)?.map_or(0, |r| r.version);
+            let dir = self.dir.clone();
+            let name = name.to_owned();
+            // Blocking file I/O (fsync) runs off the runtime; works on any runtime flavour.
+            tokio::task::spawn_blocking(move || {
+                Self::with_file_lock(&dir, || {
+                    let current = Self::read_file(&path, &name)?.map_or(0, |r| r.version);
                     if current != cas {
-                        return Err(StoreError::Conflict {
-                            name: name.to_owned(),
-                        });
+                        return Err(StoreError::Conflict { name: name.clone() });
                     }
                     let version = current + 1;
                     let mut contents = format!("{FILE_MAGIC} version={version}\n").into_bytes();
                     contents.extend_from_slice(&data);
-                    self.write_atomic(&path, &contents)?;
+                    Self::write_atomic(&dir, &path, &contents)?;
                     Ok(version)
                 })
             })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("file store task failed: {e}")))?
         })
     }
 
@@ -414,7 +417,7 @@ impl KekStore for RoutedStore {
 mod tests {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread")]
+    #[tokio::test(flavor = "current_thread")]
     async fn file_store_cas_and_list() {
         let dir = tempfile::tempdir().unwrap();
         let s = FileStore::open(dir.path()).unwrap();
