@@ -518,28 +518,15 @@ fn open_group_range(jobs: &[OpenJob], _base: usize) -> Bytes {
 /// a broken transfer, never a silently short one).
 pub type Sink = mpsc::Sender<Result<Bytes, BulkError>>;
 
-async fn run_group<J: Send + Sync + 'static>(
-    jobs: Vec<J>,
-    threads: usize,
-    f: fn(&[J], usize) -> Bytes,
-) -> Result<Vec<Bytes>, BulkError> {
-    tokio::task::spawn_blocking(move || par_ranges(&jobs, threads, f))
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| {
-            tracing::error!("bulk worker failed");
-            BulkError::Internal
-        })
-}
-
 /// Groups in flight at once (sealing) while the next one is read.
 const PIPELINE_DEPTH: usize = 2;
 
 /// A pipeline of up to [`PIPELINE_DEPTH`] groups in flight while the next is read; output
-/// keeps the input order.
+/// keeps the input order. Each group is split into one contiguous part per core, each part a
+/// task on tokio's blocking pool, whose threads live on between groups (no thread start-up per
+/// group).
 struct Pipeline<J: Send + Sync + 'static> {
-    inflight: std::collections::VecDeque<tokio::task::JoinHandle<Result<Vec<Bytes>, BulkError>>>,
+    inflight: std::collections::VecDeque<tokio::task::JoinHandle<Bytes>>,
     f: fn(&[J], usize) -> Bytes,
     threads: usize,
 }
@@ -555,10 +542,11 @@ impl<J: Send + Sync + 'static> Pipeline<J> {
 
     async fn drain_one(&mut self, tx: &Sink) -> Result<(), BulkError> {
         if let Some(h) = self.inflight.pop_front() {
-            let parts = h.await.map_err(|_| BulkError::Internal)??;
-            for p in parts {
-                send(tx, p).await?;
-            }
+            let part = h.await.map_err(|e| {
+                tracing::error!(error = %e, "bulk worker failed");
+                BulkError::Internal
+            })?;
+            send(tx, part).await?;
         }
         Ok(())
     }
@@ -570,13 +558,28 @@ impl<J: Send + Sync + 'static> Pipeline<J> {
         Ok(())
     }
 
-    async fn submit(&mut self, jobs: Vec<J>, tx: &Sink) -> Result<(), BulkError> {
-        while self.inflight.len() >= PIPELINE_DEPTH {
+    async fn submit(&mut self, mut jobs: Vec<J>, tx: &Sink) -> Result<(), BulkError> {
+        while self.inflight.len() >= PIPELINE_DEPTH * self.threads {
             self.drain_one(tx).await?;
         }
-        if !jobs.is_empty() {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let parts = self.threads.clamp(1, jobs.len());
+        let per = jobs.len().div_ceil(parts);
+        let f = self.f;
+        loop {
+            let rest = if jobs.len() > per {
+                jobs.split_off(per)
+            } else {
+                Vec::new()
+            };
+            let part = std::mem::replace(&mut jobs, rest);
             self.inflight
-                .push_back(tokio::spawn(run_group(jobs, self.threads, self.f)));
+                .push_back(tokio::task::spawn_blocking(move || f(&part, 0)));
+            if jobs.is_empty() {
+                break;
+            }
         }
         Ok(())
     }
@@ -595,7 +598,7 @@ where
 {
     match input.next().await {
         Some(Ok(chunk)) => {
-            dec.push(&chunk);
+            dec.push_bytes(chunk);
             Ok(true)
         }
         Some(Err(e)) => {

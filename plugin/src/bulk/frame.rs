@@ -75,9 +75,16 @@ pub struct Frame {
 }
 
 /// Incremental decoder of a frame stream.
+///
+/// Bytes given with [`FrameDecoder::push_bytes`] are not copied: a record lying inside one
+/// pushed piece comes out as a slice of it (a reference count, no memmove). Only a record that
+/// straddles two pieces is copied, into a buffer of at most one record.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
+    /// Bytes received before `cur` and not yet consumed (a record straddling pieces).
     buf: BytesMut,
+    /// The unconsumed rest of the last piece given to `push_bytes` (logically after `buf`).
+    cur: Bytes,
     header_done: bool,
     ended: bool,
     items: u64,
@@ -89,14 +96,56 @@ impl FrameDecoder {
         Self::default()
     }
 
-    /// Feeds received bytes.
+    /// Feeds received bytes (copied).
     pub fn push(&mut self, data: &[u8]) {
+        self.spill();
         self.buf.extend_from_slice(data);
+    }
+
+    /// Feeds a received piece without copying it: records inside it are returned as slices.
+    pub fn push_bytes(&mut self, data: Bytes) {
+        self.spill();
+        self.cur = data;
+    }
+
+    /// Moves what is left of `cur` into `buf` (only when a new piece arrives before the old
+    /// one was consumed: at most one partial record).
+    fn spill(&mut self) {
+        if !self.cur.is_empty() {
+            self.buf.extend_from_slice(&self.cur);
+            self.cur = Bytes::new();
+        }
     }
 
     /// Bytes received and not yet consumed.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.cur.len()
+    }
+
+    /// The first `n` unconsumed bytes, contiguous; `None` while fewer have been received.
+    /// Copies from `cur` into `buf` only when `buf` already holds a partial record, or when
+    /// `cur` alone is too short (the record straddles pieces). `n` is bounded by the caller
+    /// (a record header, or a record accepted against [`MAX_FRAME`]).
+    fn peek(&mut self, n: usize) -> Option<&[u8]> {
+        if self.buf.is_empty() && self.cur.len() >= n {
+            return self.cur.get(..n);
+        }
+        if self.buf.len() < n {
+            let take = (n - self.buf.len()).min(self.cur.len());
+            self.buf.reserve(n - self.buf.len());
+            self.buf.extend_from_slice(self.cur.get(..take).unwrap_or_default());
+            self.cur.advance(take);
+        }
+        self.buf.get(..n)
+    }
+
+    /// Removes and returns the first `n` bytes; only after `peek(n)` returned `Some`.
+    fn take(&mut self, n: usize) -> Bytes {
+        if self.buf.is_empty() {
+            self.cur.split_to(n.min(self.cur.len()))
+        } else {
+            self.buf.split_to(n.min(self.buf.len())).freeze()
+        }
     }
 
     /// Whether the `END` record was seen.
@@ -109,8 +158,8 @@ impl FrameDecoder {
         if self.header_done {
             return Ok(true);
         }
-        let Some(h) = self.buf.get(..HEADER_LEN) else {
-            // Reject a wrong magic early, even on a short prefix.
+        if self.peek(HEADER_LEN).is_none() {
+            // Reject a wrong magic early, even on a short prefix (all of it is in `buf` now).
             let n = self.buf.len().min(4);
             if self.buf.get(..n) != FRAME_MAGIC.get(..n) {
                 return Err(BulkError::malformed(
@@ -118,7 +167,8 @@ impl FrameDecoder {
                 ));
             }
             return Ok(false);
-        };
+        }
+        let h = self.peek(HEADER_LEN).unwrap_or_default();
         if h.get(..4) != Some(&FRAME_MAGIC[..]) {
             return Err(BulkError::malformed(
                 "not a rootseal frame stream (bad magic)",
@@ -128,7 +178,7 @@ impl FrameDecoder {
         if v != FORMAT_V1 {
             return Err(BulkError::UnsupportedVersion(v));
         }
-        self.buf.advance(HEADER_LEN);
+        let _ = self.take(HEADER_LEN);
         self.header_done = true;
         Ok(true)
     }
@@ -139,12 +189,12 @@ impl FrameDecoder {
             return Ok(None);
         }
         if self.ended {
-            if self.buf.is_empty() {
+            if self.buffered() == 0 {
                 return Ok(None);
             }
             return Err(BulkError::malformed("data after the END record"));
         }
-        let Some(h) = self.buf.get(..RECORD_HEADER_LEN) else {
+        let Some(h) = self.peek(RECORD_HEADER_LEN) else {
             return Ok(None);
         };
         let kind_byte = h.first().copied().unwrap_or(0);
@@ -165,13 +215,17 @@ impl FrameDecoder {
             });
         }
         let total = RECORD_HEADER_LEN + len as usize;
-        if self.buf.len() < total {
-            // Reserve only what is missing of an accepted (≤ MAX_FRAME) record.
-            self.buf.reserve(total - self.buf.len());
+        if self.buffered() < total {
+            // Keep the partial record (≤ MAX_FRAME, accepted above) until the rest arrives.
+            self.spill();
             return Ok(None);
         }
-        self.buf.advance(RECORD_HEADER_LEN);
-        let body = self.buf.split_to(len as usize).freeze();
+        // Whole record available: contiguous in `cur` (no copy) or completed into `buf`.
+        if self.peek(total).is_none() {
+            return Err(BulkError::Internal);
+        }
+        let _ = self.take(RECORD_HEADER_LEN);
+        let body = self.take(len as usize);
         if kind == Kind::End {
             let count: [u8; 8] = body
                 .as_ref()
@@ -199,7 +253,7 @@ impl FrameDecoder {
         if !self.ended {
             return Err(BulkError::Truncated("frame stream (no END record)"));
         }
-        if !self.buf.is_empty() {
+        if self.buffered() != 0 {
             return Err(BulkError::malformed("data after the END record"));
         }
         Ok(())
@@ -270,17 +324,50 @@ mod tests {
         out
     }
 
-    fn decode_all(data: &[u8], step: usize) -> Result<Vec<Frame>, BulkError> {
+    fn decode_with(data: &[u8], step: usize, zero_copy: bool) -> Result<Vec<Frame>, BulkError> {
         let mut d = FrameDecoder::new();
         let mut frames = Vec::new();
-        for piece in data.chunks(step.max(1)) {
-            d.push(piece);
+        for (i, piece) in data.chunks(step.max(1)).enumerate() {
+            if zero_copy {
+                d.push_bytes(Bytes::copy_from_slice(piece));
+            } else {
+                d.push(piece);
+            }
+            // Sometimes push twice before taking records out (the spill path).
+            if zero_copy && i % 3 == 1 {
+                continue;
+            }
             while let Some(f) = d.next_frame()? {
                 frames.push(f);
             }
+            assert!(d.buffered() <= data.len());
+        }
+        while let Some(f) = d.next_frame()? {
+            frames.push(f);
         }
         d.finish()?;
         Ok(frames)
+    }
+
+    /// Decodes with copying `push` and with zero-copy `push_bytes`: both must agree.
+    fn decode_all(data: &[u8], step: usize) -> Result<Vec<Frame>, BulkError> {
+        let a = decode_with(data, step, false);
+        let b = decode_with(data, step, true);
+        assert_eq!(a.is_ok(), b.is_ok(), "push and push_bytes disagree");
+        if let (Ok(x), Ok(y)) = (&a, &b) {
+            assert_eq!(x, y);
+        }
+        a
+    }
+
+    #[test]
+    fn zero_copy_records_are_slices_of_the_piece() {
+        let s = Bytes::from(sample());
+        let mut d = FrameDecoder::new();
+        d.push_bytes(s.clone());
+        let f = d.next_frame().unwrap().unwrap();
+        let range = s.as_ptr() as usize..s.as_ptr() as usize + s.len();
+        assert!(range.contains(&(f.body.as_ptr() as usize)), "record was copied");
     }
 
     #[test]
