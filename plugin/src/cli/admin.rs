@@ -18,10 +18,17 @@ fn load(path: &Path) -> Result<Config, String> {
 
 async fn open_hsm(cfg: &Config) -> Result<Hsm, String> {
     let hc = cfg.hsm_config();
-    tokio::task::spawn_blocking(move || Hsm::open(hc))
+    let hsm = tokio::task::spawn_blocking(move || Hsm::open(hc))
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| format!("HSM: {e}"))
+        .map_err(|e| format!("HSM: {e}"))?;
+    // Keep the HSM worker pool alive until the process exits. Dropping the last `Hsm` wakes the
+    // (detached) workers to `C_CloseSession`, which races with libsofthsm2's exit-time
+    // destructors on the main thread and segfaults the command after its work is done
+    // (`rootseal root status` exited with SIGSEGV about once in 40 runs). Parked workers touch
+    // nothing at exit; the OS closes the sessions.
+    std::mem::forget(hsm.clone());
+    Ok(hsm)
 }
 
 async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
