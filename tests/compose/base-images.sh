@@ -17,6 +17,11 @@ BASE_PACKAGES=ca-certificates,curl,libsofthsm2,softhsm2
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 
+# Temporary directories, removed however the script ends.
+TMP_DIRS=()
+cleanup_tmp() { local d; for d in "${TMP_DIRS[@]}"; do rm -rf "$d" "$d.log"; done; }
+trap cleanup_tmp EXIT
+
 log() { printf '[base-images] %s\n' "$*" >&2; }
 die() { printf '[base-images] ERROR: %s\n' "$*" >&2; exit 1; }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -51,7 +56,7 @@ build_debian() {
     local mirror rootfs
     mirror=$(host_mirror) || die "no bookworm mirror found in /etc/apt/sources.list(.d)"
     rootfs=$(mktemp -d /var/tmp/rootseal-rootfs.XXXXXX)
-    trap 'rm -rf "$rootfs"' RETURN
+    TMP_DIRS+=("$rootfs")
     log "debootstrap bookworm (minbase + ${BASE_PACKAGES}) from ${mirror} -> ${DEBIAN_IMAGE} (takes a few minutes)"
     local keyring=()
     [[ -r /usr/share/keyrings/debian-archive-keyring.gpg ]] && keyring=(--keyring=/usr/share/keyrings/debian-archive-keyring.gpg)
@@ -114,7 +119,7 @@ build_openbao() {
     bao=$(bao_binary) || die "cannot find the bao binary of ${OPENBAO_PIP}"
     "$bao" version | grep -q 'OpenBao v2.7.2' || die "$bao is not OpenBao v2.7.2"
     ctx=$(mktemp -d /var/tmp/rootseal-openbao.XXXXXX)
-    trap 'rm -rf "$ctx"' RETURN
+    TMP_DIRS+=("$ctx")
     cp "$bao" "$ctx/bao"
     cp "$(dirname "$0")/openbao-image/docker-entrypoint.sh" "$ctx/docker-entrypoint.sh"
     cp "$(dirname "$0")/openbao-image/Dockerfile" "$ctx/Dockerfile"

@@ -26,6 +26,7 @@ cd "$ROOT"
 
 PROJECT="rootseal-e2e-$(date +%s)-$$"
 IMAGE=${ROOTSEAL_E2E_IMAGE:-rootseal/rootseal:e2e}
+KMS_IMAGE=rootseal/openbao-kms:e2e
 START=$(date +%s)
 FAILED=1
 
@@ -48,9 +49,10 @@ compose() { "${COMPOSE_CMD[@]}" -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"
 
 # Ports on 127.0.0.1 that nothing else uses, so parallel runs and other stacks don't clash.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-export ROOTSEAL_IMAGE="$IMAGE" ROOTSEAL_PORT OPENBAO_PORT
+export ROOTSEAL_IMAGE="$IMAGE" OPENBAO_KMS_IMAGE="$KMS_IMAGE" ROOTSEAL_PORT OPENBAO_PORT OPENBAO_KMS_PORT
 ROOTSEAL_PORT=$(free_port)
 OPENBAO_PORT=$(free_port)
+OPENBAO_KMS_PORT=$(free_port)
 
 project_containers() { docker ps -aq --filter "label=com.docker.compose.project=$PROJECT"; }
 project_volumes() { docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT"; }
@@ -66,7 +68,7 @@ cleanup() {
     if [[ $FAILED != 0 ]]; then
         rc=${rc/#0/1}
         printf '\n[e2e] ---- logs of project %s (last 60 lines per service) ----\n' "$PROJECT" >&2
-        compose logs --no-color --tail=60 >&2 2>&1 || true
+        compose --profile kms-plugin logs --no-color --tail=60 >&2 2>&1 || true
         if [[ "${ROOTSEAL_E2E_KEEP:-0}" == 1 ]]; then
             printf '[e2e] stack left up (ROOTSEAL_E2E_KEEP=1); remove it with:\n  %s -p %s down -v --remove-orphans\n' \
                 "${COMPOSE_CMD[*]}" "$PROJECT" >&2
@@ -74,7 +76,8 @@ cleanup() {
         fi
     fi
     step "teardown: down -v --remove-orphans"
-    compose down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || compose down -v --remove-orphans >&2 || true
+    compose --profile kms-plugin down -v --remove-orphans --timeout 10 >/dev/null 2>&1 ||
+        compose --profile kms-plugin down -v --remove-orphans >&2 || true
     local left
     left=$(project_containers; project_volumes)
     if [[ -n "$left" ]]; then
@@ -118,6 +121,11 @@ else
     grep -i 'sending build context' /tmp/rootseal-e2e-build.$$.log | sed 's/^/[e2e]    /' || true
     rm -f /tmp/rootseal-e2e-build.$$.log
 fi
+
+step "docker build -t $KMS_IMAGE docker/openbao-kms (profile kms-plugin: OpenBao + rootseal KMS plugin)"
+docker build --force-rm -q -t "$KMS_IMAGE" --build-arg ROOTSEAL_IMAGE="$IMAGE" docker/openbao-kms >/dev/null 2>/tmp/rootseal-e2e-kms.$$.log ||
+    { cat /tmp/rootseal-e2e-kms.$$.log >&2; rm -f /tmp/rootseal-e2e-kms.$$.log; fail "docker build of $KMS_IMAGE failed"; }
+rm -f /tmp/rootseal-e2e-kms.$$.log
 
 # ---------------------------------------------------------------------------------------------
 step "compose up (project $PROJECT, rootseal :$ROOTSEAL_PORT, OpenBao :$OPENBAO_PORT)"
@@ -282,5 +290,23 @@ docker run --rm --network none --user root --entrypoint /bin/sh -v "$VOL_HSM_SEC
     -c 'mv /s/hsm-pin.e2e-moved /s/hsm-pin'
 compose run --rm -T rootseal-init >/dev/null 2>&1 || fail "rootseal-init fails after the PIN file was restored"
 pass "missing PIN: exit $rc naming the file; restored PIN: initialiser converges again"
+
+# ---------------------------------------------------------------------------------------------
+step "profile kms-plugin: a second OpenBao with rootseal as its KMS plugin"
+compose --profile kms-plugin up -d --no-build
+wait_until 240 "demo-kms job finished" container_exited demo-kms
+compose --profile kms-plugin logs --no-color demo-kms | sed 's/^/[e2e]    | /'
+[[ $(exit_code demo-kms) == 0 ]] || fail "demo-kms job exited $(exit_code demo-kms)"
+kms_seal_status() { curl -fsS --max-time 3 "http://127.0.0.1:$OPENBAO_KMS_PORT/v1/sys/seal-status" 2>/dev/null; }
+kms_unsealed() { [[ "$(kms_seal_status)" == *'"sealed":false'* ]]; }
+st=$(kms_seal_status) || fail "openbao-kms seal-status not reachable"
+[[ $st == *'"initialized":true'* && $st == *'"sealed":false'* && $st == *'"type":"rootseal"'* ]] ||
+    fail "openbao-kms is not initialised and unsealed by the rootseal KMS plugin: $st"
+pass "openbao-kms initialised and unsealed; seal type rootseal (KMS plugin)"
+compose --profile kms-plugin restart openbao-kms
+wait_until 120 "openbao-kms unsealed after restart" kms_unsealed
+pass "openbao-kms unsealed again through the KMS plugin after a restart"
+assert_unsealed_via_rootseal
+pass "the transit-sealed OpenBao is unaffected"
 
 FAILED=0
