@@ -132,12 +132,22 @@ pub struct Hsm {
 
 struct WorkerGuard {
     shared: Arc<Shared>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for WorkerGuard {
+    /// Stops the workers and waits for them: each finishes the queued jobs and closes its
+    /// session. Waiting matters: a worker still in `C_CloseSession` while the process exits races
+    /// the module's exit-time destructors (seen as a SIGSEGV in libsofthsm2).
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.ready.notify_all();
+        let me = std::thread::current().id();
+        for t in std::mem::take(&mut *lock(&self.threads)) {
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -189,12 +199,17 @@ impl Hsm {
             closed: AtomicBool::new(false),
             l1: Mutex::new(HashMap::new()),
         });
+        let guard = WorkerGuard {
+            shared: shared.clone(),
+            threads: Mutex::new(Vec::new()),
+        };
         for i in 0..shared.cfg.pool_size.max(1) {
             let s = shared.clone();
-            std::thread::Builder::new()
+            let t = std::thread::Builder::new()
                 .name(format!("rootseal-hsm-{i}"))
                 .spawn(move || worker(s, i))
                 .map_err(|e| Error::Unavailable(format!("cannot start HSM worker: {e}")))?;
+            lock(&guard.threads).push(t);
         }
         tracing::info!(
             module = %shared.cfg.module.display(),
@@ -203,9 +218,7 @@ impl Hsm {
             "HSM ready"
         );
         Ok(Hsm {
-            _workers: Arc::new(WorkerGuard {
-                shared: shared.clone(),
-            }),
+            _workers: Arc::new(guard),
             shared,
         })
     }

@@ -504,6 +504,16 @@ impl Keyring {
     pub async fn init_root(hsm: &Hsm) -> Result<InitOutcome> {
         Ok(hsm
             .run(|ctx| {
+                let roots = root::list(ctx)?;
+                // A root whose MAC key is missing (a process killed between the two key
+                // generations) never sealed anything: sealing needs the MAC key. Replace it.
+                for r in roots
+                    .iter()
+                    .filter(|r| r.role == RootRole::Active && !r.complete)
+                {
+                    tracing::warn!(root = %r.id, "removing a half-created root");
+                    root::destroy(ctx, &r.id)?;
+                }
                 if let Some(id) = root::active(ctx)? {
                     return Ok(InitOutcome::Exists(id));
                 }
@@ -1109,7 +1119,20 @@ impl Keyring {
             .iter()
             .find(|r| r.role == RootRole::Active)
             .map(|r| r.id);
-        let next = match roots.iter().find(|r| r.role == RootRole::Next) {
+        // A `next` root without its MAC key was cut short while being created: nothing was
+        // sealed under it (sealing needs the MAC key), so replace it.
+        for r in roots
+            .iter()
+            .filter(|r| r.role == RootRole::Next && !r.complete)
+        {
+            let id = r.id;
+            tracing::warn!(root = %id, "root rotation: removing a half-created next root");
+            hsm.run(move |ctx| root::destroy(ctx, &id)).await?;
+        }
+        let next = match roots
+            .iter()
+            .find(|r| r.role == RootRole::Next && r.complete)
+        {
             Some(n) => n.id,
             None => {
                 if old.is_none() {

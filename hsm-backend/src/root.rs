@@ -228,11 +228,15 @@ pub(crate) fn relabel(ctx: &mut SessionCtx<'_>, id: &RootId, role: RootRole) -> 
     Ok(())
 }
 
-/// Destroys both keys of root `id`.
+/// Destroys both keys of root `id`, tolerating a half-made or half-destroyed root (a process
+/// killed between the two `C_GenerateKey` or `C_DestroyObject` calls): whatever part exists goes.
 pub(crate) fn destroy(ctx: &mut SessionCtx<'_>, id: &RootId) -> Result<()> {
-    let h = find_handles(ctx, id)?;
-    ctx.destroy(h.mac)?;
-    ctx.destroy(h.wrap)?;
+    if let Some(mac) = find_one(ctx, id, KeyType::GENERIC_SECRET)? {
+        ctx.destroy(mac)?;
+    }
+    if let Some(wrap) = find_one(ctx, id, KeyType::AES)? {
+        ctx.destroy(wrap)?;
+    }
     ctx.forget_roots();
     Ok(())
 }

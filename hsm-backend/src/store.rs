@@ -205,42 +205,22 @@ impl FileStore {
         dir: &Path,
         f: impl FnOnce() -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        // A lock file created with O_EXCL serialises writers from several processes.
+        // An OS advisory lock (flock) on `.lock` serialises writers from several processes, and
+        // the kernel releases it when a writer dies, so a killed writer never blocks the others.
         let lock_path = dir.join(".lock");
-        let mut tries = 0u32;
-        loop {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&lock_path)
-            {
-                Ok(_) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 500 => {
-                    // A writer that died holding the lock leaves it behind: break a lock older
-                    // than 10 s (no write takes that long).
-                    if let Ok(meta) = std::fs::metadata(&lock_path) {
-                        if meta
-                            .modified()
-                            .ok()
-                            .and_then(|m| m.elapsed().ok())
-                            .is_some_and(|age| age.as_secs() > 10)
-                        {
-                            let _ = std::fs::remove_file(&lock_path);
-                        }
-                    }
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(source) => {
-                    return Err(StoreError::Io {
-                        path: lock_path,
-                        source,
-                    })
-                }
-            }
-        }
+        let io = |source| StoreError::Io {
+            path: lock_path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io)?;
+        file.lock().map_err(io)?;
         let out = f();
-        let _ = std::fs::remove_file(&lock_path);
+        let _ = file.unlock();
         out
     }
 }

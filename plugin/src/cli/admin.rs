@@ -18,17 +18,11 @@ fn load(path: &Path) -> Result<Config, String> {
 
 async fn open_hsm(cfg: &Config) -> Result<Hsm, String> {
     let hc = cfg.hsm_config();
-    let hsm = tokio::task::spawn_blocking(move || Hsm::open(hc))
+    // Dropping the last `Hsm` joins its workers (sessions closed before the process exits).
+    tokio::task::spawn_blocking(move || Hsm::open(hc))
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| format!("HSM: {e}"))?;
-    // Keep the HSM worker pool alive until the process exits. Dropping the last `Hsm` wakes the
-    // (detached) workers to `C_CloseSession`, which races with libsofthsm2's exit-time
-    // destructors on the main thread and segfaults the command after its work is done
-    // (`rootseal root status` exited with SIGSEGV about once in 40 runs). Parked workers touch
-    // nothing at exit; the OS closes the sessions.
-    std::mem::forget(hsm.clone());
-    Ok(hsm)
+        .map_err(|e| format!("HSM: {e}"))
 }
 
 async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
