@@ -57,9 +57,14 @@ fi
 # Leftovers of a run killed between write and rename.
 rm -f "$(dirname "$PIN_FILE")"/.tmp.* "$(dirname "$TOKEN_FILE")"/.tmp.*
 
-token_present() {
+token_count() {
     as_user softhsm2-util --show-slots 2>/dev/null |
-        grep -Eq "^[[:space:]]*Label:[[:space:]]+${LABEL}[[:space:]]*\$"
+        grep -Ec "^[[:space:]]*Label:[[:space:]]+${LABEL}[[:space:]]*\$" || true
+}
+token_present() {
+    n=$(token_count)
+    [ "$n" -le 1 ] || die "$n SoftHSM2 tokens are labelled '$LABEL' in $TOKEN_DIR; rootseal needs exactly one: remove the extra token directory (softhsm2-util --delete-token --serial ...)"
+    [ "$n" = 1 ]
 }
 
 # new_secret FILE MODE: 48 hex characters from the kernel CSPRNG, atomically.
@@ -113,4 +118,10 @@ fi
 # 3. L0 root (idempotent by contract: reports what exists and changes nothing).
 log "rootseal init --config $CONFIG"
 as_user rootseal init --config "$CONFIG" || die "rootseal init failed (see the message above)"
+# A root left half-made by an interrupted earlier run must not be served as if it were whole.
+status=$(as_user rootseal root status --config "$CONFIG" 2>/dev/null) || die "rootseal root status failed"
+if printf '%s\n' "$status" | grep -qi 'missing'; then
+    die "the L0 root on token '$LABEL' is incomplete ($(printf '%s\n' "$status" | grep -i -m1 missing | sed 's/^[[:space:]]*//')): an earlier 'rootseal init' was interrupted. Start over with 'docker compose down -v' (SoftHSM2 demo), or remove the incomplete root objects with the HSM's tools"
+fi
+printf '%s\n' "$status" | grep -q 'Active' || die "no active L0 root on token '$LABEL' after rootseal init: $status"
 log "done: token '$LABEL' and its L0 root are ready"

@@ -94,6 +94,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+# drop_replaced OLD_ID TAG: remove the image a rebuild of TAG replaced (no dangling pile-up in CI).
+drop_replaced() { [[ -n "$1" && "$1" != "$(image_id "$2")" ]] && docker rmi "$1" >/dev/null 2>&1 || true; }
+
 # wait_until SECONDS WHAT CMD...: poll CMD every 2 s until it succeeds.
 wait_until() {
     local limit=$1 what=$2 t0=$SECONDS
@@ -109,6 +113,7 @@ wait_until() {
 step "base images (${COMPOSE_CMD[*]}; engine $(docker version -f '{{.Server.Version}}'))"
 "$ROOT/tests/compose/base-images.sh"
 
+old_image=""
 if [[ -n "${ROOTSEAL_E2E_IMAGE:-}" ]]; then
     step "using prebuilt rootseal image $IMAGE"
     docker image inspect "$IMAGE" >/dev/null 2>&1 || fail "ROOTSEAL_E2E_IMAGE=$IMAGE does not exist"
@@ -116,6 +121,7 @@ else
     step "cargo build --release -p rootseal"
     cargo build --release --locked -p rootseal
     step "docker build --target runtime-prebuilt -t $IMAGE"
+    old_image=$(image_id "$IMAGE")
     docker build --force-rm --target runtime-prebuilt -t "$IMAGE" . >/tmp/rootseal-e2e-build.$$.log 2>&1 ||
         { cat /tmp/rootseal-e2e-build.$$.log >&2; rm -f /tmp/rootseal-e2e-build.$$.log; fail "docker build failed"; }
     grep -i 'sending build context' /tmp/rootseal-e2e-build.$$.log | sed 's/^/[e2e]    /' || true
@@ -123,14 +129,35 @@ else
 fi
 
 step "docker build -t $KMS_IMAGE docker/openbao-kms (profile kms-plugin: OpenBao + rootseal KMS plugin)"
+old_kms_image=$(image_id "$KMS_IMAGE")
 docker build --force-rm -q -t "$KMS_IMAGE" --build-arg ROOTSEAL_IMAGE="$IMAGE" docker/openbao-kms >/dev/null 2>/tmp/rootseal-e2e-kms.$$.log ||
     { cat /tmp/rootseal-e2e-kms.$$.log >&2; rm -f /tmp/rootseal-e2e-kms.$$.log; fail "docker build of $KMS_IMAGE failed"; }
 rm -f /tmp/rootseal-e2e-kms.$$.log
+drop_replaced "$old_kms_image" "$KMS_IMAGE"
+drop_replaced "$old_image" "$IMAGE" # after the kms image, which was built on it
 
 # ---------------------------------------------------------------------------------------------
 step "compose up (project $PROJECT, rootseal :$ROOTSEAL_PORT, OpenBao :$OPENBAO_PORT)"
 compose config -q || fail "docker-compose.yml does not validate"
-compose up -d --no-build
+# Bad input first: an initialiser killed at a random point of its first run (secrets, token
+# creation or `rootseal init`); the real start below must converge from whatever it left.
+KILLED="$PROJECT-init-killed"
+compose run -d --name "$KILLED" rootseal-init >/dev/null
+sleep "${ROOTSEAL_E2E_KILL_DELAY:-0.$((RANDOM % 10))}"
+docker kill "$KILLED" >/dev/null 2>&1 || true
+info "initialiser killed mid-run; it got as far as: $(docker logs "$KILLED" 2>&1 | tail -n1)"
+docker rm -f "$KILLED" >/dev/null
+if compose up -d --no-build; then
+    info "the stack converged after the interrupted initialiser"
+else
+    # Acceptable only if the initialiser named the problem (a half-made L0 root).
+    logs_have rootseal-init "rootseal-init: ERROR: the L0 root on token 'rootseal' is incomplete" ||
+        fail "after an interrupted initialiser, 'up' failed without a message naming the problem"
+    info "the initialiser stopped with: $(compose logs --no-color rootseal-init | grep -m1 ERROR)"
+    info "starting over from empty volumes (down -v) for the rest of the test"
+    compose down -v --remove-orphans --timeout 10 >/dev/null 2>&1
+    compose up -d --no-build
+fi
 
 container_exited() { [[ "$(docker inspect -f '{{.State.Status}}' "$(cid "$1")" 2>/dev/null)" == exited ]]; }
 exit_code() { docker inspect -f '{{.State.ExitCode}}' "$(cid "$1")"; }
@@ -141,7 +168,7 @@ ran_again() { container_exited "$1" && [[ "$(started_at "$1")" != "$2" ]]; }
 wait_until 60 "rootseal-init finished" container_exited rootseal-init
 [[ $(exit_code rootseal-init) == 0 ]] || fail "rootseal-init exited $(exit_code rootseal-init)"
 logs_have rootseal-init "rootseal-init: done" || fail "rootseal-init did not report done"
-pass "rootseal-init created the secrets, the SoftHSM2 token and the L0 root"
+pass "rootseal-init completed: secrets, SoftHSM2 token and L0 root in place"
 
 healthy() { [[ "$(docker inspect -f '{{.State.Health.Status}}' "$(cid "$1")" 2>/dev/null)" == healthy ]]; }
 wait_until 90 "rootseal healthy (/v1/sys/health)" healthy rootseal
