@@ -37,7 +37,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rootseal_hsm::KeyringError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -73,28 +72,16 @@ pub fn error_response(status: StatusCode, msg: &str) -> Response {
         .into_response()
 }
 
-fn keyring_status(e: &KeyringError) -> StatusCode {
-    match e {
-        KeyringError::NotFound
-        | KeyringError::InvalidRequest(_)
-        | KeyringError::InvalidCiphertext
-        | KeyringError::VersionTooOld
-        | KeyringError::PolicyDenied(_) => StatusCode::BAD_REQUEST,
-        KeyringError::Conflict => StatusCode::CONFLICT,
-        KeyringError::HsmUnavailable | KeyringError::StoreUnavailable | KeyringError::NoRoot => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 fn request_error(e: &RequestError) -> Response {
     match e {
         RequestError::Bulk(BulkError::Internal) => {
             error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
         RequestError::Bulk(b) => error_response(StatusCode::BAD_REQUEST, &b.to_string()),
-        RequestError::Keyring(k) => error_response(keyring_status(k), &k.to_string()),
+        RequestError::Keyring(k) => error_response(
+            crate::routes::error::keyring_status(k),
+            &crate::routes::error::keyring_message(k),
+        ),
     }
 }
 

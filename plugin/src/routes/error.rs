@@ -12,10 +12,6 @@ use rootseal_hsm::KeyringError;
 
 /// The generic body of a 500.
 pub const INTERNAL: &str = "internal error";
-/// The generic body of a 503.
-pub const UNAVAILABLE: &str = "service unavailable";
-/// The generic body of a 502.
-pub const UPSTREAM: &str = "upstream error";
 /// Vault's wording for a missing key on encrypt/decrypt/rewrap/datakey.
 pub const KEY_NOT_FOUND: &str = "encryption key not found";
 /// The one opaque answer for every ciphertext that does not verify.
@@ -99,11 +95,8 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// The HTTP status for a keyring error. The only place that decides it.
-///
-/// `KeyringError` is `#[non_exhaustive]`, so a wildcard arm is required outside its crate: every
-/// variant known today is listed explicitly (and pinned by a table test); a future variant is an
-/// opaque 500 until it is mapped here.
+/// The HTTP status for a keyring error. The only place that decides it (the bulk-seal handlers
+/// use it too); one exhaustive match, pinned by a table test.
 pub fn keyring_status(e: &KeyringError) -> StatusCode {
     match e {
         KeyringError::NotFound
@@ -121,26 +114,16 @@ pub fn keyring_status(e: &KeyringError) -> StatusCode {
         | KeyringError::Conflict
         | KeyringError::NoRoot => StatusCode::SERVICE_UNAVAILABLE,
         KeyringError::StoreDenied => StatusCode::BAD_GATEWAY,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-/// What the client sees for a keyring error: the error's own (safe) text for 4xx, a generic text
-/// for 5xx.
+/// What the client sees for a keyring error: the error's own text, which names a state and never a
+/// value (`HSM unavailable`, `key store denied access`, …), except for integrity and internal
+/// failures, which are one opaque `internal error` (the detail is in the log).
 pub fn keyring_message(e: &KeyringError) -> String {
-    let status = keyring_status(e);
-    if status.is_server_error() {
-        generic_5xx(status).to_owned()
-    } else {
-        e.to_string()
-    }
-}
-
-fn generic_5xx(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::SERVICE_UNAVAILABLE => UNAVAILABLE,
-        StatusCode::BAD_GATEWAY => UPSTREAM,
-        _ => INTERNAL,
+    match e {
+        KeyringError::Integrity | KeyringError::Internal => INTERNAL.to_owned(),
+        e => e.to_string(),
     }
 }
 
@@ -204,13 +187,25 @@ mod tests {
                 "deletion is not allowed for this key",
             ),
             (KeyringError::Integrity, 500, INTERNAL),
-            (KeyringError::UnsupportedFormat(9), 500, INTERNAL),
+            (
+                KeyringError::UnsupportedFormat(9),
+                500,
+                "stored key record has an unsupported format version 9",
+            ),
             (KeyringError::Internal, 500, INTERNAL),
-            (KeyringError::HsmUnavailable, 503, UNAVAILABLE),
-            (KeyringError::StoreUnavailable, 503, UNAVAILABLE),
-            (KeyringError::Conflict, 503, UNAVAILABLE),
-            (KeyringError::NoRoot, 503, UNAVAILABLE),
-            (KeyringError::StoreDenied, 502, UPSTREAM),
+            (KeyringError::HsmUnavailable, 503, "HSM unavailable"),
+            (KeyringError::StoreUnavailable, 503, "key store unavailable"),
+            (
+                KeyringError::Conflict,
+                503,
+                "concurrent modification of the key, try again",
+            ),
+            (
+                KeyringError::NoRoot,
+                503,
+                "no root key on the HSM token: run `rootseal init`",
+            ),
+            (KeyringError::StoreDenied, 502, "key store denied access"),
         ];
         for (e, status, msg) in table {
             let api = ApiError::from(e);
