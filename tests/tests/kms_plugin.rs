@@ -367,12 +367,12 @@ fn bench_restart_to_unsealed() {
         "seal \"transit\" {{\n  address = \"http://127.0.0.1:{rs_port}\"\n  token = \"bench-token\"\n  key_name = \"autounseal\"\n  mount_path = \"transit/\"\n  disable_renewal = \"true\"\n}}\n"
     );
     let mut results = Vec::new();
-    for (name, extra) in [
-        ("OpenBao `static` seal", static_stanza),
-        ("`seal \"transit\"` → rootseal", transit_stanza),
-        ("rootseal KMS plugin", plugin_stanza),
+    for (dir, name, extra) in [
+        ("static", "OpenBao `static` seal", static_stanza),
+        ("transit", "`seal \"transit\"` → rootseal", transit_stanza),
+        ("kms", "rootseal KMS plugin", plugin_stanza),
     ] {
-        let mut server = OpenBao::new(&tmp.path().join(name), &extra);
+        let mut server = OpenBao::new(&tmp.path().join(dir), &extra);
         start(&mut server, &token);
         assert!(
             server.wait_status(UNSEAL_TIMEOUT).is_some(),
