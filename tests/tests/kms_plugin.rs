@@ -423,3 +423,90 @@ fn bench_restart_to_unsealed() {
         std::fs::write(out, table).unwrap();
     }
 }
+
+/// The production path: `rootseal init --config` then `rootseal openbao kms-config --config
+/// --plugin-dir`, whose output appended to an OpenBao config makes it unseal, and unseal again after
+/// a restart. The plugin reads rootseal.toml (`config_file`); the PIN comes from a file.
+#[test]
+fn kms_config_output_unseals_openbao_from_rootseal_toml() {
+    let token = TestToken::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let pin_file = tmp.path().join("hsm-pin");
+    std::fs::write(&pin_file, &token.pin).unwrap();
+    let tok_file = tmp.path().join("root-token");
+    std::fs::write(&tok_file, "unused-by-the-plugin").unwrap();
+    let config = tmp.path().join("rootseal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\n\
+             [hsm]\nmodule = \"{module}\"\ntoken_label = \"{label}\"\npin_file = \"{pin}\"\n\
+             [auth]\nroot_token_file = \"{tok}\"\n\
+             [storage]\nbackend = \"file\"\npath = \"{keys}\"\n",
+            module = token.module.display(),
+            label = token.label,
+            pin = pin_file.display(),
+            tok = tok_file.display(),
+            keys = tmp.path().join("keys").display(),
+        ),
+    )
+    .unwrap();
+    let conf_env = token.dir.conf.display().to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new(rootseal_bin())
+            .args(args)
+            .env("SOFTHSM2_CONF", &conf_env)
+            .env_remove("ROOTSEAL_HSM_PIN")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rootseal {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["init", "--config", config.to_str().unwrap()]);
+    let plugins = tmp.path().join("plugins");
+    let stanzas = run(&[
+        "openbao",
+        "kms-config",
+        "--config",
+        config.to_str().unwrap(),
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+    ]);
+    assert!(stanzas.contains("plugin \"kms\" \"rootseal\""), "{stanzas}");
+    assert!(stanzas.contains("sha256sum"), "{stanzas}");
+    assert!(stanzas.contains("config_file"), "{stanzas}");
+    assert!(
+        !stanzas.contains(&token.pin),
+        "the PIN must not be in the stanzas"
+    );
+    assert!(plugins.join("rootseal").exists());
+
+    let mut server = OpenBao::new(&tmp.path().join("bao"), &stanzas);
+    let env = [("SOFTHSM2_CONF", conf_env.as_str())];
+    server.start(&env);
+    assert_eq!(
+        server.wait_status(UNSEAL_TIMEOUT),
+        Some((false, true)),
+        "{}",
+        server.log()
+    );
+    let _ = init(&server);
+    assert!(
+        server.wait_sealed(false, UNSEAL_TIMEOUT),
+        "{}",
+        server.log()
+    );
+    server.stop();
+    server.start(&env);
+    assert!(
+        server.wait_sealed(false, UNSEAL_TIMEOUT),
+        "not unsealed after restart: {}",
+        server.log()
+    );
+    server.stop();
+    assert_no_plugin_left(&plugins);
+}

@@ -156,15 +156,17 @@ pub fn render_openbao_server_config(
 }
 
 /// The stanzas that load rootseal as an OpenBao (2.6+) external KMS plugin and use it as the
-/// seal: `plugin_directory`, `plugin "kms" "rootseal" { command, sha256sum, version }` and
+/// seal: `plugin_directory`, `plugin "kms" "rootseal" { command, args, sha256sum, version }` and
 /// `seal "rootseal" { ... }` with `seal_config` as its config map (passed to the plugin's
 /// `SetConfig`).
 ///
-/// `binary_name` is the file in `plugin_dir`; `sha256_hex` its SHA-256 (lowercase hex);
-/// `version` the plugin version (OpenBao requires it, e.g. `v0.1.0`).
+/// `binary_name` is the file in `plugin_dir`; `args` the arguments OpenBao passes to it (omitted
+/// when empty); `sha256_hex` its SHA-256 (lowercase hex); `version` the plugin version (OpenBao
+/// requires it, e.g. `v0.1.0`).
 pub fn render_kms_plugin_stanzas(
     plugin_dir: &Path,
     binary_name: &str,
+    args: &[&str],
     sha256_hex: &str,
     version: &str,
     seal_config: &[(&str, &str)],
@@ -175,11 +177,16 @@ pub fn render_kms_plugin_stanzas(
     );
     out.push_str(&block(
         &format!("plugin \"kms\" {}", hcl_string(KMS_PLUGIN_NAME)),
-        &[
-            field("command", binary_name),
-            field("sha256sum", sha256_hex),
-            field("version", version),
-        ],
+        &{
+            let mut f = vec![field("command", binary_name)];
+            if !args.is_empty() {
+                let list: Vec<String> = args.iter().map(|a| hcl_string(a)).collect();
+                f.push(("args".to_owned(), format!("[{}]", list.join(", "))));
+            }
+            f.push(field("sha256sum", sha256_hex));
+            f.push(field("version", version));
+            f
+        },
     ));
     out.push('\n');
     let fields: Vec<_> = seal_config.iter().map(|(k, v)| field(k, v)).collect();
@@ -296,6 +303,7 @@ seal "transit" {
         let s = render_kms_plugin_stanzas(
             Path::new("/usr/lib/openbao/plugins"),
             "rootseal",
+            &["openbao", "kms-plugin"],
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
             "v0.1.0",
             &[
@@ -310,6 +318,7 @@ seal "transit" {
 
 plugin "kms" "rootseal" {
   command   = "rootseal"
+  args      = ["openbao", "kms-plugin"]
   sha256sum = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
   version   = "v0.1.0"
 }

@@ -52,24 +52,6 @@ pub fn sha256_file(path: &Path) -> Result<String, KmsConfigError> {
         .collect())
 }
 
-/// HCL string literal.
-fn hcl(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '$' => out.push_str("$$"),
-            '%' => out.push_str("%%"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// Copy the running binary to `plugin_dir/rootseal` (mode 0755, atomically) and return the
 /// `plugin_directory`, `plugin "kms" "rootseal"` and `seal "rootseal"` stanzas for an OpenBao
 /// server config, the seal pointing at `config` (a `rootseal.toml`).
@@ -101,29 +83,19 @@ pub fn install(exe: &Path, config: &Path, plugin_dir: &Path) -> Result<String, K
     }
     let sum = sha256_file(&dest)?;
     let version = format!("v{}", env!("CARGO_PKG_VERSION"));
-    let args: Vec<String> = PLUGIN_ARGS.iter().map(|a| hcl(a)).collect();
+    let config = config.to_string_lossy();
+    let stanzas = rootseal_vault_config::render::render_kms_plugin_stanzas(
+        &plugin_dir,
+        PLUGIN_BINARY,
+        PLUGIN_ARGS,
+        &sum,
+        &version,
+        &[("config_file", &config)],
+    );
     Ok(format!(
-        r#"# rootseal KMS (auto-unseal) plugin: append to the OpenBao server config.
-# The HSM PIN is never written here: the plugin reads it as rootseal.toml says
-# (ROOTSEAL_HSM_PIN in OpenBao's environment, which the plugin inherits, or a PIN file).
-plugin_directory = {dir}
-
-plugin "kms" "rootseal" {{
-  command   = {cmd}
-  args      = [{args}]
-  version   = {version}
-  sha256sum = {sum}
-}}
-
-seal "rootseal" {{
-  config_file = {config}
-}}
-"#,
-        dir = hcl(&plugin_dir.display().to_string()),
-        cmd = hcl(PLUGIN_BINARY),
-        args = args.join(", "),
-        version = hcl(&version),
-        sum = hcl(&sum),
-        config = hcl(&config.display().to_string()),
+        "# rootseal KMS (auto-unseal) plugin: append to the OpenBao server config.\n\
+         # The HSM PIN is never written here: the plugin reads it as rootseal.toml says\n\
+         # (ROOTSEAL_HSM_PIN in OpenBao's environment, which the plugin inherits, or a PIN file).\n\
+         {stanzas}"
     ))
 }
