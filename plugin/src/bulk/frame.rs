@@ -133,7 +133,8 @@ impl FrameDecoder {
         if self.buf.len() < n {
             let take = (n - self.buf.len()).min(self.cur.len());
             self.buf.reserve(n - self.buf.len());
-            self.buf.extend_from_slice(self.cur.get(..take).unwrap_or_default());
+            self.buf
+                .extend_from_slice(self.cur.get(..take).unwrap_or_default());
             self.cur.advance(take);
         }
         self.buf.get(..n)
@@ -367,7 +368,10 @@ mod tests {
         d.push_bytes(s.clone());
         let f = d.next_frame().unwrap().unwrap();
         let range = s.as_ptr() as usize..s.as_ptr() as usize + s.len();
-        assert!(range.contains(&(f.body.as_ptr() as usize)), "record was copied");
+        assert!(
+            range.contains(&(f.body.as_ptr() as usize)),
+            "record was copied"
+        );
     }
 
     #[test]
