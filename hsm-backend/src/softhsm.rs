@@ -199,6 +199,30 @@ impl TestToken {
     }
 }
 
+impl TestToken {
+    /// Opens this token, creates its root and returns the HSM and a keyring over a file store in
+    /// `store_dir`: the fixture every SoftHSM2 test starts from.
+    ///
+    /// # Panics
+    /// When the token cannot be opened or initialised (a test failure).
+    #[allow(clippy::expect_used)]
+    pub async fn keyring(&self, store_dir: &Path) -> (crate::Hsm, crate::Keyring) {
+        let cfg = self.config();
+        let hsm = tokio::task::spawn_blocking(move || crate::Hsm::open(cfg))
+            .await
+            .expect("HSM open task")
+            .expect("open the test token");
+        crate::Keyring::init_root(&hsm)
+            .await
+            .expect("create the root");
+        let store = crate::store::FileStore::open(store_dir).expect("file store");
+        let keyring = crate::Keyring::open(hsm.clone(), std::sync::Arc::new(store))
+            .await
+            .expect("open the keyring");
+        (hsm, keyring)
+    }
+}
+
 impl Default for TestToken {
     fn default() -> Self {
         Self::new()

@@ -10,8 +10,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use rootseal::routes::{app, ApiConfig};
 use rootseal_hsm::softhsm::TestToken;
-use rootseal_hsm::store::FileStore;
-use rootseal_hsm::{Hsm, Keyring};
+use rootseal_hsm::Keyring;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -27,15 +26,8 @@ struct Env {
 
 async fn keyring() -> (Keyring, TestToken, tempfile::TempDir) {
     let token = TestToken::new();
-    let cfg = token.config();
-    let hsm = tokio::task::spawn_blocking(move || Hsm::open(cfg))
-        .await
-        .unwrap()
-        .unwrap();
-    Keyring::init_root(&hsm).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(FileStore::open(dir.path().join("keys")).unwrap());
-    let keyring = Keyring::open(hsm, store).await.unwrap();
+    let (_hsm, keyring) = token.keyring(&dir.path().join("keys")).await;
     (keyring, token, dir)
 }
 
