@@ -887,12 +887,16 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut out = zeroize::Zeroizing::new(Vec::new());
+    // Each verified chunk's plaintext is sent as the buffer it was opened in (no copy). The
+    // last one is held back until the end of input proved the stream complete (`finish`), so
+    // a stream cut short never yields its last bytes before the error.
+    let mut held: Option<Bytes> = None;
     loop {
-        while opener.next_chunk(&mut out)?.is_some() {
-            if out.len() >= 256 << 10 {
-                send(tx, Bytes::copy_from_slice(&out)).await?;
-                out.clear();
+        while let Some((plain, _final)) = opener.next_chunk_bytes()? {
+            if let Some(prev) = held.replace(plain) {
+                if !prev.is_empty() {
+                    send(tx, prev).await?;
+                }
             }
         }
         match input.next().await {
@@ -902,8 +906,8 @@ where
         }
     }
     opener.finish()?;
-    if !out.is_empty() {
-        send(tx, Bytes::copy_from_slice(&out)).await?;
+    if let Some(last) = held.filter(|b| !b.is_empty()) {
+        send(tx, last).await?;
     }
     Ok(())
 }

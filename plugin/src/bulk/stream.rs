@@ -226,6 +226,19 @@ impl StreamOpener {
     /// Opens the next whole chunk, appending its plaintext to `out`. `Ok(None)`: need more bytes;
     /// `Ok(Some(true))`: that was the final chunk.
     pub fn next_chunk(&mut self, out: &mut Vec<u8>) -> Result<Option<bool>, BulkError> {
+        Ok(self.open_next()?.map(|(plain, fin)| {
+            out.extend_from_slice(&plain);
+            fin
+        }))
+    }
+
+    /// Like [`Self::next_chunk`], but returns the chunk's plaintext as the buffer it was opened
+    /// in (no copy). `Ok(None)`: need more bytes; `Ok(Some((_, true)))`: the final chunk.
+    pub fn next_chunk_bytes(&mut self) -> Result<Option<(bytes::Bytes, bool)>, BulkError> {
+        Ok(self.open_next()?.map(|(plain, fin)| (plain.freeze(), fin)))
+    }
+
+    fn open_next(&mut self) -> Result<Option<(BytesMut, bool)>, BulkError> {
         let Some(h) = self.header.as_ref() else {
             return Ok(None);
         };
@@ -274,18 +287,19 @@ impl StreamOpener {
             &self.caller_aad,
             &mut self.aad,
         );
-        let plain = cipher
+        let plain_len = cipher
             .key()
             .open_in_place(
                 counter_nonce(self.next),
                 Aad::from(self.aad.as_slice()),
                 &mut body,
             )
-            .map_err(|_| BulkError::InvalidCiphertext)?;
-        out.extend_from_slice(plain);
+            .map_err(|_| BulkError::InvalidCiphertext)?
+            .len();
+        body.truncate(plain_len);
         self.next += 1;
         self.done = final_chunk;
-        Ok(Some(final_chunk))
+        Ok(Some((body, final_chunk)))
     }
 
     /// Called at end of input: an error unless the final chunk was read and nothing follows.
