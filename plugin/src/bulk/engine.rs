@@ -455,13 +455,19 @@ fn unseal_json_range(items: &[UnsealPair<'_, '_>], base: usize) -> (Vec<u8>, usi
 // ---------------------------------------------------------------------------------------------
 
 struct SealJob {
-    cipher: Arc<BatchCipher>,
     body: Bytes,
     index: u32,
     seq: u64,
 }
 
-fn seal_group_range(jobs: &[SealJob], _base: usize) -> Bytes {
+/// The sealing function of one batch: every job of a group belongs to the same batch (a new
+/// batch starts only after the pipeline drained), so the cipher is shared per part, not cloned
+/// per item.
+fn seal_fn(cipher: Arc<BatchCipher>) -> GroupFn<SealJob> {
+    Arc::new(move |jobs| seal_group_range(&cipher, jobs))
+}
+
+fn seal_group_range(cipher: &BatchCipher, jobs: &[SealJob]) -> Bytes {
     let est: usize = jobs.iter().map(|j| j.body.len() + 32).sum();
     let mut out = Vec::with_capacity(est);
     let mut scratch = Vec::new();
@@ -472,7 +478,7 @@ fn seal_group_range(jobs: &[SealJob], _base: usize) -> Bytes {
             out.extend_from_slice(&j.index.to_be_bytes());
             let start = out.len();
             out.extend_from_slice(&pt);
-            j.cipher
+            cipher
                 .seal_tail(j.index, &aad, &mut out, start, &mut scratch)
                 .inspect_err(|_| out.truncate(at))
         });
@@ -490,7 +496,7 @@ struct OpenJob {
     seq: u64,
 }
 
-fn open_group_range(jobs: &[OpenJob], _base: usize) -> Bytes {
+fn open_group_range(jobs: &[OpenJob]) -> Bytes {
     let est: usize = jobs.iter().map(|j| j.body.len() + 16).sum();
     let mut out = Vec::with_capacity(est);
     let mut scratch = Vec::new();
@@ -527,12 +533,15 @@ const PIPELINE_DEPTH: usize = 2;
 /// group).
 struct Pipeline<J: Send + Sync + 'static> {
     inflight: std::collections::VecDeque<tokio::task::JoinHandle<Bytes>>,
-    f: fn(&[J], usize) -> Bytes,
+    f: GroupFn<J>,
     threads: usize,
 }
 
+/// What a pipeline part runs.
+type GroupFn<J> = Arc<dyn Fn(&[J]) -> Bytes + Send + Sync>;
+
 impl<J: Send + Sync + 'static> Pipeline<J> {
-    fn new(f: fn(&[J], usize) -> Bytes) -> Self {
+    fn new(f: GroupFn<J>) -> Self {
         Self {
             inflight: std::collections::VecDeque::new(),
             f,
@@ -567,8 +576,8 @@ impl<J: Send + Sync + 'static> Pipeline<J> {
         }
         let parts = self.threads.clamp(1, jobs.len());
         let per = jobs.len().div_ceil(parts);
-        let f = self.f;
         loop {
+            let f = self.f.clone();
             let rest = if jobs.len() > per {
                 jobs.split_off(per)
             } else {
@@ -576,7 +585,7 @@ impl<J: Send + Sync + 'static> Pipeline<J> {
             };
             let part = std::mem::replace(&mut jobs, rest);
             self.inflight
-                .push_back(tokio::task::spawn_blocking(move || f(&part, 0)));
+                .push_back(tokio::task::spawn_blocking(move || f(&part)));
             if jobs.is_empty() {
                 break;
             }
@@ -640,9 +649,10 @@ pub async fn seal_frames<K, S, E>(
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut pipe = Pipeline::<SealJob>::new(seal_group_range);
+    let first = Arc::new(first);
+    let mut pipe = Pipeline::<SealJob>::new(seal_fn(first.clone()));
     let r: Result<u64, RequestError> = async {
-        let mut cipher = Arc::new(first);
+        let mut cipher = first;
         let mut head = BytesMut::new();
         frame::put_header(&mut head);
         batch_record(&cipher, &mut head);
@@ -657,6 +667,7 @@ pub async fn seal_frames<K, S, E>(
                             group_bytes = 0;
                             pipe.drain(&tx).await?;
                             cipher = Arc::new(new_cipher(&keys, &name).await?);
+                            pipe.f = seal_fn(cipher.clone());
                             let mut b = BytesMut::new();
                             batch_record(&cipher, &mut b);
                             send(&tx, b).await?;
@@ -664,7 +675,6 @@ pub async fn seal_frames<K, S, E>(
                         }
                         group_bytes += f.body.len();
                         group.push(SealJob {
-                            cipher: cipher.clone(),
                             body: f.body,
                             index,
                             seq,
@@ -733,7 +743,7 @@ pub async fn unseal_frames<K, S, E>(
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut pipe = Pipeline::<OpenJob>::new(open_group_range);
+    let mut pipe = Pipeline::<OpenJob>::new(Arc::new(open_group_range));
     let r: Result<u64, RequestError> = async {
         let mut head = BytesMut::new();
         frame::put_header(&mut head);

@@ -140,6 +140,15 @@ impl FrameDecoder {
         self.buf.get(..n)
     }
 
+    /// Drops the first `n` bytes; only after `peek(n)` returned `Some`.
+    fn skip(&mut self, n: usize) {
+        if self.buf.is_empty() {
+            self.cur.advance(n.min(self.cur.len()));
+        } else {
+            self.buf.advance(n.min(self.buf.len()));
+        }
+    }
+
     /// Removes and returns the first `n` bytes; only after `peek(n)` returned `Some`.
     fn take(&mut self, n: usize) -> Bytes {
         if self.buf.is_empty() {
@@ -179,7 +188,7 @@ impl FrameDecoder {
         if v != FORMAT_V1 {
             return Err(BulkError::UnsupportedVersion(v));
         }
-        let _ = self.take(HEADER_LEN);
+        self.skip(HEADER_LEN);
         self.header_done = true;
         Ok(true)
     }
@@ -225,7 +234,7 @@ impl FrameDecoder {
         if self.peek(total).is_none() {
             return Err(BulkError::Internal);
         }
-        let _ = self.take(RECORD_HEADER_LEN);
+        self.skip(RECORD_HEADER_LEN);
         let body = self.take(len as usize);
         if kind == Kind::End {
             let count: [u8; 8] = body
