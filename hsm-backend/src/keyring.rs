@@ -542,6 +542,32 @@ impl Keyring {
             .await?)
     }
 
+    /// Whether the keyring can serve: the HSM answers and the token holds a complete root (L0 wrap
+    /// key and MAC key) to seal under. One HSM job.
+    ///
+    /// # Errors
+    /// `HsmUnavailable` when the HSM does not answer; `NoRoot` when the root is missing or
+    /// half-made.
+    pub async fn health(&self) -> Result<()> {
+        let ok = self
+            .inner
+            .hsm
+            .run(|ctx| {
+                let target = seal_target(ctx)?;
+                Ok(match target {
+                    Some(id) => ctx.root(&id).is_ok(),
+                    None => false,
+                })
+            })
+            .await?;
+        if ok {
+            Ok(())
+        } else {
+            tracing::error!("health: the token has no complete root key");
+            Err(KeyringError::NoRoot)
+        }
+    }
+
     /// The HSM this keyring uses.
     pub fn hsm(&self) -> &Hsm {
         &self.inner.hsm

@@ -477,3 +477,19 @@ async fn root_rotation_reseals_everything_and_destroys_the_old_root() {
     let again = fresh.rotate_root(Duration::from_millis(10)).await.unwrap();
     assert_eq!(again.resealed, 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_needs_an_answering_hsm_with_a_complete_root() {
+    let f = common::fixture().await;
+    f.keyring.health().await.unwrap();
+    let tokens = f.token.dir.tokens.clone();
+    let away = tokens.with_file_name("tokens-away");
+    std::fs::rename(&tokens, &away).unwrap();
+    f.hsm.testing_finalize_module();
+    assert!(matches!(
+        f.keyring.health().await,
+        Err(KeyringError::HsmUnavailable)
+    ));
+    std::fs::rename(&away, &tokens).unwrap();
+    f.keyring.health().await.unwrap();
+}

@@ -28,10 +28,11 @@ struct Health {
     hsm: &'static str,
 }
 
-/// `GET /v1/sys/health`: 200 when the HSM answers, 503 (`"sealed":true`) otherwise.
+/// `GET /v1/sys/health`: 200 when the HSM answers and holds a complete root, 503
+/// (`"sealed":true`) otherwise.
 pub async fn health(State(st): State<AppState>) -> Response {
     let hsm_ok = matches!(
-        tokio::time::timeout(HEALTH_TIMEOUT, st.keyring().hsm().health()).await,
+        tokio::time::timeout(HEALTH_TIMEOUT, st.keyring().health()).await,
         Ok(Ok(()))
     );
     if !hsm_ok {
