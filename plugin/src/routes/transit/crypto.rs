@@ -191,6 +191,36 @@ struct BatchData<T> {
     batch_results: Vec<T>,
 }
 
+/// The response of a batch whose items end as ciphertexts (encrypt, rewrap): results in input
+/// order with their `reference`, and Vault's batch status rule.
+fn sealed_batch_response<'a>(
+    slots: Vec<Slot<Sealed>>,
+    references: impl Iterator<Item = &'a str>,
+    partial: Option<WeakU64>,
+) -> Response {
+    let mut warnings = Vec::new();
+    let status = batch_status(&slots, partial, &mut warnings);
+    let out: Vec<EncryptItemOut<'_>> = slots
+        .into_iter()
+        .zip(references)
+        .map(|(slot, reference)| match slot {
+            Slot::Done(s) => EncryptItemOut {
+                ciphertext: Some(ciphertext::format(&s)),
+                key_version: Some(s.version),
+                reference,
+                error: None,
+            },
+            Slot::Failed { msg, .. } => EncryptItemOut {
+                ciphertext: None,
+                key_version: None,
+                reference,
+                error: Some(msg),
+            },
+        })
+        .collect();
+    respond(status, BatchData { batch_results: out }, &warnings)
+}
+
 fn requested_version(v: Option<WeakU64>) -> Result<Option<u32>, ApiError> {
     match v {
         None | Some(WeakU64(0)) => Ok(None),
@@ -270,30 +300,13 @@ pub async fn encrypt(
         let results = st.keyring().encrypt(&name, version, items, upsert).await?;
         fill(&mut slots, results.into_iter());
     }
-    let mut warnings = Vec::new();
-    let status = batch_status(&slots, b.partial_failure_response_code, &mut warnings);
-    let out: Vec<EncryptItemOut<'_>> = slots
-        .into_iter()
-        .zip(&batch)
-        .map(|(slot, input)| {
-            let reference = input.reference.as_deref().unwrap_or_default();
-            match slot {
-                Slot::Done(s) => EncryptItemOut {
-                    ciphertext: Some(ciphertext::format(&s)),
-                    key_version: Some(s.version),
-                    reference,
-                    error: None,
-                },
-                Slot::Failed { msg, .. } => EncryptItemOut {
-                    ciphertext: None,
-                    key_version: None,
-                    reference,
-                    error: Some(msg),
-                },
-            }
-        })
-        .collect();
-    Ok(respond(status, BatchData { batch_results: out }, &warnings))
+    Ok(sealed_batch_response(
+        slots,
+        batch
+            .iter()
+            .map(|i| i.reference.as_deref().unwrap_or_default()),
+        b.partial_failure_response_code,
+    ))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -555,28 +568,11 @@ pub async fn rewrap(
             .await?;
         fill(&mut slots, results.into_iter());
     }
-    let mut warnings = Vec::new();
-    let status = batch_status(&slots, b.partial_failure_response_code, &mut warnings);
-    let out: Vec<EncryptItemOut<'_>> = slots
-        .into_iter()
-        .zip(&batch)
-        .map(|(slot, input)| {
-            let reference = input.reference.as_deref().unwrap_or_default();
-            match slot {
-                Slot::Done(s) => EncryptItemOut {
-                    ciphertext: Some(ciphertext::format(&s)),
-                    key_version: Some(s.version),
-                    reference,
-                    error: None,
-                },
-                Slot::Failed { msg, .. } => EncryptItemOut {
-                    ciphertext: None,
-                    key_version: None,
-                    reference,
-                    error: Some(msg),
-                },
-            }
-        })
-        .collect();
-    Ok(respond(status, BatchData { batch_results: out }, &warnings))
+    Ok(sealed_batch_response(
+        slots,
+        batch
+            .iter()
+            .map(|i| i.reference.as_deref().unwrap_or_default()),
+        b.partial_failure_response_code,
+    ))
 }
