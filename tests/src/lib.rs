@@ -299,3 +299,27 @@ impl Drop for OpenBao {
         self.stop();
     }
 }
+
+/// Starts `rootseal dev` on 127.0.0.1:`port` with `--data-dir data` and `--dev-root-token token`,
+/// output to `log`, and waits (30 s) until `/v1/sys/health` answers 200.
+pub fn rootseal_dev(data: &Path, port: u16, token: &str, log: &Path) -> Proc {
+    let mut cmd = Command::new(rootseal_bin());
+    cmd.args(["dev", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--dev-root-token", token])
+        .env_remove("SOFTHSM2_CONF");
+    let p = Proc::spawn("rootseal", cmd, log);
+    let url = format!("http://127.0.0.1:{port}/v1/sys/health");
+    assert!(
+        wait_for(Duration::from_secs(30), || match http_get(&url) {
+            Some((200, _)) => Some(()),
+            _ => None,
+        })
+        .is_some(),
+        "rootseal dev did not become healthy:\n{}",
+        p.output()
+    );
+    p
+}

@@ -7,29 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rootseal_e2e::{bao, free_port, http_get, rootseal_bin, wait_for, OpenBao, Proc};
-
-/// Starts `rootseal dev` on `port` with `data` and waits for /v1/sys/health.
-fn rootseal_dev(data: &Path, port: u16, token: &str, log: &Path) -> Proc {
-    let mut cmd = Command::new(rootseal_bin());
-    cmd.args(["dev", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--dev-root-token", token]);
-    let p = Proc::spawn("rootseal", cmd, log);
-    let url = format!("http://127.0.0.1:{port}/v1/sys/health");
-    assert!(
-        wait_for(Duration::from_secs(30), || match http_get(&url) {
-            Some((200, _)) => Some(()),
-            _ => None,
-        })
-        .is_some(),
-        "rootseal dev did not become healthy:\n{}",
-        p.output()
-    );
-    p
-}
+use rootseal_e2e::{bao, free_port, rootseal_bin, rootseal_dev, wait_for, OpenBao, Proc};
 
 fn seal_stanza(port: u16, token_file: &Path) -> String {
     let out = Command::new(rootseal_bin())
