@@ -1,4 +1,5 @@
-//! Fuzzes the binary frame decoder: arbitrary bytes, fed in pieces whose size the input picks.
+//! Fuzzes the binary frame decoder: arbitrary bytes, fed in pieces whose size the input picks
+//! (copied with `push`, or zero-copy with `push_bytes`).
 //! Must never panic, and never buffer more than it was given plus one bounded record.
 #![no_main]
 
@@ -10,9 +11,15 @@ fuzz_target!(|data: &[u8]| {
         Some((s, rest)) => (usize::from(*s).max(1), rest),
         None => return,
     };
+    // An odd step byte feeds pieces with the zero-copy `push_bytes`, an even one with `push`.
+    let zero_copy = step % 2 == 1;
     let mut d = FrameDecoder::new();
     for piece in data.chunks(step) {
-        d.push(piece);
+        if zero_copy {
+            d.push_bytes(bytes::Bytes::copy_from_slice(piece));
+        } else {
+            d.push(piece);
+        }
         loop {
             match d.next_frame() {
                 Ok(Some(f)) => {
