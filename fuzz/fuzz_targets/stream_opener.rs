@@ -41,14 +41,20 @@ fn open(bytes: &[u8], step: usize) -> Result<Vec<u8>, ()> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     if mode & 1 == 0 {
         let _ = open(rest, usize::from(mode >> 1) + 1);
         return;
     }
     // Valid stream of `rest`, then a cut at `cut` and a flip at `flip` chosen from the input.
     let (cut, flip, plain) = match rest {
-        [a, b, c, d, p @ ..] => (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]), p),
+        [a, b, c, d, p @ ..] => (
+            u16::from_be_bytes([*a, *b]),
+            u16::from_be_bytes([*c, *d]),
+            p,
+        ),
         _ => return,
     };
     let mut s = StreamSealer::new(cipher(), MIN_CHUNK, b"").expect("sealer");
