@@ -5,34 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-use rootseal_e2e::{free_port, http_get, rootseal_bin, wait_for, Proc};
+use rootseal_e2e::{free_port, rootseal_bin, rootseal_dev};
 
 const TOKEN: &str = "bulk-cli-root-token";
-
-fn rootseal_dev(data: &Path, port: u16, log: &Path) -> Proc {
-    let mut cmd = Command::new(rootseal_bin());
-    cmd.args(["dev", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--dev-root-token", TOKEN]);
-    let p = Proc::spawn("rootseal", cmd, log);
-    let url = format!("http://127.0.0.1:{port}/v1/sys/health");
-    assert!(
-        wait_for(Duration::from_secs(30), || match http_get(&url) {
-            Some((200, _)) => Some(()),
-            _ => None,
-        })
-        .is_some(),
-        "rootseal dev did not become healthy:\n{}",
-        p.output()
-    );
-    p
-}
 
 fn create_key(addr: &str, name: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -117,6 +94,7 @@ fn bulk_cli_round_trip_and_failures() {
     let rs = rootseal_dev(
         &tmp.path().join("data"),
         port,
+        TOKEN,
         &tmp.path().join("rootseal.log"),
     );
     create_key(&addr, "k");

@@ -5,7 +5,6 @@
 //! (when `BENCH_BAO_ADDR` and `BENCH_BAO_TOKEN` point at a `bao server -dev` with transit).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, UnboundKey, AES_256_GCM};
@@ -15,7 +14,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use rootseal_hsm::keyring::CreateOptions;
 use rootseal_hsm::softhsm::TestToken;
-use rootseal_hsm::store::FileStore;
 use rootseal_hsm::{Hsm, Keyring};
 use tokio::sync::mpsc;
 
@@ -202,15 +200,8 @@ fn frame_request(total: usize) -> (Vec<Bytes>, usize) {
 
 async fn keyring() -> (Keyring, Hsm, tempfile::TempDir) {
     let token = TestToken::new();
-    let cfg = token.config();
-    let hsm = tokio::task::spawn_blocking(move || Hsm::open(cfg))
-        .await
-        .unwrap()
-        .unwrap();
-    Keyring::init_root(&hsm).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(FileStore::open(dir.path().join("keys")).unwrap());
-    let kr = Keyring::open(hsm.clone(), store).await.unwrap();
+    let (hsm, kr) = token.keyring(&dir.path().join("keys")).await;
     kr.create_key("bench", CreateOptions::default())
         .await
         .unwrap();

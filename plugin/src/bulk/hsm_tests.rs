@@ -1,8 +1,6 @@
 //! The bulk endpoints against real SoftHSM2 through the real `Keyring` and the axum router.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
@@ -11,8 +9,7 @@ use base64::Engine as _;
 use http_body_util::BodyExt;
 use rootseal_hsm::keyring::{CreateOptions, KeyOp};
 use rootseal_hsm::softhsm::TestToken;
-use rootseal_hsm::store::FileStore;
-use rootseal_hsm::{Hsm, Keyring};
+use rootseal_hsm::Keyring;
 use tower::ServiceExt;
 
 use super::frame::{self, FrameDecoder, Kind};
@@ -65,15 +62,8 @@ fn items(n: usize, size: usize) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_against_softhsm() {
     let token = TestToken::new();
-    let cfg = token.config();
-    let hsm = tokio::task::spawn_blocking(move || Hsm::open(cfg))
-        .await
-        .unwrap()
-        .unwrap();
-    Keyring::init_root(&hsm).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(FileStore::open(dir.path().join("keys")).unwrap());
-    let keyring = Keyring::open(hsm.clone(), store).await.unwrap();
+    let (hsm, keyring) = token.keyring(&dir.path().join("keys")).await;
     keyring
         .create_key("bk", CreateOptions::default())
         .await
