@@ -510,3 +510,32 @@ fn kms_config_output_unseals_openbao_from_rootseal_toml() {
     server.stop();
     assert_no_plugin_left(&plugins);
 }
+
+/// Started by hand (no go-plugin handshake environment), the plugin says what it is for and exits
+/// 1 without printing anything on stdout (where a handshake line would go).
+#[test]
+fn kms_plugin_started_by_hand_explains_and_exits_1() {
+    let out = Command::new(rootseal_bin())
+        .args(["openbao", "kms-plugin"])
+        .env_remove("OPENBAO_KMS_PLUGIN")
+        .env_remove("PLUGIN_CLIENT_CERT")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("OPENBAO_KMS_PLUGIN"), "{err}");
+    assert!(err.contains("kms-config"), "{err}");
+    // A wrong cookie value is refused the same way.
+    let out = Command::new(rootseal_bin())
+        .args(["openbao", "kms-plugin"])
+        .env("OPENBAO_KMS_PLUGIN", "not-the-cookie")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+}
