@@ -81,6 +81,15 @@ struct Rs {
     token: String,
 }
 
+/// The `[storage]` table of a file-backed installation.
+const FILE_STORAGE: &str = "[storage]\nbackend = \"file\"\npath = \"store\"\n";
+
+/// A file-backed installation on a fresh SoftHSM2 token labelled `prod` under `tmp`.
+fn file_rs(tmp: &Path) -> Rs {
+    let conf = softhsm(tmp, &["prod"]);
+    Rs::new(&tmp.join("rs"), &conf, "prod", FILE_STORAGE)
+}
+
 impl Rs {
     /// Writes `dir/rootseal.toml` for token `label` with the `[storage]` table `storage`.
     fn new(dir: &Path, softhsm_conf: &Path, label: &str, storage: &str) -> Rs {
@@ -594,13 +603,7 @@ fn kv_unreachable_keeps_loaded_keys_and_answers_503() {
 #[test]
 fn init_is_idempotent_and_serve_never_creates_a_root() {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = softhsm(tmp.path(), &["prod"]);
-    let rs = Rs::new(
-        &tmp.path().join("rs"),
-        &conf,
-        "prod",
-        "[storage]\nbackend = \"file\"\npath = \"store\"\n",
-    );
+    let rs = file_rs(tmp.path());
     let mut p = Proc::spawn(
         "rootseal serve",
         rs.cmd(&["serve"]),
@@ -657,13 +660,7 @@ fn file_root_ids(store: &Path) -> Vec<String> {
 fn root_rotation_survives_sigkill_without_losing_a_key() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let conf = softhsm(tmp.path(), &["prod"]);
-    let rs = Rs::new(
-        &tmp.path().join("rs"),
-        &conf,
-        "prod",
-        "[storage]\nbackend = \"file\"\npath = \"store\"\n",
-    );
+    let rs = file_rs(tmp.path());
     rs.ok(&["init"]);
     let old = rs.roots();
     assert_eq!(old.len(), 1);
@@ -785,12 +782,7 @@ fn records_are_bound_to_their_hsm_and_tampering_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = softhsm(tmp.path(), &["tokA", "tokB"]);
     let kv = dev_bao(&tmp.path().join("kv"), free_port(), "kv-root", "bao.log");
-    let a = Rs::new(
-        &tmp.path().join("a"),
-        &conf,
-        "tokA",
-        "[storage]\nbackend = \"file\"\npath = \"store\"\n",
-    );
+    let a = Rs::new(&tmp.path().join("a"), &conf, "tokA", FILE_STORAGE);
     let b = kv_rs(&tmp.path().join("b"), &conf, "tokB", &kv.addr, &kv.token);
     a.ok(&["init"]);
     b.ok(&["init"]);
@@ -859,13 +851,8 @@ fn records_are_bound_to_their_hsm_and_tampering_is_refused() {
 #[test]
 fn malformed_config_names_the_key_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = softhsm(tmp.path(), &["prod"]);
-    let good = Rs::new(
-        &tmp.path().join("rs"),
-        &conf,
-        "prod",
-        "[storage]\nbackend = \"file\"\npath = \"store\"\n",
-    );
+    let good = file_rs(tmp.path());
+    let conf = good.softhsm_conf.clone();
     let text = std::fs::read_to_string(&good.cfg).unwrap();
     let bad_cfg = good.dir.join("bad.toml");
     std::fs::write(&bad_cfg, text.replace("[hsm]\n", "[hsm]\nslot_id = 0\n")).unwrap();
@@ -916,13 +903,7 @@ fn malformed_config_names_the_key_and_writes_nothing() {
 #[test]
 fn wrong_pin_is_a_clear_error_without_lockout() {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = softhsm(tmp.path(), &["prod"]);
-    let rs = Rs::new(
-        &tmp.path().join("rs"),
-        &conf,
-        "prod",
-        "[storage]\nbackend = \"file\"\npath = \"store\"\n",
-    );
+    let rs = file_rs(tmp.path());
     rs.ok(&["init"]);
     std::fs::write(rs.dir.join("pin"), "999999\n").unwrap();
     for i in 0..4 {
@@ -1096,13 +1077,8 @@ fn foreign_and_newer_kv_entries_are_named_errors() {
 #[test]
 fn root_rotation_recovers_from_a_half_created_next_root() {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = softhsm(tmp.path(), &["prod"]);
-    let rs = Rs::new(
-        &tmp.path().join("rs"),
-        &conf,
-        "prod",
-        "[storage]\nbackend = \"file\"\npath = \"store\"\n",
-    );
+    let rs = file_rs(tmp.path());
+    let conf = rs.softhsm_conf.clone();
     rs.ok(&["init"]);
     let old_id = rs.roots()[0].0.clone();
     let cts: Vec<(String, String)> = {
@@ -1157,13 +1133,7 @@ fn root_rotation_recovers_from_a_half_created_next_root() {
 #[test]
 fn root_rotation_rerun_is_not_blocked_by_a_killed_writers_lock() {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = softhsm(tmp.path(), &["prod"]);
-    let rs = Rs::new(
-        &tmp.path().join("rs"),
-        &conf,
-        "prod",
-        "[storage]\nbackend = \"file\"\npath = \"store\"\n",
-    );
+    let rs = file_rs(tmp.path());
     rs.ok(&["init"]);
     rs.ok(&["key", "create", "a"]);
     // Exactly what a writer killed between creating and removing its lock file leaves.
