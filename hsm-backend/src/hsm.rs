@@ -25,7 +25,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
@@ -113,6 +113,8 @@ struct Shared {
     /// Unwrapped L1 session objects, usable from every session of this process; each entry dies
     /// with the session (worker) that created it.
     l1: Mutex<HashMap<[u8; 32], L1Entry>>,
+    /// The session opened (and logged in) by `open`, handed to worker 0.
+    initial: Mutex<Option<(Session, u64)>>,
 }
 
 #[derive(Clone, Copy)]
@@ -187,7 +189,9 @@ impl Hsm {
         // Log in now, so that a wrong PIN fails here, once, instead of in every worker.
         let session = open_session(&cfg, &device, &metrics)?;
         let identity = token_identity(&device)?;
-        drop(session);
+        // Worker 0 keeps this session, so the process stays logged in (closing the last session
+        // logs the application out, and every worker would log in again).
+        let initial = Mutex::new(Some((session, device.module_generation)));
         let shared = Arc::new(Shared {
             cfg,
             metrics,
@@ -198,6 +202,7 @@ impl Hsm {
             ready: Condvar::new(),
             closed: AtomicBool::new(false),
             l1: Mutex::new(HashMap::new()),
+            initial,
         });
         let guard = WorkerGuard {
             shared: shared.clone(),
@@ -363,6 +368,15 @@ fn open_session(cfg: &HsmConfig, d: &Device, metrics: &HsmMetrics) -> Result<Ses
         .ctx
         .open_rw_session(d.slot)
         .inspect_err(|_| metrics.error())?;
+    // Login state belongs to the application, not the session: while any session of this
+    // process is logged in, a new one is too. Skipping the redundant C_Login matters on SoftHSM2,
+    // which rewrites its token file at every login (a process killed then can corrupt it).
+    if matches!(
+        session.get_session_info().map(|i| i.session_state()),
+        Ok(SessionState::RwUser | SessionState::RoUser)
+    ) {
+        return Ok(session);
+    }
     let pin: &AuthPin = &cfg.pin;
     let mut tries: u64 = 0;
     loop {
@@ -424,7 +438,11 @@ struct WorkerState {
 fn worker(shared: Arc<Shared>, idx: usize) {
     let mut st = WorkerState {
         idx,
-        session: None,
+        session: if idx == 0 {
+            lock(&shared.initial).take()
+        } else {
+            None
+        },
         cache: SessionCache::default(),
     };
     loop {

@@ -332,7 +332,7 @@ pub struct RootRotationReport {
     pub new_root: String,
     /// Records re-sealed by this run.
     pub resealed: usize,
-    /// Records already under the new root (resumed run).
+    /// Records found already under the new root (moved by an earlier, interrupted run).
     pub already_done: usize,
 }
 
@@ -468,7 +468,11 @@ fn seal_target(ctx: &mut SessionCtx<'_>) -> std::result::Result<Option<RootId>, 
         .iter()
         .find(|r| r.role == RootRole::Next && r.complete)
     {
-        return Ok(Some(next.id));
+        // A `next` root left broken by an interrupted rotation is skipped (the rotation's next
+        // run replaces it); new blobs then go under the active root.
+        if root::self_test(ctx, &next.id) {
+            return Ok(Some(next.id));
+        }
     }
     root::active(ctx)
 }
@@ -1145,15 +1149,17 @@ impl Keyring {
             .iter()
             .find(|r| r.role == RootRole::Active)
             .map(|r| r.id);
-        // A `next` root without its MAC key was cut short while being created: nothing was
-        // sealed under it (sealing needs the MAC key), so replace it.
-        for r in roots
-            .iter()
-            .filter(|r| r.role == RootRole::Next && !r.complete)
-        {
+        // A `next` root that is incomplete or fails its self-test was cut short while being
+        // created: nothing was sealed under it (sealing needs both keys to work), so replace it.
+        let mut roots = roots;
+        for r in roots.clone().iter().filter(|r| r.role == RootRole::Next) {
             let id = r.id;
-            tracing::warn!(root = %id, "root rotation: removing a half-created next root");
-            hsm.run(move |ctx| root::destroy(ctx, &id)).await?;
+            let works = r.complete && hsm.run(move |ctx| Ok(root::self_test(ctx, &id))).await?;
+            if !works {
+                tracing::warn!(root = %id, "root rotation: replacing a half-created next root");
+                hsm.run(move |ctx| root::destroy(ctx, &id)).await?;
+                roots.retain(|x| x.id != id);
+            }
         }
         let next = match roots
             .iter()
@@ -1177,9 +1183,11 @@ impl Keyring {
         let mut grace_done = false;
         loop {
             let mut moved = 0;
-            for name in self.inner.store.list().await? {
-                moved += self.reseal_record(&name, next, &mut report).await?;
+            let names = self.inner.store.list().await?;
+            for name in &names {
+                moved += self.reseal_record(name, next, &mut report).await?;
             }
+            report.already_done = names.len().saturating_sub(report.resealed);
             if moved == 0 {
                 if grace_done || old.is_none() {
                     break;
@@ -1221,7 +1229,6 @@ impl Keyring {
             if state.record.root_id == nh
                 && state.blobs.values().all(|b| b.parsed.header.root_id == nh)
             {
-                report.already_done += 1;
                 return Ok(0);
             }
             let record = state.record.clone();

@@ -241,6 +241,36 @@ pub(crate) fn destroy(ctx: &mut SessionCtx<'_>, id: &RootId) -> Result<()> {
     Ok(())
 }
 
+/// Whether root `id` works: both keys present, the MAC key signs, and the L0 key wraps a
+/// throwaway session key. A root cut short while being created can have both objects but a key
+/// without its value (SoftHSM2 writes an object's attributes in several steps); nothing can have
+/// been sealed under such a root, since sealing needs both keys to work.
+pub(crate) fn self_test(ctx: &mut SessionCtx<'_>, id: &RootId) -> bool {
+    let Ok(h) = find_handles(ctx, id) else {
+        return false;
+    };
+    if ctx.hmac(h.mac, b"rootseal root self-test").is_err() {
+        return false;
+    }
+    let Ok(tmp) = ctx.generate(
+        &Mechanism::AesKeyGen,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+        ],
+    ) else {
+        return false;
+    };
+    let wrapped = ctx.wrap_kwp(h.wrap, tmp);
+    let _ = ctx.destroy(tmp);
+    ctx.forget_roots();
+    wrapped.is_ok()
+}
+
 /// The protection attributes of a root's L0 key as the token reports them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RootAttributes {

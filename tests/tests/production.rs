@@ -704,9 +704,10 @@ fn root_rotation_survives_sigkill_without_losing_a_key() {
         srv.signal("KILL", Duration::from_secs(10));
     };
 
+    // Milliseconds after the rotation process logged in; re-sealing 30 records takes tens of
+    // milliseconds on SoftHSM2, so the first kills land early and later ones let a run finish.
     let delays = [
-        20u64, 50, 100, 150, 200, 300, 400, 500, 650, 800, 1000, 1300, 1600, 2000, 2500, 3000,
-        4000, 6000, 9000, 15000,
+        0u64, 2, 5, 8, 12, 16, 20, 30, 50, 100, 200, 400, 800, 1600, 3200, 6400, 15000,
     ];
     let mut mid_rotation = 0;
     let mut completed_alone = false;
@@ -716,6 +717,13 @@ fn root_rotation_survives_sigkill_without_losing_a_key() {
             rs.cmd(&["root", "rotate", "--grace-secs", "0"]),
             &rs.dir.join(format!("rotate-{i}.log")),
         );
+        // Kill only after the HSM login: SoftHSM2 rewrites its token file at C_Login, and a
+        // process killed in the middle of that rewrite can leave the token unreadable (a SoftHSM2
+        // file-store hazard, not rootseal state; hardware HSMs do not share it).
+        let ready_by = std::time::Instant::now() + Duration::from_secs(20);
+        while !p.output().contains("HSM ready") && std::time::Instant::now() < ready_by {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         std::thread::sleep(Duration::from_millis(*ms));
         if let Some(st) = p.exited() {
             assert!(
