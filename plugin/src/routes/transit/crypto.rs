@@ -388,21 +388,7 @@ pub async fn decrypt(
     let b: DecryptBody<'_> = parse_body(&raw)?;
 
     let Some(BatchInput(batch)) = b.batch_input else {
-        let item = prepare_decrypt(
-            b.ciphertext.as_deref(),
-            b.associated_data.as_deref(),
-            b.context.as_deref(),
-            b.nonce.as_deref(),
-        )
-        .map_err(|m| {
-            if m == INVALID_CIPHERTEXT {
-                ApiError::InvalidCiphertext
-            } else {
-                ApiError::BadRequest(m)
-            }
-        })?;
-        let mut out = st.keyring().decrypt(&name, vec![item]).await?;
-        let pt = out.pop().ok_or(KeyringError::Internal)??;
+        let pt = decrypt_single(&st, &name, &b).await?;
         return Ok(ok(DecryptOut {
             plaintext: b64_secret(&pt),
         }));
@@ -439,6 +425,29 @@ pub async fn decrypt(
 }
 
 /// Slots for a decrypt batch (pending ones marked by an empty message) and the items to send.
+/// Decrypts the single (non-batch) item of a decrypt or rewrap body: one keyring call.
+async fn decrypt_single(
+    st: &AppState,
+    name: &str,
+    b: &DecryptBody<'_>,
+) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    let item = prepare_decrypt(
+        b.ciphertext.as_deref(),
+        b.associated_data.as_deref(),
+        b.context.as_deref(),
+        b.nonce.as_deref(),
+    )
+    .map_err(|m| {
+        if m == INVALID_CIPHERTEXT {
+            ApiError::InvalidCiphertext
+        } else {
+            ApiError::BadRequest(m)
+        }
+    })?;
+    let mut out = st.keyring().decrypt(name, vec![item]).await?;
+    Ok(out.pop().ok_or(KeyringError::Internal)??)
+}
+
 fn prepare_batch_decrypt<T>(batch: &[DecryptIn]) -> (Vec<Slot<T>>, Vec<DecryptItem>) {
     let mut slots = Vec::with_capacity(batch.len());
     let mut items = Vec::with_capacity(batch.len());
@@ -500,21 +509,7 @@ pub async fn rewrap(
 
     let Some(BatchInput(batch)) = b.batch_input else {
         let aad = decode_aad(b.associated_data.as_deref()).map_err(ApiError::BadRequest)?;
-        let item = prepare_decrypt(
-            b.ciphertext.as_deref(),
-            b.associated_data.as_deref(),
-            b.context.as_deref(),
-            b.nonce.as_deref(),
-        )
-        .map_err(|m| {
-            if m == INVALID_CIPHERTEXT {
-                ApiError::InvalidCiphertext
-            } else {
-                ApiError::BadRequest(m)
-            }
-        })?;
-        let mut out = st.keyring().decrypt(&name, vec![item]).await?;
-        let pt = out.pop().ok_or(KeyringError::Internal)??;
+        let pt = decrypt_single(&st, &name, &b).await?;
         let mut enc = st
             .keyring()
             .encrypt(
