@@ -231,6 +231,19 @@ fn bulk_cli_round_trip_and_failures() {
     assert!(u.stdout.is_empty());
     assert!(stderr(&u).contains("permission denied"), "{}", stderr(&u));
 
+    // A key that does not exist: named before any input is sent.
+    let s = run(
+        bulk(&addr, Some(TOKEN), &["seal", "--key", "missing"]),
+        &data,
+    );
+    assert!(!s.status.success());
+    assert!(s.stdout.is_empty());
+    assert!(
+        stderr(&s).contains("no key named \"missing\""),
+        "{}",
+        stderr(&s)
+    );
+
     // No token at all: a clear local error.
     let s = run(bulk(&addr, None, &["seal", "--key", "k"]), b"x");
     assert!(!s.status.success());

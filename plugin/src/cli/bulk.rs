@@ -270,6 +270,10 @@ async fn transfer(
     let mut tok = HeaderValue::from_str(token.expose_secret())
         .map_err(|_| "the token contains characters not allowed in an HTTP header".to_owned())?;
     tok.set_sensitive(true);
+    // A cheap authenticated read first: a wrong token or a missing key is answered before any
+    // input is sent. (A server that refuses a streaming request closes the connection without
+    // reading the body, and the client may then see only "broken pipe", not the answer.)
+    preflight(a, &client, &tok).await?;
     let mut req = client
         .post(url.clone())
         .header(CONTENT_TYPE, "application/octet-stream")
@@ -282,8 +286,13 @@ async fn transfer(
         req = req.header(crate::bulk::http::AAD_HEADER, ad.trim());
     }
     let resp = req.send().await.map_err(|e| {
+        let hint = if !e.is_connect() && !e.is_builder() {
+            " (the server closed the connection before it read the whole input)"
+        } else {
+            ""
+        };
         format!(
-            "{op} request to {} failed: {}",
+            "{op} request to {} failed: {}{hint}",
             strip_query(&url),
             chain(&e)
         )
@@ -308,6 +317,32 @@ async fn transfer(
         out.write(&piece).await?;
     }
     Ok(())
+}
+
+/// `GET /v1/{mount}/keys/{name}`: the token is accepted and the key exists.
+async fn preflight(a: &ServerArgs, client: &reqwest::Client, tok: &HeaderValue) -> CliResult {
+    let url = url(a, "keys", &[])?;
+    let resp = client
+        .get(url.clone())
+        .header("X-Vault-Token", tok.clone())
+        .send()
+        .await
+        .map_err(|e| format!("request to {url} failed: {}", chain(&e)))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body = resp.bytes().await.unwrap_or_default();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Err(format!(
+            "server answered {status}: no key named {:?} under the mount {:?}",
+            a.key, a.mount
+        ));
+    }
+    Err(format!(
+        "server answered {status}: {}",
+        server_message(&body)
+    ))
 }
 
 fn strip_query(u: &reqwest::Url) -> String {
