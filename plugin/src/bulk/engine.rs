@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use base64_simd::STANDARD as B64;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use rootseal_hsm::KeyringError;
@@ -192,8 +193,7 @@ fn push_error(out: &mut Vec<u8>, e: &BulkError, reference: &Option<Cow<'_, str>>
 fn decode_aad(aad: &Option<Cow<'_, str>>, out: &mut Vec<u8>) -> Result<(), BulkError> {
     out.clear();
     if let Some(a) = aad {
-        STANDARD
-            .decode_vec(a.as_bytes(), out)
+        B64.decode_append(a.as_bytes(), out)
             .map_err(|_| BulkError::malformed("associated_data is not valid base64"))?;
     }
     Ok(())
@@ -268,8 +268,7 @@ fn seal_json_range(
             buf.clear();
             cipher.push_item_header(index, &mut buf);
             let start = buf.len();
-            STANDARD
-                .decode_vec(pt.as_bytes(), &mut buf)
+            B64.decode_append(pt.as_bytes(), &mut *buf)
                 .map_err(|_| BulkError::malformed("plaintext is not valid base64"))?;
             cipher.seal_tail(index, &aad, &mut buf, start, &mut scratch)
         })();
@@ -423,12 +422,7 @@ fn unseal_json_range(items: &[UnsealPair<'_, '_>], base: usize) -> (Vec<u8>, usi
             let body = buf.get_mut(off..).ok_or(BulkError::InvalidCiphertext)?;
             let pt = cipher.open_in_place(index, &aad, body, &mut scratch)?;
             out.extend_from_slice(b"{\"plaintext\":\"");
-            let start = out.len();
-            let n = base64::encoded_len(pt.len(), true).unwrap_or(0);
-            out.resize(start + n, 0);
-            if let Some(dst) = out.get_mut(start..) {
-                let _ = STANDARD.encode_slice(&*pt, dst);
-            }
+            B64.encode_append(&*pt, &mut out);
             out.push(b'"');
             Ok(())
         })();
@@ -532,7 +526,7 @@ const PIPELINE_DEPTH: usize = 2;
 /// task on tokio's blocking pool, whose threads live on between groups (no thread start-up per
 /// group).
 struct Pipeline<J: Send + Sync + 'static> {
-    inflight: std::collections::VecDeque<tokio::task::JoinHandle<Bytes>>,
+    inflight: std::collections::VecDeque<tokio::sync::oneshot::Receiver<Bytes>>,
     f: GroupFn<J>,
     threads: usize,
 }
@@ -551,8 +545,8 @@ impl<J: Send + Sync + 'static> Pipeline<J> {
 
     async fn drain_one(&mut self, tx: &Sink) -> Result<(), BulkError> {
         if let Some(h) = self.inflight.pop_front() {
-            let part = h.await.map_err(|e| {
-                tracing::error!(error = %e, "bulk worker failed");
+            let part = h.await.map_err(|_| {
+                tracing::error!("a bulk sealing part failed (panicked)");
                 BulkError::Internal
             })?;
             send(tx, part).await?;
@@ -584,8 +578,7 @@ impl<J: Send + Sync + 'static> Pipeline<J> {
                 Vec::new()
             };
             let part = std::mem::replace(&mut jobs, rest);
-            self.inflight
-                .push_back(tokio::task::spawn_blocking(move || f(&part)));
+            self.inflight.push_back(super::pool::run(move || f(&part)));
             if jobs.is_empty() {
                 break;
             }

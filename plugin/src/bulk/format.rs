@@ -9,8 +9,7 @@
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::digest;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use base64_simd::STANDARD as B64;
 use zeroize::Zeroizing;
 
 use super::BulkError;
@@ -341,20 +340,14 @@ pub fn strip_item_prefix(s: &str) -> Result<&str, BulkError> {
 pub fn decode_item_string(s: &str, out: &mut Vec<u8>) -> Result<(), BulkError> {
     let b64 = strip_item_prefix(s)?;
     out.clear();
-    STANDARD
-        .decode_vec(b64, out)
+    B64.decode_append(b64, out)
         .map_err(|_| BulkError::malformed("ciphertext is not valid base64"))
 }
 
 /// Appends `rsb1:` ‖ base64(`item`) to `out` (no quotes).
 pub fn encode_item_string(item: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(ITEM_PREFIX.as_bytes());
-    let start = out.len();
-    let n = base64::encoded_len(item.len(), true).unwrap_or(0);
-    out.resize(start + n, 0);
-    if let Some(dst) = out.get_mut(start..) {
-        let _ = STANDARD.encode_slice(item, dst);
-    }
+    B64.encode_append(item, out);
 }
 
 #[cfg(test)]

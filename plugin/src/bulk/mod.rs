@@ -24,6 +24,7 @@ pub mod engine;
 pub mod format;
 pub mod frame;
 pub mod http;
+pub mod pool;
 pub mod stream;
 
 /// Items sealed under one batch key at most; a larger binary request starts a new batch.
