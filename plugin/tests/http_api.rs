@@ -1202,3 +1202,78 @@ async fn bao_cli_smoke() {
     stop.send(()).unwrap();
     h.await.unwrap().unwrap();
 }
+
+/// A client that never finishes its request header is cut off after `HEADER_READ_TIMEOUT`, and
+/// other clients are served meanwhile. An idle keep-alive connection is closed after the same
+/// time (hyper applies the timeout to the wait for the next request); a new connection serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_header_is_cut_off_and_idle_connections_close() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let e = env().await;
+    let (addr, stop, h) = spawn_server(&e, None).await;
+    let limit = rootseal::server::HEADER_READ_TIMEOUT;
+
+    // An idle keep-alive connection after one complete request.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (s, _) = raw_roundtrip(
+        &mut idle,
+        addr,
+        "/v1/transit/encrypt/autounseal",
+        "{\"plaintext\":\"YQ==\"}".into(),
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let start = Instant::now();
+    slow.write_all(b"GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Served while the slow client holds its connection.
+    let (s, _) = raw_roundtrip(
+        &mut tokio::net::TcpStream::connect(addr).await.unwrap(),
+        addr,
+        "/v1/transit/encrypt/autounseal",
+        "{\"plaintext\":\"YQ==\"}".into(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(limit + Duration::from_secs(10), slow.read_to_end(&mut rest))
+        .await
+        .expect("the slow connection was never closed");
+    let waited = start.elapsed();
+    assert!(
+        waited >= limit - Duration::from_secs(1),
+        "closed after {waited:?}"
+    );
+    // Closed, with at most an error response (never a 200).
+    if r.is_ok() && !rest.is_empty() {
+        let text = String::from_utf8_lossy(&rest);
+        assert!(!text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+
+    // The idle connection was closed too; a new one serves.
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the idle connection is still open")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let (s, _) = raw_roundtrip(
+        &mut tokio::net::TcpStream::connect(addr).await.unwrap(),
+        addr,
+        "/v1/transit/encrypt/autounseal",
+        "{\"plaintext\":\"YQ==\"}".into(),
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(40), h)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
