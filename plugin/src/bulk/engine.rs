@@ -190,6 +190,17 @@ fn push_error(out: &mut Vec<u8>, e: &BulkError, reference: &Option<Cow<'_, str>>
     out.push(b'}');
 }
 
+/// A zeroizing buffer with room for `len` bytes from the start: filled with at most `len`
+/// bytes it never reallocates, so no unwiped copy of a plaintext is left in freed memory.
+fn secret_buf(len: usize) -> zeroize::Zeroizing<Vec<u8>> {
+    zeroize::Zeroizing::new(Vec::with_capacity(len))
+}
+
+/// The most bytes `len` characters of base64 decode to.
+fn decoded_max(len: usize) -> usize {
+    len / 4 * 3 + 3
+}
+
 fn decode_aad(aad: &Option<Cow<'_, str>>, out: &mut Vec<u8>) -> Result<(), BulkError> {
     out.clear();
     if let Some(a) = aad {
@@ -249,7 +260,12 @@ fn seal_json_range(
         .map(|i| i.plaintext.as_ref().map_or(0, |p| p.len()) + 2 * cipher.item_header_len() + 64)
         .sum();
     let mut out = Vec::with_capacity(est);
-    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    let most = items
+        .iter()
+        .map(|i| i.plaintext.as_ref().map_or(0, |p| p.len()))
+        .max()
+        .unwrap_or(0);
+    let mut buf = secret_buf(cipher.item_header_len() + decoded_max(most) + TAG_LEN);
     let mut aad = Vec::new();
     let mut scratch = Vec::new();
     let (mut ok, mut failed) = (0, 0);
@@ -398,7 +414,12 @@ fn unseal_json_range(items: &[UnsealPair<'_, '_>], base: usize) -> (Vec<u8>, usi
         .map(|(i, _)| i.ciphertext.as_ref().map_or(0, |p| p.len()) + 64)
         .sum();
     let mut out = Vec::with_capacity(est);
-    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    let most = items
+        .iter()
+        .map(|(i, _)| i.ciphertext.as_ref().map_or(0, |p| p.len()))
+        .max()
+        .unwrap_or(0);
+    let mut buf = secret_buf(decoded_max(most));
     let mut aad = Vec::new();
     let mut scratch = Vec::new();
     let (mut ok, mut failed) = (0, 0);
@@ -494,7 +515,7 @@ fn open_group_range(jobs: &[OpenJob]) -> Bytes {
     let est: usize = jobs.iter().map(|j| j.body.len() + 16).sum();
     let mut out = Vec::with_capacity(est);
     let mut scratch = Vec::new();
-    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    let mut buf = secret_buf(jobs.iter().map(|j| j.body.len()).max().unwrap_or(0));
     for j in jobs {
         let r = (|| {
             let cipher = j.cipher.as_ref().map_err(Clone::clone)?;

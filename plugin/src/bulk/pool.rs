@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
@@ -22,37 +23,29 @@ struct Pool {
     queue: Mutex<VecDeque<Job>>,
     ready: Condvar,
     /// Threads that started; with none, parts run on the caller's thread.
-    started: usize,
+    started: AtomicUsize,
 }
 
 static POOL: OnceLock<&'static Pool> = OnceLock::new();
 
 fn pool() -> &'static Pool {
     POOL.get_or_init(|| {
-        let n = super::engine::threads();
         let p: &'static Pool = Box::leak(Box::new(Pool {
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
-            started: n,
+            started: AtomicUsize::new(0),
         }));
-        let mut started = 0;
-        for i in 0..n {
+        for i in 0..super::engine::threads() {
             let spawned = std::thread::Builder::new()
                 .name(format!("rootseal-bulk-{i}"))
                 .spawn(move || worker(p));
             match spawned {
-                Ok(_) => started += 1,
+                Ok(_) => {
+                    p.started.fetch_add(1, Ordering::Relaxed);
+                }
                 // Fewer threads only slows bulk work.
                 Err(e) => tracing::error!(error = %e, "cannot start a bulk sealing thread"),
             }
-        }
-        if started == 0 {
-            // Leaked once per process: rebuild the record with the real count.
-            return Box::leak(Box::new(Pool {
-                queue: Mutex::new(VecDeque::new()),
-                ready: Condvar::new(),
-                started: 0,
-            }));
         }
         p
     })
@@ -86,7 +79,7 @@ where
 {
     let (tx, rx) = oneshot::channel();
     let p = pool();
-    if p.started == 0 {
+    if p.started.load(Ordering::Relaxed) == 0 {
         if let Ok(r) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
             let _ = tx.send(r);
         }
