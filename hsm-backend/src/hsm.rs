@@ -185,7 +185,18 @@ impl Hsm {
                 .clone()
         };
         let metrics = Arc::new(HsmMetrics::default());
-        let device = connect(&cfg, &module, None)?;
+        let loaded = {
+            let m = lock(&module);
+            m.ctx.as_ref().map(|_| m.generation)
+        };
+        let device = match connect(&cfg, &module, None) {
+            // A module initialised earlier in this process lists the tokens it saw then
+            // (SoftHSM2 reads its token directory only in C_Initialize): a token that appeared
+            // since, or came back, needs one re-initialisation to be seen. Other users of the
+            // module recover from that like from any lost device.
+            Err(Error::TokenNotFound(_)) if loaded.is_some() => connect(&cfg, &module, loaded)?,
+            r => r?,
+        };
         // Log in now, so that a wrong PIN fails here, once, instead of in every worker.
         let session = open_session(&cfg, &device, &metrics)?;
         let identity = token_identity(&device)?;

@@ -493,3 +493,25 @@ async fn health_needs_an_answering_hsm_with_a_complete_root() {
     std::fs::rename(&away, &tokens).unwrap();
     f.keyring.health().await.unwrap();
 }
+
+/// A token absent when the HSM is opened is reported as `TokenNotFound`; once it is back, a new
+/// `Hsm::open` in the same process finds it (the module is initialised again to see it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_absent_at_open_is_found_once_it_is_back() {
+    let t = rootseal_hsm::softhsm::TestToken::new();
+    let tokens = t.dir.tokens.clone();
+    let away = tokens.with_file_name("tokens-away");
+    std::fs::rename(&tokens, &away).unwrap();
+    std::fs::create_dir(&tokens).unwrap();
+    let cfg = t.config();
+    let r = tokio::task::spawn_blocking(move || rootseal_hsm::Hsm::open(cfg))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Err(rootseal_hsm::Error::TokenNotFound(_))),
+        "{r:?}"
+    );
+    std::fs::remove_dir(&tokens).unwrap();
+    std::fs::rename(&away, &tokens).unwrap();
+    let _ok = common::open_hsm(&t).await;
+}

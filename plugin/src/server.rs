@@ -34,6 +34,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request body the handler left unread is read and discarded up to this many bytes ...
+pub const UNREAD_BODY_LIMIT: usize = 64 << 20;
+/// ... or for this long, whichever comes first.
+const UNREAD_BODY_TIME: Duration = Duration::from_secs(10);
 
 /// TLS files (PEM).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +57,76 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// TLS; `None` serves plain HTTP.
     pub tls: Option<TlsFiles>,
+}
+
+/// Wraps each request body in [`UnreadBody`].
+async fn read_unread_bodies(req: axum::extract::Request) -> axum::extract::Request {
+    req.map(|b| axum::body::Body::new(UnreadBody { inner: Some(b) }))
+}
+
+/// A request body that, when dropped before its end, is read to its end and discarded on a task
+/// of its own (up to [`UNREAD_BODY_LIMIT`] bytes or 10 s).
+///
+/// Why: a handler may answer before it read the whole body (a refused token, a bad stream
+/// header, a bulk unseal whose batch key does not open). Closing the connection then would
+/// reset it under a client still sending, and that client would see "broken pipe" instead of
+/// the answer. Reading the rest lets it finish sending and read the answer. Go's `net/http`
+/// does the same, with a smaller limit (256 KiB).
+struct UnreadBody {
+    inner: Option<axum::body::Body>,
+}
+
+impl hyper::body::Body for UnreadBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.inner.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner
+            .as_ref()
+            .map(hyper::body::Body::size_hint)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for UnreadBody {
+    fn drop(&mut self) {
+        let Some(mut body) = self.inner.take() else {
+            return;
+        };
+        if hyper::body::Body::is_end_stream(&body) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            use http_body_util::BodyExt as _;
+            let deadline = tokio::time::Instant::now() + UNREAD_BODY_TIME;
+            let mut read = 0usize;
+            while read <= UNREAD_BODY_LIMIT {
+                match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Ok(Some(Ok(f))) => read += f.data_ref().map_or(0, bytes::Bytes::len),
+                    _ => break,
+                }
+            }
+        });
+    }
 }
 
 fn io_err(context: String, e: impl std::fmt::Display) -> io::Error {
@@ -147,6 +221,7 @@ pub async fn serve_listener(
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
+    let router = router.layer(axum::middleware::map_request(read_unread_bodies));
     tracing::info!(addr = %local, tls = tls.is_some(), "listening");
     let acceptor = tls.map(TlsAcceptor::from);
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1277,3 +1277,45 @@ async fn slow_header_is_cut_off_and_idle_connections_close() {
         .unwrap()
         .unwrap();
 }
+
+/// A request refused before its body was read (wrong token, bulk unseal under the wrong key)
+/// still gets its answer: the server reads the rest of the body instead of resetting the
+/// connection under a client that is still sending (which would see "broken pipe").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_with_a_large_body_gets_its_answer() {
+    let e = env().await;
+    let (addr, stop, h) = spawn_server(&e, None).await;
+    let client = reqwest::Client::new();
+    let big = vec![0x5au8; 8 << 20];
+    for _ in 0..5 {
+        let r = client
+            .post(format!("http://{addr}/v1/transit/bulk-seal/k?mode=stream"))
+            .header("X-Vault-Token", "wrong")
+            .header("Content-Type", "application/octet-stream")
+            .body(big.clone())
+            .send()
+            .await
+            .expect("the answer was lost");
+        assert_eq!(r.status().as_u16(), 403);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["errors"][0], "permission denied");
+    }
+    // A bulk unseal stream whose header is garbage: answered 400 while the body still flows.
+    for _ in 0..5 {
+        let r = client
+            .post(format!("http://{addr}/v1/transit/bulk-unseal/k"))
+            .header("X-Vault-Token", TOKEN)
+            .header("Content-Type", "application/octet-stream")
+            .body(big.clone())
+            .send()
+            .await
+            .expect("the answer was lost");
+        assert_eq!(r.status().as_u16(), 400, "{:?}", r.text().await);
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(40), h)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -2,8 +2,8 @@
 //! binary executed by real OpenBao 2.7.2 (raft storage), with the unseal KEK in real SoftHSM2.
 //!
 //! Covered: init → unsealed; restart → unsealed; the plugin killed with SIGKILL while OpenBao runs
-//! → OpenBao starts a new one and unseals through it; the HSM token missing → OpenBao does not
-//! unseal; the token back → it does; another HSM (its own root) → refused. After every stop, no
+//! → OpenBao starts a new one and unseals through it; the HSM token missing → OpenBao starts but
+//! does not unseal; the token back → the same OpenBao unseals without a restart; another HSM (its own root) → refused. After every stop, no
 //! plugin process is left behind.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -248,7 +248,7 @@ fn needs_the_right_hsm(token: &TestToken, other: &TestToken) {
     );
     server.stop();
 
-    // The token is gone: OpenBao must not unseal.
+    // The token is gone: OpenBao starts but must not unseal.
     let sub = token_subdir(token);
     // Out of the token directory (SoftHSM2 loads every sub-directory of it, whatever its name).
     let away = token.dir.dir.join(format!("away-{}", token.label));
@@ -256,17 +256,14 @@ fn needs_the_right_hsm(token: &TestToken, other: &TestToken) {
     start(&mut server, token);
     let unsealed = server.wait_sealed(false, Duration::from_secs(15));
     let log = server.log();
-    server.stop();
     assert!(!unsealed, "OpenBao unsealed without its HSM token:\n{log}");
     assert!(
-        log.contains("rootseal"),
-        "the failure is not reported:\n{log}"
+        log.contains("HSM token"),
+        "the missing token is not reported:\n{log}"
     );
-    assert_no_plugin_left(&plugins);
 
-    // The token is back: it unseals.
+    // The token is back: the same OpenBao, still running, unseals (it retries on its own).
     std::fs::rename(&away, &sub).unwrap();
-    start(&mut server, token);
     assert!(
         server.wait_sealed(false, UNSEAL_TIMEOUT),
         "not unsealed once the token is back:\n{}",

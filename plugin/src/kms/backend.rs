@@ -45,9 +45,12 @@ pub enum OpenError {
     /// The settings cannot work (PIN missing, config file unreadable, …).
     #[error("{0}")]
     Config(String),
-    /// The HSM could not be opened (module, token, PIN).
+    /// The HSM could not be opened (module, PIN, …): a fault that retrying does not mend.
     #[error("cannot open the HSM: {0}")]
     Hsm(String),
+    /// The HSM token is not there (yet): absent, or the device does not answer. Worth retrying.
+    #[error("the HSM token is not available: {0}")]
+    HsmAbsent(String),
     /// The keyring refused (no root, wrong HSM, store trouble).
     #[error("rootseal keyring: {0}")]
     Keyring(#[from] KeyringError),
@@ -90,7 +93,12 @@ impl Opener for KeyringOpener {
             let hsm = tokio::task::spawn_blocking(move || rootseal_hsm::Hsm::open(hsm_cfg))
                 .await
                 .map_err(|e| OpenError::Hsm(format!("HSM open task failed: {e}")))?
-                .map_err(|e| OpenError::Hsm(e.to_string()))?;
+                .map_err(|e| match e {
+                    rootseal_hsm::Error::TokenNotFound(_) | rootseal_hsm::Error::Unavailable(_) => {
+                        OpenError::HsmAbsent(e.to_string())
+                    }
+                    other => OpenError::Hsm(other.to_string()),
+                })?;
             let token = hsm.identity().to_string();
             let store = FileStore::open(&key_dir)
                 .map_err(|e| OpenError::Config(format!("local key store: {e}")))?;
@@ -198,5 +206,91 @@ impl SealKeys for KeyringKeys {
             ("token".to_owned(), self.token.clone()),
             ("key_store".to_owned(), self.store.clone()),
         ]
+    }
+}
+
+/// A seal instance whose HSM token was not there when OpenBao configured the seal: every call
+/// tries to open it again, so OpenBao (which retries unsealing every few seconds) unseals as soon
+/// as the token is back, without a restart. Until then every call is `HsmUnavailable`. A fault
+/// that retrying does not mend (a wrong PIN above all: no lockout loop) stops the retries.
+pub struct PendingKeys {
+    opener: Arc<dyn Opener>,
+    settings: SealSettings,
+    state: tokio::sync::Mutex<Pending>,
+}
+
+enum Pending {
+    Waiting,
+    Open(Arc<dyn SealKeys>),
+    Failed,
+}
+
+impl PendingKeys {
+    /// An instance that opens `settings` with `opener` on first use.
+    pub fn new(opener: Arc<dyn Opener>, settings: SealSettings) -> Self {
+        Self {
+            opener,
+            settings,
+            state: tokio::sync::Mutex::new(Pending::Waiting),
+        }
+    }
+
+    async fn keys(&self) -> Result<Arc<dyn SealKeys>, KeyringError> {
+        let mut st = self.state.lock().await;
+        match &*st {
+            Pending::Open(k) => return Ok(k.clone()),
+            Pending::Failed => return Err(KeyringError::HsmUnavailable),
+            Pending::Waiting => {}
+        }
+        match self.opener.open(self.settings.clone()).await {
+            Ok(k) => {
+                tracing::info!(key = %self.settings.key_name, "HSM token available: seal ready");
+                *st = Pending::Open(k.clone());
+                Ok(k)
+            }
+            Err(OpenError::HsmAbsent(e)) => {
+                tracing::warn!(error = %e, "HSM token still not available");
+                Err(KeyringError::HsmUnavailable)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "seal cannot open its HSM; not retrying (restart once fixed)");
+                *st = Pending::Failed;
+                Err(KeyringError::HsmUnavailable)
+            }
+        }
+    }
+}
+
+impl SealKeys for PendingKeys {
+    fn name(&self) -> &str {
+        &self.settings.key_name
+    }
+
+    fn latest_version(&self) -> BoxFuture<'_, Result<u32, KeyringError>> {
+        Box::pin(async move { self.keys().await?.latest_version().await })
+    }
+
+    fn encrypt(
+        &self,
+        version: Option<u32>,
+        plaintext: Zeroizing<Vec<u8>>,
+        aad: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Sealed, KeyringError>> {
+        Box::pin(async move { self.keys().await?.encrypt(version, plaintext, aad).await })
+    }
+
+    fn decrypt(
+        &self,
+        sealed: Sealed,
+        aad: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Zeroizing<Vec<u8>>, KeyringError>> {
+        Box::pin(async move { self.keys().await?.decrypt(sealed, aad).await })
+    }
+
+    fn describe(&self) -> Vec<(String, String)> {
+        match self.state.try_lock().as_deref() {
+            Ok(Pending::Open(k)) => k.describe(),
+            _ => vec![("state".to_owned(), "waiting for the HSM token".to_owned())],
+        }
     }
 }

@@ -8,7 +8,7 @@ use rootseal_hsm::KeyringError;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use super::backend::{Opener, SealKeys};
+use super::backend::{OpenError, Opener, PendingKeys, SealKeys};
 use super::config::{SealSettings, PIN_KEYS};
 use super::proto::{metadata, pb, wrapping};
 
@@ -97,19 +97,32 @@ impl pb::wrapper_server::Wrapper for WrapperService {
             match opened.get(&settings) {
                 Some(k) => k.clone(),
                 None => {
-                    let k = self.opener.open(settings.clone()).await.map_err(|e| {
-                        tracing::error!(error = %e, "seal configuration failed");
-                        Status::failed_precondition(format!("rootseal seal: {e}"))
-                    })?;
+                    let k = match self.opener.open(settings.clone()).await {
+                        Ok(k) => k,
+                        // The token is not there yet (HSM starting, token directory not
+                        // mounted): configure anyway and open on use, so OpenBao starts,
+                        // stays sealed, and unseals once the token is back.
+                        Err(OpenError::HsmAbsent(e)) => {
+                            tracing::warn!(error = %e, "HSM token not available: the seal will open it on use");
+                            Arc::new(PendingKeys::new(self.opener.clone(), settings.clone()))
+                                as Arc<dyn SealKeys>
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "seal configuration failed");
+                            return Err(Status::failed_precondition(format!("rootseal seal: {e}")));
+                        }
+                    };
                     opened.insert(settings, k.clone());
                     k
                 }
             }
         };
-        let latest = keys
-            .latest_version()
-            .await
-            .map_err(|e| keyring_status(e, "SetConfig"))?;
+        let latest = match keys.latest_version().await {
+            Ok(v) => Some(v),
+            // A pending instance: no key id until the HSM answers.
+            Err(KeyringError::HsmUnavailable) => None,
+            Err(e) => return Err(keyring_status(e, "SetConfig")),
+        };
         let id = random_id()?;
         {
             let mut map = self.instances.lock().unwrap_or_else(|e| e.into_inner());
@@ -122,9 +135,11 @@ impl pb::wrapper_server::Wrapper for WrapperService {
         }
         let mut metadata: HashMap<String, String> = keys.describe().into_iter().collect();
         metadata.insert("key_name".into(), keys.name().to_owned());
-        metadata.insert("key_id".into(), key_id(keys.name(), latest));
+        if let Some(v) = latest {
+            metadata.insert("key_id".into(), key_id(keys.name(), v));
+        }
         metadata.insert("mechanism".into(), "AES-256-GCM in the HSM".into());
-        tracing::info!(key_id = %key_id(keys.name(), latest), "seal configured");
+        tracing::info!(key = %keys.name(), version = ?latest, "seal configured");
         Ok(Response::new(pb::SetConfigResponse {
             wrapper_id: id,
             wrapper_config: Some(wrapping::WrapperConfig { metadata }),

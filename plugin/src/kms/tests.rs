@@ -89,12 +89,17 @@ impl SealKeys for SoftKeys {
 struct SoftOpener {
     opens: AtomicUsize,
     keys: std::sync::Mutex<HashMap<String, Arc<SoftKeys>>>,
+    /// Errors the next opens return, first one first.
+    fail: std::sync::Mutex<std::collections::VecDeque<OpenError>>,
 }
 
 impl Opener for SoftOpener {
     fn open(&self, s: SealSettings) -> BoxFuture<'_, Result<Arc<dyn SealKeys>, OpenError>> {
         Box::pin(async move {
             self.opens.fetch_add(1, Ordering::SeqCst);
+            if let Some(e) = self.fail.lock().unwrap().pop_front() {
+                return Err(e);
+            }
             let mut m = self.keys.lock().unwrap();
             let k = m
                 .entry(s.key_name.clone())
@@ -385,4 +390,72 @@ fn kms_config_installs_binary_and_prints_stanzas() {
     assert!(out.contains("seal \"rootseal\""), "{out}");
     assert!(out.contains("plugin_directory = "), "{out}");
     assert!(super::deploy::install(&exe, &dir.path().join("missing.toml"), &plugins).is_err());
+}
+
+/// The HSM token absent at SetConfig: the seal is configured anyway, every call is `Unavailable`
+/// (OpenBao stays sealed and retries) until the token is back, then it works with no new
+/// SetConfig. A fault that retrying cannot mend (wrong PIN) stops the retries for good.
+#[tokio::test]
+async fn absent_token_is_retried_on_use_and_a_wrong_pin_is_not() {
+    let opener = Arc::new(SoftOpener::default());
+    // SetConfig tries twice (open, then the key id); the first Encrypt once more.
+    opener
+        .fail
+        .lock()
+        .unwrap()
+        .extend((0..3).map(|_| OpenError::HsmAbsent("no token".into())));
+    let svc = WrapperService::new(opener.clone());
+    let id = configured(&svc, inline(&[])).await;
+    let e = svc
+        .encrypt(Request::new(pb::EncryptRequest {
+            wrapper_id: id.clone(),
+            plaintext: b"k".to_vec(),
+            options: None,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+    assert_eq!(opener.opens.load(Ordering::SeqCst), 3);
+    // The token is back: the same instance works.
+    let blob = encrypt(&svc, &id, b"root key", b"").await;
+    assert_eq!(decrypt(&svc, &id, blob, b"").await.unwrap(), b"root key");
+    assert_eq!(opener.opens.load(Ordering::SeqCst), 4);
+
+    // Absent at SetConfig, then a wrong PIN: no further open is attempted.
+    let opener = Arc::new(SoftOpener::default());
+    opener.fail.lock().unwrap().extend([
+        OpenError::HsmAbsent("no token".into()),
+        OpenError::Hsm("the HSM refused the PIN".into()),
+    ]);
+    let svc = WrapperService::new(opener.clone());
+    let id = configured(&svc, inline(&[])).await;
+    for _ in 0..3 {
+        let e = svc
+            .key_id(Request::new(pb::KeyIdRequest {
+                wrapper_id: id.clone(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+    }
+    assert_eq!(opener.opens.load(Ordering::SeqCst), 2);
+
+    // Any other fault at SetConfig still fails SetConfig.
+    let opener = Arc::new(SoftOpener::default());
+    opener
+        .fail
+        .lock()
+        .unwrap()
+        .push_back(OpenError::Hsm("the HSM refused the PIN".into()));
+    let svc = WrapperService::new(opener.clone());
+    let e = svc
+        .set_config(Request::new(pb::SetConfigRequest {
+            options: Some(wrapping::RpcOptions {
+                with_config_map: inline(&[]),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
 }
