@@ -5,8 +5,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use base64_simd::STANDARD as B64;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -313,11 +311,8 @@ fn peek_item(s: &str) -> Result<(u32, Vec<u8>), BulkError> {
     let decode_prefix = |bytes: usize| -> Result<Vec<u8>, BulkError> {
         let chars = bytes.div_ceil(3) * 4;
         let p = b64.get(..chars.min(b64.len())).unwrap_or(b64);
-        let mut out = Vec::new();
-        STANDARD
-            .decode_vec(p, &mut out)
-            .map_err(|_| BulkError::malformed("ciphertext is not valid base64"))?;
-        Ok(out)
+        B64.decode_to_vec(p)
+            .map_err(|_| BulkError::malformed("ciphertext is not valid base64"))
     };
     let head = decode_prefix(7)?;
     let mut c = format::Cursor::new(&head);

@@ -33,8 +33,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use base64_simd::STANDARD as B64;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -187,7 +186,7 @@ async fn read_until<T>(
 fn stream_aad(headers: &HeaderMap) -> Result<Vec<u8>, Response> {
     match headers.get(AAD_HEADER) {
         None => Ok(Vec::new()),
-        Some(v) => STANDARD.decode(v.as_bytes()).map_err(|_| {
+        Some(v) => B64.decode_to_vec(v.as_bytes()).map_err(|_| {
             error_response(
                 StatusCode::BAD_REQUEST,
                 "X-Rootseal-Associated-Data is not valid base64",

@@ -1,3 +1,7 @@
+// The tests encode and decode with the `base64` crate: an implementation independent of the
+// engine's (`base64-simd`), so both must agree on every item.
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use std::sync::atomic::Ordering;
 
 use super::super::testkeys::SoftKeys;
