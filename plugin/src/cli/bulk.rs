@@ -271,8 +271,9 @@ async fn transfer(
         .map_err(|_| "the token contains characters not allowed in an HTTP header".to_owned())?;
     tok.set_sensitive(true);
     // A cheap authenticated read first: a wrong token or a missing key is answered before any
-    // input is sent. (A server that refuses a streaming request closes the connection without
-    // reading the body, and the client may then see only "broken pipe", not the answer.)
+    // input is sent. The server reads a refused request's body only up to 64 MiB before it
+    // closes the connection (`server::UNREAD_BODY_LIMIT`); with a larger input the client would
+    // see only "broken pipe", not the answer, and would have sent those 64 MiB for nothing.
     preflight(a, &client, &tok).await?;
     let mut req = client
         .post(url.clone())
