@@ -25,4 +25,6 @@ pub use config::{HsmConfig, TokenSelector};
 pub use error::{Error, KeyringError};
 pub use hsm::Hsm;
 pub use keyring::Keyring;
+// Used by rootseal-bulk and the bulk tests, by crate-root path.
+pub use keyring::{BatchKey, CreateOptions, KeyOp};
 pub use metrics::HsmMetrics;
