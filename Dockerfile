@@ -62,6 +62,7 @@ FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY hsm-backend hsm-backend
+COPY bulk bulk
 COPY vault-config vault-config
 COPY plugin plugin
 COPY tests tests

@@ -13,7 +13,7 @@
 //! exit status (`set -o pipefail`), or use `--output FILE`, which writes to a temporary file
 //! next to FILE and renames it only after the whole stream verified (nothing is left on
 //! failure). `seal` also checks the shape of the sealed stream it receives (header, chunks,
-//! final chunk, nothing after it) before exiting 0.
+//! final chunk, nothing after it: `rootseal_bulk::ShapeCheck`) before exiting 0.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -24,13 +24,13 @@ use bytes::{Bytes, BytesMut};
 use clap::{Args, Subcommand};
 use futures_util::StreamExt;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use rootseal_bulk::ShapeCheck;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::CliResult;
-use crate::bulk::format::{MAX_WRAPPED_LEN, TAG_LEN};
-use crate::bulk::stream::{MAX_CHUNK, STREAM_MAGIC};
+use crate::routes::bulk::AAD_HEADER;
 
 /// Bytes read from stdin per request-body piece.
 pub const READ_PIECE: usize = 1 << 20;
@@ -98,10 +98,21 @@ pub async fn run(cmd: BulkCmd) -> CliResult {
             if let Some(c) = a.chunk_size {
                 q.push(("chunk_size", c.to_string()));
             }
-            let mut shape = SealedShape::default();
+            // The stream format's own parsers check the shape of what the server returns.
+            let mut shape = ShapeCheck::new();
             let mut out = Output::stdout();
-            let r = transfer(&a.server, "bulk-seal", &q, &mut out, |b| shape.feed(b)).await;
-            let r = r.and_then(|()| shape.finish());
+            let r = transfer(&a.server, "bulk-seal", &q, &mut out, |b| {
+                shape
+                    .feed(b)
+                    .map_err(|e| format!("the server returned a malformed sealed stream ({e})"))
+            })
+            .await;
+            let r = r.and_then(|()| {
+                shape.finish().map_err(|_| {
+                    "the sealed stream from the server ended before its final chunk: output is incomplete"
+                        .to_owned()
+                })
+            });
             out.finish(r.is_ok()).await.and(r)
         }
         BulkCmd::Unseal(a) => {
@@ -284,7 +295,7 @@ async fn transfer(
         if STANDARD.decode(ad.trim()).is_err() {
             return Err("--associated-data is not valid base64".into());
         }
-        req = req.header(crate::bulk::http::AAD_HEADER, ad.trim());
+        req = req.header(AAD_HEADER, ad.trim());
     }
     let resp = req.send().await.map_err(|e| {
         let hint = if !e.is_connect() && !e.is_builder() {
@@ -441,152 +452,10 @@ impl Output {
     }
 }
 
-/// A structural check of a sealed object stream as it is received (`docs/bulk-seal.md` §4.3):
-/// header, then chunks, the last one marked final, nothing after it. It cannot verify tags
-/// (the key stays on the server); it makes a response cut short or garbled an error.
-#[derive(Debug, Default)]
-struct SealedShape {
-    /// Bytes of the current header (stream header, then each chunk header).
-    head: Vec<u8>,
-    header_done: bool,
-    chunk_size: usize,
-    /// Body bytes of the current chunk still to come.
-    skip: usize,
-    final_seen: bool,
-}
-
-const SHAPE_ERR: &str = "the server returned a malformed sealed stream";
-
-impl SealedShape {
-    fn feed(&mut self, mut b: &[u8]) -> CliResult {
-        while !b.is_empty() {
-            if self.skip > 0 {
-                let n = self.skip.min(b.len());
-                self.skip -= n;
-                b = b.get(n..).unwrap_or_default();
-                continue;
-            }
-            if self.final_seen {
-                return Err(format!("{SHAPE_ERR} (data after the final chunk)"));
-            }
-            let want = if self.header_done {
-                5
-            } else {
-                self.stream_header_len()?
-            };
-            if self.head.len() < want {
-                let n = (want - self.head.len()).min(b.len());
-                self.head.extend_from_slice(b.get(..n).unwrap_or_default());
-                b = b.get(n..).unwrap_or_default();
-                if self.head.len() < want {
-                    continue;
-                }
-            }
-            if !self.header_done {
-                // The fixed part (11 bytes) tells the whole header's length.
-                let want = self.stream_header_len()?;
-                if self.head.len() < want {
-                    continue;
-                }
-                let cs = self.head.get(want - 4..want).unwrap_or_default();
-                let cs = u32::from_be_bytes(cs.try_into().map_err(|_| SHAPE_ERR.to_owned())?);
-                if cs == 0 || cs > MAX_CHUNK {
-                    return Err(format!("{SHAPE_ERR} (chunk size {cs})"));
-                }
-                self.chunk_size = cs as usize;
-                self.header_done = true;
-            } else {
-                let h = self.head.as_slice();
-                let flag = h.first().copied().unwrap_or(0xff);
-                let len = h.get(1..5).unwrap_or_default();
-                let len =
-                    u32::from_be_bytes(len.try_into().map_err(|_| SHAPE_ERR.to_owned())?) as usize;
-                let max = self.chunk_size + TAG_LEN;
-                match flag {
-                    0 if len == max => {}
-                    1 if (TAG_LEN..=max).contains(&len) => self.final_seen = true,
-                    _ => return Err(format!("{SHAPE_ERR} (bad chunk header)")),
-                }
-                self.skip = len;
-            }
-            self.head.clear();
-        }
-        Ok(())
-    }
-
-    /// Length of the stream header, known once its fixed part is in `head`.
-    fn stream_header_len(&self) -> Result<usize, String> {
-        // magic(4) ‖ version(1) ‖ l1_version(4) ‖ wrapped_len(2) ‖ wrapped ‖ chunk_size(4)
-        let n = self.head.len().min(4);
-        if self.head.get(..n) != STREAM_MAGIC.get(..n) {
-            return Err(format!("{SHAPE_ERR} (bad magic)"));
-        }
-        match self.head.get(9..11) {
-            None => Ok(11),
-            Some(w) => {
-                let wlen = usize::from(u16::from_be_bytes([
-                    w.first().copied().unwrap_or(0),
-                    w.get(1).copied().unwrap_or(0),
-                ]));
-                if wlen == 0 || wlen > MAX_WRAPPED_LEN {
-                    return Err(format!("{SHAPE_ERR} (wrapped key length {wlen})"));
-                }
-                Ok(11 + wlen + 4)
-            }
-        }
-    }
-
-    fn finish(&self) -> CliResult {
-        if self.final_seen && self.skip == 0 && self.head.is_empty() {
-            Ok(())
-        } else {
-            Err("the sealed stream from the server ended before its final chunk: output is incomplete".into())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::bulk::format::BatchCipher;
-    use crate::bulk::stream::StreamSealer;
-    use zeroize::Zeroizing;
-
-    fn sealed(len: usize) -> Vec<u8> {
-        let c = BatchCipher::new("k", 1, &[3; 60], &Zeroizing::new([1; 32])).unwrap();
-        let mut s = StreamSealer::new(c, 1024, b"").unwrap();
-        let mut out = Vec::new();
-        s.header(&mut out);
-        s.push(&vec![9u8; len], &mut out).unwrap();
-        s.finish(&mut out).unwrap();
-        out
-    }
-
-    fn shape(b: &[u8], step: usize) -> CliResult {
-        let mut s = SealedShape::default();
-        for p in b.chunks(step) {
-            s.feed(p)?;
-        }
-        s.finish()
-    }
-
-    #[test]
-    fn sealed_shape_accepts_whole_streams_only() {
-        for len in [0usize, 1, 1024, 3000] {
-            let s = sealed(len);
-            for step in [1usize, 7, 100, 100_000] {
-                shape(&s, step).unwrap();
-            }
-            for cut in 0..s.len() {
-                assert!(shape(&s[..cut], 13).is_err(), "len {len} cut {cut}");
-            }
-            let mut more = s.clone();
-            more.push(0);
-            assert!(shape(&more, 50).is_err());
-        }
-        assert!(shape(b"RSBF\x01", 5).is_err());
-    }
 
     #[test]
     fn server_messages() {

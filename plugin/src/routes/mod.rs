@@ -12,7 +12,7 @@
 //! | `POST`/`PUT` | `/v1/{mount}/decrypt/{name}` | decrypt | token |
 //! | `POST`/`PUT` | `/v1/{mount}/rewrap/{name}` | decrypt + encrypt under the latest version | token |
 //! | `POST`/`PUT` | `/v1/{mount}/datakey/{plaintext\|wrapped}/{name}` | Level 2 data key | token |
-//! | `POST` | `/v1/{mount}/bulk-seal/{name}`, `/bulk-unseal/{name}` | [`crate::bulk::http`] | token |
+//! | `POST` | `/v1/{mount}/bulk-seal/{name}`, `/bulk-unseal/{name}` | bulk seal (`routes/bulk.rs`) | token |
 //! | `PUT`/`POST` | `/v1/auth/token/renew-self` | Vault's answer for a non-renewable token | token |
 //! | `GET` | `/v1/sys/health` | 200 when the HSM answers, 503 otherwise | none |
 //! | `GET` | `/metrics` | Prometheus text | none |
@@ -41,6 +41,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tracing::Instrument;
 
+pub(crate) mod bulk;
 pub mod ciphertext;
 pub mod de;
 pub mod error;
@@ -396,7 +397,7 @@ fn transit_routes() -> Router<AppState> {
 /// Extra routes under the transit mount (relative to `/v1/{mount}`), behind the same token check
 /// and envelope: the bulk-seal engine's `bulk-seal/{name}` and `bulk-unseal/{name}`.
 pub fn bulk_routes() -> Router<AppState> {
-    crate::bulk::http::router::<AppState, Keyring>()
+    bulk::router::<AppState, Keyring>()
 }
 
 /// The whole API.

@@ -12,18 +12,19 @@ use aws_lc_rs::digest;
 use base64_simd::STANDARD as B64;
 use zeroize::Zeroizing;
 
-use super::BulkError;
+use crate::error::BulkError;
+use crate::MAX_ITEMS_PER_BATCH;
 
 /// The current format version of sealed items, frames and streams.
-pub const FORMAT_V1: u8 = 1;
+pub(crate) const FORMAT_V1: u8 = 1;
 /// The prefix of a sealed item in JSON (never confused with transit's `vault:v<N>:`).
-pub const ITEM_PREFIX: &str = "rsb1:";
+pub(crate) const ITEM_PREFIX: &str = "rsb1:";
 /// The AES-GCM tag length.
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 /// Upper bound of a wrapped batch key (the keyring's is 60 bytes).
-pub const MAX_WRAPPED_LEN: usize = 256;
+pub(crate) const MAX_WRAPPED_LEN: usize = 256;
 /// Length of a batch id.
-pub const BATCH_ID_LEN: usize = 16;
+pub(crate) const BATCH_ID_LEN: usize = 16;
 
 const ITEM_DOMAIN: &[u8] = b"rootseal/bulk/item";
 const STREAM_DOMAIN: &[u8] = b"rootseal/bulk/stream";
@@ -31,7 +32,7 @@ const BATCH_ID_DOMAIN: &[u8] = b"rootseal/bulk/batch-id/v1";
 
 /// The batch id: `SHA-256("rootseal/bulk/batch-id/v1" ‖ wrapped)[..16]`, derived from the wrapped
 /// batch key so that the two can never disagree.
-pub fn batch_id(wrapped: &[u8]) -> [u8; BATCH_ID_LEN] {
+pub(crate) fn batch_id(wrapped: &[u8]) -> [u8; BATCH_ID_LEN] {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(BATCH_ID_DOMAIN);
     ctx.update(wrapped);
@@ -44,7 +45,7 @@ pub fn batch_id(wrapped: &[u8]) -> [u8; BATCH_ID_LEN] {
 }
 
 /// The 96-bit big-endian counter nonce.
-pub fn counter_nonce(counter: u64) -> Nonce {
+pub(crate) fn counter_nonce(counter: u64) -> Nonce {
     let mut n = [0u8; NONCE_LEN];
     n[4..].copy_from_slice(&counter.to_be_bytes());
     Nonce::assume_unique_for_key(n)
@@ -57,6 +58,8 @@ pub struct BatchCipher {
     name: String,
     version: u32,
     wrapped: Vec<u8>,
+    /// `version ‖ wrapped_len:u16 ‖ wrapped`, as every format carries it (see [`parse_wrapped`]).
+    wrapped_field: Vec<u8>,
     id: [u8; BATCH_ID_LEN],
     item_aad_prefix: Vec<u8>,
 }
@@ -94,6 +97,12 @@ impl BatchCipher {
         if wrapped.is_empty() || wrapped.len() > MAX_WRAPPED_LEN {
             return Err(BulkError::malformed("wrapped batch key has a bad length"));
         }
+        let wrapped_len = u16::try_from(wrapped.len())
+            .map_err(|_| BulkError::malformed("wrapped batch key has a bad length"))?;
+        let mut wrapped_field = Vec::with_capacity(4 + 2 + wrapped.len());
+        wrapped_field.extend_from_slice(&version.to_be_bytes());
+        wrapped_field.extend_from_slice(&wrapped_len.to_be_bytes());
+        wrapped_field.extend_from_slice(wrapped);
         let unbound =
             UnboundKey::new(&AES_256_GCM, key.as_ref()).map_err(|_| BulkError::Internal)?;
         let id = batch_id(wrapped);
@@ -108,25 +117,32 @@ impl BatchCipher {
             name: name.to_owned(),
             version,
             wrapped: wrapped.to_vec(),
+            wrapped_field,
             id,
             item_aad_prefix,
         })
     }
 
     /// The key name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
     /// The L1 version that wraps the batch key.
-    pub fn version(&self) -> u32 {
+    pub(crate) fn version(&self) -> u32 {
         self.version
     }
     /// The wrapped batch key.
-    pub fn wrapped(&self) -> &[u8] {
+    pub(crate) fn wrapped(&self) -> &[u8] {
         &self.wrapped
     }
+    /// `version ‖ wrapped_len:u16 ‖ wrapped`: the wire form of the wrapped batch key in a
+    /// sealed item, a `BATCH` record and a stream header (the one writer; [`parse_wrapped`]
+    /// reads it).
+    pub(crate) fn wrapped_field(&self) -> &[u8] {
+        &self.wrapped_field
+    }
     /// The batch id.
-    pub fn id(&self) -> &[u8; BATCH_ID_LEN] {
+    pub(crate) fn id(&self) -> &[u8; BATCH_ID_LEN] {
         &self.id
     }
 
@@ -139,7 +155,7 @@ impl BatchCipher {
 
     /// Seals `buf[start..]` in place as item `index` and appends the tag.
     /// `aad_scratch` is reused between calls to avoid an allocation per item.
-    pub fn seal_tail(
+    pub(crate) fn seal_tail(
         &self,
         index: u32,
         caller_aad: &[u8],
@@ -147,7 +163,7 @@ impl BatchCipher {
         start: usize,
         aad_scratch: &mut Vec<u8>,
     ) -> Result<(), BulkError> {
-        if index >= super::MAX_ITEMS_PER_BATCH {
+        if index >= MAX_ITEMS_PER_BATCH {
             return Err(BulkError::TooManyItems);
         }
         self.item_aad(index, caller_aad, aad_scratch);
@@ -165,14 +181,14 @@ impl BatchCipher {
     }
 
     /// Opens `ct ‖ tag` of item `index` in place; returns the plaintext slice.
-    pub fn open_in_place<'a>(
+    pub(crate) fn open_in_place<'a>(
         &self,
         index: u32,
         caller_aad: &[u8],
         ct_tag: &'a mut [u8],
         aad_scratch: &mut Vec<u8>,
     ) -> Result<&'a mut [u8], BulkError> {
-        if ct_tag.len() < TAG_LEN || index >= super::MAX_ITEMS_PER_BATCH {
+        if ct_tag.len() < TAG_LEN || index >= MAX_ITEMS_PER_BATCH {
             return Err(BulkError::InvalidCiphertext);
         }
         self.item_aad(index, caller_aad, aad_scratch);
@@ -186,18 +202,15 @@ impl BatchCipher {
     }
 
     /// Writes the self-contained item header (`fmt ‖ version ‖ wrapped_len ‖ wrapped ‖ index`).
-    pub fn push_item_header(&self, index: u32, out: &mut Vec<u8>) {
+    pub(crate) fn push_item_header(&self, index: u32, out: &mut Vec<u8>) {
         out.push(FORMAT_V1);
-        out.extend_from_slice(&self.version.to_be_bytes());
-        // `new` checked wrapped.len() ≤ MAX_WRAPPED_LEN < u16::MAX.
-        out.extend_from_slice(&(self.wrapped.len() as u16).to_be_bytes());
-        out.extend_from_slice(&self.wrapped);
+        out.extend_from_slice(&self.wrapped_field);
         out.extend_from_slice(&index.to_be_bytes());
     }
 
     /// Length of the item header written by [`Self::push_item_header`].
-    pub fn item_header_len(&self) -> usize {
-        1 + 4 + 2 + self.wrapped.len() + 4
+    pub(crate) fn item_header_len(&self) -> usize {
+        1 + self.wrapped_field.len() + 4
     }
 
     /// The stream-chunk AAD (see `docs/bulk-seal.md` §3).
@@ -324,7 +337,7 @@ pub fn parse_item(bytes: &[u8]) -> Result<ItemRef<'_>, BulkError> {
 }
 
 /// The base64 part of a JSON ciphertext string, or a clear error for anything else.
-pub fn strip_item_prefix(s: &str) -> Result<&str, BulkError> {
+pub(crate) fn strip_item_prefix(s: &str) -> Result<&str, BulkError> {
     s.strip_prefix(ITEM_PREFIX).ok_or_else(|| {
         if s.starts_with("vault:") {
             BulkError::malformed(
@@ -345,7 +358,7 @@ pub fn decode_item_string(s: &str, out: &mut Vec<u8>) -> Result<(), BulkError> {
 }
 
 /// Appends `rsb1:` ‖ base64(`item`) to `out` (no quotes).
-pub fn encode_item_string(item: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn encode_item_string(item: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(ITEM_PREFIX.as_bytes());
     B64.encode_append(item, out);
 }

@@ -7,12 +7,18 @@
 //!
 //! Nonce = chunk counter; the AAD binds the final flag, so truncation at a chunk boundary,
 //! reordering, and appending after the final chunk are all detected (`docs/bulk-seal.md` §4.3).
+//!
+//! The header and the chunk header each have one parser here (`parse_header`,
+//! `parse_chunk_header`), shared by the [`StreamOpener`] and by [`ShapeCheck`], the check a
+//! client without the key runs on a sealed stream it receives.
 
 use aws_lc_rs::aead::Aad;
 use bytes::{Buf, BytesMut};
 
-use super::format::{counter_nonce, parse_wrapped, BatchCipher, Cursor, FORMAT_V1, TAG_LEN};
-use super::BulkError;
+use crate::error::BulkError;
+use crate::format::{
+    counter_nonce, parse_wrapped, BatchCipher, Cursor, FORMAT_V1, MAX_WRAPPED_LEN, TAG_LEN,
+};
 
 /// Magic of an object stream.
 pub const STREAM_MAGIC: &[u8; 4] = b"RSBS";
@@ -23,9 +29,76 @@ pub const MIN_CHUNK: u32 = 1 << 10;
 /// Largest chunk size accepted (bounds every allocation of the reader).
 pub const MAX_CHUNK: u32 = 16 << 20;
 /// Chunks per stream at most (one batch key per stream).
-pub const MAX_CHUNKS: u64 = 1 << 32;
+pub(crate) const MAX_CHUNKS: u64 = 1 << 32;
 
 const CHUNK_HEADER_LEN: usize = 5;
+/// The longest stream header: magic, version, L1 version, wrapped length, wrapped, chunk size.
+const MAX_HEADER_LEN: usize = 4 + 1 + 4 + 2 + MAX_WRAPPED_LEN + 4;
+
+/// Parses the stream header at the start of `buf`: the header and its length, or `Ok(None)`
+/// while `buf` holds only a (so far valid) prefix of it.
+fn parse_header(buf: &[u8]) -> Result<Option<(StreamHeader, usize)>, BulkError> {
+    let n = buf.len().min(4);
+    if buf.get(..n) != STREAM_MAGIC.get(..n) {
+        return Err(BulkError::malformed(
+            "not a rootseal object stream (bad magic)",
+        ));
+    }
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let mut c = Cursor::new(buf);
+    c.take(4, "stream header")?;
+    let v = c.u8("stream header")?;
+    if v != FORMAT_V1 {
+        return Err(BulkError::UnsupportedVersion(v));
+    }
+    let parsed = (|| {
+        let (version, wrapped) = parse_wrapped(&mut c)?;
+        let chunk_size = c.u32("stream header")?;
+        Ok::<_, BulkError>((version, wrapped.to_vec(), chunk_size, c.pos()))
+    })();
+    let (version, wrapped, chunk_size, used) = match parsed {
+        Ok(p) => p,
+        Err(BulkError::Truncated(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
+        return Err(BulkError::TooLong {
+            what: "chunk size",
+            len: u64::from(chunk_size),
+            max: u64::from(MAX_CHUNK),
+        });
+    }
+    let header = StreamHeader {
+        version,
+        wrapped,
+        chunk_size,
+    };
+    Ok(Some((header, used)))
+}
+
+/// Parses a chunk header (`flag ‖ len`, [`CHUNK_HEADER_LEN`] bytes) of a stream with chunks of
+/// `chunk_size`: whether the chunk is final, and the length of its `ct ‖ tag`. Every chunk but
+/// the final one is full; the final one holds at least its tag.
+fn parse_chunk_header(hdr: &[u8], chunk_size: u32) -> Result<(bool, usize), BulkError> {
+    let flag = hdr.first().copied().unwrap_or(0xff);
+    let len = u32::from_be_bytes([
+        hdr.get(1).copied().unwrap_or(0),
+        hdr.get(2).copied().unwrap_or(0),
+        hdr.get(3).copied().unwrap_or(0),
+        hdr.get(4).copied().unwrap_or(0),
+    ]) as usize;
+    let max = chunk_size as usize + TAG_LEN;
+    match flag {
+        0 if len == max => Ok((false, len)),
+        1 if (TAG_LEN..=max).contains(&len) => Ok((true, len)),
+        0 | 1 => Err(BulkError::malformed(format!(
+            "chunk length {len} does not match chunk size {chunk_size}"
+        ))),
+        f => Err(BulkError::malformed(format!("bad chunk flag {f}"))),
+    }
+}
 
 /// Seals one object as a stream of chunks.
 #[derive(Debug)]
@@ -60,10 +133,7 @@ impl StreamSealer {
     pub fn header(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(STREAM_MAGIC);
         out.push(FORMAT_V1);
-        out.extend_from_slice(&self.cipher.version().to_be_bytes());
-        let w = self.cipher.wrapped();
-        out.extend_from_slice(&(w.len() as u16).to_be_bytes());
-        out.extend_from_slice(w);
+        out.extend_from_slice(self.cipher.wrapped_field());
         out.extend_from_slice(&self.chunk_size.to_be_bytes());
     }
 
@@ -83,8 +153,10 @@ impl StreamSealer {
             &self.caller_aad,
             &mut self.aad,
         );
+        // `plain` holds at most one chunk (≤ MAX_CHUNK bytes).
+        let len = u32::try_from(plain.len() + TAG_LEN).map_err(|_| BulkError::Internal)?;
         out.push(u8::from(final_chunk));
-        out.extend_from_slice(&((plain.len() + TAG_LEN) as u32).to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
         let start = out.len();
         out.extend_from_slice(plain);
         let tail = out.get_mut(start..).ok_or(BulkError::Internal)?;
@@ -176,44 +248,11 @@ impl StreamOpener {
     /// Parses the header once enough bytes are there (`Ok(None)`: need more).
     pub fn header(&mut self) -> Result<Option<&StreamHeader>, BulkError> {
         if self.header.is_none() {
-            let n = self.buf.len().min(4);
-            if self.buf.get(..n) != STREAM_MAGIC.get(..n) {
-                return Err(BulkError::malformed(
-                    "not a rootseal object stream (bad magic)",
-                ));
-            }
-            if self.buf.len() < 5 {
+            let Some((header, used)) = parse_header(&self.buf)? else {
                 return Ok(None);
-            }
-            let mut c = Cursor::new(&self.buf);
-            c.take(4, "stream header")?;
-            let v = c.u8("stream header")?;
-            if v != FORMAT_V1 {
-                return Err(BulkError::UnsupportedVersion(v));
-            }
-            let parsed = (|| {
-                let (version, wrapped) = parse_wrapped(&mut c)?;
-                let chunk_size = c.u32("stream header")?;
-                Ok::<_, BulkError>((version, wrapped.to_vec(), chunk_size, c.pos()))
-            })();
-            let (version, wrapped, chunk_size, used) = match parsed {
-                Ok(p) => p,
-                Err(BulkError::Truncated(_)) => return Ok(None),
-                Err(e) => return Err(e),
             };
-            if !(MIN_CHUNK..=MAX_CHUNK).contains(&chunk_size) {
-                return Err(BulkError::TooLong {
-                    what: "chunk size",
-                    len: u64::from(chunk_size),
-                    max: u64::from(MAX_CHUNK),
-                });
-            }
             self.buf.advance(used);
-            self.header = Some(StreamHeader {
-                version,
-                wrapped,
-                chunk_size,
-            });
+            self.header = Some(header);
         }
         Ok(self.header.as_ref())
     }
@@ -234,7 +273,7 @@ impl StreamOpener {
 
     /// Like [`Self::next_chunk`], but returns the chunk's plaintext as the buffer it was opened
     /// in (no copy). `Ok(None)`: need more bytes; `Ok(Some((_, true)))`: the final chunk.
-    pub fn next_chunk_bytes(&mut self) -> Result<Option<(bytes::Bytes, bool)>, BulkError> {
+    pub(crate) fn next_chunk_bytes(&mut self) -> Result<Option<(bytes::Bytes, bool)>, BulkError> {
         Ok(self.open_next()?.map(|(plain, fin)| (plain.freeze(), fin)))
     }
 
@@ -252,24 +291,7 @@ impl StreamOpener {
         let Some(hdr) = self.buf.get(..CHUNK_HEADER_LEN) else {
             return Ok(None);
         };
-        let flag = hdr.first().copied().unwrap_or(0xff);
-        let len = u32::from_be_bytes([
-            hdr.get(1).copied().unwrap_or(0),
-            hdr.get(2).copied().unwrap_or(0),
-            hdr.get(3).copied().unwrap_or(0),
-            hdr.get(4).copied().unwrap_or(0),
-        ]) as usize;
-        let max = chunk_size as usize + TAG_LEN;
-        let final_chunk = match flag {
-            0 if len == max => false,
-            1 if (TAG_LEN..=max).contains(&len) => true,
-            0 | 1 => {
-                return Err(BulkError::malformed(format!(
-                    "chunk length {len} does not match chunk size {chunk_size}"
-                )))
-            }
-            f => return Err(BulkError::malformed(format!("bad chunk flag {f}"))),
-        };
+        let (final_chunk, len) = parse_chunk_header(hdr, chunk_size)?;
         if self.buf.len() < CHUNK_HEADER_LEN + len {
             self.buf.reserve(CHUNK_HEADER_LEN + len - self.buf.len());
             return Ok(None);
@@ -314,6 +336,80 @@ impl StreamOpener {
             return Err(BulkError::malformed("data after the final chunk"));
         }
         Ok(())
+    }
+}
+
+/// A structural check of a sealed object stream as a client receives it, without the key (it
+/// stays on the server): header, then chunks, the last one marked final, nothing after it. It
+/// reads with the [`StreamOpener`]'s own header and chunk-header parsers but cannot verify tags;
+/// it makes a stream cut short or garbled an error (`rootseal bulk seal` runs it on the
+/// response). Memory: at most one stream header.
+#[derive(Debug, Default)]
+pub struct ShapeCheck {
+    /// Bytes of the header being read: the stream header, then each chunk header.
+    head: Vec<u8>,
+    /// The stream's chunk size, once its header was read.
+    chunk_size: Option<u32>,
+    /// Body bytes of the current chunk still to come.
+    skip: usize,
+    final_seen: bool,
+}
+
+impl ShapeCheck {
+    /// A check expecting the stream header.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks the next received bytes.
+    pub fn feed(&mut self, mut b: &[u8]) -> Result<(), BulkError> {
+        while !b.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(b.len());
+                self.skip -= n;
+                b = b.get(n..).unwrap_or_default();
+                continue;
+            }
+            if self.final_seen {
+                return Err(BulkError::malformed("data after the final chunk"));
+            }
+            let Some(chunk_size) = self.chunk_size else {
+                let n = MAX_HEADER_LEN.saturating_sub(self.head.len()).min(b.len());
+                self.head.extend_from_slice(b.get(..n).unwrap_or_default());
+                match parse_header(&self.head)? {
+                    Some((header, used)) => {
+                        // The bytes taken past the header begin the first chunk: give them back.
+                        let past = self.head.len() - used;
+                        b = b.get(n - past..).unwrap_or_default();
+                        self.chunk_size = Some(header.chunk_size);
+                        self.head.clear();
+                    }
+                    // MAX_HEADER_LEN bytes always hold a whole header.
+                    None if n == 0 => return Err(BulkError::malformed("stream header too long")),
+                    None => b = b.get(n..).unwrap_or_default(),
+                }
+                continue;
+            };
+            let n = (CHUNK_HEADER_LEN - self.head.len()).min(b.len());
+            self.head.extend_from_slice(b.get(..n).unwrap_or_default());
+            b = b.get(n..).unwrap_or_default();
+            if self.head.len() == CHUNK_HEADER_LEN {
+                let (final_chunk, len) = parse_chunk_header(&self.head, chunk_size)?;
+                self.final_seen = final_chunk;
+                self.skip = len;
+                self.head.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Called at end of input: an error unless the final chunk was received whole.
+    pub fn finish(&self) -> Result<(), BulkError> {
+        if self.final_seen && self.skip == 0 && self.head.is_empty() {
+            Ok(())
+        } else {
+            Err(BulkError::Truncated("stream"))
+        }
     }
 }
 
@@ -432,6 +528,42 @@ mod tests {
         len[cs_off + 4 + 1..cs_off + 4 + 5].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(open(&len, 100, 1).is_err());
         assert!(open(b"RSBF\x01", 100, 1).is_err());
+    }
+
+    // Moved from the CLI (`plugin/src/cli/bulk.rs`), which now calls `ShapeCheck`.
+    fn sealed(len: usize) -> Vec<u8> {
+        let c = BatchCipher::new("k", 1, &[3; 60], &Zeroizing::new([1; 32])).unwrap();
+        let mut s = StreamSealer::new(c, 1024, b"").unwrap();
+        let mut out = Vec::new();
+        s.header(&mut out);
+        s.push(&vec![9u8; len], &mut out).unwrap();
+        s.finish(&mut out).unwrap();
+        out
+    }
+
+    fn shape(b: &[u8], step: usize) -> Result<(), BulkError> {
+        let mut s = ShapeCheck::new();
+        for p in b.chunks(step) {
+            s.feed(p)?;
+        }
+        s.finish()
+    }
+
+    #[test]
+    fn sealed_shape_accepts_whole_streams_only() {
+        for len in [0usize, 1, 1024, 3000] {
+            let s = sealed(len);
+            for step in [1usize, 7, 100, 100_000] {
+                shape(&s, step).unwrap();
+            }
+            for cut in 0..s.len() {
+                assert!(shape(&s[..cut], 13).is_err(), "len {len} cut {cut}");
+            }
+            let mut more = s.clone();
+            more.push(0);
+            assert!(shape(&more, 50).is_err());
+        }
+        assert!(shape(b"RSBF\x01", 5).is_err());
     }
 
     /// Stable stand-in for the cargo-fuzz target: random cuts and bit flips of a valid stream

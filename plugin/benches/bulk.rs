@@ -1,27 +1,60 @@
 //! The bulk-seal benchmark (`scripts/bench-bulk`): run with
-//! `cargo test --release -p rootseal --lib bulk::bench -- --ignored --nocapture`.
-//! It prints the "Bulk seal" section of `docs/benchmarks.md`: figures are same-run ratios
-//! against raw aws-lc-rs AES-256-GCM on all cores and against OpenBao transit `batch_input`
-//! (when `BENCH_BAO_ADDR` and `BENCH_BAO_TOKEN` point at a `bao server -dev` with transit).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+//! `cargo bench -p rootseal --bench bulk` (add `-- inproc` or `-- json-phases` for the two
+//! profiling aids). It prints the "Bulk seal" section of `docs/benchmarks.md`: figures are
+//! same-run ratios against raw aws-lc-rs AES-256-GCM on all cores and against OpenBao transit
+//! `batch_input` (when `BENCH_BAO_ADDR` and `BENCH_BAO_TOKEN` point at a `bao server -dev` with
+//! transit).
+//!
+//! It lives in the binary's crate, not in `rootseal-bulk`, because it measures the HTTP face
+//! too (the bulk routes on the production listener, a reqwest client); the engine's figures go
+//! through `rootseal_bulk`'s public API alone.
+#![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, UnboundKey, AES_256_GCM};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rootseal_hsm::keyring::CreateOptions;
+use rootseal::routes::{bulk_routes, ApiConfig, AppState};
+use rootseal_bulk::{put_end, put_header, put_record, threads, FrameDecoder, Kind};
 use rootseal_hsm::softhsm::TestToken;
-use rootseal_hsm::{Hsm, Keyring};
+use rootseal_hsm::{CreateOptions, Hsm, Keyring};
+use secrecy::SecretString;
 use tokio::sync::mpsc;
 
-use super::engine::{self, threads};
-use super::format::counter_nonce;
-use super::frame::{self, FrameDecoder, Kind};
-
 const ITEM: usize = 4096;
+
+fn main() {
+    // `cargo bench` passes `--bench`; the first other argument picks the run.
+    let run = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .unwrap_or_else(|| "bulk".to_owned());
+    // As the test runtime the benchmark ran on before: two async workers.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match run.as_str() {
+        "bulk" => rt.block_on(bench_bulk()),
+        "inproc" => rt.block_on(bench_bulk_inproc_only()),
+        "json-phases" => rt.block_on(bench_bulk_json_phases()),
+        other => {
+            eprintln!("unknown run {other:?}: expected bulk, inproc or json-phases");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The engine's nonce: a 96-bit big-endian counter (`docs/bulk-seal.md` §3), for the anchors.
+fn counter_nonce(counter: u64) -> Nonce {
+    let mut n = [0u8; NONCE_LEN];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    Nonce::assume_unique_for_key(n)
+}
 
 fn secs() -> f64 {
     std::env::var("BENCH_SECS")
@@ -207,7 +240,7 @@ fn item_frames(n: usize) -> Bytes {
     let mut out = Vec::with_capacity(n * (ITEM + 9));
     let pt = vec![0x42u8; ITEM];
     for _ in 0..n {
-        frame::put_record(&mut out, Kind::Item, &[&0u32.to_be_bytes(), &pt]);
+        put_record(&mut out, Kind::Item, &[&0u32.to_be_bytes(), &pt]);
     }
     Bytes::from(out)
 }
@@ -218,7 +251,7 @@ fn frame_request(total: usize) -> (Vec<Bytes>, usize) {
     let piece = item_frames(per);
     let mut v = Vec::new();
     let mut head = Vec::new();
-    frame::put_header(&mut head);
+    put_header(&mut head);
     v.push(Bytes::from(head));
     let mut n = 0;
     while n + per <= total {
@@ -226,7 +259,7 @@ fn frame_request(total: usize) -> (Vec<Bytes>, usize) {
         n += per;
     }
     let mut end = Vec::new();
-    frame::put_end(&mut end, n as u64);
+    put_end(&mut end, n as u64);
     v.push(Bytes::from(end));
     (v, n)
 }
@@ -249,10 +282,10 @@ async fn in_process(kr: &Keyring, items: usize) -> f64 {
     let mut it = pieces.into_iter();
     dec.push(&it.next().unwrap());
     assert!(dec.header().unwrap());
-    let cipher = engine::new_cipher(kr, "bench").await.unwrap();
+    let cipher = rootseal_bulk::new_cipher(kr, "bench").await.unwrap();
     let (tx, mut rx) = mpsc::channel(4);
     let input = futures_util::stream::iter(it.map(Ok::<_, std::io::Error>));
-    tokio::spawn(engine::seal_frames(
+    tokio::spawn(rootseal_bulk::seal_frames(
         kr.clone(),
         "bench".into(),
         cipher,
@@ -268,14 +301,16 @@ async fn in_process(kr: &Keyring, items: usize) -> f64 {
     (n * ITEM) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The bulk routes alone (no token check) on the production listener.
 async fn serve(kr: Keyring) -> String {
+    let state = AppState::new(kr, SecretString::from("bench"), ApiConfig::default());
     let app = axum::Router::new()
-        .nest("/v1/{mount}", super::http::router::<Keyring, Keyring>())
-        .with_state(kr);
+        .nest("/v1/{mount}", bulk_routes())
+        .with_state(state);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     // The production listener (TCP_NODELAY, keep-alive), not axum's default one.
-    tokio::spawn(crate::server::serve_listener(
+    tokio::spawn(rootseal::server::serve_listener(
         l,
         None,
         app,
@@ -364,9 +399,7 @@ fn mb(x: f64) -> String {
     format!("{:.0} MB/s", x / 1e6)
 }
 
-/// Only the in-process binary figure and its anchor, for profiling (`perf record` this test).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "profiling aid for scripts/bench-bulk"]
+/// Only the in-process binary figure and its anchor, for profiling (`perf record` this run).
 async fn bench_bulk_inproc_only() {
     let dur = secs();
     let raw = raw_gcm(threads(), dur);
@@ -387,8 +420,7 @@ async fn bench_bulk_inproc_only() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: scripts/bench-bulk"]
+/// Every figure of the "Bulk seal" section, printed between `BENCH-BEGIN` and `BENCH-END`.
 async fn bench_bulk() {
     let dur = secs();
     let cores = threads();
@@ -401,7 +433,7 @@ async fn bench_bulk() {
     let (kr, hsm, _dir) = keyring().await;
     // The key's first use after start loads its L1 into the HSM (unwrap and MAC check), once
     // per process: count the calls of the batches alone.
-    let _ = engine::new_cipher(&kr, "bench").await.unwrap();
+    let _ = rootseal_bulk::new_cipher(&kr, "bench").await.unwrap();
     let before = hsm.metrics().total();
     let items = (dur * 1.0e9 / ITEM as f64) as usize; // ~1 GB per second of budget
     let (c0, t0) = (cpu_secs(), Instant::now());
@@ -478,22 +510,21 @@ async fn bench_bulk() {
 
 /// Where a JSON bulk-seal request's time goes (profiling aid): the HSM job for the batch key,
 /// the engine (parse, decode, seal, encode on all cores), and the whole HTTP round trip.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "profiling aid for scripts/bench-bulk"]
 async fn bench_bulk_json_phases() {
     let (kr, _hsm, _dir) = keyring().await;
     let body = json_body(400);
     let n = 200;
     let t = Instant::now();
     for _ in 0..n {
-        let _ = engine::new_cipher(&kr, "bench").await.unwrap();
+        let _ = rootseal_bulk::new_cipher(&kr, "bench").await.unwrap();
     }
     let mint = t.elapsed().as_secs_f64() / n as f64;
     let t = Instant::now();
     for _ in 0..n {
-        let _ = engine::seal_json_async(kr.clone(), "bench".into(), Bytes::from(body.clone()))
-            .await
-            .unwrap();
+        let _ =
+            rootseal_bulk::seal_json_async(kr.clone(), "bench".into(), Bytes::from(body.clone()))
+                .await
+                .unwrap();
     }
     let eng = t.elapsed().as_secs_f64() / n as f64;
     let base = serve(kr.clone()).await;

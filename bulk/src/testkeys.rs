@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use rootseal_hsm::keyring::BatchKey;
-use rootseal_hsm::KeyringError;
+use rootseal_hsm::{BatchKey, KeyringError};
 use zeroize::Zeroizing;
 
-use super::BatchKeySource;
+use crate::source::BatchKeySource;
 
 /// Software "L1" keys by name: version n is `keys[n-1]`.
 pub(crate) struct SoftKeys {

@@ -7,13 +7,12 @@ use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use http_body_util::BodyExt;
-use rootseal_hsm::keyring::{CreateOptions, KeyOp};
+use rootseal_bulk::{put_end, put_header, put_record, FrameDecoder, Kind};
 use rootseal_hsm::softhsm::TestToken;
-use rootseal_hsm::Keyring;
+use rootseal_hsm::{CreateOptions, KeyOp, Keyring};
 use tower::ServiceExt;
 
-use super::frame::{self, FrameDecoder, Kind};
-use super::http::router;
+use super::router;
 
 fn app(keyring: Keyring) -> Router {
     Router::new()
@@ -170,15 +169,15 @@ async fn bulk_against_softhsm() {
 
     // Binary frames: seal, then pipe the response into unseal.
     let mut req = Vec::new();
-    frame::put_header(&mut req);
+    put_header(&mut req);
     for i in 0..500u32 {
-        frame::put_record(
+        put_record(
             &mut req,
             Kind::Item,
             &[&0u32.to_be_bytes(), &i.to_be_bytes()],
         );
     }
-    frame::put_end(&mut req, 500);
+    put_end(&mut req, 500);
     let before = m();
     let (s, sealed) = call(
         &app,

@@ -12,15 +12,15 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::format::FORMAT_V1;
-use super::BulkError;
+use crate::error::BulkError;
+use crate::format::{Cursor, FORMAT_V1};
 
 /// Magic of a frame stream.
 pub const FRAME_MAGIC: &[u8; 4] = b"RSBF";
 /// Length of the stream header (magic + version).
-pub const HEADER_LEN: usize = 5;
+pub(crate) const HEADER_LEN: usize = 5;
 /// Length of a record header (kind + len).
-pub const RECORD_HEADER_LEN: usize = 5;
+pub(crate) const RECORD_HEADER_LEN: usize = 5;
 /// The largest record body accepted: 16 MiB of plaintext plus item overhead.
 pub const MAX_FRAME: u32 = (16 << 20) + 64;
 /// Request-level errors use this item number in an `ERROR` record; the stream then stops.
@@ -158,11 +158,6 @@ impl FrameDecoder {
         }
     }
 
-    /// Whether the `END` record was seen.
-    pub fn ended(&self) -> bool {
-        self.ended
-    }
-
     /// Checks the stream header once 5 bytes are there. `Ok(false)`: need more bytes.
     pub fn header(&mut self) -> Result<bool, BulkError> {
         if self.header_done {
@@ -277,7 +272,7 @@ pub fn put_header(out: &mut impl BufMut) {
 }
 
 /// Appends a record header for a body of `len` bytes.
-pub fn put_record_header(out: &mut impl BufMut, kind: Kind, len: usize) {
+pub(crate) fn put_record_header(out: &mut impl BufMut, kind: Kind, len: usize) {
     out.put_u8(kind as u8);
     out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
 }
@@ -292,7 +287,7 @@ pub fn put_record(out: &mut impl BufMut, kind: Kind, parts: &[&[u8]]) {
 }
 
 /// Appends an `ERROR` record.
-pub fn put_error(out: &mut impl BufMut, item: u64, msg: &str) {
+pub(crate) fn put_error(out: &mut impl BufMut, item: u64, msg: &str) {
     put_record(out, Kind::Error, &[&item.to_be_bytes(), msg.as_bytes()]);
 }
 
@@ -301,18 +296,20 @@ pub fn put_end(out: &mut impl BufMut, count: u64) {
     put_record(out, Kind::End, &[&count.to_be_bytes()]);
 }
 
-/// Splits an `ITEM` body into `(aad, plaintext)`.
+/// Splits an `ITEM` body into `(aad, plaintext)` (the engine's seal input; public for the
+/// `frame_decoder` fuzz target).
 pub fn split_item(body: &Bytes) -> Result<(Bytes, Bytes), BulkError> {
-    let mut c = super::format::Cursor::new(body);
+    let mut c = Cursor::new(body);
     let aad_len = c.u32("ITEM record")? as usize;
     c.take(aad_len, "ITEM record")?;
     let start = 4 + aad_len;
     Ok((body.slice(4..start), body.slice(start..)))
 }
 
-/// Parses an `ERROR` body into `(item, message)`.
+/// Parses an `ERROR` body into `(item, message)`: what a client reading a response (and the
+/// `frame_decoder` fuzz target) needs; the engine only writes `ERROR` records.
 pub fn split_error(body: &[u8]) -> Result<(u64, String), BulkError> {
-    let mut c = super::format::Cursor::new(body);
+    let mut c = Cursor::new(body);
     let item = c.u64("ERROR record")?;
     Ok((item, String::from_utf8_lossy(c.rest()).into_owned()))
 }

@@ -7,13 +7,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::format::{BatchCipher, BATCH_ID_LEN};
+use crate::format::{BatchCipher, BATCH_ID_LEN};
 
 type CacheKey = (String, u32, [u8; BATCH_ID_LEN]);
 
 /// Bounded FIFO cache of batch ciphers.
 #[derive(Debug)]
-pub struct BatchKeyCache {
+pub(crate) struct BatchKeyCache {
     cap: usize,
     map: HashMap<CacheKey, Arc<BatchCipher>>,
     order: VecDeque<CacheKey>,
@@ -21,7 +21,7 @@ pub struct BatchKeyCache {
 
 impl BatchKeyCache {
     /// A cache holding at most `cap` (≥ 1) batch keys.
-    pub fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Self {
             cap: cap.max(1),
             map: HashMap::new(),
@@ -30,7 +30,7 @@ impl BatchKeyCache {
     }
 
     /// The cipher of batch `id` of `name` v`version`, if cached.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         name: &str,
         version: u32,
@@ -40,7 +40,7 @@ impl BatchKeyCache {
     }
 
     /// Inserts a cipher, evicting the oldest entry when full.
-    pub fn insert(&mut self, cipher: Arc<BatchCipher>) {
+    pub(crate) fn insert(&mut self, cipher: Arc<BatchCipher>) {
         let key = (cipher.name().to_owned(), cipher.version(), *cipher.id());
         if self.map.contains_key(&key) {
             return;
@@ -57,14 +57,10 @@ impl BatchKeyCache {
         self.map.insert(key, cipher);
     }
 
-    /// Number of cached keys.
-    pub fn len(&self) -> usize {
+    /// Number of cached keys (for the bound's test).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 

@@ -1,15 +1,9 @@
-//! HTTP handlers for `POST …/bulk-seal/{name}` and `POST …/bulk-unseal/{name}`.
+//! HTTP handlers for `POST …/bulk-seal/{name}` and `POST …/bulk-unseal/{name}`: the HTTP face of
+//! the `rootseal-bulk` engine.
 //!
 //! Mounting: [`router`] returns a `Router<S>` with the two routes for any state `S` from which the
-//! key source can be extracted (`K: FromRef<S>`, e.g. `Keyring` from an app state with a
-//! `keyring` field). Nest it under the transit mount after auth:
-//!
-//! ```ignore
-//! let app = Router::new()
-//!     .nest("/v1/{mount}", rootseal::bulk::http::router::<AppState, Keyring>())
-//!     .layer(auth_layer)
-//!     .with_state(state);
-//! ```
+//! key source can be extracted (`K: FromRef<S>`, e.g. `Keyring` from [`super::AppState`]);
+//! [`super::bulk_routes`] nests it under the transit mount, behind the token check.
 //!
 //! Forms, chosen by `Content-Type` (and `?mode=stream`):
 //! * `application/json` (or none): `{"batch_input":[…]}` → `{"data":{"batch_results":[…]}}`.
@@ -36,21 +30,22 @@ use axum::Router;
 use base64_simd::STANDARD as B64;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use rootseal_bulk::{
+    BatchKeySource, BulkError, FrameDecoder, JsonOutcome, RequestError, StreamOpener, StreamSealer,
+    DEFAULT_CHUNK, FRAME_MAGIC, STREAM_MAGIC,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::engine::{self, JsonOutcome, RequestError};
-use super::frame::{FrameDecoder, FRAME_MAGIC};
-use super::stream::{StreamOpener, StreamSealer, DEFAULT_CHUNK, STREAM_MAGIC};
-use super::{BatchKeySource, BulkError};
+use super::error::{keyring_message, keyring_status};
 
 /// Largest JSON request body (10,000 items of 4 KiB are about 56 MB of JSON).
-pub const MAX_JSON_BODY: usize = 128 << 20;
+pub(crate) const MAX_JSON_BODY: usize = 128 << 20;
 /// Header carrying the caller's associated data (base64) in stream mode.
-pub const AAD_HEADER: &str = "x-rootseal-associated-data";
+pub(crate) const AAD_HEADER: &str = "x-rootseal-associated-data";
 
 /// The two bulk routes, relative to the mount (`/bulk-seal/{name}`, `/bulk-unseal/{name}`).
-pub fn router<S, K>() -> Router<S>
+pub(crate) fn router<S, K>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     K: BatchKeySource + Clone + FromRef<S> + 'static,
@@ -61,7 +56,7 @@ where
 }
 
 /// A request-level error in Vault's envelope `{"errors":[…]}`.
-pub fn error_response(status: StatusCode, msg: &str) -> Response {
+fn error_response(status: StatusCode, msg: &str) -> Response {
     let body = serde_json::json!({ "errors": [msg] });
     (
         status,
@@ -77,10 +72,7 @@ fn request_error(e: &RequestError) -> Response {
             error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
         RequestError::Bulk(b) => error_response(StatusCode::BAD_REQUEST, &b.to_string()),
-        RequestError::Keyring(k) => error_response(
-            crate::routes::error::keyring_status(k),
-            &crate::routes::error::keyring_message(k),
-        ),
+        RequestError::Keyring(k) => error_response(keyring_status(k), &keyring_message(k)),
     }
 }
 
@@ -196,7 +188,7 @@ fn stream_aad(headers: &HeaderMap) -> Result<Vec<u8>, Response> {
 }
 
 /// `POST …/bulk-seal/{name}`.
-pub async fn bulk_seal<K: BatchKeySource + Clone + 'static>(
+async fn bulk_seal<K: BatchKeySource + Clone + 'static>(
     State(keys): State<K>,
     Path(params): Path<HashMap<String, String>>,
     Query(query): Query<HashMap<String, String>>,
@@ -212,7 +204,7 @@ pub async fn bulk_seal<K: BatchKeySource + Clone + 'static>(
             Ok(b) => b,
             Err(r) => return r,
         };
-        return match engine::seal_json_async(keys, name, body).await {
+        return match rootseal_bulk::seal_json_async(keys, name, body).await {
             Ok(o) => json_response(o),
             Err(e) => request_error(&e),
         };
@@ -230,7 +222,7 @@ pub async fn bulk_seal<K: BatchKeySource + Clone + 'static>(
             Ok(a) => a,
             Err(r) => return r,
         };
-        let cipher = match engine::new_cipher(&keys, &name).await {
+        let cipher = match rootseal_bulk::new_cipher(&keys, &name).await {
             Ok(c) => c,
             Err(e) => return request_error(&e.into()),
         };
@@ -239,7 +231,7 @@ pub async fn bulk_seal<K: BatchKeySource + Clone + 'static>(
             Err(e) => return request_error(&e.into()),
         };
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(engine::seal_stream(sealer, input, tx));
+        tokio::spawn(rootseal_bulk::seal_stream(sealer, input, tx));
         return streaming_response(rx);
     }
     let mut dec = FrameDecoder::new();
@@ -253,12 +245,14 @@ pub async fn bulk_seal<K: BatchKeySource + Clone + 'static>(
     {
         return r;
     }
-    let cipher = match engine::new_cipher(&keys, &name).await {
+    let cipher = match rootseal_bulk::new_cipher(&keys, &name).await {
         Ok(c) => c,
         Err(e) => return request_error(&e.into()),
     };
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(engine::seal_frames(keys, name, cipher, dec, input, tx));
+    tokio::spawn(rootseal_bulk::seal_frames(
+        keys, name, cipher, dec, input, tx,
+    ));
     streaming_response(rx)
 }
 
@@ -268,7 +262,7 @@ enum Detected {
 }
 
 /// `POST …/bulk-unseal/{name}`.
-pub async fn bulk_unseal<K: BatchKeySource + Clone + 'static>(
+async fn bulk_unseal<K: BatchKeySource + Clone + 'static>(
     State(keys): State<K>,
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
@@ -283,7 +277,7 @@ pub async fn bulk_unseal<K: BatchKeySource + Clone + 'static>(
             Ok(b) => b,
             Err(r) => return r,
         };
-        return match engine::unseal_json_async(keys, name, body).await {
+        return match rootseal_bulk::unseal_json_async(keys, name, body).await {
             Ok(o) => json_response(o),
             Err(e) => request_error(&e),
         };
@@ -310,8 +304,8 @@ pub async fn bulk_unseal<K: BatchKeySource + Clone + 'static>(
                 o.push(&head);
                 Ok(Some(Detected::Stream(o)))
             }
-            Some(_) => Err(BulkError::malformed(
-                "body is neither a frame stream (RSBF) nor an object stream (RSBS)",
+            Some(_) => Err(BulkError::Malformed(
+                "body is neither a frame stream (RSBF) nor an object stream (RSBS)".into(),
             )),
         }
     })
@@ -323,7 +317,7 @@ pub async fn bulk_unseal<K: BatchKeySource + Clone + 'static>(
             if let Err(e) = dec.header() {
                 return request_error(&e.into());
             }
-            tokio::spawn(engine::unseal_frames(keys, name, dec, input, tx));
+            tokio::spawn(rootseal_bulk::unseal_frames(keys, name, dec, input, tx));
             streaming_response(rx)
         }
         Ok(Detected::Stream(mut opener)) => {
@@ -338,12 +332,15 @@ pub async fn bulk_unseal<K: BatchKeySource + Clone + 'static>(
                 Ok(h) => h,
                 Err(r) => return r,
             };
-            match engine::open_cipher(&keys, &name, header.version, &header.wrapped).await {
+            match rootseal_bulk::open_cipher(&keys, &name, header.version, &header.wrapped).await {
                 Ok(c) => opener.set_cipher(c),
                 Err(e) => return request_error(&e.into()),
             }
-            tokio::spawn(engine::unseal_stream(opener, input, tx));
+            tokio::spawn(rootseal_bulk::unseal_stream(opener, input, tx));
             streaming_response(rx)
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,11 +1,21 @@
 // The tests encode and decode with the `base64` crate: an implementation independent of the
 // engine's (`base64-simd`), so both must agree on every item.
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use std::sync::atomic::Ordering;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use rootseal_hsm::KeyringError;
+use tokio::sync::mpsc;
 
-use super::super::testkeys::SoftKeys;
 use super::*;
+use crate::error::{BulkError, RequestError};
+use crate::frame::{self, FrameDecoder, Kind, REQUEST_ERROR};
+use crate::pool::threads;
+use crate::stream::{StreamOpener, StreamSealer};
+use crate::testkeys::SoftKeys;
 
 fn b64(b: &[u8]) -> String {
     STANDARD.encode(b)

@@ -17,6 +17,12 @@ use std::sync::{Condvar, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
 
+/// Sealing threads: the machine's cores. The pool starts this many, and the engine splits work
+/// into this many parts.
+pub fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 struct Pool {
@@ -35,7 +41,7 @@ fn pool() -> &'static Pool {
             ready: Condvar::new(),
             started: AtomicUsize::new(0),
         }));
-        for i in 0..super::engine::threads() {
+        for i in 0..threads() {
             let spawned = std::thread::Builder::new()
                 .name(format!("rootseal-bulk-{i}"))
                 .spawn(move || worker(p));
@@ -72,7 +78,7 @@ fn worker(p: &'static Pool) {
 
 /// Queues `f` on the sealing threads; the receiver yields its result, or an error if it
 /// panicked.
-pub fn run<R, F>(f: F) -> oneshot::Receiver<R>
+pub(crate) fn run<R, F>(f: F) -> oneshot::Receiver<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
@@ -108,9 +114,7 @@ mod tests {
         let bad = run(|| -> u8 { panic!("boom") });
         assert!(bad.await.is_err());
         // Every thread still serves work after the panic.
-        let rxs: Vec<_> = (0..4 * super::super::engine::threads())
-            .map(|i| run(move || i + 1))
-            .collect();
+        let rxs: Vec<_> = (0..4 * threads()).map(|i| run(move || i + 1)).collect();
         for (i, rx) in rxs.into_iter().enumerate() {
             assert_eq!(rx.await.unwrap(), i + 1);
         }
