@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rootseal::bulk::frame::{split_error, split_item, FrameDecoder, Kind, MAX_FRAME};
+use rootseal_bulk::{split_error, split_item, FrameDecoder, Kind, MAX_FRAME};
 
 fuzz_target!(|data: &[u8]| {
     let (step, data) = match data.split_first() {

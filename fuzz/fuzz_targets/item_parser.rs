@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rootseal::bulk::format::{decode_item_string, parse_item};
+use rootseal_bulk::{decode_item_string, parse_item};
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse_item(data);

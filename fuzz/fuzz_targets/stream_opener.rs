@@ -4,8 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rootseal::bulk::format::BatchCipher;
-use rootseal::bulk::stream::{StreamOpener, StreamSealer, MIN_CHUNK};
+use rootseal_bulk::{BatchCipher, StreamOpener, StreamSealer, MIN_CHUNK};
 use zeroize::Zeroizing;
 
 fn cipher() -> BatchCipher {
