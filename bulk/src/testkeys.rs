@@ -40,9 +40,9 @@ impl SoftKeys {
                     .ok_or(KeyringError::InvalidCiphertext)?,
             )
             .ok_or(KeyringError::InvalidCiphertext)?;
-        Ok(LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, k).map_err(|_| KeyringError::Internal)?,
-        ))
+        Ok(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, k).map_err(
+            |_| KeyringError::internal("software test key"),
+        )?))
     }
 }
 
@@ -52,13 +52,14 @@ impl BatchKeySource for SoftKeys {
         let version = 2;
         let l1 = self.l1(name, version)?;
         let mut key = Zeroizing::new([0u8; 32]);
-        aws_lc_rs::rand::fill(key.as_mut()).map_err(|_| KeyringError::Internal)?;
+        aws_lc_rs::rand::fill(key.as_mut())
+            .map_err(|_| KeyringError::internal("software test key"))?;
         let mut iv = [0u8; 12];
-        aws_lc_rs::rand::fill(&mut iv).map_err(|_| KeyringError::Internal)?;
+        aws_lc_rs::rand::fill(&mut iv).map_err(|_| KeyringError::internal("software test key"))?;
         let mut ct = key.to_vec();
         let tag = l1
             .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut ct)
-            .map_err(|_| KeyringError::Internal)?;
+            .map_err(|_| KeyringError::internal("software test key"))?;
         let mut wrapped = iv.to_vec();
         wrapped.extend_from_slice(&ct);
         wrapped.extend_from_slice(tag.as_ref());

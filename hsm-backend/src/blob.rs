@@ -13,9 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::hsm::TokenIdentity;
-use crate::keyring::KeyOp;
-use crate::root::RootId;
+use crate::types::{KeyOp, RootId, TokenIdentity};
 
 /// The magic bytes of a sealed blob.
 pub const MAGIC: &[u8; 4] = b"RSBL";
@@ -88,7 +86,7 @@ pub struct SealedBlob {
 }
 
 /// Serialises everything but the MAC: the caller computes the MAC over it in the HSM and appends
-/// it with [`finish`].
+/// it with [`append_mac`].
 pub fn encode_unsigned(header: &BlobHeader, wrapped: &[u8]) -> Result<Vec<u8>, BlobError> {
     let h = serde_json::to_vec(header).map_err(|e| BlobError::Header(e.to_string()))?;
     let hl = u32::try_from(h.len()).map_err(|_| BlobError::Malformed)?;
@@ -104,7 +102,7 @@ pub fn encode_unsigned(header: &BlobHeader, wrapped: &[u8]) -> Result<Vec<u8>, B
 }
 
 /// Appends the MAC to an unsigned blob.
-pub fn finish(mut unsigned: Vec<u8>, mac: &[u8]) -> Vec<u8> {
+pub fn append_mac(mut unsigned: Vec<u8>, mac: &[u8]) -> Vec<u8> {
     unsigned.extend_from_slice(mac);
     unsigned
 }
@@ -194,7 +192,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let u = encode_unsigned(&header(), &[1; 40]).unwrap();
-        let raw = finish(u.clone(), &[9; 32]);
+        let raw = append_mac(u.clone(), &[9; 32]);
         let b = decode(&raw).unwrap();
         assert_eq!(b.header, header());
         assert_eq!(b.wrapped, vec![1; 40]);
@@ -204,7 +202,7 @@ mod tests {
 
     #[test]
     fn rejects_every_truncation_and_bad_versions() {
-        let raw = finish(encode_unsigned(&header(), &[1; 40]).unwrap(), &[9; 32]);
+        let raw = append_mac(encode_unsigned(&header(), &[1; 40]).unwrap(), &[9; 32]);
         for n in 0..raw.len() {
             assert!(decode(&raw[..n]).is_err(), "prefix {n} accepted");
         }

@@ -1,8 +1,12 @@
 //! Errors: [`Error`] for the PKCS#11 layer (keeps the return value and the function), and
 //! [`KeyringError`] for the hierarchy, which the faces map to HTTP or gRPC answers.
 
+use std::fmt;
+use std::sync::Arc;
+
 use cryptoki::error::{Error as CkError, RvError};
 
+use crate::blob::BlobError;
 use crate::store::StoreError;
 
 /// An error from the HSM layer.
@@ -36,9 +40,18 @@ pub enum Error {
     /// The root key (L0) or its MAC key is missing from the token.
     #[error("root key {0} is not on this token")]
     RootMissing(String),
-    /// A sealed blob failed to parse or did not match this HSM.
+    /// A sealed blob failed to parse.
     #[error("sealed blob rejected: {0}")]
-    Blob(String),
+    Blob(#[from] BlobError),
+    /// A sealed blob or record does not belong here: another token, another level, another key.
+    #[error("sealed key rejected: {0}")]
+    Foreign(String),
+    /// The token's objects are not in a state rootseal can use (for example two active roots).
+    #[error("token state: {0}")]
+    TokenState(String),
+    /// Something that cannot happen did (a serialisation of our own types failed).
+    #[error("internal: {0}")]
+    Internal(String),
     /// The HSM worker pool is gone (shutting down).
     #[error("HSM worker pool is shut down")]
     PoolClosed,
@@ -97,11 +110,43 @@ impl Error {
 /// Shorthand for results of the HSM layer.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Why an opaque [`KeyringError`] happened: for the one log line at the edge that answers the
+/// caller, never for the caller. Carries internal detail (a PKCS#11 return value, a path, which
+/// check failed), never a secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cause(Arc<str>);
+
+impl Cause {
+    /// A cause described by `detail`.
+    pub fn new(detail: impl fmt::Display) -> Self {
+        Self(Arc::from(detail.to_string()))
+    }
+
+    /// The detail text.
+    pub fn detail(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
 /// An error from the [`crate::Keyring`]: what a face maps to an answer.
 ///
-/// `InvalidCiphertext` and `Integrity` carry no detail on purpose: the detail is logged where the
-/// failure happens, and clients get one opaque message. Deliberately exhaustive: every face maps
-/// every variant in one `match`, so a new variant is a compile error until it is mapped.
+/// `InvalidCiphertext` and the variants carrying a [`Cause`] show the client no detail on purpose:
+/// their `Display` is one fixed message, and the cause is logged once, by the face that answers
+/// (HTTP, gRPC, CLI). Nothing in this crate logs an error it returns. Deliberately exhaustive:
+/// every face maps every variant in one `match`, so a new variant is a compile error until it is
+/// mapped.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
     /// No such key.
@@ -124,51 +169,64 @@ pub enum KeyringError {
     DeletionNotAllowed,
     /// A sealed record failed its integrity or identity checks (tampered, wrong HSM). Opaque.
     #[error("key material failed integrity verification")]
-    Integrity,
+    Integrity(Cause),
     /// The record was written by a newer rootseal (unknown format version).
     #[error("stored key record has an unsupported format version {0}")]
     UnsupportedFormat(u16),
     /// The HSM cannot be reached.
     #[error("HSM unavailable")]
-    HsmUnavailable,
+    HsmUnavailable(Cause),
     /// The key store cannot be reached.
     #[error("key store unavailable")]
-    StoreUnavailable,
+    StoreUnavailable(Cause),
     /// The key store refused access.
     #[error("key store denied access")]
-    StoreDenied,
+    StoreDenied(Cause),
     /// Concurrent writers kept conflicting.
     #[error("concurrent modification of the key, try again")]
     Conflict,
     /// The root key is not initialised on this token (`rootseal init`).
     #[error("no root key on the HSM token: run `rootseal init`")]
     NoRoot,
-    /// Anything else (logged where it happened). Opaque.
+    /// Anything else. Opaque.
     #[error("internal error")]
-    Internal,
+    Internal(Cause),
+}
+
+impl KeyringError {
+    /// An integrity failure with its cause.
+    pub fn integrity(detail: impl fmt::Display) -> Self {
+        Self::Integrity(Cause::new(detail))
+    }
+
+    /// An internal failure with its cause.
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        Self::Internal(Cause::new(detail))
+    }
+
+    /// The internal cause behind an opaque error, for the log line of the face that answers.
+    pub fn cause(&self) -> Option<&Cause> {
+        match self {
+            Self::Integrity(c)
+            | Self::HsmUnavailable(c)
+            | Self::StoreUnavailable(c)
+            | Self::StoreDenied(c)
+            | Self::Internal(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 impl From<StoreError> for KeyringError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict { .. } => Self::Conflict,
-            StoreError::Unavailable(m) => {
-                tracing::warn!(error = %m, "key store unavailable");
-                Self::StoreUnavailable
+            StoreError::Unavailable(_) | StoreError::Io { .. } => {
+                Self::StoreUnavailable(Cause::new(&e))
             }
-            StoreError::PermissionDenied(m) => {
-                tracing::error!(error = %m, "key store denied access");
-                Self::StoreDenied
-            }
-            StoreError::NotARecord { name, reason } => {
-                tracing::error!(key = %name, %reason, "stored entry is not a rootseal record");
-                Self::Integrity
-            }
+            StoreError::PermissionDenied(_) => Self::StoreDenied(Cause::new(&e)),
+            StoreError::NotARecord { .. } => Self::Integrity(Cause::new(&e)),
             StoreError::InvalidName(n) => Self::InvalidRequest(format!("invalid key name {n:?}")),
-            StoreError::Io { path, source } => {
-                tracing::error!(path = %path.display(), error = %source, "key store I/O error");
-                Self::StoreUnavailable
-            }
         }
     }
 }
@@ -176,26 +234,14 @@ impl From<StoreError> for KeyringError {
 impl From<Error> for KeyringError {
     fn from(e: Error) -> Self {
         match &e {
-            Error::Integrity(what) => {
-                tracing::warn!(what, "HSM integrity failure");
-                Self::Integrity
+            Error::Integrity(_) | Error::Blob(_) | Error::Foreign(_) | Error::RootMissing(_) => {
+                Self::Integrity(Cause::new(&e))
             }
-            Error::Blob(why) => {
-                tracing::error!(%why, "sealed blob rejected");
-                Self::Integrity
-            }
-            Error::RootMissing(id) => {
-                tracing::error!(root = %id, "root key missing from token");
-                Self::Integrity
-            }
+            Error::TokenState(_) => Self::Integrity(Cause::new(&e)),
             _ if e.recovery() == Recovery::Device || matches!(e, Error::PoolClosed) => {
-                tracing::error!(error = %e, "HSM unavailable");
-                Self::HsmUnavailable
+                Self::HsmUnavailable(Cause::new(&e))
             }
-            _ => {
-                tracing::error!(error = %e, "HSM operation failed");
-                Self::Internal
-            }
+            _ => Self::Internal(Cause::new(&e)),
         }
     }
 }

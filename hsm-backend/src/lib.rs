@@ -3,28 +3,43 @@
 //! * [`Hsm`]: one PKCS#11 module, one token (found by label or serial, never by slot id), one
 //!   User login, a pool of worker threads that each own one session, recovery from lost sessions
 //!   and lost devices. Every PKCS#11 call runs on those workers, never on the async runtime.
-//! * [`root`]: the Level 0 root of trust (an AES-256 wrap-only token key) and its companion
-//!   HMAC key that binds metadata to sealed blobs.
-//! * [`blob`]: the versioned sealed-blob format for Level 1 keys.
-//! * [`store`]: where sealed records live ([`store::KekStore`]): a local file store here, Vault
-//!   KV in the `rootseal-vault-config` crate.
-//! * [`keyring`]: the hierarchy's one API ([`Keyring`]) that every face of rootseal calls.
+//! * The Level 0 root of trust (`root`: an AES-256 wrap-only token key and its companion HMAC
+//!   key that binds metadata to sealed blobs) and its administration ([`init_root`],
+//!   [`root_status`]).
+//! * Every key template rootseal creates, one function per key class (`templates`).
+//! * The versioned sealed-blob format for Level 1 keys (`blob`).
+//! * Where sealed records live ([`KekStore`]): a local [`FileStore`] here, Vault KV in the
+//!   `rootseal-vault-config` crate.
+//! * [`Keyring`]: the hierarchy's one API that every face of rootseal calls.
 #![forbid(unsafe_code)]
 
-pub mod blob;
-pub mod config;
-pub mod error;
-pub mod hsm;
-pub mod keyring;
-pub mod metrics;
-pub mod root;
-pub mod softhsm;
-pub mod store;
+mod blob;
+mod config;
+mod error;
+mod hsm;
+mod keyring;
+mod metrics;
+mod root;
+mod softhsm;
+mod store;
+mod templates;
+mod types;
 
-pub use config::{HsmConfig, TokenSelector};
-pub use error::{Error, KeyringError};
+// The public interface is:
+pub use blob::BlobError;
+pub use config::{default_softhsm_module, HsmConfig, TokenSelector};
+pub use error::{Cause, Error, KeyringError};
 pub use hsm::Hsm;
+pub use keyring::admin::{init_root, root_attributes, root_status, InitOutcome, RootStatus};
+pub use keyring::api::{CreateOptions, DecryptItem, EncryptItem, KeyConfigUpdate, KeyInfo, Sealed};
+pub use keyring::batch::BatchKey;
+pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
+pub use keyring::rotation::RootRotationReport;
 pub use keyring::Keyring;
-// Used by rootseal-bulk and the bulk tests, by crate-root path.
-pub use keyring::{BatchKey, CreateOptions, KeyOp};
-pub use metrics::HsmMetrics;
+pub use metrics::{HsmMetrics, HsmOp};
+pub use root::{RootAttributes, RootInfo, RootRole};
+pub use softhsm::{SoftHsmDir, SoftHsmError};
+pub use store::{
+    valid_key_name, BoxFuture, FileStore, KekStore, RoutedStore, StoreError, StoredRecord,
+};
+pub use types::{KeyOp, RootId, TokenIdentity};

@@ -10,48 +10,13 @@
 //! Labels say the role: `rootseal-l0`/`rootseal-mac` for the active root, `…-next` for the one a
 //! root rotation is moving to. Roots are always told apart by id, never by label order.
 
-use std::fmt;
-
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 
 use crate::error::{Error, Result};
 use crate::hsm::SessionCtx;
-
-/// A root's id: 16 random bytes from the HSM, `CKA_ID` of both root keys.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RootId(pub [u8; 16]);
-
-impl RootId {
-    /// Lower-case hex.
-    pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// Parses 32 hex digits.
-    pub fn from_hex(s: &str) -> Option<RootId> {
-        if s.len() != 32 || !s.is_ascii() {
-            return None;
-        }
-        let mut out = [0u8; 16];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(RootId(out))
-    }
-}
-
-impl fmt::Debug for RootId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RootId({})", self.to_hex())
-    }
-}
-
-impl fmt::Display for RootId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
+use crate::templates;
+use crate::types::RootId;
 
 /// Handles of a root's two keys in one session.
 #[derive(Clone, Copy, Debug)]
@@ -95,46 +60,19 @@ pub struct RootInfo {
     pub complete: bool,
 }
 
-fn common_template(id: &RootId, label: &str) -> Vec<Attribute> {
-    vec![
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Modifiable(true),
-        Attribute::Id(id.0.to_vec()),
-        Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Derive(false),
-    ]
-}
-
 /// Creates a new root (both keys) with role `role`. Returns its id.
 pub(crate) fn create(ctx: &mut SessionCtx<'_>, role: RootRole) -> Result<RootId> {
     let mut id = [0u8; 16];
     ctx.random(&mut id)?;
     let id = RootId(id);
-    let mut wrap = common_template(&id, role.wrap_label());
-    wrap.extend([
-        Attribute::ValueLen(32.into()),
-        Attribute::Wrap(true),
-        Attribute::Unwrap(true),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-    ]);
-    ctx.generate(&Mechanism::AesKeyGen, &wrap)?;
-    let mut mac = common_template(&id, role.mac_label());
-    mac.extend([
-        Attribute::ValueLen(32.into()),
-        Attribute::Sign(true),
-        Attribute::Verify(true),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-    ]);
-    ctx.generate(&Mechanism::GenericSecretKeyGen, &mac)?;
+    ctx.generate(
+        &Mechanism::AesKeyGen,
+        &templates::l0_wrap_key(&id, role.wrap_label()),
+    )?;
+    ctx.generate(
+        &Mechanism::GenericSecretKeyGen,
+        &templates::root_mac_key(&id, role.mac_label()),
+    )?;
     Ok(id)
 }
 
@@ -152,7 +90,25 @@ fn find_one(
     Ok(found.first().copied())
 }
 
-pub(crate) fn find_handles(ctx: &mut SessionCtx<'_>, id: &RootId) -> Result<RootHandles> {
+/// Handle-cache kinds of the two root keys.
+const L0_KIND: &str = "root-l0";
+const MAC_KIND: &str = "root-mac";
+
+/// The handles of root `id`'s two keys: cached for this session, found by `CKA_ID` on a miss.
+pub(crate) fn handles(ctx: &mut SessionCtx<'_>, id: &RootId) -> Result<RootHandles> {
+    if let (Some(wrap), Some(mac)) = (
+        ctx.cached_object(&(L0_KIND, id.0)),
+        ctx.cached_object(&(MAC_KIND, id.0)),
+    ) {
+        return Ok(RootHandles { wrap, mac });
+    }
+    let h = find_handles(ctx, id)?;
+    ctx.remember_object((L0_KIND, id.0), h.wrap);
+    ctx.remember_object((MAC_KIND, id.0), h.mac);
+    Ok(h)
+}
+
+fn find_handles(ctx: &mut SessionCtx<'_>, id: &RootId) -> Result<RootHandles> {
     let wrap = find_one(ctx, id, KeyType::AES)?;
     let mac = find_one(ctx, id, KeyType::GENERIC_SECRET)?;
     match (wrap, mac) {
@@ -171,7 +127,7 @@ pub(crate) fn list(ctx: &mut SessionCtx<'_>) -> Result<Vec<RootInfo>> {
             Attribute::Label(role.wrap_label().as_bytes().to_vec()),
         ])?;
         for h in wraps {
-            let attrs = ctx.session.get_attributes(h, &[AttributeType::Id])?;
+            let attrs = ctx.attributes(h, &[AttributeType::Id])?;
             let Some(Attribute::Id(raw)) = attrs.into_iter().next() else {
                 continue;
             };
@@ -201,7 +157,7 @@ pub(crate) fn active(ctx: &mut SessionCtx<'_>) -> Result<Option<RootId>> {
         [one] => return Ok(Some(one.id)),
         [] => {}
         _ => {
-            return Err(Error::Blob(format!(
+            return Err(Error::TokenState(format!(
                 "token holds {} active roots; expected one",
                 actives.len()
             )))
@@ -216,15 +172,15 @@ pub(crate) fn active(ctx: &mut SessionCtx<'_>) -> Result<Option<RootId>> {
 /// Sets the labels of root `id` to `role`.
 pub(crate) fn relabel(ctx: &mut SessionCtx<'_>, id: &RootId, role: RootRole) -> Result<()> {
     let h = find_handles(ctx, id)?;
-    ctx.session.update_attributes(
+    ctx.set_attributes(
         h.wrap,
         &[Attribute::Label(role.wrap_label().as_bytes().to_vec())],
     )?;
-    ctx.session.update_attributes(
+    ctx.set_attributes(
         h.mac,
         &[Attribute::Label(role.mac_label().as_bytes().to_vec())],
     )?;
-    ctx.forget_roots();
+    ctx.forget_objects();
     Ok(())
 }
 
@@ -237,7 +193,7 @@ pub(crate) fn destroy(ctx: &mut SessionCtx<'_>, id: &RootId) -> Result<()> {
     if let Some(wrap) = find_one(ctx, id, KeyType::AES)? {
         ctx.destroy(wrap)?;
     }
-    ctx.forget_roots();
+    ctx.forget_objects();
     Ok(())
 }
 
@@ -252,22 +208,12 @@ pub(crate) fn self_test(ctx: &mut SessionCtx<'_>, id: &RootId) -> bool {
     if ctx.hmac(h.mac, b"rootseal root self-test").is_err() {
         return false;
     }
-    let Ok(tmp) = ctx.generate(
-        &Mechanism::AesKeyGen,
-        &[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32.into()),
-            Attribute::Token(false),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(true),
-        ],
-    ) else {
+    let Ok(tmp) = ctx.generate(&Mechanism::AesKeyGen, &templates::self_test_key()) else {
         return false;
     };
     let wrapped = ctx.wrap_kwp(h.wrap, tmp);
-    let _ = ctx.destroy(tmp);
-    ctx.forget_roots();
+    ctx.destroy_transient(tmp, "root self-test key");
+    ctx.forget_objects();
     wrapped.is_ok()
 }
 
@@ -317,17 +263,4 @@ pub(crate) fn read_attributes(
             .map(|(t, v)| (format!("{t:?}"), v))
             .collect(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn root_id_hex_round_trip() {
-        let id = RootId([0xab; 16]);
-        assert_eq!(RootId::from_hex(&id.to_hex()), Some(id));
-        assert_eq!(RootId::from_hex("zz"), None);
-        assert_eq!(RootId::from_hex(&"g".repeat(32)), None);
-    }
 }

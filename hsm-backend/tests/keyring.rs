@@ -2,17 +2,17 @@
 //! recovery, root rotation.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
+use rootseal_testkit::Fixture;
 
 use std::time::Duration;
 
-use rootseal_hsm::error::KeyringError;
-use rootseal_hsm::keyring::{
+use rootseal_hsm::HsmOp;
+use rootseal_hsm::KekStore;
+use rootseal_hsm::Keyring;
+use rootseal_hsm::KeyringError;
+use rootseal_hsm::{
     CreateOptions, DecryptItem, EncryptItem, InitOutcome, KeyConfigUpdate, KeyOp, Sealed,
 };
-use rootseal_hsm::metrics::HsmOp;
-use rootseal_hsm::store::KekStore;
-use rootseal_hsm::Keyring;
 use zeroize::Zeroizing;
 
 fn item(p: &[u8], aad: &[u8]) -> EncryptItem {
@@ -45,11 +45,13 @@ async fn dec(k: &Keyring, name: &str, s: &Sealed, aad: &[u8]) -> Result<Vec<u8>,
 
 #[tokio::test(flavor = "multi_thread")]
 async fn l0_is_wrap_only_sensitive_and_never_extractable() {
-    let f = common::fixture().await;
-    let status = Keyring::root_status(&f.hsm).await.unwrap();
+    let f = Fixture::new().await;
+    let status = rootseal_hsm::root_status(&f.hsm).await.unwrap();
     assert_eq!(status.roots.len(), 1);
     let id = status.roots[0].id;
-    let a = Keyring::root_attributes(&f.hsm, id, false).await.unwrap();
+    let a = rootseal_hsm::root_attributes(&f.hsm, id, false)
+        .await
+        .unwrap();
     for (name, want) in [
         ("Token", true),
         ("Private", true),
@@ -68,7 +70,9 @@ async fn l0_is_wrap_only_sensitive_and_never_extractable() {
     ] {
         assert_eq!(a.get(name), Some(want), "L0 {name}: {a:?}");
     }
-    let m = Keyring::root_attributes(&f.hsm, id, true).await.unwrap();
+    let m = rootseal_hsm::root_attributes(&f.hsm, id, true)
+        .await
+        .unwrap();
     for (name, want) in [
         ("Sign", true),
         ("Verify", true),
@@ -81,15 +85,18 @@ async fn l0_is_wrap_only_sensitive_and_never_extractable() {
     }
     // init again: reports the existing root, changes nothing.
     assert_eq!(
-        Keyring::init_root(&f.hsm).await.unwrap(),
+        rootseal_hsm::init_root(&f.hsm).await.unwrap(),
         InitOutcome::Exists(id)
     );
-    assert_eq!(Keyring::root_status(&f.hsm).await.unwrap().roots.len(), 1);
+    assert_eq!(
+        rootseal_hsm::root_status(&f.hsm).await.unwrap().roots.len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn encrypt_decrypt_versions_and_policy() {
-    let f = common::fixture().await;
+    let f = Fixture::new().await;
     let k = &f.keyring;
     let c1 = enc(k, "app", b"hello").await;
     assert_eq!(c1.version, 1);
@@ -206,7 +213,7 @@ async fn encrypt_decrypt_versions_and_policy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn allowed_operations_are_enforced() {
-    let f = common::fixture().await;
+    let f = Fixture::new().await;
     let k = &f.keyring;
     k.create_key(
         "enc-only",
@@ -234,7 +241,7 @@ async fn allowed_operations_are_enforced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tampered_record_or_blob_is_refused_and_other_keys_keep_working() {
-    let f = common::fixture().await;
+    let f = Fixture::new().await;
     let k = &f.keyring;
     let good = enc(k, "good", b"g").await;
     enc(k, "victim", b"v").await;
@@ -248,11 +255,11 @@ async fn tampered_record_or_blob_is_refused_and_other_keys_keep_working() {
     let fresh = Keyring::open(f.hsm.clone(), f.store.clone()).await.unwrap();
     assert!(matches!(
         fresh.key_info("victim").await,
-        Err(KeyringError::Integrity)
+        Err(KeyringError::Integrity(_))
     ));
     assert!(matches!(
         fresh.delete_key("victim").await,
-        Err(KeyringError::Integrity)
+        Err(KeyringError::Integrity(_))
     ));
     // 2. A newer record format: named error, nothing guessed.
     let newer = text.replace("\"format_version\":1", "\"format_version\":2");
@@ -271,7 +278,7 @@ async fn tampered_record_or_blob_is_refused_and_other_keys_keep_working() {
     let fresh = Keyring::open(f.hsm.clone(), f.store.clone()).await.unwrap();
     assert!(matches!(
         fresh.key_info("victim").await,
-        Err(KeyringError::Integrity)
+        Err(KeyringError::Integrity(_))
     ));
     // Other keys are unaffected.
     assert_eq!(dec(&fresh, "good", &good, b"").await.unwrap(), b"g");
@@ -280,7 +287,7 @@ async fn tampered_record_or_blob_is_refused_and_other_keys_keep_working() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sealed_blob_bytes_are_bound_by_the_hsm_mac() {
     use base64::Engine as _;
-    let f = common::fixture().await;
+    let f = Fixture::new().await;
     let k = &f.keyring;
     enc(k, "k", b"x").await;
     let raw = f.store.get("k").await.unwrap().unwrap();
@@ -317,17 +324,17 @@ async fn sealed_blob_bytes_are_bound_by_the_hsm_mac() {
 #[tokio::test(flavor = "multi_thread")]
 async fn blob_from_another_hsm_is_refused_with_the_mismatch_logged() {
     // Both tokens exist before the module loads (SoftHSM2 reads its token directory at init).
-    let a = rootseal_hsm::softhsm::TestToken::new();
-    let b = rootseal_hsm::softhsm::TestToken::new();
-    let fa = common::fixture_with(a).await;
-    let fb = common::fixture_with(b).await;
+    let a = rootseal_testkit::TestToken::new();
+    let b = rootseal_testkit::TestToken::new();
+    let fa = Fixture::with_token(a).await;
+    let fb = Fixture::with_token(b).await;
     let ca = enc(&fa.keyring, "shared-name", b"from-a").await;
     enc(&fb.keyring, "own", b"b").await;
     // Copy A's record into B's store.
     let rec = fa.store.get("shared-name").await.unwrap().unwrap();
     fb.store.put("shared-name", rec.data, 0).await.unwrap();
     let r = dec(&fb.keyring, "shared-name", &ca, b"").await;
-    assert!(matches!(r, Err(KeyringError::Integrity)), "{r:?}");
+    assert!(matches!(r, Err(KeyringError::Integrity(_))), "{r:?}");
     // B's own keys keep working, and A still decrypts.
     let cb = enc(&fb.keyring, "own", b"b2").await;
     assert_eq!(dec(&fb.keyring, "own", &cb, b"").await.unwrap(), b"b2");
@@ -339,7 +346,7 @@ async fn blob_from_another_hsm_is_refused_with_the_mismatch_logged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn data_keys_and_batch_keys() {
-    let f = common::fixture().await;
+    let f = Fixture::new().await;
     let k = &f.keyring;
     k.create_key("dk", CreateOptions::default()).await.unwrap();
     for len in [16, 32, 64] {
@@ -381,7 +388,7 @@ async fn data_keys_and_batch_keys() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn many_concurrent_requests_share_the_pool() {
-    let f = common::fixture().await;
+    let f = Fixture::new().await;
     let k = f.keyring.clone();
     k.create_key("c", CreateOptions::default()).await.unwrap();
     let mut tasks = Vec::new();
@@ -402,7 +409,7 @@ async fn many_concurrent_requests_share_the_pool() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lost_sessions_and_lost_device_are_recovered() {
-    let f = common::fixture().await;
+    let f = Fixture::new().await;
     let k = &f.keyring;
     let c = enc(k, "r", b"data").await;
     f.hsm.testing_invalidate_sessions();
@@ -417,7 +424,7 @@ async fn lost_sessions_and_lost_device_are_recovered() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_gone_is_unavailable_then_recovers_when_back() {
-    let f = common::fixture().await;
+    let f = Fixture::new().await;
     let k = &f.keyring;
     let c = enc(k, "g", b"data").await;
     let tokens = f.token.dir.tokens.clone();
@@ -425,14 +432,14 @@ async fn token_gone_is_unavailable_then_recovers_when_back() {
     std::fs::rename(&tokens, &away).unwrap();
     f.hsm.testing_finalize_module();
     let r = dec(k, "g", &c, b"").await;
-    assert!(matches!(r, Err(KeyringError::HsmUnavailable)), "{r:?}");
+    assert!(matches!(r, Err(KeyringError::HsmUnavailable(_))), "{r:?}");
     std::fs::rename(&away, &tokens).unwrap();
     assert_eq!(dec(k, "g", &c, b"").await.unwrap(), b"data");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_pin_fails_once_without_retrying() {
-    let t = rootseal_hsm::softhsm::TestToken::new();
+    let t = rootseal_testkit::TestToken::new();
     let mut cfg = t.config();
     cfg.pin = secrecy::SecretString::from("not-the-pin".to_owned());
     let r = tokio::task::spawn_blocking(move || rootseal_hsm::Hsm::open(cfg))
@@ -443,12 +450,12 @@ async fn wrong_pin_fails_once_without_retrying() {
         "{r:?}"
     );
     // The right PIN still works: no lockout from a retry loop.
-    let _ok = common::open_hsm(&t).await;
+    let _ok = t.open().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn root_rotation_reseals_everything_and_destroys_the_old_root() {
-    let f = common::fixture().await;
+    let f = Fixture::new().await;
     let k = &f.keyring;
     let mut cts = Vec::new();
     for name in ["a", "b", "c"] {
@@ -456,14 +463,14 @@ async fn root_rotation_reseals_everything_and_destroys_the_old_root() {
     }
     k.rotate_key("b").await.unwrap();
     cts.push(("b", enc(k, "b", b"b2").await));
-    let old = Keyring::root_status(&f.hsm).await.unwrap().roots[0].id;
+    let old = rootseal_hsm::root_status(&f.hsm).await.unwrap().roots[0].id;
     let report = k.rotate_root(Duration::from_millis(10)).await.unwrap();
     assert_eq!(report.resealed, 3);
     assert_eq!(report.old_root, Some(old.to_hex()));
-    let status = Keyring::root_status(&f.hsm).await.unwrap();
+    let status = rootseal_hsm::root_status(&f.hsm).await.unwrap();
     assert_eq!(status.roots.len(), 1);
     assert_ne!(status.roots[0].id, old);
-    assert_eq!(status.roots[0].role, rootseal_hsm::root::RootRole::Active);
+    assert_eq!(status.roots[0].role, rootseal_hsm::RootRole::Active);
     // A fresh keyring (no caches) reads everything under the new root.
     let fresh = Keyring::open(f.hsm.clone(), f.store.clone()).await.unwrap();
     for (name, c) in &cts {
@@ -480,7 +487,7 @@ async fn root_rotation_reseals_everything_and_destroys_the_old_root() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_needs_an_answering_hsm_with_a_complete_root() {
-    let f = common::fixture().await;
+    let f = Fixture::new().await;
     f.keyring.health().await.unwrap();
     let tokens = f.token.dir.tokens.clone();
     let away = tokens.with_file_name("tokens-away");
@@ -488,7 +495,7 @@ async fn health_needs_an_answering_hsm_with_a_complete_root() {
     f.hsm.testing_finalize_module();
     assert!(matches!(
         f.keyring.health().await,
-        Err(KeyringError::HsmUnavailable)
+        Err(KeyringError::HsmUnavailable(_))
     ));
     std::fs::rename(&away, &tokens).unwrap();
     f.keyring.health().await.unwrap();
@@ -498,7 +505,7 @@ async fn health_needs_an_answering_hsm_with_a_complete_root() {
 /// `Hsm::open` in the same process finds it (the module is initialised again to see it).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_absent_at_open_is_found_once_it_is_back() {
-    let t = rootseal_hsm::softhsm::TestToken::new();
+    let t = rootseal_testkit::TestToken::new();
     let tokens = t.dir.tokens.clone();
     let away = tokens.with_file_name("tokens-away");
     std::fs::rename(&tokens, &away).unwrap();
@@ -513,5 +520,5 @@ async fn a_token_absent_at_open_is_found_once_it_is_back() {
     );
     std::fs::remove_dir(&tokens).unwrap();
     std::fs::rename(&away, &tokens).unwrap();
-    let _ok = common::open_hsm(&t).await;
+    let _ok = t.open().await;
 }

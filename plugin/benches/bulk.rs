@@ -19,8 +19,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use rootseal::routes::{bulk_routes, ApiConfig, AppState};
 use rootseal_bulk::{put_end, put_header, put_record, threads, FrameDecoder, Kind};
-use rootseal_hsm::softhsm::TestToken;
 use rootseal_hsm::{CreateOptions, Hsm, Keyring};
+use rootseal_testkit::TestToken;
 use secrecy::SecretString;
 use tokio::sync::mpsc;
 

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rootseal_e2e::{bao, rootseal_bin, wait_for, OpenBao};
-use rootseal_hsm::softhsm::TestToken;
+use rootseal_testkit::TestToken;
 
 const UNSEAL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -28,9 +28,7 @@ fn init_root(token: &TestToken) {
             .await
             .unwrap()
             .expect("open SoftHSM2 token");
-        rootseal_hsm::Keyring::init_root(&hsm)
-            .await
-            .expect("init root");
+        rootseal_hsm::init_root(&hsm).await.expect("init root");
     });
 }
 

@@ -10,15 +10,12 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use rootseal_hsm::store::{valid_key_name, FileStore, KekStore, RoutedStore};
+use rootseal_hsm::valid_key_name;
 use rootseal_hsm::{HsmConfig, TokenSelector};
 use secrecy::SecretString;
 use serde::Deserialize;
 use zeroize::Zeroizing;
-
-use crate::kv::{SetupError, VaultKvStore};
 
 /// Default for `listener.max_request_bytes`: 32 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
@@ -380,30 +377,6 @@ impl Config {
             token: self.hsm.token.clone(),
             pin: self.hsm.pin.clone(),
             pool_size: self.hsm.pool_size,
-        }
-    }
-
-    /// Open the configured KEK store: a [`FileStore`], or a [`RoutedStore`] that keeps
-    /// `local_keys` in a local [`FileStore`] and everything else in a [`VaultKvStore`].
-    ///
-    /// A Vault that cannot be reached yet is not an error (it may be waiting for rootseal to
-    /// unseal it); see [`VaultKvStore::connect`]. Must be called inside a Tokio runtime.
-    ///
-    /// # Errors
-    /// [`SetupError`] when a directory cannot be created or Vault answers that the KV mount is
-    /// missing or not version 2.
-    pub async fn build_store(&self) -> Result<Arc<dyn KekStore>, SetupError> {
-        match &self.storage {
-            StorageSettings::File { path } => Ok(Arc::new(FileStore::open(path)?)),
-            StorageSettings::Vault(v) => {
-                let local: Arc<dyn KekStore> = Arc::new(FileStore::open(&v.local_path)?);
-                let shared: Arc<dyn KekStore> = Arc::new(VaultKvStore::connect(v).await?);
-                Ok(Arc::new(RoutedStore::new(
-                    local,
-                    shared,
-                    v.local_keys.iter().cloned(),
-                )))
-            }
         }
     }
 }
@@ -1138,7 +1111,7 @@ local_path = "local"
         let c = f
             .load(MINIMAL_FILE, &[(ENV_HSM_PIN, "p"), (ENV_ROOT_TOKEN, "r")])
             .unwrap();
-        let store = c.build_store().await.unwrap();
+        let store = crate::open_store(&c).await.unwrap();
         assert_eq!(store.put("k", b"x".to_vec(), 0).await.unwrap(), 1);
         assert!(f.dir.path().join("store/k.kek").exists());
         assert!(store.describe().starts_with("file:"));

@@ -15,21 +15,21 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use reqwest::header::HeaderValue;
 use reqwest::{Method, StatusCode};
-use rootseal_hsm::store::{valid_key_name, BoxFuture, KekStore, StoreError, StoredRecord};
+use rootseal_hsm::{valid_key_name, BoxFuture, KekStore, StoreError, StoredRecord};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
 use crate::config::{normalize_address, normalize_mount, VaultSettings};
 
-/// The `format` field of every entry rootseal writes.
-pub const RECORD_FORMAT: &str = "rootseal-kek/1";
+/// The `format` field of every KV entry rootseal writes (the entry wraps one KEK record).
+const KV_ENTRY_FORMAT: &str = "rootseal-kek/1";
 /// The prefix shared by every (present and future) record format.
-const RECORD_FORMAT_FAMILY: &str = "rootseal-kek/";
+const KV_ENTRY_FORMAT_FAMILY: &str = "rootseal-kek/";
 /// TCP/TLS connect timeout towards Vault.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Whole-request timeout towards Vault.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait before retrying a failed token renewal.
 const RENEW_RETRY: Duration = Duration::from_secs(5);
 
@@ -470,14 +470,14 @@ impl Inner {
         let format = entry["format"]
             .as_str()
             .ok_or_else(|| not_record("the KV entry has no `format` field".into()))?;
-        if format != RECORD_FORMAT {
-            let reason = if format.starts_with(RECORD_FORMAT_FAMILY) {
+        if format != KV_ENTRY_FORMAT {
+            let reason = if format.starts_with(KV_ENTRY_FORMAT_FAMILY) {
                 format!(
-                    "record format {format:?} is not supported (this rootseal reads {RECORD_FORMAT:?}; \
+                    "record format {format:?} is not supported (this rootseal reads {KV_ENTRY_FORMAT:?}; \
                      was it written by a newer rootseal?)"
                 )
             } else {
-                format!("the `format` field is {format:?}, not {RECORD_FORMAT:?}")
+                format!("the `format` field is {format:?}, not {KV_ENTRY_FORMAT:?}")
             };
             return Err(not_record(reason));
         }
@@ -499,7 +499,7 @@ impl Inner {
         let path = self.data_path(name);
         let body = json!({
             "options": { "cas": cas },
-            "data": { "rootseal_record": B64.encode(&data), "format": RECORD_FORMAT },
+            "data": { "rootseal_record": B64.encode(&data), "format": KV_ENTRY_FORMAT },
         });
         let (status, resp) = self.send(Method::POST, &path, "", Some(body)).await?;
         match status {

@@ -1,4 +1,4 @@
-//! `Config::build_store` with `backend = "vault"` against a real OpenBao: the seal KEK stays in
+//! `open_store` with `backend = "vault"` against a real OpenBao: the seal KEK stays in
 //! the local file store, application KEKs go to KV v2, and a Vault that is down at boot does not
 //! stop rootseal from serving the seal key.
 #![allow(missing_docs)]
@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::Bao;
 use reqwest::Method;
-use rootseal_hsm::store::StoreError;
+use rootseal_hsm::StoreError;
 use rootseal_vault_config::{Config, StorageSettings};
 
 fn write_config(dir: &Path, vault_addr: &str, token: &str) -> Config {
@@ -45,7 +45,7 @@ async fn vault_backend_routes_local_keys_to_the_file_store() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &bao.addr, &bao.root_token);
     assert!(matches!(cfg.storage, StorageSettings::Vault(_)));
-    let store = cfg.build_store().await.unwrap();
+    let store = rootseal_vault_config::open_store(&cfg).await.unwrap();
     assert!(
         store.describe().starts_with("routed("),
         "{}",
@@ -75,8 +75,7 @@ async fn vault_down_at_boot_still_serves_the_seal_key() {
     let port = common::free_port_pair();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &format!("http://127.0.0.1:{port}"), "t0k3n-x");
-    let store = cfg
-        .build_store()
+    let store = rootseal_vault_config::open_store(&cfg)
         .await
         .expect("Vault being down at boot is not fatal");
     assert_eq!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::Bao;
 use reqwest::Method;
-use rootseal_hsm::store::{KekStore, StoreError};
+use rootseal_hsm::{KekStore, StoreError};
 use rootseal_vault_config::{SetupError, VaultKvStore, VaultSettings};
 use secrecy::SecretString;
 use serde_json::json;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::Bao;
 use reqwest::Method;
-use rootseal_vault_config::render::{render_openbao_server_config, render_transit_seal_stanza};
+use rootseal_vault_config::{render_openbao_server_config, render_transit_seal_stanza};
 use serde_json::json;
 
 fn addr(port: u16) -> SocketAddr {

@@ -22,10 +22,8 @@ pub async fn new_cipher<K: BatchKeySource>(
     name: &str,
 ) -> Result<BatchCipher, KeyringError> {
     let bk = keys.new_batch_key(name).await?;
-    BatchCipher::new(name, bk.version, &bk.wrapped, &bk.key).map_err(|e| {
-        tracing::error!(error = %e, "keyring returned an unusable batch key");
-        KeyringError::Internal
-    })
+    BatchCipher::new(name, bk.version, &bk.wrapped, &bk.key)
+        .map_err(|e| KeyringError::internal(format!("keyring returned an unusable batch key: {e}")))
 }
 
 /// Unwraps a batch key (one HSM job) into a cipher.

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use rootseal_hsm::keyring::{CreateOptions, InitOutcome, KeyInfo};
+use rootseal_hsm::{CreateOptions, InitOutcome, KeyInfo};
 use rootseal_hsm::{Hsm, Keyring, KeyringError};
-use rootseal_vault_config::config::Config;
+use rootseal_vault_config::Config;
 use secrecy::ExposeSecret;
 
 use super::CliResult;
@@ -27,13 +27,15 @@ async fn open_hsm(cfg: &Config) -> Result<Hsm, String> {
 
 async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
     let hsm = open_hsm(cfg).await?;
-    let store = cfg.build_store().await.map_err(|e| e.to_string())?;
+    let store = rootseal_vault_config::open_store(cfg)
+        .await
+        .map_err(|e| e.to_string())?;
     Keyring::open(hsm, store).await.map_err(|e| match e {
         KeyringError::NoRoot => format!(
             "the HSM token has no rootseal root key: run `rootseal init --config {}` first",
             cfg.source.display()
         ),
-        e => e.to_string(),
+        e => super::explain(&e),
     })
 }
 
@@ -77,7 +79,10 @@ pub async fn serve(path: &Path) -> CliResult {
 pub async fn init(path: &Path) -> CliResult {
     let cfg = load(path)?;
     let hsm = open_hsm(&cfg).await?;
-    match Keyring::init_root(&hsm).await.map_err(|e| e.to_string())? {
+    match rootseal_hsm::init_root(&hsm)
+        .await
+        .map_err(|e| super::explain(&e))?
+    {
         InitOutcome::Created(id) => {
             println!(
                 "Created the L0 root {id} (AES-256 wrap key and HMAC key) on token {}",
@@ -98,9 +103,9 @@ pub async fn init(path: &Path) -> CliResult {
 pub async fn root_status(path: &Path) -> CliResult {
     let cfg = load(path)?;
     let hsm = open_hsm(&cfg).await?;
-    let st = Keyring::root_status(&hsm)
+    let st = rootseal_hsm::root_status(&hsm)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| super::explain(&e))?;
     println!("Token: {}", st.token);
     if st.roots.is_empty() {
         println!("No root: run `rootseal init`");
@@ -123,7 +128,12 @@ pub async fn root_rotate(path: &Path, grace_secs: u64) -> CliResult {
     let r = keyring
         .rotate_root(Duration::from_secs(grace_secs))
         .await
-        .map_err(|e| format!("root rotation stopped (run it again to finish): {e}"))?;
+        .map_err(|e| {
+            format!(
+                "root rotation stopped (run it again to finish): {}",
+                super::explain(&e)
+            )
+        })?;
     println!(
         "Root rotated: {} -> {} ({} records re-sealed, {} already under the new root)",
         r.old_root.as_deref().unwrap_or("(already destroyed)"),
@@ -137,10 +147,10 @@ pub async fn root_rotate(path: &Path, grace_secs: u64) -> CliResult {
 /// A key command's error, naming the key (and, for a store that refused, what to check).
 fn key_error(name: &str, e: KeyringError) -> String {
     match e {
-        KeyringError::StoreDenied => format!(
+        KeyringError::StoreDenied(_) => format!(
             "key {name}: permission denied by the key store (check the Vault token's policy on the KV path of [storage])"
         ),
-        e => format!("key {name}: {e}"),
+        e => format!("key {name}: {}", super::explain(&e)),
     }
 }
 
@@ -193,7 +203,7 @@ pub async fn key_show(path: &Path, name: &str) -> CliResult {
 /// `rootseal key list --config FILE`.
 pub async fn key_list(path: &Path) -> CliResult {
     let keyring = open_keyring(&load(path)?).await?;
-    for n in keyring.list_keys().await.map_err(|e| e.to_string())? {
+    for n in keyring.list_keys().await.map_err(|e| super::explain(&e))? {
         println!("{n}");
     }
     Ok(())
@@ -257,7 +267,7 @@ pub fn seal_config(a: &SealConfigArgs) -> CliResult {
         .clone()
         .or_else(|| cfg.as_ref().map(|c| c.transit.mount.clone()))
         .unwrap_or_else(|| "transit".to_owned());
-    let stanza = rootseal_vault_config::render::render_transit_seal_stanza(
+    let stanza = rootseal_vault_config::render_transit_seal_stanza(
         &address,
         token.as_deref(),
         &a.key_name,

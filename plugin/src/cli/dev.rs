@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use rootseal_hsm::config::default_softhsm_module;
-use rootseal_hsm::keyring::InitOutcome;
-use rootseal_hsm::softhsm::SoftHsmDir;
-use rootseal_hsm::store::FileStore;
+use rootseal_hsm::default_softhsm_module;
+use rootseal_hsm::FileStore;
+use rootseal_hsm::InitOutcome;
+use rootseal_hsm::SoftHsmDir;
 use rootseal_hsm::{Hsm, HsmConfig, Keyring, TokenSelector};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -160,14 +160,17 @@ pub async fn run(p: Prepared) -> CliResult {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot open the dev HSM token: {e}"))?;
-    match Keyring::init_root(&hsm).await.map_err(|e| e.to_string())? {
+    match rootseal_hsm::init_root(&hsm)
+        .await
+        .map_err(|e| super::explain(&e))?
+    {
         InitOutcome::Created(id) => tracing::info!(root = %id, "created the L0 root"),
         InitOutcome::Exists(id) => tracing::info!(root = %id, "using the existing L0 root"),
     }
     let store = FileStore::open(p.data_dir.join("keys")).map_err(|e| e.to_string())?;
     let keyring = Keyring::open(hsm, Arc::new(store))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| super::explain(&e))?;
     let router = crate::routes::app(
         keyring,
         p.token.clone(),
@@ -184,7 +187,7 @@ pub async fn run(p: Prepared) -> CliResult {
         .local_addr()
         .map_err(|e| format!("cannot read the listen address: {e}"))?;
     let url = format!("http://{addr}");
-    let stanza = rootseal_vault_config::render::render_transit_seal_stanza(
+    let stanza = rootseal_vault_config::render_transit_seal_stanza(
         &url,
         Some(p.token.expose_secret()),
         "autounseal",

@@ -182,3 +182,12 @@ pub fn main() -> ExitCode {
 
 /// A CLI error: a message for a human.
 pub type CliResult = Result<(), String>;
+
+/// A keyring error for the operator at the terminal: its message and, for an opaque failure,
+/// its internal cause (never a secret), which the HTTP face keeps for its log.
+pub(crate) fn explain(e: &rootseal_hsm::KeyringError) -> String {
+    match e.cause() {
+        Some(c) => format!("{e} ({c})"),
+        None => e.to_string(),
+    }
+}

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use rootseal_hsm::keyring::{CreateOptions, DecryptItem, EncryptItem, KeyOp, Sealed};
-use rootseal_hsm::store::{FileStore, KekStore};
-use rootseal_hsm::{HsmConfig, Keyring, KeyringError};
+use rootseal_hsm::{Cause, HsmConfig, Keyring, KeyringError};
+use rootseal_hsm::{CreateOptions, DecryptItem, EncryptItem, KeyOp, Sealed};
+use rootseal_hsm::{FileStore, KekStore};
 use zeroize::Zeroizing;
 
 use super::config::{resolve_pin, SealSettings, Source};
@@ -157,7 +157,9 @@ struct KeyringKeys {
 }
 
 fn one<T>(v: Vec<Result<T, KeyringError>>) -> Result<T, KeyringError> {
-    v.into_iter().next().unwrap_or(Err(KeyringError::Internal))
+    v.into_iter()
+        .next()
+        .unwrap_or_else(|| Err(KeyringError::internal("the keyring answered no item")))
 }
 
 impl SealKeys for KeyringKeys {
@@ -239,7 +241,11 @@ impl PendingKeys {
         let mut st = self.state.lock().await;
         match &*st {
             Pending::Open(k) => return Ok(k.clone()),
-            Pending::Failed => return Err(KeyringError::HsmUnavailable),
+            Pending::Failed => {
+                return Err(KeyringError::HsmUnavailable(Cause::new(
+                    "the HSM could not be opened",
+                )))
+            }
             Pending::Waiting => {}
         }
         match self.opener.open(self.settings.clone()).await {
@@ -248,14 +254,13 @@ impl PendingKeys {
                 *st = Pending::Open(k.clone());
                 Ok(k)
             }
-            Err(OpenError::HsmAbsent(e)) => {
-                tracing::warn!(error = %e, "HSM token still not available");
-                Err(KeyringError::HsmUnavailable)
-            }
+            Err(OpenError::HsmAbsent(e)) => Err(KeyringError::HsmUnavailable(Cause::new(format!(
+                "HSM token still not available: {e}"
+            )))),
             Err(e) => {
                 tracing::error!(error = %e, "seal cannot open its HSM; not retrying (restart once fixed)");
                 *st = Pending::Failed;
-                Err(KeyringError::HsmUnavailable)
+                Err(KeyringError::HsmUnavailable(Cause::new(e)))
             }
         }
     }

@@ -121,7 +121,7 @@ impl SealSettings {
         let invalid = |m: &str| ConfigError::Invalid(m.to_owned());
 
         let key_name = get("key_name").unwrap_or(DEFAULT_KEY_NAME).to_owned();
-        if !rootseal_hsm::store::valid_key_name(&key_name) {
+        if !rootseal_hsm::valid_key_name(&key_name) {
             return Err(invalid(
                 "key_name must be 1-128 characters of [A-Za-z0-9_.-], not starting with '.'",
             ));

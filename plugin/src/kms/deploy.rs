@@ -84,7 +84,7 @@ pub fn install(exe: &Path, config: &Path, plugin_dir: &Path) -> Result<String, K
     let sum = sha256_file(&dest)?;
     let version = format!("v{}", env!("CARGO_PKG_VERSION"));
     let config = config.to_string_lossy();
-    let stanzas = rootseal_vault_config::render::render_kms_plugin_stanzas(
+    let stanzas = rootseal_vault_config::render_kms_plugin_stanzas(
         &plugin_dir,
         PLUGIN_BINARY,
         PLUGIN_ARGS,

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rootseal_hsm::keyring::Sealed;
 use rootseal_hsm::KeyringError;
+use rootseal_hsm::Sealed;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
@@ -60,13 +60,19 @@ impl WrapperService {
     }
 }
 
+/// The gRPC answer for a keyring error: the edge of the KMS face, so the one place its failures
+/// are logged (with the internal cause, which the status never carries).
 fn keyring_status(e: KeyringError, what: &str) -> Status {
+    match e.cause() {
+        Some(cause) => tracing::error!(what, error = %e, %cause, "seal call failed"),
+        None => tracing::warn!(what, error = %e, "seal call refused"),
+    }
     match e {
-        KeyringError::InvalidCiphertext | KeyringError::Integrity => {
+        KeyringError::InvalidCiphertext | KeyringError::Integrity(_) => {
             Status::invalid_argument(format!("{what}: ciphertext is not valid under this key"))
         }
         KeyringError::VersionTooOld => Status::failed_precondition(format!("{what}: {e}")),
-        KeyringError::HsmUnavailable | KeyringError::StoreUnavailable => {
+        KeyringError::HsmUnavailable(_) | KeyringError::StoreUnavailable(_) => {
             Status::unavailable(format!("{what}: {e}"))
         }
         // Never NotFound: the Go client reads that code as "no such instance".
@@ -120,7 +126,7 @@ impl pb::wrapper_server::Wrapper for WrapperService {
         let latest = match keys.latest_version().await {
             Ok(v) => Some(v),
             // A pending instance: no key id until the HSM answers.
-            Err(KeyringError::HsmUnavailable) => None,
+            Err(KeyringError::HsmUnavailable(_)) => None,
             Err(e) => return Err(keyring_status(e, "SetConfig")),
         };
         let id = random_id()?;

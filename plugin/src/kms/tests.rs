@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use rootseal_hsm::keyring::Sealed;
 use rootseal_hsm::KeyringError;
+use rootseal_hsm::Sealed;
 use tonic::Request;
 use zeroize::Zeroizing;
 

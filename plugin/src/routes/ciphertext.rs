@@ -6,7 +6,7 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rootseal_hsm::keyring::Sealed;
+use rootseal_hsm::Sealed;
 
 /// AES-GCM IV (12) plus tag (16): the shortest payload that can verify.
 const MIN_PAYLOAD: usize = 28;

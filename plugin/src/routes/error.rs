@@ -105,15 +105,15 @@ pub fn keyring_status(e: &KeyringError) -> StatusCode {
         | KeyringError::VersionTooOld
         | KeyringError::PolicyDenied(_)
         | KeyringError::DeletionNotAllowed => StatusCode::BAD_REQUEST,
-        KeyringError::Integrity | KeyringError::UnsupportedFormat(_) | KeyringError::Internal => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        KeyringError::Integrity(_)
+        | KeyringError::UnsupportedFormat(_)
+        | KeyringError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         // 503: Vault clients (and OpenBao's seal) retry 5xx; a conflict is transient.
-        KeyringError::HsmUnavailable
-        | KeyringError::StoreUnavailable
+        KeyringError::HsmUnavailable(_)
+        | KeyringError::StoreUnavailable(_)
         | KeyringError::Conflict
         | KeyringError::NoRoot => StatusCode::SERVICE_UNAVAILABLE,
-        KeyringError::StoreDenied => StatusCode::BAD_GATEWAY,
+        KeyringError::StoreDenied(_) => StatusCode::BAD_GATEWAY,
     }
 }
 
@@ -122,7 +122,7 @@ pub fn keyring_status(e: &KeyringError) -> StatusCode {
 /// failures, which are one opaque `internal error` (the detail is in the log).
 pub fn keyring_message(e: &KeyringError) -> String {
     match e {
-        KeyringError::Integrity | KeyringError::Internal => INTERNAL.to_owned(),
+        KeyringError::Integrity(_) | KeyringError::Internal(_) => INTERNAL.to_owned(),
         e => e.to_string(),
     }
 }
@@ -186,15 +186,23 @@ mod tests {
                 400,
                 "deletion is not allowed for this key",
             ),
-            (KeyringError::Integrity, 500, INTERNAL),
+            (KeyringError::integrity("t"), 500, INTERNAL),
             (
                 KeyringError::UnsupportedFormat(9),
                 500,
                 "stored key record has an unsupported format version 9",
             ),
-            (KeyringError::Internal, 500, INTERNAL),
-            (KeyringError::HsmUnavailable, 503, "HSM unavailable"),
-            (KeyringError::StoreUnavailable, 503, "key store unavailable"),
+            (KeyringError::internal("t"), 500, INTERNAL),
+            (
+                KeyringError::HsmUnavailable(rootseal_hsm::Cause::new("t")),
+                503,
+                "HSM unavailable",
+            ),
+            (
+                KeyringError::StoreUnavailable(rootseal_hsm::Cause::new("t")),
+                503,
+                "key store unavailable",
+            ),
             (
                 KeyringError::Conflict,
                 503,
@@ -205,7 +213,11 @@ mod tests {
                 503,
                 "no root key on the HSM token: run `rootseal init`",
             ),
-            (KeyringError::StoreDenied, 502, "key store denied access"),
+            (
+                KeyringError::StoreDenied(rootseal_hsm::Cause::new("t")),
+                502,
+                "key store denied access",
+            ),
         ];
         for (e, status, msg) in table {
             let api = ApiError::from(e);

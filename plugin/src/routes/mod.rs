@@ -340,7 +340,8 @@ pub fn respond<T: Serialize>(status: StatusCode, data: T, warnings: &[String]) -
         Ok(v) => error::json_bytes(status, v),
         Err(e) => {
             tracing::error!(error = %e, "cannot serialise response");
-            ApiError::Keyring(rootseal_hsm::KeyringError::Internal).into_response()
+            ApiError::Keyring(rootseal_hsm::KeyringError::internal("handler panicked"))
+                .into_response()
         }
     }
 }

@@ -8,8 +8,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use http_body_util::BodyExt;
 use rootseal_bulk::{put_end, put_header, put_record, FrameDecoder, Kind};
-use rootseal_hsm::softhsm::TestToken;
 use rootseal_hsm::{CreateOptions, KeyOp, Keyring};
+use rootseal_testkit::TestToken;
 use tower::ServiceExt;
 
 use super::router;

@@ -14,8 +14,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rootseal_hsm::keyring::{DecryptItem, EncryptItem, Sealed};
 use rootseal_hsm::KeyringError;
+use rootseal_hsm::{DecryptItem, EncryptItem, Sealed};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -261,7 +261,7 @@ pub async fn encrypt(
             .keyring()
             .encrypt(&name, version, vec![item], upsert)
             .await?;
-        let sealed = out.pop().ok_or(KeyringError::Internal)??;
+        let sealed = out.pop().ok_or_else(no_item)??;
         return Ok(ok(EncryptOut {
             ciphertext: ciphertext::format(&sealed),
             key_version: sealed.version,
@@ -445,7 +445,7 @@ async fn decrypt_single(
         }
     })?;
     let mut out = st.keyring().decrypt(name, vec![item]).await?;
-    Ok(out.pop().ok_or(KeyringError::Internal)??)
+    Ok(out.pop().ok_or_else(no_item)??)
 }
 
 fn prepare_batch_decrypt<T>(batch: &[DecryptIn]) -> (Vec<Slot<T>>, Vec<DecryptItem>) {
@@ -486,7 +486,7 @@ fn fill<T>(slots: &mut [Slot<T>], mut results: impl Iterator<Item = Result<T, Ke
             *slot = match results.next() {
                 Some(Ok(v)) => Slot::Done(v),
                 Some(Err(e)) => Slot::keyring(&e),
-                None => Slot::keyring(&KeyringError::Internal),
+                None => Slot::keyring(&no_item()),
             };
         }
     }
@@ -519,7 +519,7 @@ pub async fn rewrap(
                 false,
             )
             .await?;
-        let sealed = enc.pop().ok_or(KeyringError::Internal)??;
+        let sealed = enc.pop().ok_or_else(no_item)??;
         return Ok(ok(EncryptOut {
             ciphertext: ciphertext::format(&sealed),
             key_version: sealed.version,
@@ -570,4 +570,9 @@ pub async fn rewrap(
             .map(|i| i.reference.as_deref().unwrap_or_default()),
         b.partial_failure_response_code,
     ))
+}
+
+/// The error for a keyring answer with fewer items than were sent (cannot happen).
+fn no_item() -> KeyringError {
+    KeyringError::internal("the keyring answered fewer items than were sent")
 }

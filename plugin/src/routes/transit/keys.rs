@@ -9,8 +9,8 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rootseal_hsm::keyring::{CreateOptions, KeyConfigUpdate, KeyInfo, KeyOp};
 use rootseal_hsm::KeyringError;
+use rootseal_hsm::{CreateOptions, KeyConfigUpdate, KeyInfo, KeyOp};
 use serde::{Deserialize, Serialize};
 
 use super::key_name;

@@ -1,0 +1,234 @@
+//! The HSM handle: one PKCS#11 module, one token, one User login, and a pool of worker threads
+//! that each own one session.
+//!
+//! Sessions are never shared: each worker thread opens its own and runs the jobs it takes from a
+//! queue. Async callers submit closures with [`Hsm::run`] and await the answer, so no PKCS#11
+//! call ever runs on the async runtime.
+//!
+//! * [`module`]: the per-process module registry, finding the token, its identity.
+//! * [`login`]: opening a session and the User login.
+//! * [`pool`]: the worker threads, their queue and recovery.
+//! * [`session`]: [`SessionCtx`], the PKCS#11 operations a job may call, one file per function
+//!   family (as rust-cryptoki's `session/`).
+//! * [`l1_cache`]: unwrapped L1 session objects shared by the workers.
+//!
+//! Recovery (measured on SoftHSM2 2.6.1, see `docs/architecture.md`):
+//! * `CKR_SESSION_HANDLE_INVALID`, `CKR_SESSION_CLOSED`, `CKR_USER_NOT_LOGGED_IN`, a stale object
+//!   handle: drop the session and its cache, open a new one, log in again, retry once.
+//! * `CKR_DEVICE_REMOVED`, `CKR_TOKEN_NOT_PRESENT`, `CKR_CRYPTOKI_NOT_INITIALIZED`, …:
+//!   finalize and re-initialise the module, find the token again by label or serial, log in,
+//!   retry with backoff.
+//! * `CKR_GENERAL_ERROR` from a decrypt or unwrap is an integrity failure (SoftHSM2 returns it for a
+//!   bad GCM tag or a tampered wrapped key), never a reason to reconnect.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::config::HsmConfig;
+use crate::error::{Error, Recovery, Result};
+use crate::metrics::HsmMetrics;
+use crate::types::TokenIdentity;
+
+mod l1_cache;
+mod login;
+mod module;
+mod pool;
+pub(crate) mod session;
+
+use l1_cache::L1Cache;
+use module::{Device, Module};
+use pool::Job;
+pub(crate) use session::SessionCtx;
+
+/// Locks `m`, carrying on after a poisoned lock: that only means another thread panicked while
+/// holding it, and the data (handles, queues) stays consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What every worker of one [`Hsm`] shares.
+struct Shared {
+    cfg: HsmConfig,
+    metrics: Arc<HsmMetrics>,
+    module: Arc<Mutex<Module>>,
+    device: Mutex<Option<Device>>,
+    identity: TokenIdentity,
+    queue: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+    closed: AtomicBool,
+    /// Unwrapped L1 session objects, usable from every session of this process.
+    l1: L1Cache,
+    /// The session opened (and logged in) by `open`, handed to worker 0.
+    initial: Mutex<Option<(cryptoki::session::Session, u64)>>,
+}
+
+/// A handle on one token of one PKCS#11 module. Cheap to clone; the workers stop when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct Hsm {
+    shared: Arc<Shared>,
+    _workers: Arc<WorkerGuard>,
+}
+
+struct WorkerGuard {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for WorkerGuard {
+    /// Stops the workers and waits for them: each finishes the queued jobs and closes its
+    /// session. Waiting matters: a worker still in `C_CloseSession` while the process exits races
+    /// the module's exit-time destructors (seen as a SIGSEGV in libsofthsm2).
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.ready.notify_all();
+        let me = std::thread::current().id();
+        for t in std::mem::take(&mut *lock(&self.threads)) {
+            if t.thread().id() != me && t.join().is_err() {
+                tracing::warn!("an HSM worker thread panicked");
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hsm")
+            .field("module", &self.shared.cfg.module)
+            .field("token", &self.shared.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hsm {
+    /// Loads the module (once per process), finds the token by label or serial, logs in as User
+    /// and starts `cfg.pool_size` workers. Blocking: call it from `spawn_blocking` or before the
+    /// runtime starts.
+    ///
+    /// # Errors
+    /// [`Error::Module`], [`Error::TokenNotFound`], [`Error::PinIncorrect`] (never retried),
+    /// [`Error::PinLocked`], or a PKCS#11 error.
+    pub fn open(cfg: HsmConfig) -> Result<Hsm> {
+        let module = module::registered(&cfg.module);
+        let metrics = Arc::new(HsmMetrics::default());
+        let loaded = module::loaded_generation(&module);
+        let device = match module::connect(&cfg, &module, None) {
+            // A module initialised earlier in this process lists the tokens it saw then
+            // (SoftHSM2 reads its token directory only in C_Initialize): a token that appeared
+            // since, or came back, needs one re-initialisation to be seen. Other users of the
+            // module recover from that like from any lost device.
+            Err(Error::TokenNotFound(_)) if loaded.is_some() => {
+                module::connect(&cfg, &module, loaded)?
+            }
+            r => r?,
+        };
+        // Log in now, so that a wrong PIN fails here, once, instead of in every worker.
+        let session = login::open_session(&cfg, &device, &metrics)?;
+        let identity = module::token_identity(&device)?;
+        // Worker 0 keeps this session, so the process stays logged in (closing the last session
+        // logs the application out, and every worker would log in again).
+        let initial = Mutex::new(Some((session, device.module_generation)));
+        let shared = Arc::new(Shared {
+            cfg,
+            metrics,
+            module,
+            device: Mutex::new(Some(device)),
+            identity,
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            closed: AtomicBool::new(false),
+            l1: L1Cache::default(),
+            initial,
+        });
+        let guard = WorkerGuard {
+            shared: shared.clone(),
+            threads: Mutex::new(Vec::new()),
+        };
+        for i in 0..shared.cfg.pool_size.max(1) {
+            let s = shared.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("rootseal-hsm-{i}"))
+                .spawn(move || pool::worker(s, i))
+                .map_err(|e| Error::Unavailable(format!("cannot start HSM worker: {e}")))?;
+            lock(&guard.threads).push(t);
+        }
+        tracing::info!(
+            module = %shared.cfg.module.display(),
+            token = %shared.identity,
+            pool = shared.cfg.pool_size.max(1),
+            "HSM ready"
+        );
+        Ok(Hsm {
+            _workers: Arc::new(guard),
+            shared,
+        })
+    }
+
+    /// The token's identity (manufacturer, model, serial, label).
+    pub fn identity(&self) -> &TokenIdentity {
+        &self.shared.identity
+    }
+
+    /// PKCS#11 operation counters.
+    pub fn metrics(&self) -> &HsmMetrics {
+        &self.shared.metrics
+    }
+
+    /// Runs `f` on a worker with that worker's own session. `f` may run more than once: when it
+    /// fails with a lost session or device, the worker recovers and calls it again.
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut SessionCtx<'_>) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut f = f;
+        let mut tx = Some(tx);
+        let job: Job = Box::new(move |ctx, last| {
+            let r = match ctx {
+                Ok(ctx) => f(ctx),
+                Err(e) => Err(e),
+            };
+            match r {
+                Err(e) if !last && e.recovery() != Recovery::None => Some(e),
+                r => {
+                    if let Some(tx) = tx.take() {
+                        // The caller may have gone away; nobody is left to tell.
+                        let _ = tx.send(r);
+                    }
+                    None
+                }
+            }
+        });
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(Error::PoolClosed);
+        }
+        lock(&self.shared.queue).push_back(job);
+        self.shared.ready.notify_one();
+        rx.await.map_err(|_| Error::PoolClosed)?
+    }
+
+    /// Checks that the token answers (a cheap `C_GetSessionInfo` through a worker).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] or a PKCS#11 error when the token is gone.
+    pub async fn health(&self) -> Result<()> {
+        self.run(|ctx| ctx.session_info()).await
+    }
+
+    /// **Testing only** (cargo feature `test-hooks`, never in release builds). Finalizes the module
+    /// behind the workers' backs, as if the device went away, so that the next call must recover.
+    #[cfg(feature = "test-hooks")]
+    pub fn testing_finalize_module(&self) {
+        module::testing_finalize(&self.shared.module);
+    }
+
+    /// **Testing only** (cargo feature `test-hooks`). Finalizes and re-initialises the module
+    /// behind the workers' backs, so that every open session handle becomes invalid
+    /// (`CKR_SESSION_HANDLE_INVALID`).
+    #[cfg(feature = "test-hooks")]
+    pub fn testing_invalidate_sessions(&self) {
+        module::testing_reinitialise(&self.shared.module, &self.shared.cfg.module);
+    }
+}

@@ -1,0 +1,154 @@
+//! The worker threads: each owns one session, takes jobs from the shared queue and recovers from
+//! lost sessions and devices.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cryptoki::session::Session;
+
+use super::session::{SessionCache, SessionCtx};
+use super::{lock, login, module, module::Device, Shared};
+use crate::error::{Error, Recovery, Result};
+
+/// A queued unit of work. Called with the worker's session (or the error that kept it from
+/// getting one) and whether this is the last attempt; returns the error to recover from, or
+/// `None` when it is done (it has answered its caller).
+pub(super) type Job = Box<dyn FnMut(Result<&mut SessionCtx<'_>>, bool) -> Option<Error> + Send>;
+
+/// Attempts per job before its error stands.
+const MAX_ATTEMPTS: u32 = 5;
+
+struct WorkerState {
+    idx: usize,
+    session: Option<(Session, u64)>,
+    cache: SessionCache,
+}
+
+/// The body of worker thread `idx`: runs jobs until the pool closes, then closes its session.
+pub(super) fn worker(shared: Arc<Shared>, idx: usize) {
+    let mut st = WorkerState {
+        idx,
+        session: if idx == 0 {
+            lock(&shared.initial).take()
+        } else {
+            None
+        },
+        cache: SessionCache::default(),
+    };
+    loop {
+        let job = {
+            let mut q = lock(&shared.queue);
+            loop {
+                if let Some(job) = q.pop_front() {
+                    break Some(job);
+                }
+                if shared.closed.load(Ordering::SeqCst) {
+                    break None;
+                }
+                q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let Some(job) = job else {
+            break;
+        };
+        run_job(&shared, &mut st, job);
+    }
+    drop_session(&shared, &mut st);
+}
+
+fn drop_session(shared: &Shared, st: &mut WorkerState) {
+    st.cache = SessionCache::default();
+    // Session objects die with the session that created them.
+    shared.l1.drop_owner(st.idx);
+    if let Some((session, _)) = st.session.take() {
+        // Closing a dead session fails; cryptoki logs that instead of panicking.
+        drop(session);
+    }
+}
+
+fn current_device(shared: &Shared) -> Result<Device> {
+    let cur = lock(&shared.device).clone();
+    match cur {
+        Some(d) => Ok(d),
+        None => {
+            // While serving, a module or token that cannot be reached is an unavailable device,
+            // whatever the module said: recovery keeps trying with backoff.
+            let d = module::connect(&shared.cfg, &shared.module, None)
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            *lock(&shared.device) = Some(d.clone());
+            Ok(d)
+        }
+    }
+}
+
+fn ensure_session(shared: &Shared, st: &mut WorkerState) -> Result<()> {
+    let device = current_device(shared)?;
+    let stale = st
+        .session
+        .as_ref()
+        .is_some_and(|(_, g)| *g != device.module_generation);
+    if stale {
+        drop_session(shared, st);
+    }
+    if st.session.is_none() {
+        let s = login::open_session(&shared.cfg, &device, &shared.metrics)?;
+        st.session = Some((s, device.module_generation));
+    }
+    Ok(())
+}
+
+fn run_job(shared: &Shared, st: &mut WorkerState, mut job: Job) {
+    let mut attempt = 0u32;
+    loop {
+        let last = attempt + 1 >= MAX_ATTEMPTS;
+        let failed = match ensure_session(shared, st) {
+            Ok(()) => {
+                let Some((session, generation)) = &st.session else {
+                    return;
+                };
+                let mut ctx = SessionCtx {
+                    session,
+                    cache: &mut st.cache,
+                    l1: &shared.l1,
+                    owner: st.idx,
+                    generation: *generation,
+                    metrics: &shared.metrics,
+                    identity: &shared.identity,
+                };
+                job(Ok(&mut ctx), last)
+            }
+            Err(e) if last || e.recovery() == Recovery::None => {
+                // The job answers its caller with this error; there is nothing to retry.
+                let _ = job(Err(e), true);
+                None
+            }
+            Err(e) => Some(e),
+        };
+        let Some(err) = failed else {
+            return;
+        };
+        attempt += 1;
+        match err.recovery() {
+            Recovery::Session if attempt == 1 => {
+                tracing::warn!(error = %err, "HSM session lost; opening a new session");
+                shared.metrics.session_recovered();
+                drop_session(shared, st);
+            }
+            _ => {
+                tracing::warn!(error = %err, attempt, "HSM device lost; re-initialising the module");
+                shared.metrics.device_recovered();
+                drop_session(shared, st);
+                let seen = lock(&shared.device).as_ref().map(|d| d.module_generation);
+                std::thread::sleep(Duration::from_millis(100 << attempt.min(4)));
+                match module::connect(&shared.cfg, &shared.module, seen) {
+                    Ok(d) => *lock(&shared.device) = Some(d),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "HSM re-initialisation failed");
+                        *lock(&shared.device) = None;
+                    }
+                }
+            }
+        }
+    }
+}

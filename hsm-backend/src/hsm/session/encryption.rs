@@ -1,0 +1,67 @@
+//! AES-256-GCM inside the HSM (`C_EncryptInit`/`C_Encrypt`, `C_DecryptInit`/`C_Decrypt`).
+
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::ObjectHandle;
+use zeroize::Zeroizing;
+
+use super::{counted, integrity, SessionCtx};
+use crate::error::{Error, Result};
+use crate::metrics::HsmOp;
+
+/// GCM IV length.
+const IV_LEN: usize = 12;
+/// GCM tag length.
+const TAG_LEN: usize = 16;
+
+impl SessionCtx<'_> {
+    /// A fresh 96-bit IV from the HSM RNG (via the pool).
+    fn iv(&mut self) -> Result<[u8; IV_LEN]> {
+        let mut iv = [0u8; IV_LEN];
+        self.pooled_random(&mut iv)?;
+        Ok(iv)
+    }
+
+    /// AES-256-GCM inside the HSM; returns `iv ‖ ct ‖ tag`.
+    pub(crate) fn gcm_encrypt(
+        &mut self,
+        key: ObjectHandle,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        let mut iv = self.iv()?;
+        let params = GcmParams::new(&mut iv, aad, (TAG_LEN as u64 * 8).into())?;
+        let ct = counted(
+            self.metrics,
+            HsmOp::Encrypt,
+            self.session
+                .encrypt(&Mechanism::AesGcm(params), key, plaintext),
+        )?;
+        let mut out = Vec::with_capacity(IV_LEN + ct.len());
+        out.extend_from_slice(&iv);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Opens `iv ‖ ct ‖ tag` inside the HSM. A bad tag is [`Error::Integrity`].
+    pub(crate) fn gcm_decrypt(
+        &mut self,
+        key: ObjectHandle,
+        aad: &[u8],
+        data: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        if data.len() < IV_LEN + TAG_LEN {
+            return Err(Error::Integrity("ciphertext too short"));
+        }
+        let (iv, ct) = data.split_at(IV_LEN);
+        let mut iv = <[u8; IV_LEN]>::try_from(iv).map_err(|_| Error::Integrity("iv"))?;
+        let params = GcmParams::new(&mut iv, aad, (TAG_LEN as u64 * 8).into())?;
+        let pt = counted(
+            self.metrics,
+            HsmOp::Decrypt,
+            self.session.decrypt(&Mechanism::AesGcm(params), key, ct),
+        )
+        .map_err(|e| integrity(e, "gcm tag"))?;
+        Ok(Zeroizing::new(pt))
+    }
+}

@@ -1,0 +1,54 @@
+//! Making, wrapping and unwrapping keys (`C_GenerateKey`, `C_WrapKey`, `C_UnwrapKey`).
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectHandle};
+
+use super::{counted, integrity, SessionCtx};
+use crate::error::Result;
+use crate::metrics::HsmOp;
+
+impl SessionCtx<'_> {
+    /// Generates a key with `mechanism` and `template` (one of [`crate::templates`]).
+    pub(crate) fn generate(
+        &mut self,
+        mechanism: &Mechanism,
+        template: &[Attribute],
+    ) -> Result<ObjectHandle> {
+        counted(
+            self.metrics,
+            HsmOp::GenerateKey,
+            self.session.generate_key(mechanism, template),
+        )
+    }
+
+    /// Wraps `key` under `wrapping` with CKM_AES_KEY_WRAP_PAD.
+    pub(crate) fn wrap_kwp(
+        &mut self,
+        wrapping: ObjectHandle,
+        key: ObjectHandle,
+    ) -> Result<Vec<u8>> {
+        counted(
+            self.metrics,
+            HsmOp::WrapKey,
+            self.session
+                .wrap_key(&Mechanism::AesKeyWrapPad, wrapping, key),
+        )
+    }
+
+    /// Unwraps a KWP blob under `wrapping` into a new object with `template` (one of
+    /// [`crate::templates`]). A tampered blob is [`crate::error::Error::Integrity`].
+    pub(crate) fn unwrap_kwp(
+        &mut self,
+        wrapping: ObjectHandle,
+        wrapped: &[u8],
+        template: &[Attribute],
+    ) -> Result<ObjectHandle> {
+        counted(
+            self.metrics,
+            HsmOp::UnwrapKey,
+            self.session
+                .unwrap_key(&Mechanism::AesKeyWrapPad, wrapping, wrapped, template),
+        )
+        .map_err(|e| integrity(e, "wrapped key"))
+    }
+}

@@ -1,0 +1,174 @@
+//! Test support for rootseal, kept out of every shipped crate (a dev-dependency only, as
+//! rustls keeps `rustls-test` and rust-cryptoki keeps `tests/common`):
+//!
+//! * [`TestToken`]: a fresh SoftHSM2 token with its own label and PINs, in a token directory of
+//!   the test's own process;
+//! * [`Fixture`]: that token opened, its root created, and a keyring over a file store in a
+//!   temporary directory: what every SoftHSM2 test starts from.
+//!
+//! SoftHSM2 reads its token directory once per process, at `C_Initialize`, so create every token
+//! a test needs before the first [`rootseal_hsm::Hsm::open`] in that process; `cargo nextest`
+//! runs each test in its own process.
+#![forbid(unsafe_code)]
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use rootseal_hsm::{
+    default_softhsm_module, init_root, FileStore, Hsm, HsmConfig, InitOutcome, Keyring, SoftHsmDir,
+    TokenSelector,
+};
+use secrecy::SecretString;
+
+/// A fresh SoftHSM2 token for a test: its own label and PINs, in the process's test directory.
+#[derive(Debug)]
+pub struct TestToken {
+    /// The process's SoftHSM2 directory (`SOFTHSM2_CONF` points at its `softhsm2.conf`).
+    pub dir: SoftHsmDir,
+    /// The token label.
+    pub label: String,
+    /// The User PIN.
+    pub pin: String,
+    /// The Security Officer PIN.
+    pub so_pin: String,
+    /// The module path.
+    pub module: PathBuf,
+}
+
+/// The process's SoftHSM2 directory, created (and made `SOFTHSM2_CONF`) on first use and removed
+/// when the process exits normally.
+fn process_dir() -> &'static SoftHsmDir {
+    static DIR: OnceLock<(tempfile::TempDir, SoftHsmDir)> = OnceLock::new();
+    let (_, dir) = DIR.get_or_init(|| {
+        let td = tempfile::Builder::new()
+            .prefix("rootseal-softhsm-")
+            .tempdir()
+            .expect("create a temporary SoftHSM2 directory");
+        let d = SoftHsmDir::create(td.path()).expect("create SoftHSM2 dir");
+        d.activate();
+        (td, d)
+    });
+    dir
+}
+
+impl TestToken {
+    /// Creates a new token in the process's test directory.
+    ///
+    /// # Panics
+    /// When SoftHSM2 is not installed: the tests need it (CI installs it).
+    pub fn new() -> TestToken {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = process_dir();
+        let module =
+            default_softhsm_module().expect("libsofthsm2.so not found: apt-get install softhsm2");
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let label = format!("t{}-{n}", std::process::id());
+        let pin = format!("pin-{n}-{}", std::process::id());
+        let so_pin = format!("so-{pin}");
+        dir.init_token(
+            &label,
+            &SecretString::from(pin.clone()),
+            &SecretString::from(so_pin.clone()),
+        )
+        .expect("softhsm2-util --init-token");
+        TestToken {
+            dir: dir.clone(),
+            label,
+            pin,
+            so_pin,
+            module,
+        }
+    }
+
+    /// An [`HsmConfig`] for this token.
+    pub fn config(&self) -> HsmConfig {
+        HsmConfig {
+            module: self.module.clone(),
+            token: TokenSelector::Label(self.label.clone()),
+            pin: SecretString::from(self.pin.clone()),
+            pool_size: 2,
+        }
+    }
+
+    /// Opens this token (off the async runtime).
+    ///
+    /// # Panics
+    /// When the token cannot be opened (a test failure).
+    pub async fn open(&self) -> Hsm {
+        let cfg = self.config();
+        tokio::task::spawn_blocking(move || Hsm::open(cfg))
+            .await
+            .expect("HSM open task")
+            .expect("open the test token")
+    }
+
+    /// Opens this token, creates its root and returns the HSM and a keyring over a file store in
+    /// `store_dir`.
+    ///
+    /// # Panics
+    /// When the token cannot be opened or initialised (a test failure).
+    pub async fn keyring(&self, store_dir: &Path) -> (Hsm, Keyring) {
+        let hsm = self.open().await;
+        init_root(&hsm).await.expect("create the root");
+        let store = FileStore::open(store_dir).expect("file store");
+        let keyring = Keyring::open(hsm.clone(), Arc::new(store))
+            .await
+            .expect("open the keyring");
+        (hsm, keyring)
+    }
+}
+
+impl Default for TestToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A token, opened, with a new root and a keyring over a file store in a temporary directory.
+#[derive(Debug)]
+pub struct Fixture {
+    /// The token.
+    pub token: TestToken,
+    /// The opened HSM.
+    pub hsm: Hsm,
+    /// The keyring.
+    pub keyring: Keyring,
+    /// The keyring's store.
+    pub store: Arc<FileStore>,
+    /// The temporary directory holding the store (`keys/`); removed on drop.
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// A fixture on a new token.
+    ///
+    /// # Panics
+    /// On any failure (a test failure).
+    pub async fn new() -> Fixture {
+        Self::with_token(TestToken::new()).await
+    }
+
+    /// A fixture on `token`, which must have no root yet.
+    ///
+    /// # Panics
+    /// On any failure, or when the token already had a root.
+    pub async fn with_token(token: TestToken) -> Fixture {
+        let hsm = token.open().await;
+        let out = init_root(&hsm).await.expect("create the root");
+        assert!(matches!(out, InitOutcome::Created(_)), "{out:?}");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Arc::new(FileStore::open(dir.path().join("keys")).expect("file store"));
+        let keyring = Keyring::open(hsm.clone(), store.clone())
+            .await
+            .expect("open the keyring");
+        Fixture {
+            token,
+            hsm,
+            keyring,
+            store,
+            dir,
+        }
+    }
+}
