@@ -6,7 +6,8 @@
 #
 #   1. generate the HSM user PIN, SO PIN and the rootseal API token (only if absent)
 #   2. create the SoftHSM2 token `rootseal` (only if absent)
-#   3. `rootseal init` (creates the L0 root on the token; reports and exits 0 if it exists)
+#   3. `rootseal init` (the Security Officer creates the L0 root on the token; reports and exits 0
+#      if it exists)
 #
 # Secrets are never printed. Files are written to a temporary name and renamed, so a
 # container killed mid-way leaves either the old state or the new one.
@@ -117,11 +118,13 @@ fi
 
 # 3. L0 root (idempotent by contract: reports what exists and changes nothing).
 log "rootseal init --config $CONFIG"
-as_user rootseal init --config "$CONFIG" || die "rootseal init failed (see the message above)"
+# The L0 is made by the token's Security Officer: the SO PIN comes from its file, never from
+# rootseal.toml, and the serving container never sees it.
+as_user rootseal init --config "$CONFIG" --so-pin-file "$SO_PIN_FILE" || die "rootseal init failed (see the message above)"
 # A root left half-made by an interrupted earlier run must not be served as if it were whole.
 status=$(as_user rootseal root status --config "$CONFIG" 2>/dev/null) || die "rootseal root status failed"
 if printf '%s\n' "$status" | grep -qi 'missing'; then
     die "the L0 root on token '$LABEL' is incomplete ($(printf '%s\n' "$status" | grep -i -m1 missing | sed 's/^[[:space:]]*//')): an earlier 'rootseal init' was interrupted. Start over with 'docker compose down -v' (SoftHSM2 demo), or remove the incomplete root objects with the HSM's tools"
 fi
-printf '%s\n' "$status" | grep -q 'Active' || die "no active L0 root on token '$LABEL' after rootseal init: $status"
+printf '%s\n' "$status" | grep -q 'Current' || die "no current L0 root on token '$LABEL' after rootseal init: $status"
 log "done: token '$LABEL' and its L0 root are ready"

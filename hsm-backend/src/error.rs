@@ -31,12 +31,19 @@ pub enum Error {
     /// The User PIN was refused. rootseal never retries a wrong PIN (no lockout loop).
     #[error("the HSM refused the PIN for token {0}")]
     PinIncorrect(String),
+    /// The Security Officer PIN was refused (never retried).
+    #[error("the HSM refused the Security Officer PIN for token {0}")]
+    SoPinIncorrect(String),
     /// The token's PIN is locked.
     #[error("the User PIN of token {0} is locked")]
     PinLocked(String),
     /// A wrapped blob or a GCM tag failed to verify inside the HSM.
     #[error("integrity check failed in the HSM ({0})")]
     Integrity(&'static str),
+    /// The token holds no hardened root to seal under (only roots made by rootseal 0.1.0, or
+    /// roots that fail their self-test).
+    #[error("the token holds no hardened root to seal under")]
+    NoCurrentRoot,
     /// The root key (L0) or its MAC key is missing from the token.
     #[error("root key {0} is not on this token")]
     RootMissing(String),
@@ -185,6 +192,10 @@ pub enum KeyringError {
     /// Concurrent writers kept conflicting.
     #[error("concurrent modification of the key, try again")]
     Conflict,
+    /// The token's root is not hardened (made by rootseal 0.1.0): keys can be read but not created
+    /// or rotated until `rootseal root rotate` moves them to a hardened root.
+    #[error("the HSM root is not hardened: run `rootseal root rotate` (Security Officer) before creating or rotating keys")]
+    WeakRoot,
     /// The root key is not initialised on this token (`rootseal init`).
     #[error("no root key on the HSM token: run `rootseal init`")]
     NoRoot,
@@ -237,6 +248,7 @@ impl From<Error> for KeyringError {
             Error::Integrity(_) | Error::Blob(_) | Error::Foreign(_) | Error::RootMissing(_) => {
                 Self::Integrity(Cause::new(&e))
             }
+            Error::NoCurrentRoot => Self::WeakRoot,
             Error::TokenState(_) => Self::Integrity(Cause::new(&e)),
             _ if e.recovery() == Recovery::Device || matches!(e, Error::PoolClosed) => {
                 Self::HsmUnavailable(Cause::new(&e))

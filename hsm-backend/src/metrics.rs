@@ -26,6 +26,8 @@ pub enum HsmOp {
     FindObjects,
     /// C_DestroyObject.
     DestroyObject,
+    /// C_CreateObject (store registry entries only).
+    CreateObject,
     /// C_OpenSession.
     OpenSession,
     /// C_Login.
@@ -34,7 +36,7 @@ pub enum HsmOp {
 
 impl HsmOp {
     /// Every operation, in a stable order.
-    pub const ALL: [HsmOp; 12] = [
+    pub const ALL: [HsmOp; 13] = [
         HsmOp::Encrypt,
         HsmOp::Decrypt,
         HsmOp::GenerateRandom,
@@ -45,6 +47,7 @@ impl HsmOp {
         HsmOp::GenerateKey,
         HsmOp::FindObjects,
         HsmOp::DestroyObject,
+        HsmOp::CreateObject,
         HsmOp::OpenSession,
         HsmOp::Login,
     ];
@@ -62,6 +65,7 @@ impl HsmOp {
             HsmOp::GenerateKey => "generate_key",
             HsmOp::FindObjects => "find_objects",
             HsmOp::DestroyObject => "destroy_object",
+            HsmOp::CreateObject => "create_object",
             HsmOp::OpenSession => "open_session",
             HsmOp::Login => "login",
         }
@@ -75,7 +79,7 @@ impl HsmOp {
 /// Operation counters plus error and recovery counters. Cheap to bump from any thread.
 #[derive(Debug, Default)]
 pub struct HsmMetrics {
-    ops: [AtomicU64; 12],
+    ops: [AtomicU64; HsmOp::ALL.len()],
     errors: AtomicU64,
     session_recoveries: AtomicU64,
     device_recoveries: AtomicU64,

@@ -83,7 +83,48 @@ pub trait KekStore: Send + Sync + 'static {
     fn list(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
     /// A short human description for logs ("file:/var/lib/rootseal", "vault:http://…/secret/rootseal").
     fn describe(&self) -> String;
+
+    /// Where this store keeps its entries, as a stable string another process can act on
+    /// (`file:<absolute dir>`, `vault-kv:<address> <mount> <prefix>`): what the keyring registers
+    /// on the token so that root rotation re-seals every record ([`open_by_locator`]). `None` for
+    /// a store made of others ([`KekStore::parts`]) or one no other process can reach.
+    fn locator(&self) -> Option<String> {
+        None
+    }
+
+    /// The stores this one routes to (a [`RoutedStore`]'s local and shared store); empty for a
+    /// store that keeps its own entries.
+    fn parts(&self) -> Vec<Arc<dyn KekStore>> {
+        Vec::new()
+    }
 }
+
+/// The stores that keep their own entries under `store`: itself, or the leaves of its parts.
+pub fn leaf_stores(store: &Arc<dyn KekStore>) -> Vec<Arc<dyn KekStore>> {
+    let parts = store.parts();
+    if parts.is_empty() {
+        vec![store.clone()]
+    } else {
+        parts.iter().flat_map(leaf_stores).collect()
+    }
+}
+
+/// Opens a store from its [`KekStore::locator`], for the kinds this crate can open without more
+/// configuration (`file:`). `None` for any other kind.
+pub fn open_by_locator(locator: &str) -> Option<Arc<dyn KekStore>> {
+    let dir = locator.strip_prefix(FILE_LOCATOR)?;
+    // Only a store directory that still exists: opening creates it, which must not happen for a
+    // registered store that was removed.
+    if !Path::new(dir).is_dir() {
+        return None;
+    }
+    FileStore::open(dir)
+        .ok()
+        .map(|s| Arc::new(s) as Arc<dyn KekStore>)
+}
+
+/// The locator prefix of a [`FileStore`].
+const FILE_LOCATOR: &str = "file:";
 
 /// Whether a key name is acceptable: 1–128 characters of `[A-Za-z0-9_.-]`, not starting with `.`.
 pub fn valid_key_name(name: &str) -> bool {
@@ -300,6 +341,11 @@ impl KekStore for FileStore {
     fn describe(&self) -> String {
         format!("file:{}", self.dir.display())
     }
+
+    fn locator(&self) -> Option<String> {
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        dir.to_str().map(|d| format!("{FILE_LOCATOR}{d}"))
+    }
 }
 
 /// Sends the names in `local_names` to `local` and every other name to `shared`.
@@ -381,6 +427,10 @@ impl KekStore for RoutedStore {
             );
             Ok(names.into_iter().collect())
         })
+    }
+
+    fn parts(&self) -> Vec<Arc<dyn KekStore>> {
+        vec![self.local.clone(), self.shared.clone()]
     }
 
     fn describe(&self) -> String {

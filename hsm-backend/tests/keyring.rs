@@ -10,9 +10,7 @@ use rootseal_hsm::HsmOp;
 use rootseal_hsm::KekStore;
 use rootseal_hsm::Keyring;
 use rootseal_hsm::KeyringError;
-use rootseal_hsm::{
-    CreateOptions, DecryptItem, EncryptItem, InitOutcome, KeyConfigUpdate, KeyOp, Sealed,
-};
+use rootseal_hsm::{CreateOptions, DecryptItem, EncryptItem, KeyConfigUpdate, KeyOp, Sealed};
 use zeroize::Zeroizing;
 
 fn item(p: &[u8], aad: &[u8]) -> EncryptItem {
@@ -41,57 +39,6 @@ async fn dec(k: &Keyring, name: &str, s: &Sealed, aad: &[u8]) -> Result<Vec<u8>,
     .await?
     .remove(0)
     .map(|z| z.to_vec())
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn l0_is_wrap_only_sensitive_and_never_extractable() {
-    let f = Fixture::new().await;
-    let status = rootseal_hsm::root_status(&f.hsm).await.unwrap();
-    assert_eq!(status.roots.len(), 1);
-    let id = status.roots[0].id;
-    let a = rootseal_hsm::root_attributes(&f.hsm, id, false)
-        .await
-        .unwrap();
-    for (name, want) in [
-        ("Token", true),
-        ("Private", true),
-        ("Sensitive", true),
-        ("AlwaysSensitive", true),
-        ("Extractable", false),
-        ("NeverExtractable", true),
-        ("Local", true),
-        ("Wrap", true),
-        ("Unwrap", true),
-        ("Encrypt", false),
-        ("Decrypt", false),
-        ("Sign", false),
-        ("Verify", false),
-        ("Derive", false),
-    ] {
-        assert_eq!(a.get(name), Some(want), "L0 {name}: {a:?}");
-    }
-    let m = rootseal_hsm::root_attributes(&f.hsm, id, true)
-        .await
-        .unwrap();
-    for (name, want) in [
-        ("Sign", true),
-        ("Verify", true),
-        ("Extractable", false),
-        ("NeverExtractable", true),
-        ("Wrap", false),
-        ("Encrypt", false),
-    ] {
-        assert_eq!(m.get(name), Some(want), "MAC key {name}: {m:?}");
-    }
-    // init again: reports the existing root, changes nothing.
-    assert_eq!(
-        rootseal_hsm::init_root(&f.hsm).await.unwrap(),
-        InitOutcome::Exists(id)
-    );
-    assert_eq!(
-        rootseal_hsm::root_status(&f.hsm).await.unwrap().roots.len(),
-        1
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -455,24 +402,40 @@ async fn wrong_pin_fails_once_without_retrying() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn root_rotation_reseals_everything_and_destroys_the_old_root() {
-    let f = Fixture::new().await;
-    let k = &f.keyring;
+    let Fixture {
+        token,
+        hsm,
+        keyring: k,
+        store,
+        dir: _dir,
+    } = Fixture::new().await;
     let mut cts = Vec::new();
     for name in ["a", "b", "c"] {
-        cts.push((name, enc(k, name, name.as_bytes()).await));
+        cts.push((name, enc(&k, name, name.as_bytes()).await));
     }
     k.rotate_key("b").await.unwrap();
-    cts.push(("b", enc(k, "b", b"b2").await));
-    let old = rootseal_hsm::root_status(&f.hsm).await.unwrap().roots[0].id;
-    let report = k.rotate_root(Duration::from_millis(10)).await.unwrap();
+    cts.push(("b", enc(&k, "b", b"b2").await));
+    let old = rootseal_hsm::root_status(&hsm).await.unwrap().roots[0].id;
+    // The Security Officer step needs this process logged out as User.
+    drop((k, hsm));
+    let grace = Duration::from_millis(10);
+    let report = rootseal_hsm::rotate_root(&token.config(), &token.so_pin(), store.clone(), grace)
+        .await
+        .unwrap();
     assert_eq!(report.resealed, 3);
-    assert_eq!(report.old_root, Some(old.to_hex()));
-    let status = rootseal_hsm::root_status(&f.hsm).await.unwrap();
+    assert_eq!(report.old_roots, vec![old.to_hex()]);
+    assert!(
+        report.destroyed && report.unreachable.is_empty(),
+        "{report:?}"
+    );
+    let hsm = token.open().await;
+    let status = rootseal_hsm::root_status(&hsm).await.unwrap();
     assert_eq!(status.roots.len(), 1);
     assert_ne!(status.roots[0].id, old);
-    assert_eq!(status.roots[0].role, rootseal_hsm::RootRole::Active);
+    assert_eq!(status.roots[0].role, rootseal_hsm::RootRole::Current);
+    assert_eq!(status.custody.verdict(), rootseal_hsm::Custody::Hardened);
     // A fresh keyring (no caches) reads everything under the new root.
-    let fresh = Keyring::open(f.hsm.clone(), f.store.clone()).await.unwrap();
+    let fresh = Keyring::open(hsm.clone(), store.clone()).await.unwrap();
     for (name, c) in &cts {
         assert!(
             dec(&fresh, name, c, b"").await.is_ok(),
@@ -480,9 +443,17 @@ async fn root_rotation_reseals_everything_and_destroys_the_old_root() {
             c.version
         );
     }
-    // Running it again is harmless.
-    let again = fresh.rotate_root(Duration::from_millis(10)).await.unwrap();
+    // Running it again rotates again, and loses nothing either.
+    drop((fresh, hsm));
+    let again = rootseal_hsm::rotate_root(&token.config(), &token.so_pin(), store.clone(), grace)
+        .await
+        .unwrap();
     assert_eq!(again.resealed, 3);
+    let hsm = token.open().await;
+    let fresh = Keyring::open(hsm, store).await.unwrap();
+    for (name, c) in &cts {
+        assert!(dec(&fresh, name, c, b"").await.is_ok(), "{name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -82,6 +82,22 @@ impl TestToken {
         }
     }
 
+    /// The Security Officer PIN as a secret.
+    pub fn so_pin(&self) -> SecretString {
+        SecretString::from(self.so_pin.clone())
+    }
+
+    /// Creates this token's root as `rootseal init` does (Security Officer L0, User MAC key).
+    /// Call it while no [`Hsm`] of this token is open in the process.
+    ///
+    /// # Panics
+    /// When the root cannot be made (a test failure).
+    pub async fn init_root(&self) -> InitOutcome {
+        init_root(&self.config(), &self.so_pin())
+            .await
+            .expect("create the root")
+    }
+
     /// An [`HsmConfig`] for this token.
     pub fn config(&self) -> HsmConfig {
         HsmConfig {
@@ -110,8 +126,8 @@ impl TestToken {
     /// # Panics
     /// When the token cannot be opened or initialised (a test failure).
     pub async fn keyring(&self, store_dir: &Path) -> (Hsm, Keyring) {
+        self.init_root().await;
         let hsm = self.open().await;
-        init_root(&hsm).await.expect("create the root");
         let store = FileStore::open(store_dir).expect("file store");
         let keyring = Keyring::open(hsm.clone(), Arc::new(store))
             .await
@@ -155,9 +171,9 @@ impl Fixture {
     /// # Panics
     /// On any failure, or when the token already had a root.
     pub async fn with_token(token: TestToken) -> Fixture {
-        let hsm = token.open().await;
-        let out = init_root(&hsm).await.expect("create the root");
+        let out = token.init_root().await;
         assert!(matches!(out, InitOutcome::Created(_)), "{out:?}");
+        let hsm = token.open().await;
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = Arc::new(FileStore::open(dir.path().join("keys")).expect("file store"));
         let keyring = Keyring::open(hsm.clone(), store.clone())

@@ -22,14 +22,7 @@ fn init_root(token: &TestToken) {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let cfg = token.config();
-        let hsm = tokio::task::spawn_blocking(move || rootseal_hsm::Hsm::open(cfg))
-            .await
-            .unwrap()
-            .expect("open SoftHSM2 token");
-        rootseal_hsm::init_root(&hsm).await.expect("init root");
-    });
+    rt.block_on(token.init_root());
 }
 
 /// Copies the binary into `dir/plugins` and returns the plugin and seal stanzas for `token`.
@@ -451,6 +444,7 @@ fn kms_config_output_unseals_openbao_from_rootseal_toml() {
         let out = Command::new(rootseal_bin())
             .args(args)
             .env("SOFTHSM2_CONF", &conf_env)
+            .env("ROOTSEAL_HSM_SO_PIN", &token.so_pin)
             .env_remove("ROOTSEAL_HSM_PIN")
             .output()
             .unwrap();

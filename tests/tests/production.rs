@@ -97,8 +97,9 @@ impl Rs {
         let port = free_port();
         let token = format!("rs-root-{port}");
         std::fs::write(dir.join("pin"), format!("{PIN}\n")).unwrap();
+        std::fs::write(dir.join("so-pin"), format!("{SO_PIN}\n")).unwrap();
         std::fs::write(dir.join("root-token"), &token).unwrap();
-        for f in ["pin", "root-token"] {
+        for f in ["pin", "so-pin", "root-token"] {
             std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         let cfg = dir.join("rootseal.toml");
@@ -121,14 +122,17 @@ impl Rs {
         }
     }
 
-    /// `rootseal ARGS --config CFG` (env: this test's SoftHSM2 only).
+    /// `rootseal ARGS --config CFG` (env: this test's SoftHSM2 only), with `--so-pin-file` for
+    /// the Security Officer steps (`init`, `root rotate`).
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(rootseal_bin());
-        c.args(args)
-            .arg("--config")
-            .arg(&self.cfg)
-            .env("SOFTHSM2_CONF", &self.softhsm_conf)
+        c.args(args).arg("--config").arg(&self.cfg);
+        if args.first() == Some(&"init") || args.starts_with(&["root", "rotate"]) {
+            c.arg("--so-pin-file").arg(self.dir.join("so-pin"));
+        }
+        c.env("SOFTHSM2_CONF", &self.softhsm_conf)
             .env_remove("ROOTSEAL_HSM_PIN")
+            .env_remove("ROOTSEAL_HSM_SO_PIN")
             .env_remove("ROOTSEAL_ROOT_TOKEN")
             .env_remove("ROOTSEAL_VAULT_TOKEN")
             .env_remove("VAULT_TOKEN")
@@ -631,7 +635,7 @@ fn init_is_idempotent_and_serve_never_creates_a_root() {
     );
     let roots = rs.roots();
     assert_eq!(roots.len(), 1, "{roots:?}");
-    assert!(roots[0].1.contains("Active"), "{roots:?}");
+    assert!(roots[0].1.contains("Current"), "{roots:?}");
     assert!(first.contains(&roots[0].0) && second.contains(&roots[0].0));
     let _srv = rs.serve("serve.log");
     rs.api().create("k");
@@ -717,11 +721,13 @@ fn root_rotation_survives_sigkill_without_losing_a_key() {
             rs.cmd(&["root", "rotate", "--grace-secs", "0"]),
             &rs.dir.join(format!("rotate-{i}.log")),
         );
-        // Kill only after the HSM login: SoftHSM2 rewrites its token file at C_Login, and a
+        // Kill only after the last HSM login: SoftHSM2 rewrites its token file at C_Login, and a
         // process killed in the middle of that rewrite can leave the token unreadable (a SoftHSM2
-        // file-store hazard, not rootseal state; hardware HSMs do not share it).
+        // file-store hazard, not rootseal state; hardware HSMs do not share it). A rotation logs
+        // in three times: User (which root to move to), Security Officer (the new L0) and User
+        // again, which logs the second "HSM ready".
         let ready_by = std::time::Instant::now() + Duration::from_secs(20);
-        while !p.output().contains("HSM ready") && std::time::Instant::now() < ready_by {
+        while p.output().matches("HSM ready").count() < 2 && std::time::Instant::now() < ready_by {
             std::thread::sleep(Duration::from_millis(1));
         }
         std::thread::sleep(Duration::from_millis(*ms));
@@ -764,7 +770,7 @@ fn root_rotation_survives_sigkill_without_losing_a_key() {
     eprintln!("{again}");
     let roots = rs.roots();
     assert_eq!(roots.len(), 1, "{roots:?}");
-    assert!(roots[0].1.contains("Active"), "{roots:?}");
+    assert!(roots[0].1.contains("Current"), "{roots:?}");
     let new_id = &roots[0].0;
     assert_ne!(*new_id, old_id);
     assert!(
@@ -1079,9 +1085,29 @@ fn foreign_and_newer_kv_entries_are_named_errors() {
     assert!(list.contains("good"), "{list}");
 }
 
-/// The state a SIGKILL leaves between the two `C_GenerateKey` calls that create the `next` root
-/// (wrap key stored, MAC key not yet): reproduced exactly with `pkcs11-tool`. The kill loop above
-/// lands there now and then; this makes it deterministic. Running the rotation again must finish.
+/// Makes the Security Officer's half of a new root on token `label` of `conf`, in this process.
+fn new_l0_only(conf: &Path, label: &str) {
+    std::env::set_var("SOFTHSM2_CONF", conf);
+    let cfg = rootseal_hsm::HsmConfig {
+        module: module().into(),
+        token: rootseal_hsm::TokenSelector::Label(label.into()),
+        pin: secrecy::SecretString::from(PIN),
+        pool_size: 1,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(rootseal_hsm::testing_new_l0(
+        &cfg,
+        &secrecy::SecretString::from(SO_PIN),
+    ))
+    .unwrap();
+}
+
+/// The state a SIGKILL leaves between the two steps that create the next root (the Security
+/// Officer's L0 stored, the User's MAC key not yet). The kill loop above lands after both logins;
+/// this makes the state between them deterministic. Running the rotation again must finish.
 #[test]
 fn root_rotation_recovers_from_a_half_created_next_root() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1099,22 +1125,13 @@ fn root_rotation_recovers_from_a_half_created_next_root() {
             })
             .collect()
     };
-    let out = Command::new("pkcs11-tool")
-        .args(["--module", &module(), "--token-label", "prod", "--login"])
-        .args(["--pin", PIN, "--keygen", "--key-type", "AES:32"])
-        .args(["--label", "rootseal-l0-next"])
-        .args(["--id", "00112233445566778899aabbccddeeff"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("pkcs11-tool (apt install opensc)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Exactly what a kill between the Security Officer's L0 and the User's MAC key leaves.
+    new_l0_only(&conf, "prod");
     let roots = rs.roots();
     assert!(
-        roots.iter().any(|r| r.1.contains("Next, MAC key missing")),
+        roots
+            .iter()
+            .any(|r| r.1.contains("Next") && r.1.contains("MAC key missing")),
         "{roots:?}"
     );
     let (ok, code, out, err) = rs.run(&["root", "rotate", "--grace-secs", "0"]);
@@ -1125,7 +1142,7 @@ fn root_rotation_recovers_from_a_half_created_next_root() {
     let roots = rs.roots();
     assert_eq!(roots.len(), 1, "{roots:?}");
     assert!(
-        roots[0].1.contains("Active") && roots[0].0 != old_id,
+        roots[0].1.contains("Current") && roots[0].0 != old_id,
         "{roots:?}"
     );
     let _srv = rs.serve("serve-final.log");

@@ -34,12 +34,15 @@ mod l1_cache;
 mod login;
 mod module;
 mod pool;
+mod raw;
 pub(crate) mod session;
+mod so;
 
 use l1_cache::L1Cache;
 use module::{Device, Module};
 use pool::Job;
 pub(crate) use session::SessionCtx;
+pub(crate) use so::with_so_session;
 
 /// Locks `m`, carrying on after a poisoned lock: that only means another thread panicked while
 /// holding it, and the data (handles, queues) stays consistent.

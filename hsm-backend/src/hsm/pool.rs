@@ -114,6 +114,7 @@ fn run_job(shared: &Shared, st: &mut WorkerState, mut job: Job) {
                     owner: st.idx,
                     generation: *generation,
                     metrics: &shared.metrics,
+                    module: &shared.cfg.module,
                     identity: &shared.identity,
                 };
                 job(Ok(&mut ctx), last)

@@ -3,7 +3,7 @@
 
 use zeroize::Zeroizing;
 
-use super::{jobs, Keyring, Result};
+use super::{aad, jobs, Keyring, Result};
 use crate::error::{Error as HsmError, KeyringError};
 use crate::types::KeyOp;
 
@@ -26,11 +26,6 @@ impl std::fmt::Debug for BatchKey {
     }
 }
 
-/// The AAD that binds a bulk-seal batch key to its key name and version.
-fn batch_key_aad(name: &str, version: u32) -> Vec<u8> {
-    format!("rootseal:batch-key:v1:{name}:{version}").into_bytes()
-}
-
 impl Keyring {
     /// A fresh 256-bit bulk-seal batch key from the HSM RNG, sealed under the latest version of
     /// key `name` inside the HSM (one HSM job: at most one `C_GenerateRandom` and one
@@ -43,7 +38,7 @@ impl Keyring {
         s.allows(KeyOp::BulkSeal)?;
         let v = s.default_encrypt_version();
         let blob = s.blob(v)?;
-        let aad = batch_key_aad(name, v);
+        let aad = aad::batch_key(name, v);
         Ok(self
             .inner
             .hsm
@@ -83,7 +78,7 @@ impl Keyring {
             .get(&version)
             .cloned()
             .ok_or(KeyringError::InvalidCiphertext)?;
-        let aad = batch_key_aad(name, version);
+        let aad = aad::batch_key(name, version);
         let wrapped = wrapped.to_vec();
         let r = self
             .inner

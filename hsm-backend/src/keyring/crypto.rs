@@ -8,8 +8,8 @@ use cryptoki::object::ObjectHandle;
 use zeroize::Zeroizing;
 
 use super::api::{CreateOptions, DecryptItem, EncryptItem, Sealed};
-use super::jobs;
 use super::state::{BlobRef, KeyState};
+use super::{aad, jobs};
 use super::{Keyring, Result};
 use crate::error::{Error as HsmError, KeyringError, Recovery};
 use crate::hsm::SessionCtx;
@@ -49,7 +49,10 @@ impl Keyring {
                 let k = jobs::l1_handle(ctx, &blob)?;
                 let mut out = Vec::with_capacity(items.len());
                 for it in &items {
-                    out.push(encrypt_one(ctx, k, v, &it.aad, &it.plaintext)?);
+                    out.push(match aad::check_client(&it.aad) {
+                        Ok(()) => encrypt_one(ctx, k, v, &it.aad, &it.plaintext)?,
+                        Err(e) => Err(e),
+                    });
                 }
                 Ok(out)
             })
@@ -199,6 +202,9 @@ fn decrypt_one(
     min: u32,
     it: &DecryptItem,
 ) -> std::result::Result<Result<Zeroizing<Vec<u8>>>, HsmError> {
+    if let Err(e) = aad::check_client(&it.aad) {
+        return Ok(Err(e));
+    }
     let v = it.sealed.version;
     if v < min {
         return Ok(Err(KeyringError::VersionTooOld));

@@ -13,7 +13,7 @@ use super::state::BlobRef;
 use crate::blob::{self, BlobHeader, SealedBlob};
 use crate::error::{Error, Result};
 use crate::hsm::SessionCtx;
-use crate::root::{self, RootRole};
+use crate::root;
 use crate::templates;
 use crate::types::{KeyOp, RootId};
 
@@ -52,7 +52,7 @@ pub(super) fn l1_handle(ctx: &mut SessionCtx<'_>, b: &BlobRef) -> Result<ObjectH
     check_blob_identity(ctx, &b.parsed)?;
     let root = root::handles(ctx, &b.parsed.root_id)?;
     ctx.hmac_verify(root.mac, &b.parsed.signed, &b.parsed.mac)?;
-    let h = ctx.unwrap_kwp(root.wrap, &b.parsed.wrapped, &templates::l1_in_use(false))?;
+    let h = ctx.unwrap_kwp(root.wrap, &b.parsed.wrapped, &templates::l1_in_use())?;
     ctx.cache_l1(b.digest, h);
     Ok(h)
 }
@@ -65,8 +65,20 @@ pub(super) fn seal_new_l1(
     version: u32,
     ops: &[KeyOp],
 ) -> Result<Vec<u8>> {
+    seal_generated_l1(ctx, root_id, name, version, ops, &templates::l1_new())
+}
+
+/// [`seal_new_l1`] with the L1 made from `template`.
+pub(super) fn seal_generated_l1(
+    ctx: &mut SessionCtx<'_>,
+    root_id: &RootId,
+    name: &str,
+    version: u32,
+    ops: &[KeyOp],
+    template: &[cryptoki::object::Attribute],
+) -> Result<Vec<u8>> {
     let root = root::handles(ctx, root_id)?;
-    let k = ctx.generate(&Mechanism::AesKeyGen, &templates::l1_new())?;
+    let k = ctx.generate(&Mechanism::AesKeyGen, template)?;
     let wrapped = ctx.wrap_kwp(root.wrap, k);
     ctx.destroy_transient(k, "new L1");
     let header = BlobHeader {
@@ -123,23 +135,8 @@ pub(super) fn verify_record_mac(
     ctx.hmac_verify(root.mac, signed, mac)
 }
 
-/// Where new blobs go: the `next` root while a rotation runs, else the active root.
-pub(super) fn seal_target(ctx: &mut SessionCtx<'_>) -> Result<Option<RootId>> {
-    let roots = root::list(ctx)?;
-    if let Some(next) = roots
-        .iter()
-        .find(|r| r.role == RootRole::Next && r.complete)
-    {
-        // A `next` root left broken by an interrupted rotation is skipped (the rotation's next
-        // run replaces it); new blobs then go under the active root.
-        if root::self_test(ctx, &next.id) {
-            return Ok(Some(next.id));
-        }
-    }
-    root::active(ctx)
-}
-
-/// [`seal_target`], or an error when the token has no root.
+/// Where new blobs go: the current root (the newest complete, hardened root that works; during a
+/// rotation, the root it is moving to).
 pub(super) fn required_seal_target(ctx: &mut SessionCtx<'_>) -> Result<RootId> {
-    seal_target(ctx)?.ok_or_else(|| Error::RootMissing("active".into()))
+    root::current(ctx)?.ok_or(Error::NoCurrentRoot)
 }

@@ -191,6 +191,83 @@ impl Keyring {
     }
 }
 
+#[cfg(feature = "test-hooks")]
+impl Keyring {
+    /// Creates key `name` as rootseal 0.1.0 did (`test-hooks` only): an L1 made with 0.1.0's
+    /// template (extractable under any key) sealed under root `root` (a 0.1.0 root, which is
+    /// never current), for the tests that migrate such an installation.
+    ///
+    /// # Errors
+    /// HSM and store errors.
+    pub async fn testing_create_key_previous_release(
+        &self,
+        name: &str,
+        root: crate::types::RootId,
+    ) -> Result<KeyInfo> {
+        let owned = name.to_owned();
+        let ops = KeyOp::ALL.to_vec();
+        let config = KeyConfig {
+            min_decryption_version: 1,
+            min_encryption_version: 0,
+            deletion_allowed: false,
+            auto_rotate_period_secs: 0,
+            allowed_ops: ops.clone(),
+            created: now(),
+        };
+        let record = self
+            .inner
+            .hsm
+            .run(move |ctx| {
+                let template = crate::templates::previous_release::l1_new();
+                let raw = jobs::seal_generated_l1(ctx, &root, &owned, 1, &ops, &template)?;
+                let first = VersionEntry {
+                    version: 1,
+                    created: now(),
+                    blob: B64.encode(raw),
+                };
+                let mut record = Record::new(&owned, config.clone(), first);
+                jobs::mac_record(ctx, &mut record, &root)?;
+                Ok(record)
+            })
+            .await?;
+        let version = self.inner.store.put(name, record.to_bytes()?, 0).await?;
+        Ok(self.written(record, version)?.info())
+    }
+
+    /// Reads back, as the token reports them, the attributes of the L1 classes this keyring makes
+    /// (`test-hooks` only): key `name`'s latest L1 in use, a new L1 and a root self-test key (both
+    /// made for the purpose and destroyed).
+    ///
+    /// # Errors
+    /// `NotFound`, HSM errors.
+    pub async fn testing_l1_class_attributes(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(&'static str, crate::root::RootAttributes)>> {
+        let s = self.load(name, false).await?;
+        let blob = s.blob(s.latest())?;
+        Ok(self
+            .inner
+            .hsm
+            .run(move |ctx| {
+                use cryptoki::mechanism::Mechanism;
+                let in_use = jobs::l1_handle(ctx, &blob)?;
+                let mut out = vec![("l1_in_use", crate::root::object_attributes(ctx, in_use)?)];
+                for (class, template) in [
+                    ("l1_new", crate::templates::l1_new()),
+                    ("self_test_key", crate::templates::self_test_key()),
+                ] {
+                    let h = ctx.generate(&Mechanism::AesKeyGen, &template)?;
+                    let a = crate::root::object_attributes(ctx, h);
+                    ctx.destroy_transient(h, "attribute read-back");
+                    out.push((class, a?));
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+}
+
 /// Applies `upd` to `c` with Vault's validation; `latest` is the key's newest version.
 fn apply_config(c: &mut KeyConfig, upd: &KeyConfigUpdate, latest: u32) -> Result<()> {
     if let Some(v) = upd.min_decryption_version {

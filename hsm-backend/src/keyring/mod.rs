@@ -21,12 +21,15 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
+use crate::custody::{self, Custody, CustodyReport};
 use crate::error::KeyringError;
 use crate::hsm::Hsm;
+use crate::registry;
 use crate::root;
-use crate::store::{valid_key_name, KekStore};
+use crate::store::{leaf_stores, valid_key_name, KekStore};
 use crate::types::RootId;
 
+pub(crate) mod aad;
 pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod batch;
@@ -60,6 +63,8 @@ struct Inner {
     store: Arc<dyn KekStore>,
     keys: RwLock<HashMap<String, Arc<KeyState>>>,
     writes: tokio::sync::Mutex<()>,
+    /// The last custody check (at open, and at every health check).
+    custody: RwLock<CustodyReport>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -77,10 +82,26 @@ impl Keyring {
     /// # Errors
     /// [`KeyringError::NoRoot`] when `rootseal init` has not run on this token;
     /// [`KeyringError::HsmUnavailable`] when the HSM does not answer.
+    ///
+    /// Registers `store`'s leaf stores on the token (see `registry.rs`) so that root rotation
+    /// finds every record, and runs the custody check ([`Keyring::custody`]).
     pub async fn open(hsm: Hsm, store: Arc<dyn KekStore>) -> Result<Keyring> {
-        let active = hsm.run(root::active).await?;
-        if active.is_none() {
-            return Err(KeyringError::NoRoot);
+        let locators: Vec<String> = leaf_stores(&store)
+            .iter()
+            .filter_map(|s| s.locator())
+            .collect();
+        let custody = hsm
+            .run(move |ctx| {
+                if !root::any_complete(ctx)? {
+                    return Ok(None);
+                }
+                registry::register(ctx, &locators)?;
+                Ok(Some(custody::check(ctx)?))
+            })
+            .await?
+            .ok_or(KeyringError::NoRoot)?;
+        for f in custody.failures() {
+            tracing::warn!(failure = %f, "custody check");
         }
         Ok(Keyring {
             inner: Arc::new(Inner {
@@ -88,33 +109,47 @@ impl Keyring {
                 store,
                 keys: RwLock::new(HashMap::new()),
                 writes: tokio::sync::Mutex::new(()),
+                custody: RwLock::new(custody),
             }),
         })
     }
 
+    /// The last custody check: every root's keys read back against their templates.
+    pub fn custody(&self) -> CustodyReport {
+        self.inner
+            .custody
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Whether the keyring can serve: the HSM answers and the token holds a complete root (L0 wrap
-    /// key and MAC key) to seal under. One HSM job.
+    /// key and MAC key); returns the custody verdict. One HSM job.
     ///
     /// # Errors
     /// `HsmUnavailable` when the HSM does not answer; `NoRoot` when the root is missing or
     /// half-made.
-    pub async fn health(&self) -> Result<()> {
-        let ok = self
+    ///
+    /// Runs the custody check again (a root rotation in another process changes the roots).
+    pub async fn health(&self) -> Result<Custody> {
+        let report = self
             .inner
             .hsm
             .run(|ctx| {
-                let target = jobs::seal_target(ctx)?;
-                Ok(match target {
-                    Some(id) => root::handles(ctx, &id).is_ok(),
-                    None => false,
-                })
+                if !root::any_complete(ctx)? {
+                    return Ok(None);
+                }
+                Ok(Some(custody::check(ctx)?))
             })
-            .await?;
-        if ok {
-            Ok(())
-        } else {
-            Err(KeyringError::NoRoot)
-        }
+            .await?
+            .ok_or(KeyringError::NoRoot)?;
+        let verdict = report.verdict();
+        *self
+            .inner
+            .custody
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = report;
+        Ok(verdict)
     }
 
     /// The HSM this keyring uses.

@@ -1,117 +1,196 @@
-//! Root rotation: every sealed record moves to a new root, then the old root is destroyed.
+//! Root rotation: every sealed record, in every store that holds one, moves to a new root; then
+//! the old roots are destroyed.
+//!
+//! Three steps, each resumable after `kill -9`:
+//! 1. **SO:** the Security Officer makes the new L0 (skipped when an earlier run made it);
+//! 2. **User:** the new root's MAC key (skipped when present); from then on it is the current root
+//!    and every new blob is sealed under it;
+//! 3. **User:** each record of each store is re-sealed inside the HSM (each L1 unwrapped under its
+//!    old L0 through the L0's unwrap template, wrapped under the new trusted L0) and written back
+//!    with check-and-set; the old roots are destroyed only after a full pass over every
+//!    registered store (see `registry.rs`) found nothing left to move. A registered store this run
+//!    cannot reach keeps the old roots alive, and the run says which.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use secrecy::SecretString;
 
+use super::admin::{complete_root, new_l0, open_user};
 use super::state::BlobRef;
 use super::{jobs, Keyring, Result, CAS_ATTEMPTS};
+use crate::config::HsmConfig;
 use crate::error::{Error as HsmError, KeyringError};
+use crate::registry;
 use crate::root::{self, RootRole};
-use crate::store::StoreError;
+use crate::store::{leaf_stores, open_by_locator, KekStore, StoreError};
 use crate::templates;
 use crate::types::RootId;
 
 /// What a root rotation did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RootRotationReport {
-    /// The root that was replaced (none when resuming after it was already destroyed).
-    pub old_root: Option<String>,
-    /// The new active root.
+    /// The roots that were replaced (destroyed when `destroyed` is true).
+    pub old_roots: Vec<String>,
+    /// The new current root.
     pub new_root: String,
     /// Records re-sealed by this run.
     pub resealed: usize,
     /// Records found already under the new root (moved by an earlier, interrupted run).
     pub already_done: usize,
+    /// The stores visited (their locators or descriptions).
+    pub stores: Vec<String>,
+    /// Registered stores this run could not reach: while any is left, the old roots stay.
+    pub unreachable: Vec<String>,
+    /// Whether the old roots were destroyed.
+    pub destroyed: bool,
+}
+
+/// Rotates the root of `cfg`'s token: the Security Officer (`so_pin`) makes a new L0, then every
+/// record in `store` and in every other registered store is re-sealed under it, then the old roots
+/// are destroyed. Interrupted at any point, running it again finishes the job; every record stays
+/// readable throughout. Moves an installation made by rootseal 0.1.0 (a weak root) to a hardened
+/// root. Call it while no [`crate::Hsm`] of this token is open in the process.
+///
+/// # Errors
+/// `NoRoot`, HSM and store errors (the run can be repeated).
+pub async fn rotate_root(
+    cfg: &HsmConfig,
+    so_pin: &SecretString,
+    store: Arc<dyn KekStore>,
+    grace: Duration,
+) -> Result<RootRotationReport> {
+    // Which root to move to: a newer trusted root an earlier run made, the current one when an
+    // earlier run got as far as destroying some old roots, or a new one.
+    let roots = {
+        let hsm = open_user(cfg).await?;
+        hsm.run(root::list).await?
+    };
+    if !roots.iter().any(|r| r.complete) {
+        return Err(KeyringError::NoRoot);
+    }
+    let next = roots
+        .iter()
+        .rev()
+        .find(|r| r.role == RootRole::Next && r.trusted)
+        .map(|r| r.id);
+    let current = roots
+        .iter()
+        .find(|r| r.role == RootRole::Current)
+        .map(|r| r.id);
+    let retiring = roots.iter().any(|r| r.role == RootRole::Retiring);
+    let target = match (next, current) {
+        (Some(n), _) => n,
+        (None, Some(c)) if retiring => c,
+        _ => new_l0(cfg, so_pin).await?,
+    };
+    let hsm = open_user(cfg).await?;
+    complete_root(&hsm, target).await?;
+    let keyring = Keyring::open(hsm, store).await?;
+    keyring.move_to_root(target, grace).await
 }
 
 impl Keyring {
-    /// Moves every sealed record to a new root: generates a new L0 (and MAC key) labelled `next`,
-    /// unwraps each L1 inside the HSM and re-seals it under the new root, writes each record back
-    /// with check-and-set, then destroys the old root and promotes the new one. Interrupted at any
-    /// point, running it again finishes the job; every record stays readable throughout, because
-    /// the old root is destroyed only after a full pass found nothing left under it.
-    ///
-    /// # Errors
-    /// `NoRoot`, HSM and store errors (the run can be repeated).
-    pub async fn rotate_root(&self, grace: Duration) -> Result<RootRotationReport> {
+    /// Step 3 of [`rotate_root`]: re-seals every record of every registered store under `target`
+    /// (the current root), then destroys every other root if none was left behind.
+    async fn move_to_root(&self, target: RootId, grace: Duration) -> Result<RootRotationReport> {
         let hsm = &self.inner.hsm;
         let roots = hsm.run(root::list).await?;
-        let old = roots
-            .iter()
-            .find(|r| r.role == RootRole::Active)
-            .map(|r| r.id);
-        // A `next` root that is incomplete or fails its self-test was cut short while being
-        // created: nothing was sealed under it (sealing needs both keys to work), so replace it.
-        let mut roots = roots;
-        for r in roots.clone().iter().filter(|r| r.role == RootRole::Next) {
-            let id = r.id;
-            let works = r.complete && hsm.run(move |ctx| Ok(root::self_test(ctx, &id))).await?;
-            if !works {
-                tracing::warn!(root = %id, "root rotation: replacing a half-created next root");
-                hsm.run(move |ctx| root::destroy(ctx, &id)).await?;
-                roots.retain(|x| x.id != id);
-            }
+        if roots.iter().find(|r| r.id == target).map(|r| r.role) != Some(RootRole::Current) {
+            return Err(KeyringError::internal(format!(
+                "root rotation: the new root {target} is not the current root"
+            )));
         }
-        let next = match roots
+        let old: Vec<RootId> = roots
             .iter()
-            .find(|r| r.role == RootRole::Next && r.complete)
-        {
-            Some(n) => n.id,
-            None => {
-                if old.is_none() {
-                    return Err(KeyringError::NoRoot);
-                }
-                let id = hsm.run(|ctx| root::create(ctx, RootRole::Next)).await?;
-                tracing::info!(root = %id, "root rotation: new root created");
-                id
-            }
-        };
+            .filter(|r| r.id != target)
+            .map(|r| r.id)
+            .collect();
+        let (stores, unreachable) = self.rotation_stores().await?;
         let mut report = RootRotationReport {
-            old_root: old.map(|o| o.to_hex()),
-            new_root: next.to_hex(),
+            old_roots: old.iter().map(RootId::to_hex).collect(),
+            new_root: target.to_hex(),
+            stores: stores
+                .iter()
+                .map(|s| s.locator().unwrap_or_else(|| s.describe()))
+                .collect(),
+            unreachable,
             ..Default::default()
         };
         let mut grace_done = false;
         loop {
             let mut moved = 0;
-            let names = self.inner.store.list().await?;
-            for name in &names {
-                moved += self.reseal_record(name, next, &mut report).await?;
+            let mut seen = 0;
+            for store in &stores {
+                let names = store.list().await?;
+                seen += names.len();
+                for name in &names {
+                    moved += self
+                        .reseal_record(store.as_ref(), name, target, &mut report)
+                        .await?;
+                }
             }
-            report.already_done = names.len().saturating_sub(report.resealed);
+            report.already_done = seen.saturating_sub(report.resealed);
             if moved == 0 {
-                if grace_done || old.is_none() {
+                if grace_done || old.is_empty() {
                     break;
                 }
-                // A writer that sealed under the old root just before `next` appeared has had
-                // time to store its record by now; look once more.
+                // A writer that sealed under an old root just before the new one became current
+                // has had time to store its record by now; look once more.
                 tokio::time::sleep(grace).await;
                 grace_done = true;
             }
         }
-        if let Some(old) = old {
-            hsm.run(move |ctx| root::destroy(ctx, &old)).await?;
-            tracing::info!(root = %old, "root rotation: old root destroyed");
+        if report.unreachable.is_empty() {
+            for id in &old {
+                let id = *id;
+                hsm.run(move |ctx| root::destroy(ctx, &id)).await?;
+                tracing::info!(root = %id, "root rotation: old root destroyed");
+            }
+            report.destroyed = true;
+        } else {
+            tracing::warn!(stores = ?report.unreachable, "root rotation: registered stores not reached; the old roots stay");
         }
-        hsm.run(move |ctx| root::relabel(ctx, &next, RootRole::Active))
-            .await?;
         self.forget_all();
-        tracing::info!(root = %next, "root rotation: new root active");
+        tracing::info!(root = %target, "root rotation: new root current");
         Ok(report)
     }
 
-    /// Re-seals one record under `next` unless already there. Returns 1 when it wrote.
+    /// The leaf stores to re-seal: this keyring's, then every other registered store this process
+    /// can open; and the locators of those it cannot.
+    async fn rotation_stores(&self) -> Result<(Vec<Arc<dyn KekStore>>, Vec<String>)> {
+        let mut stores = leaf_stores(&self.inner.store);
+        let mut known: Vec<String> = stores.iter().filter_map(|s| s.locator()).collect();
+        let registered = self.inner.hsm.run(registry::list).await?;
+        let mut unreachable = Vec::new();
+        for l in registered {
+            if known.contains(&l) {
+                continue;
+            }
+            match open_by_locator(&l) {
+                Some(s) => {
+                    known.push(l);
+                    stores.push(s);
+                }
+                None => unreachable.push(l),
+            }
+        }
+        Ok((stores, unreachable))
+    }
+
+    /// Re-seals record `name` of `store` under `next` unless already there. Returns 1 when it
+    /// wrote.
     async fn reseal_record(
         &self,
+        store: &dyn KekStore,
         name: &str,
         next: RootId,
         report: &mut RootRotationReport,
     ) -> Result<usize> {
         for _ in 0..CAS_ATTEMPTS {
-            let Some(stored) = self.inner.store.get(name).await? else {
+            let Some(stored) = store.get(name).await? else {
                 return Ok(0);
             };
             let state = self.verify(name, &stored.data, stored.version).await?;
@@ -140,13 +219,10 @@ impl Keyring {
                         jobs::check_blob_identity(ctx, &b.parsed)?;
                         let old = root::handles(ctx, &b.parsed.root_id)?;
                         ctx.hmac_verify(old.mac, &b.parsed.signed, &b.parsed.mac)?;
-                        // Extractable only inside the HSM, only to be wrapped under the new L0,
-                        // destroyed right after.
-                        let k = ctx.unwrap_kwp(
-                            old.wrap,
-                            &b.parsed.wrapped,
-                            &templates::l1_in_use(true),
-                        )?;
+                        // The same template as every use: sensitive, wrappable only under a trusted
+                        // key, so only the new L0 can wrap it; destroyed right after.
+                        let k =
+                            ctx.unwrap_kwp(old.wrap, &b.parsed.wrapped, &templates::l1_in_use())?;
                         let wrapped = ctx.wrap_kwp(new_root.wrap, k);
                         ctx.destroy_transient(k, "L1 re-wrapped by root rotation");
                         let mut header = b.parsed.header.clone();
@@ -158,14 +234,9 @@ impl Keyring {
                     Ok(r)
                 })
                 .await?;
-            match self
-                .inner
-                .store
-                .put(name, record.to_bytes()?, stored.version)
-                .await
-            {
+            match store.put(name, record.to_bytes()?, stored.version).await {
                 Ok(_) => {
-                    tracing::info!(key = name, "root rotation: record re-sealed");
+                    tracing::info!(key = name, store = %store.describe(), "root rotation: record re-sealed");
                     report.resealed += 1;
                     return Ok(1);
                 }

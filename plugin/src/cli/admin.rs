@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use rootseal_hsm::{CreateOptions, InitOutcome, KeyInfo};
-use rootseal_hsm::{Hsm, Keyring, KeyringError};
+use rootseal_hsm::{Custody, Hsm, Keyring, KeyringError};
 use rootseal_vault_config::Config;
 use secrecy::ExposeSecret;
 
@@ -39,10 +39,26 @@ async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
     })
 }
 
-/// `rootseal serve --config FILE`.
-pub async fn serve(path: &Path) -> CliResult {
+/// `rootseal serve --config FILE [--allow-weak-root]`.
+pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
     let cfg = load(path)?;
     let keyring = open_keyring(&cfg).await?;
+    let custody = keyring.custody();
+    if custody.verdict() == Custody::Weak {
+        for f in custody.failures() {
+            tracing::warn!(failure = %f, "custody check");
+        }
+        if !allow_weak_root {
+            return Err(format!(
+                "the HSM root fails the custody check ({}): a holder of the User PIN could read \
+                 its keys. Run `rootseal root rotate --config {}` as the Security Officer to move \
+                 to a hardened root (or start with --allow-weak-root to serve anyway)",
+                custody.failures().join("; "),
+                cfg.source.display()
+            ));
+        }
+        tracing::warn!("serving from a weak root (--allow-weak-root)");
+    }
     let router = crate::routes::app(
         keyring,
         cfg.auth.root_token.clone(),
@@ -75,28 +91,50 @@ pub async fn serve(path: &Path) -> CliResult {
     .map_err(|e| format!("server error: {e}"))
 }
 
-/// `rootseal init --config FILE`.
-pub async fn init(path: &Path) -> CliResult {
+/// `rootseal init --config FILE [--so-pin-file FILE]`.
+pub async fn init(path: &Path, so: &super::SoPinArg) -> CliResult {
     let cfg = load(path)?;
-    let hsm = open_hsm(&cfg).await?;
-    match rootseal_hsm::init_root(&hsm)
-        .await
-        .map_err(|e| super::explain(&e))?
-    {
-        InitOutcome::Created(id) => {
-            println!(
-                "Created the L0 root {id} (AES-256 wrap key and HMAC key) on token {}",
-                hsm.identity()
-            );
-        }
-        InitOutcome::Exists(id) => {
-            println!(
-                "The L0 root {id} already exists on token {}; nothing changed",
-                hsm.identity()
-            );
-        }
+    // The SO PIN is needed only to make a root: a run on a token that has one reports it.
+    let existing = {
+        let hsm = open_hsm(&cfg).await?;
+        rootseal_hsm::root_status(&hsm)
+            .await
+            .map_err(|e| super::explain(&e))?
+            .roots
+            .into_iter()
+            .rev()
+            .find(|r| r.complete)
+    };
+    let outcome = match existing {
+        Some(r) => InitOutcome::Exists(r.id),
+        None => rootseal_hsm::init_root(&cfg.hsm_config(), &super::so_pin(so)?)
+            .await
+            .map_err(|e| super::explain(&e))?,
+    };
+    match outcome {
+        InitOutcome::Created(id) => println!(
+            "Created the L0 root {id} (AES-256 wrap key, made by the Security Officer, and HMAC \
+             key) on token {}",
+            cfg.hsm.token
+        ),
+        InitOutcome::Exists(id) => println!(
+            "The L0 root {id} already exists on token {}; nothing changed",
+            cfg.hsm.token
+        ),
     }
+    let hsm = open_hsm(&cfg).await?;
+    let st = rootseal_hsm::root_status(&hsm)
+        .await
+        .map_err(|e| super::explain(&e))?;
+    print_custody(&st.custody);
     Ok(())
+}
+
+fn print_custody(c: &rootseal_hsm::CustodyReport) {
+    println!("Custody: {}", c.verdict().as_str());
+    for f in c.failures() {
+        println!("  {f}");
+    }
 }
 
 /// `rootseal root status --config FILE`.
@@ -110,37 +148,66 @@ pub async fn root_status(path: &Path) -> CliResult {
     if st.roots.is_empty() {
         println!("No root: run `rootseal init`");
     }
-    for r in st.roots {
+    for r in &st.roots {
         println!(
-            "Root {} ({:?}{})",
+            "Root {} (generation {}, {:?}{}{})",
             r.id,
+            r.generation,
             r.role,
+            if r.trusted {
+                ", trusted"
+            } else {
+                ", not trusted"
+            },
             if r.complete { "" } else { ", MAC key missing" }
         );
     }
+    print_custody(&st.custody);
     Ok(())
 }
 
-/// `rootseal root rotate --config FILE`.
-pub async fn root_rotate(path: &Path, grace_secs: u64) -> CliResult {
+/// `rootseal root rotate --config FILE [--so-pin-file FILE]`.
+pub async fn root_rotate(path: &Path, so: &super::SoPinArg, grace_secs: u64) -> CliResult {
     let cfg = load(path)?;
-    let keyring = open_keyring(&cfg).await?;
-    let r = keyring
-        .rotate_root(Duration::from_secs(grace_secs))
+    let so_pin = super::so_pin(so)?;
+    let store = rootseal_vault_config::open_store(&cfg)
         .await
-        .map_err(|e| {
-            format!(
-                "root rotation stopped (run it again to finish): {}",
-                super::explain(&e)
-            )
-        })?;
+        .map_err(|e| e.to_string())?;
+    let r = rootseal_hsm::rotate_root(
+        &cfg.hsm_config(),
+        &so_pin,
+        store,
+        Duration::from_secs(grace_secs),
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "root rotation stopped (run it again to finish): {}",
+            super::explain(&e)
+        )
+    })?;
+    let old = if r.old_roots.is_empty() {
+        "(none left)".to_owned()
+    } else {
+        r.old_roots.join(", ")
+    };
     println!(
-        "Root rotated: {} -> {} ({} records re-sealed, {} already under the new root)",
-        r.old_root.as_deref().unwrap_or("(already destroyed)"),
+        "Root rotated: {old} -> {} ({} records re-sealed, {} already under the new root, in {} store(s): {})",
         r.new_root,
         r.resealed,
-        r.already_done
+        r.already_done,
+        r.stores.len(),
+        r.stores.join(", ")
     );
+    if !r.destroyed {
+        return Err(format!(
+            "the old root(s) {old} were kept: these stores registered on the token could not be \
+             reached from here and may still hold records under them: {}. Run `rootseal root \
+             rotate` again where they can be reached (or with a rootseal.toml naming them)",
+            r.unreachable.join(", ")
+        ));
+    }
+    println!("Old root(s) destroyed.");
     Ok(())
 }
 

@@ -48,6 +48,9 @@ pub struct Prepared {
     _temp: Option<tempfile::TempDir>,
     softhsm: SoftHsmDir,
     pin: SecretString,
+    /// The dev token's Security Officer PIN (`DIR/dev-hsm-so-pin`): `dev` is its own SO, for
+    /// making and hardening the root.
+    so_pin: SecretString,
     token: SecretString,
     mount: String,
 }
@@ -119,11 +122,11 @@ pub fn prepare(args: &DevArgs) -> Result<Prepared, String> {
         args.dev_hsm_pin.as_deref(),
         || random_hex(8),
     )?;
+    let so_pin = remembered(&data_dir, "dev-hsm-so-pin", None, || random_hex(8))?;
     if !softhsm
         .has_token(DEV_TOKEN_LABEL)
         .map_err(|e| e.to_string())?
     {
-        let so_pin = remembered(&data_dir, "dev-hsm-so-pin", None, || random_hex(8))?;
         softhsm
             .init_token(DEV_TOKEN_LABEL, &pin, &so_pin)
             .map_err(|e| e.to_string())?;
@@ -141,6 +144,7 @@ pub fn prepare(args: &DevArgs) -> Result<Prepared, String> {
         _temp: temp,
         softhsm,
         pin,
+        so_pin,
         token,
         mount: args.mount.trim_matches('/').to_owned(),
     })
@@ -156,21 +160,27 @@ pub async fn run(p: Prepared) -> CliResult {
         pin: p.pin.clone(),
         pool_size: 2,
     };
-    let hsm = tokio::task::spawn_blocking(move || Hsm::open(cfg))
+    // The root first: its L0 is made in a Security Officer session, which needs this process
+    // logged out as User.
+    match rootseal_hsm::init_root(&cfg, &p.so_pin)
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot open the dev HSM token: {e}"))?;
-    match rootseal_hsm::init_root(&hsm)
-        .await
-        .map_err(|e| super::explain(&e))?
+        .map_err(|e| format!("cannot create the dev root: {}", super::explain(&e)))?
     {
         InitOutcome::Created(id) => tracing::info!(root = %id, "created the L0 root"),
         InitOutcome::Exists(id) => tracing::info!(root = %id, "using the existing L0 root"),
     }
-    let store = FileStore::open(p.data_dir.join("keys")).map_err(|e| e.to_string())?;
-    let keyring = Keyring::open(hsm, Arc::new(store))
-        .await
-        .map_err(|e| super::explain(&e))?;
+    let store: Arc<dyn rootseal_hsm::KekStore> =
+        Arc::new(FileStore::open(p.data_dir.join("keys")).map_err(|e| e.to_string())?);
+    let mut keyring = open_dev_keyring(&cfg, store.clone()).await?;
+    if keyring.custody().verdict() == rootseal_hsm::Custody::Weak {
+        // A data dir made by rootseal 0.1.0: dev is its own Security Officer, so it hardens it.
+        tracing::warn!(failures = ?keyring.custody().failures(), "the dev root is weak; rotating it to a hardened root");
+        drop(keyring);
+        rootseal_hsm::rotate_root(&cfg, &p.so_pin, store.clone(), std::time::Duration::ZERO)
+            .await
+            .map_err(|e| format!("cannot harden the dev root: {}", super::explain(&e)))?;
+        keyring = open_dev_keyring(&cfg, store).await?;
+    }
     let router = crate::routes::app(
         keyring,
         p.token.clone(),
@@ -249,4 +259,18 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+async fn open_dev_keyring(
+    cfg: &HsmConfig,
+    store: Arc<dyn rootseal_hsm::KekStore>,
+) -> Result<Keyring, String> {
+    let cfg = cfg.clone();
+    let hsm = tokio::task::spawn_blocking(move || Hsm::open(cfg))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open the dev HSM token: {e}"))?;
+    Keyring::open(hsm, store)
+        .await
+        .map_err(|e| super::explain(&e))
 }

@@ -26,9 +26,10 @@ enum Command {
     /// Run a development server on an embedded SoftHSM2 token (like `bao server -dev`).
     Dev(dev::DevArgs),
     /// Run the production server from a rootseal.toml.
-    Serve(ConfigArg),
-    /// Create the L0 root (and its MAC key) on the HSM token; changes nothing if one exists.
-    Init(ConfigArg),
+    Serve(ServeArgs),
+    /// Create the L0 root (by the Security Officer) and its MAC key on the HSM token; changes
+    /// nothing if one exists.
+    Init(InitArgs),
     /// Root (L0) lifecycle.
     #[command(subcommand)]
     Root(RootCmd),
@@ -54,12 +55,43 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+/// The HSM's Security Officer PIN: `--so-pin-file FILE`, or `ROOTSEAL_HSM_SO_PIN` in the
+/// environment. Never from rootseal.toml, never kept by `serve`.
+#[derive(Debug, Args)]
+pub struct SoPinArg {
+    /// File holding the HSM's Security Officer PIN (one line). Default: the
+    /// ROOTSEAL_HSM_SO_PIN environment variable.
+    #[arg(long, value_name = "FILE")]
+    pub so_pin_file: Option<PathBuf>,
+}
+
+/// `rootseal init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    so_pin: SoPinArg,
+}
+
+/// `rootseal serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// **Security warning**: serve from a root that fails the custody check (made by rootseal
+    /// 0.1.0: a holder of the User PIN could read its L1 keys). Run `rootseal root rotate` instead.
+    #[arg(long)]
+    allow_weak_root: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum RootCmd {
     /// Show the roots on the token.
     Status(ConfigArg),
-    /// Re-seal every L1 under a new L0, then destroy the old L0. Safe to run again after an
-    /// interruption: it finishes the job.
+    /// Re-seal every L1 under a new L0 (made by the Security Officer), then destroy the old L0.
+    /// Safe to run again after an interruption: it finishes the job. Moves a root made by
+    /// rootseal 0.1.0 to a hardened one.
     Rotate(RotateRootArgs),
 }
 
@@ -67,6 +99,8 @@ enum RootCmd {
 struct RotateRootArgs {
     #[command(flatten)]
     config: ConfigArg,
+    #[command(flatten)]
+    so_pin: SoPinArg,
     /// Seconds to wait before the final pass, so that a record sealed under the old root just
     /// before the rotation started is stored and moved too.
     #[arg(long, default_value_t = 5)]
@@ -149,11 +183,11 @@ pub fn main() -> ExitCode {
                 Some(p) => dev::run(p).await,
                 None => Err("internal: dev not prepared".into()),
             },
-            Command::Serve(c) => admin::serve(&c.config).await,
-            Command::Init(c) => admin::init(&c.config).await,
+            Command::Serve(a) => admin::serve(&a.config.config, a.allow_weak_root).await,
+            Command::Init(a) => admin::init(&a.config.config, &a.so_pin).await,
             Command::Root(RootCmd::Status(c)) => admin::root_status(&c.config).await,
             Command::Root(RootCmd::Rotate(a)) => {
-                admin::root_rotate(&a.config.config, a.grace_secs).await
+                admin::root_rotate(&a.config.config, &a.so_pin, a.grace_secs).await
             }
             Command::Key(KeyCmd::Rotate { name, config }) => {
                 admin::key_rotate(&config.config, &name).await
@@ -182,6 +216,30 @@ pub fn main() -> ExitCode {
 
 /// A CLI error: a message for a human.
 pub type CliResult = Result<(), String>;
+
+/// The environment variable that may hold the Security Officer PIN.
+pub const SO_PIN_ENV: &str = "ROOTSEAL_HSM_SO_PIN";
+
+/// Reads the Security Officer PIN from `--so-pin-file` or [`SO_PIN_ENV`]. Errors never hold it.
+pub(crate) fn so_pin(arg: &SoPinArg) -> Result<secrecy::SecretString, String> {
+    if let Some(path) = &arg.so_pin_file {
+        let raw = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --so-pin-file {}: {e}", path.display()))?,
+        );
+        let pin = raw.trim_end_matches(['\r', '\n']);
+        if pin.is_empty() {
+            return Err(format!("--so-pin-file {} is empty", path.display()));
+        }
+        return Ok(secrecy::SecretString::from(pin.to_owned()));
+    }
+    match std::env::var(SO_PIN_ENV) {
+        Ok(pin) if !pin.is_empty() => Ok(secrecy::SecretString::from(pin)),
+        _ => Err(format!(
+            "this step needs the HSM's Security Officer PIN: give --so-pin-file FILE or set {SO_PIN_ENV}"
+        )),
+    }
+}
 
 /// A keyring error for the operator at the terminal: its message and, for an opaque failure,
 /// its internal cause (never a secret), which the HTTP face keeps for its log.

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use rootseal_hsm::{Cause, HsmConfig, Keyring, KeyringError};
+use rootseal_hsm::{Cause, Custody, HsmConfig, Keyring, KeyringError};
 use rootseal_hsm::{CreateOptions, DecryptItem, EncryptItem, KeyOp, Sealed};
 use rootseal_hsm::{FileStore, KekStore};
 use zeroize::Zeroizing;
@@ -54,6 +54,12 @@ pub enum OpenError {
     /// The keyring refused (no root, wrong HSM, store trouble).
     #[error("rootseal keyring: {0}")]
     Keyring(#[from] KeyringError),
+    /// The token's root fails the custody check and the stanza does not allow that.
+    #[error(
+        "the HSM root is weak ({0}): run `rootseal root rotate` as the Security Officer to move \
+         to a hardened root, or set allow_weak_root = \"true\" in the seal stanza to serve anyway"
+    )]
+    WeakRoot(String),
 }
 
 /// Opens the [`SealKeys`] a stanza describes.
@@ -104,6 +110,14 @@ impl Opener for KeyringOpener {
                 .map_err(|e| OpenError::Config(format!("local key store: {e}")))?;
             let store_desc = store.describe();
             let keyring = Keyring::open(hsm, Arc::new(store)).await?;
+            let custody = keyring.custody();
+            if custody.verdict() == Custody::Weak {
+                let failures = custody.failures().join("; ");
+                if !settings.allow_weak_root {
+                    return Err(OpenError::WeakRoot(failures));
+                }
+                tracing::warn!(%failures, "serving from a weak root (allow_weak_root = \"true\")");
+            }
             let opts = CreateOptions {
                 allowed_ops: Some(vec![KeyOp::Encrypt, KeyOp::Decrypt]),
                 ..CreateOptions::default()

@@ -4,7 +4,8 @@
 //! * `config_file`: path of a `rootseal.toml` (HSM and local key store taken from it), **or**
 //!   inline: `module`, `token_label` or `token_serial`, `key_dir` (the local file store that holds
 //!   the sealed unseal KEK), `pin_file` (optional);
-//! * `key_name` (default `openbao-unseal`), `pool_size` (HSM sessions, default 1).
+//! * `key_name` (default `openbao-unseal`), `pool_size` (HSM sessions, default 1);
+//! * `allow_weak_root` (default `"false"`): serve from a root that fails the custody check.
 //!
 //! The PIN comes from `ROOTSEAL_HSM_PIN` in the plugin's environment or from `pin_file`; a PIN in
 //! the stanza (`pin`, `hsm_pin`, …) is refused, because the server config is not a secret store.
@@ -29,6 +30,7 @@ const KNOWN_KEYS: &[&str] = &[
     "key_dir",
     "key_name",
     "pool_size",
+    "allow_weak_root",
 ];
 
 /// Where the HSM and key store settings come from.
@@ -78,6 +80,9 @@ pub struct SealSettings {
     pub pool_size: usize,
     /// Whether the PIN may come from the environment (`with_disallow_env_vars` turns it off).
     pub allow_env: bool,
+    /// **Security warning**: serve from a root that fails the custody check (made by rootseal
+    /// 0.1.0: a User-PIN holder could read its L1 keys). `allow_weak_root = "true"`; default false.
+    pub allow_weak_root: bool,
 }
 
 /// A stanza that cannot be used. The message is shown by OpenBao: it names keys, never values.
@@ -171,11 +176,17 @@ impl SealSettings {
                 pin_file: get("pin_file").map(PathBuf::from),
             }
         };
+        let allow_weak_root = match get("allow_weak_root") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(invalid("allow_weak_root must be \"true\" or \"false\"")),
+        };
         Ok(Self {
             source,
             key_name,
             pool_size,
             allow_env: !disallow_env,
+            allow_weak_root,
         })
     }
 }

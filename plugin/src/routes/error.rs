@@ -112,7 +112,8 @@ pub fn keyring_status(e: &KeyringError) -> StatusCode {
         KeyringError::HsmUnavailable(_)
         | KeyringError::StoreUnavailable(_)
         | KeyringError::Conflict
-        | KeyringError::NoRoot => StatusCode::SERVICE_UNAVAILABLE,
+        | KeyringError::NoRoot
+        | KeyringError::WeakRoot => StatusCode::SERVICE_UNAVAILABLE,
         KeyringError::StoreDenied(_) => StatusCode::BAD_GATEWAY,
     }
 }
@@ -212,6 +213,11 @@ mod tests {
                 KeyringError::NoRoot,
                 503,
                 "no root key on the HSM token: run `rootseal init`",
+            ),
+            (
+                KeyringError::WeakRoot,
+                503,
+                "the HSM root is not hardened: run `rootseal root rotate` (Security Officer) before creating or rotating keys",
             ),
             (
                 KeyringError::StoreDenied(rootseal_hsm::Cause::new("t")),

@@ -26,18 +26,26 @@ struct Health {
     version: &'static str,
     cluster_name: &'static str,
     hsm: &'static str,
+    /// The custody check of the token's roots: `hardened`, `weak`, or `unknown` while the HSM
+    /// does not answer. rootseal's own field (Vault clients ignore unknown fields).
+    custody: &'static str,
 }
 
 /// `GET /v1/sys/health`: 200 when the HSM answers and holds a complete root, 503
 /// (`"sealed":true`) otherwise.
 pub async fn health(State(st): State<AppState>) -> Response {
-    let hsm_ok = matches!(
-        tokio::time::timeout(HEALTH_TIMEOUT, st.keyring().health()).await,
-        Ok(Ok(()))
-    );
-    if !hsm_ok {
-        tracing::error!("health check: the HSM does not answer");
-    }
+    let custody = match tokio::time::timeout(HEALTH_TIMEOUT, st.keyring().health()).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, cause = ?e.cause(), "health check failed");
+            None
+        }
+        Err(_) => {
+            tracing::error!("health check: the HSM does not answer");
+            None
+        }
+    };
+    let hsm_ok = custody.is_some();
     let body = Health {
         initialized: true,
         sealed: !hsm_ok,
@@ -52,6 +60,7 @@ pub async fn health(State(st): State<AppState>) -> Response {
         version: env!("CARGO_PKG_VERSION"),
         cluster_name: "rootseal",
         hsm: if hsm_ok { "ok" } else { "unavailable" },
+        custody: custody.map_or("unknown", |c| c.as_str()),
     };
     let status = if hsm_ok {
         StatusCode::OK

@@ -21,6 +21,25 @@ impl SessionCtx<'_> {
         )
     }
 
+    /// Generates a key with `template` and the attribute-array attribute `CKA_UNWRAP_TEMPLATE =
+    /// unwrap` (through [`crate::hsm::raw`]: cryptoki does not wrap array attributes).
+    pub(crate) fn generate_with_unwrap_template(
+        &mut self,
+        mechanism: &Mechanism,
+        template: &[Attribute],
+        unwrap: &[Attribute],
+    ) -> Result<ObjectHandle> {
+        self.metrics.count(HsmOp::GenerateKey);
+        crate::hsm::raw::generate_key_with_unwrap_template(
+            self.module,
+            self.session,
+            mechanism.mechanism_type().into(),
+            template,
+            unwrap,
+        )
+        .inspect_err(|_| self.metrics.error())
+    }
+
     /// Wraps `key` under `wrapping` with CKM_AES_KEY_WRAP_PAD.
     pub(crate) fn wrap_kwp(
         &mut self,

@@ -4,6 +4,7 @@
 //! [`key_management`], [`object_management`].
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::ObjectHandle;
@@ -33,6 +34,8 @@ pub(crate) struct SessionCtx<'a> {
     pub(in crate::hsm) owner: usize,
     pub(in crate::hsm) generation: u64,
     pub(in crate::hsm) metrics: &'a HsmMetrics,
+    /// The module's path (for the calls cryptoki does not wrap, `hsm/raw.rs`).
+    pub(in crate::hsm) module: &'a Path,
     /// The token this session is on.
     pub(crate) identity: &'a TokenIdentity,
 }

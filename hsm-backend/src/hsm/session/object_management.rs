@@ -17,6 +17,15 @@ impl SessionCtx<'_> {
         )
     }
 
+    /// Creates an object (a data object; keys are generated, never created from values).
+    pub(crate) fn create_object(&mut self, template: &[Attribute]) -> Result<ObjectHandle> {
+        counted(
+            self.metrics,
+            HsmOp::CreateObject,
+            self.session.create_object(template),
+        )
+    }
+
     /// Destroys an object.
     pub(crate) fn destroy(&mut self, object: ObjectHandle) -> Result<()> {
         counted(
@@ -41,6 +50,14 @@ impl SessionCtx<'_> {
         types: &[AttributeType],
     ) -> Result<Vec<Attribute>> {
         Ok(self.session.get_attributes(object, types)?)
+    }
+
+    /// Reads the `CKA_UNWRAP_TEMPLATE` of an object (`None`: it has none).
+    pub(crate) fn unwrap_template(
+        &mut self,
+        object: ObjectHandle,
+    ) -> Result<Option<Vec<Attribute>>> {
+        crate::hsm::raw::unwrap_template(self.module, self.session, object)
     }
 
     /// Reads boolean attributes of an object.
@@ -68,20 +85,16 @@ impl SessionCtx<'_> {
                     | Attribute::Decrypt(b)
                     | Attribute::Sign(b)
                     | Attribute::Verify(b)
-                    | Attribute::Derive(b) => Some((t, b)),
+                    | Attribute::Derive(b)
+                    | Attribute::Trusted(b)
+                    | Attribute::WrapWithTrusted(b)
+                    | Attribute::Modifiable(b)
+                    | Attribute::Copyable(b)
+                    | Attribute::Destroyable(b) => Some((t, b)),
                     _ => None,
                 }
             })
             .collect())
-    }
-
-    /// Sets attributes on an object.
-    pub(crate) fn set_attributes(
-        &mut self,
-        object: ObjectHandle,
-        attrs: &[Attribute],
-    ) -> Result<()> {
-        Ok(self.session.update_attributes(object, attrs)?)
     }
 
     /// A cached handle of a token object, valid for this session.
