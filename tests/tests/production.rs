@@ -161,7 +161,14 @@ impl Rs {
 
     /// `rootseal serve`, waiting until /v1/sys/health answers 200.
     fn serve(&self, log: &str) -> Proc {
-        let mut p = Proc::spawn("rootseal serve", self.cmd(&["serve"]), &self.dir.join(log));
+        self.serve_with(&[], log)
+    }
+
+    /// `rootseal serve EXTRA…`, waiting until /v1/sys/health answers 200.
+    fn serve_with(&self, extra: &[&str], log: &str) -> Proc {
+        let mut args = vec!["serve"];
+        args.extend_from_slice(extra);
+        let mut p = Proc::spawn("rootseal serve", self.cmd(&args), &self.dir.join(log));
         let url = format!("{}/v1/sys/health", self.addr);
         let up = wait_for(Duration::from_secs(30), || {
             if p.exited().is_some() {
@@ -708,6 +715,36 @@ fn root_rotation_survives_sigkill_without_losing_a_key() {
         srv.signal("KILL", Duration::from_secs(10));
     };
 
+    let mid_rotation = rotate_under_sigkill(&rs, &old_id, &check_all);
+    // Idempotent once done.
+    let again = rs.ok(&["root", "rotate", "--grace-secs", "0"]);
+    eprintln!("{again}");
+    let roots = rs.roots();
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    assert!(roots[0].1.contains("Current"), "{roots:?}");
+    let new_id = &roots[0].0;
+    assert_ne!(*new_id, old_id);
+    assert!(
+        file_root_ids(&store).iter().all(|r| r == new_id),
+        "records not all under the new root"
+    );
+    check_all("final");
+    let out = rs.ok(&["key", "rotate", "k00"]);
+    assert!(out.contains("latest version 2"), "{out}");
+    let out = rs.ok(&["key", "rotate", "k02"]);
+    assert!(out.contains("latest version 4"), "{out}");
+    eprintln!(
+        "root rotation test: {mid_rotation} kills mid-rotation, {:?}",
+        t0.elapsed()
+    );
+}
+
+/// Runs `rootseal root rotate` and kills it at increasing delays after its last HSM login,
+/// calling `check` after every kill, until a run finishes on its own (or one last run does);
+/// returns how many kills landed mid-rotation. Every record of the file store must stay there.
+fn rotate_under_sigkill(rs: &Rs, old_id: &str, check_all: &dyn Fn(&str)) -> usize {
+    let store = rs.dir.join("store");
+    let records = file_root_ids(&store).len();
     // Milliseconds after the rotation process logged in; re-sealing 30 records takes tens of
     // milliseconds on SoftHSM2, so the first kills land early and later ones let a run finish.
     let delays = [
@@ -743,10 +780,10 @@ fn root_rotation_survives_sigkill_without_losing_a_key() {
         p.signal("KILL", Duration::from_secs(10)).expect("killed");
         let roots = rs.roots();
         let ids = file_root_ids(&store);
-        let moved = ids.iter().filter(|r| **r != old_id).count();
+        let moved = ids.iter().filter(|r| r.as_str() != old_id).count();
         let log = p.output();
         eprintln!(
-            "kill {i} after {ms} ms: roots {roots:?}, {moved}/30 records moved, stale lock {}; log tail: {}",
+            "kill {i} after {ms} ms: roots {roots:?}, {moved}/{records} records moved, stale lock {}; log tail: {}",
             store.join(".lock").exists(),
             log.lines().rev().take(2).collect::<Vec<_>>().join(" | ")
         );
@@ -755,7 +792,7 @@ fn root_rotation_survives_sigkill_without_losing_a_key() {
         if roots.iter().any(|r| r.1.contains("Next")) || (moved > 0 && moved < ids.len()) {
             mid_rotation += 1;
         }
-        assert_eq!(ids.len(), 30, "a record vanished");
+        assert_eq!(ids.len(), records, "a record vanished");
         check_all(&format!("kill-{i}"));
     }
     assert!(
@@ -765,27 +802,125 @@ fn root_rotation_survives_sigkill_without_losing_a_key() {
     if !completed_alone {
         rs.ok(&["root", "rotate", "--grace-secs", "0"]);
     }
-    // Idempotent once done.
-    let again = rs.ok(&["root", "rotate", "--grace-secs", "0"]);
-    eprintln!("{again}");
+    mid_rotation
+}
+
+/// Installs what rootseal 0.1.0 made on token `label` of `rs`: its root (User-made, modifiable,
+/// untrusted, no unwrap template) and `n` keys whose L1s were generated extractable under any key,
+/// in `rs`'s file store, with one ciphertext each. Runs in this process, as 0.1.0 would have.
+fn previous_release_install(rs: &Rs, label: &str, n: usize) -> Vec<(String, String, Vec<u8>)> {
+    std::env::set_var("SOFTHSM2_CONF", &rs.softhsm_conf);
+    let cfg = rootseal_hsm::HsmConfig {
+        module: module().into(),
+        token: rootseal_hsm::TokenSelector::Label(label.into()),
+        pin: secrecy::SecretString::from(PIN),
+        pool_size: 1,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let hsm = tokio::task::spawn_blocking(move || rootseal_hsm::Hsm::open(cfg))
+            .await
+            .unwrap()
+            .unwrap();
+        let old = rootseal_hsm::testing_init_previous_release_root(&hsm, false)
+            .await
+            .unwrap();
+        let store = rootseal_hsm::FileStore::open(rs.dir.join("store")).unwrap();
+        let k = rootseal_hsm::Keyring::open(hsm, std::sync::Arc::new(store))
+            .await
+            .unwrap();
+        let mut cts = Vec::new();
+        for i in 0..n {
+            let name = format!("old{i:02}");
+            k.testing_create_key_previous_release(&name, old).await.unwrap();
+            let pt = format!("0.1.0 secret {i}").into_bytes();
+            let sealed = k
+                .encrypt(
+                    &name,
+                    None,
+                    vec![rootseal_hsm::EncryptItem {
+                        plaintext: zeroize::Zeroizing::new(pt.clone()),
+                        aad: Vec::new(),
+                    }],
+                    false,
+                )
+                .await
+                .unwrap()
+                .remove(0)
+                .unwrap();
+            let ct = format!("vault:v{}:{}", sealed.version, B64.encode(&sealed.bytes));
+            cts.push((name, ct, pt));
+        }
+        cts
+    })
+}
+
+/// An installation made by rootseal 0.1.0: `serve` refuses its weak root unless told, health
+/// says `weak`, its keys keep working, new keys wait; `root rotate`, killed at increasing delays,
+/// moves it to a hardened root without losing a key.
+#[test]
+fn a_previous_release_root_is_refused_then_hardened_by_rotation_under_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rs = file_rs(tmp.path());
+    let cts = previous_release_install(&rs, "prod", 12);
+    let old_id = rs.roots()[0].0.clone();
+    let status = rs.ok(&["root", "status"]);
+    assert!(status.contains("Custody: weak") && status.contains("CKA_TRUSTED"), "{status}");
+
+    // serve refuses, naming the way out; it never listens.
+    let (ok, code, _, err) = rs.run(&["serve"]);
+    assert!(!ok && code == Some(1), "{err}");
+    assert!(err.contains("root rotate") && err.contains("--allow-weak-root"), "{err}");
+
+    let check_all = |round: &str| {
+        let mut srv = rs.serve_with(&["--allow-weak-root"], &format!("serve-{round}.log"));
+        let api = rs.api();
+        for (name, ct, pt) in &cts {
+            let (s, b) = api.decrypt(name, ct);
+            assert_eq!(s, 200, "after {round}: {name} {ct}: {b}\n{}", srv.output());
+            assert_eq!(
+                B64.decode(b["data"]["plaintext"].as_str().unwrap()).unwrap(),
+                *pt
+            );
+        }
+        srv.signal("KILL", Duration::from_secs(10));
+    };
+    {
+        let _srv = rs.serve_with(&["--allow-weak-root"], "serve-weak.log");
+        let (code, body) = http_get(&format!("{}/v1/sys/health", rs.addr)).unwrap();
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"custody\":\"weak\""), "{body}");
+        let api = rs.api();
+        let (s, b) = api.post(
+            "transit/encrypt/brand-new",
+            serde_json::json!({"plaintext": B64.encode(b"x")}),
+        );
+        assert_eq!(s, 503, "{b}");
+        assert!(b.to_string().contains("root rotate"), "{b}");
+    }
+    check_all("before");
+
+    let mid_rotation = rotate_under_sigkill(&rs, &old_id, &check_all);
+    eprintln!("previous-release migration: {mid_rotation} kills mid-rotation");
     let roots = rs.roots();
     assert_eq!(roots.len(), 1, "{roots:?}");
-    assert!(roots[0].1.contains("Current"), "{roots:?}");
-    let new_id = &roots[0].0;
-    assert_ne!(*new_id, old_id);
-    assert!(
-        file_root_ids(&store).iter().all(|r| r == new_id),
-        "records not all under the new root"
-    );
-    check_all("final");
-    let out = rs.ok(&["key", "rotate", "k00"]);
-    assert!(out.contains("latest version 2"), "{out}");
-    let out = rs.ok(&["key", "rotate", "k02"]);
-    assert!(out.contains("latest version 4"), "{out}");
-    eprintln!(
-        "root rotation test: {mid_rotation} kills mid-rotation, {:?}",
-        t0.elapsed()
-    );
+    assert!(roots[0].1.contains("Current") && roots[0].1.contains("trusted"), "{roots:?}");
+    assert_ne!(roots[0].0, old_id);
+    let status = rs.ok(&["root", "status"]);
+    assert!(status.contains("Custody: hardened"), "{status}");
+    // Served without the flag now, hardened, and keys can be made again.
+    let _srv = rs.serve("serve-hardened.log");
+    let (_, body) = http_get(&format!("{}/v1/sys/health", rs.addr)).unwrap();
+    assert!(body.contains("\"custody\":\"hardened\""), "{body}");
+    let api = rs.api();
+    for (name, ct, pt) in &cts {
+        assert_eq!(api.decrypt_ok(name, ct), *pt);
+    }
+    let ct = api.encrypt_ok("brand-new", b"y");
+    assert_eq!(api.decrypt_ok("brand-new", &ct), b"y");
 }
 
 // ---------------------------------------------------------------------------------------------
