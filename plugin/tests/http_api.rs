@@ -1363,10 +1363,17 @@ async fn an_error_is_logged_once_at_the_edge() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let log = buf.take();
     assert_eq!(log.lines().count(), 1, "{log}");
-    assert!(log.contains("WARN") && log.contains("request refused"), "{log}");
+    assert!(
+        log.contains("WARN") && log.contains("request refused"),
+        "{log}"
+    );
 
     // A KEK record that no longer verifies: a 500 with one error line naming the cause.
-    std::fs::write(e._dir.path().join("keys").join("broken.kek"), b"not a record").unwrap();
+    std::fs::write(
+        e._dir.path().join("keys").join("broken.kek"),
+        b"not a record",
+    )
+    .unwrap();
     let (s, v) = call(
         &e,
         "PUT",
@@ -1378,6 +1385,53 @@ async fn an_error_is_logged_once_at_the_edge() {
     assert_eq!(v, json!({"errors": ["internal error"]}));
     let log = buf.take();
     assert_eq!(log.lines().count(), 1, "{log}");
-    assert!(log.contains("ERROR") && log.contains("request failed"), "{log}");
+    assert!(
+        log.contains("ERROR") && log.contains("request failed"),
+        "{log}"
+    );
     assert!(log.contains("detail="), "{log}");
+}
+
+/// `associated_data` in rootseal's own domain (the bulk batch-key AAD) is a 400 on encrypt,
+/// decrypt and rewrap, single and batch: no client can forge or open a wrapped batch key.
+#[tokio::test]
+async fn reserved_associated_data_is_refused() {
+    let e = env().await;
+    let ct = encrypt(&e, "k", &b64(b"hello")).await;
+    let forged = b64(b"rootseal:batch-key:v1:k:1");
+    let want = "associated_data may not begin with \"rootseal:\" (reserved for rootseal's own use)";
+    for (path, body) in [
+        (
+            "encrypt",
+            json!({"plaintext": b64(&[7u8; 32]), "associated_data": forged}),
+        ),
+        (
+            "decrypt",
+            json!({"ciphertext": ct, "associated_data": forged}),
+        ),
+        (
+            "rewrap",
+            json!({"ciphertext": ct, "associated_data": forged}),
+        ),
+    ] {
+        let (s, v) = call(
+            &e,
+            "PUT",
+            &format!("/v1/transit/{path}/k"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert_eq!(v, json!({"errors": [want]}), "{path}");
+        let (s, v) = call(
+            &e,
+            "PUT",
+            &format!("/v1/transit/{path}/k"),
+            Some(json!({"batch_input": [body]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path} batch: {v}");
+        assert_eq!(v["data"]["batch_results"][0]["error"], want, "{path} batch");
+    }
+    still_works(&e).await;
 }

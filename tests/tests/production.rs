@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rootseal_e2e::{bao, bao_bin, bao_status, free_port, http_get, rootseal_bin, wait_for, Proc};
+use rootseal_e2e::{bao, dev_bao, free_port, http_get, rootseal_bin, wait_for, DevBao, Proc};
 use serde_json::{json, Value};
 
 const PIN: &str = "4711";
@@ -304,43 +304,6 @@ fn assert_envelope(
     errs.iter()
         .map(|e| e.as_str().unwrap_or_default().to_owned())
         .collect()
-}
-
-/// `bao server -dev` as a KV v2 store (`secret/`), killed on drop.
-struct DevBao {
-    proc: Proc,
-    addr: String,
-    token: String,
-}
-
-fn dev_bao(dir: &Path, port: u16, token: &str, log: &str) -> DevBao {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut cmd = Command::new(bao_bin());
-    cmd.args(["server", "-dev", "-dev-no-store-token"])
-        .arg(format!("-dev-root-token-id={token}"))
-        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-        .env("HOME", dir)
-        .env_remove("BAO_TOKEN")
-        .env_remove("BAO_ADDR");
-    let proc = Proc::spawn("bao dev", cmd, &dir.join(log));
-    let addr = format!("http://127.0.0.1:{port}");
-    let up = wait_for(Duration::from_secs(30), || match bao_status(&addr) {
-        Some((true, false)) => Some(()),
-        _ => None,
-    });
-    assert!(up.is_some(), "bao dev did not start:\n{}", proc.output());
-    // The dev server mounts KV v2 at secret/ once unsealed; wait until it answers.
-    let kv = wait_for(Duration::from_secs(20), || {
-        let (ok, _, _) = bao(&addr, Some(token), &["kv", "list", "secret/"]);
-        let (ok2, out, _) = bao(&addr, Some(token), &["secrets", "list", "-format=json"]);
-        (ok || out.contains("secret/") && ok2).then_some(())
-    });
-    assert!(kv.is_some(), "no KV at secret/:\n{}", proc.output());
-    DevBao {
-        proc,
-        addr,
-        token: token.to_owned(),
-    }
 }
 
 fn vault_storage(kv_addr: &str) -> String {
