@@ -1085,6 +1085,7 @@ async fn tls_and_mtls_listener() {
     let cfg = rootseal::ListenerConfig {
         addr: busy.local_addr().unwrap(),
         tls: None,
+        limits: rootseal::ConnLimits::default(),
     };
     let err = rootseal::serve(cfg, e.app.clone(), async {})
         .await
