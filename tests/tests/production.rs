@@ -774,10 +774,12 @@ fn rotate_under_sigkill(rs: &Rs, old_id: &str, check_all: &dyn Fn(&str)) -> usiz
 fn previous_release_install(rs: &Rs, label: &str, n: usize) -> Vec<(String, String, Vec<u8>)> {
     std::env::set_var("SOFTHSM2_CONF", &rs.softhsm_conf);
     let cfg = rootseal_hsm::HsmConfig {
-        module: module().into(),
-        token: rootseal_hsm::TokenSelector::Label(label.into()),
-        pin: secrecy::SecretString::from(PIN),
         pool_size: 1,
+        ..rootseal_hsm::HsmConfig::new(
+            module().into(),
+            rootseal_hsm::TokenSelector::Label(label.into()),
+            secrecy::SecretString::from(PIN),
+        )
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -1199,10 +1201,12 @@ fn foreign_and_newer_kv_entries_are_named_errors() {
 fn new_l0_only(conf: &Path, label: &str) {
     std::env::set_var("SOFTHSM2_CONF", conf);
     let cfg = rootseal_hsm::HsmConfig {
-        module: module().into(),
-        token: rootseal_hsm::TokenSelector::Label(label.into()),
-        pin: secrecy::SecretString::from(PIN),
         pool_size: 1,
+        ..rootseal_hsm::HsmConfig::new(
+            module().into(),
+            rootseal_hsm::TokenSelector::Label(label.into()),
+            secrecy::SecretString::from(PIN),
+        )
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

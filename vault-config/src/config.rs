@@ -172,6 +172,8 @@ struct RawHsm {
     token_serial: Option<String>,
     pin_file: Option<PathBuf>,
     pool_size: Option<usize>,
+    queue_limit: Option<u64>,
+    job_timeout: Option<RawDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -265,6 +267,11 @@ pub struct HsmSettings {
     pub pin: SecretString,
     /// `pool_size` (default [`DEFAULT_POOL_SIZE`]).
     pub pool_size: usize,
+    /// `queue_limit`: HSM jobs that may wait (default 1024, 1 to 1,000,000); beyond it requests
+    /// get 503 with `Retry-After` at once.
+    pub queue_limit: usize,
+    /// `job_timeout`: how long a request waits for its HSM job (default 30 s, 100 ms to 10 min).
+    pub job_timeout: std::time::Duration,
 }
 
 impl fmt::Debug for HsmSettings {
@@ -274,6 +281,8 @@ impl fmt::Debug for HsmSettings {
             .field("token", &self.token)
             .field("pin", &"[REDACTED]")
             .field("pool_size", &self.pool_size)
+            .field("queue_limit", &self.queue_limit)
+            .field("job_timeout", &self.job_timeout)
             .finish()
     }
 }
@@ -429,6 +438,8 @@ impl Config {
             token: self.hsm.token.clone(),
             pin: self.hsm.pin.clone(),
             pool_size: self.hsm.pool_size,
+            queue_limit: self.hsm.queue_limit,
+            job_timeout: self.hsm.job_timeout,
         }
     }
 }
@@ -608,11 +619,29 @@ fn validate_hsm(
         &[ENV_HSM_PIN],
         env,
     )?;
+    let queue_limit = match raw.queue_limit {
+        None => rootseal_hsm::DEFAULT_QUEUE_LIMIT,
+        Some(n) if (1..=1_000_000).contains(&n) => usize::try_from(n).unwrap_or(1_000_000),
+        Some(_) => return Err(invalid("hsm.queue_limit", "must be between 1 and 1000000")),
+    };
+    let job_timeout = match &raw.job_timeout {
+        None => rootseal_hsm::DEFAULT_JOB_TIMEOUT,
+        Some(d) => {
+            let d = d.parse("hsm.job_timeout")?;
+            if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(600)
+            {
+                return Err(invalid("hsm.job_timeout", "must be between 100ms and 600s"));
+            }
+            d
+        }
+    };
     Ok(HsmSettings {
         module: raw.module,
         token,
         pin,
         pool_size,
+        queue_limit,
+        job_timeout,
     })
 }
 

@@ -116,7 +116,8 @@ pub fn keyring_status(e: &KeyringError) -> StatusCode {
         | KeyringError::StoreUnavailable(_)
         | KeyringError::Conflict
         | KeyringError::NoRoot
-        | KeyringError::WeakRoot => StatusCode::SERVICE_UNAVAILABLE,
+        | KeyringError::WeakRoot
+        | KeyringError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         KeyringError::StoreDenied(_) => StatusCode::BAD_GATEWAY,
     }
 }
@@ -177,6 +178,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut r = envelope(status, self.public_message().as_deref());
+        if matches!(self, ApiError::Keyring(KeyringError::Overloaded)) {
+            // Back-pressure: tell well-behaved clients when to come back.
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         r.extensions_mut().insert(ErrorDetail {
             error: self.to_string(),
             detail: if status.is_server_error() {
@@ -252,6 +258,7 @@ mod tests {
                 502,
                 "key store denied access",
             ),
+            (KeyringError::Overloaded, 503, "HSM busy, try again"),
         ];
         for (e, status, msg) in table {
             let api = ApiError::from(e);

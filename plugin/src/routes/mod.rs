@@ -133,6 +133,7 @@ struct StateInner {
     token_digest: [u8; 32],
     cfg: ApiConfig,
     metrics: metrics::HttpMetrics,
+    health: sys::HealthCache,
 }
 
 impl std::fmt::Debug for AppState {
@@ -163,6 +164,7 @@ impl AppState {
                 token_digest,
                 cfg,
                 metrics: metrics::HttpMetrics::default(),
+                health: sys::HealthCache::new(),
             }),
         }
     }
@@ -180,6 +182,11 @@ impl AppState {
     /// The HTTP counters.
     pub fn http_metrics(&self) -> &metrics::HttpMetrics {
         &self.inner.metrics
+    }
+
+    /// The cached health status (`GET /v1/sys/health`).
+    pub(crate) fn health_cache(&self) -> &sys::HealthCache {
+        &self.inner.health
     }
 
     /// Checks the request's token (`X-Vault-Token`, or `Authorization: Bearer`), in constant
