@@ -159,11 +159,24 @@ impl VaultKvStore {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                // Vault standbys redirect to the active node; follow that, but never downgrade
-                // from https to http with the token attached.
-                let downgrade = attempt.url().scheme() != "https"
-                    && attempt.previous().iter().any(|u| u.scheme() == "https");
-                if downgrade || attempt.previous().len() > 3 {
+                // The token travels in `X-Vault-Token`, which reqwest does not strip on a redirect
+                // to another host (only `Authorization` and `Cookie`). So a redirect is followed
+                // only within the same origin (scheme, host and port); one elsewhere (a standby
+                // pointing at the active node, or anyone who can answer for Vault) stops with
+                // the redirect as the answer, and the token is not sent there. Point
+                // `[storage] address` at the active node or a load balancer.
+                let origin = |u: &reqwest::Url| (u.scheme().to_owned(), u.host_str().map(str::to_owned), u.port_or_known_default());
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| origin(first) == origin(attempt.url()));
+                if !same {
+                    tracing::warn!(
+                        to = %attempt.url().host_str().unwrap_or("?"),
+                        "Vault redirected to another host; not following (the token is not sent there)"
+                    );
+                    attempt.stop()
+                } else if attempt.previous().len() > 3 {
                     attempt.stop()
                 } else {
                     attempt.follow()
@@ -704,5 +717,78 @@ mod tests {
         s.kv_mount = "../sys".into();
         let err = VaultKvStore::connect(&s).await.unwrap_err().to_string();
         assert!(err.contains("kv_mount"), "{err}");
+    }
+
+    /// A listener answering every request with `answer(path)`; the raw requests it got.
+    async fn http_server(
+        answer: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", l.local_addr().unwrap());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let answer = Arc::new(answer);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let log = log.clone();
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let req = String::from_utf8_lossy(&buf).into_owned();
+                    let path = req.split(' ').nth(1).unwrap_or("/").to_owned();
+                    log.lock().unwrap().push(req);
+                    let _ = s.write_all(answer(&path).as_bytes()).await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// A redirect to another host is not followed: the token never reaches it.
+    #[tokio::test]
+    async fn the_token_never_follows_a_redirect_to_another_host() {
+        let (elsewhere, seen_elsewhere) = http_server(|_| {
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+                .to_owned()
+        })
+        .await;
+        let (vault, seen_vault) = http_server(move |path| {
+            format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}{path}\r\ncontent-length: 0\r\n\r\n")
+        })
+        .await;
+        let s = VaultSettings {
+            address: vault,
+            token: SecretString::from("s.secret-kv-token"),
+            kv_mount: "secret".into(),
+            prefix: "rootseal".into(),
+            ca_cert: None,
+            local_path: "/tmp/x".into(),
+            local_keys: vec![],
+        };
+        let r = match VaultKvStore::connect(&s).await {
+            Ok(store) => store.get("k").await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        assert!(r.is_err(), "a redirected request succeeded");
+        assert!(
+            !seen_vault.lock().unwrap().is_empty(),
+            "Vault was never asked"
+        );
+        let leaked = seen_elsewhere.lock().unwrap().clone();
+        assert!(
+            leaked
+                .iter()
+                .all(|r| !r.to_ascii_lowercase().contains("x-vault-token")),
+            "the token followed the redirect: {leaked:?}"
+        );
+        assert!(leaked.is_empty(), "the redirect was followed: {leaked:?}");
     }
 }
