@@ -305,7 +305,7 @@ async fn in_process(kr: &Keyring, items: usize) -> f64 {
 async fn serve(kr: Keyring) -> String {
     let state = AppState::new(kr, SecretString::from("bench"), ApiConfig::default());
     let app = axum::Router::new()
-        .nest("/v1/{mount}", bulk_routes())
+        .nest("/v1/{mount}", bulk_routes(256 << 20))
         .with_state(state);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();

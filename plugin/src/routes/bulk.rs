@@ -12,8 +12,9 @@
 //!   as a chunked AEAD stream; `?chunk_size=N` and the `X-Rootseal-Associated-Data` header (base64)
 //!   are optional.
 //!
-//! The JSON body is limited to [`MAX_JSON_BODY`]; binary bodies are streamed, so they have no
-//! size limit and use bounded memory.
+//! The JSON body is limited to the listener's `max_request_bytes` (the `limit` given to
+//! [`router`]; 413 beyond); binary bodies are streamed in bounded memory (a few frames or
+//! chunks in flight), so an object of any size can be sealed.
 
 // Handlers return early with a ready `Response`; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
@@ -39,20 +40,25 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::{keyring_message, keyring_status};
 
-/// Largest JSON request body (10,000 items of 4 KiB are about 56 MB of JSON).
-pub(crate) const MAX_JSON_BODY: usize = 128 << 20;
 /// Header carrying the caller's associated data (base64) in stream mode.
 pub(crate) const AAD_HEADER: &str = "x-rootseal-associated-data";
 
-/// The two bulk routes, relative to the mount (`/bulk-seal/{name}`, `/bulk-unseal/{name}`).
-pub(crate) fn router<S, K>() -> Router<S>
+/// The two bulk routes, relative to the mount (`/bulk-seal/{name}`, `/bulk-unseal/{name}`); a
+/// JSON body may have at most `limit` bytes.
+pub(crate) fn router<S, K>(limit: usize) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
     K: BatchKeySource + Clone + FromRef<S> + 'static,
 {
     Router::new()
-        .route("/bulk-seal/{name}", post(bulk_seal::<K>))
-        .route("/bulk-unseal/{name}", post(bulk_unseal::<K>))
+        .route(
+            "/bulk-seal/{name}",
+            post(move |k, p, q, h, b| bulk_seal::<K>(k, p, q, h, b, limit)),
+        )
+        .route(
+            "/bulk-unseal/{name}",
+            post(move |k, p, h, b| bulk_unseal::<K>(k, p, h, b, limit)),
+        )
 }
 
 /// A request-level error in Vault's envelope `{"errors":[…]}`.
@@ -140,15 +146,10 @@ fn streaming_response(rx: mpsc::Receiver<Result<Bytes, BulkError>>) -> Response 
     r
 }
 
-async fn read_json(body: Body) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, MAX_JSON_BODY)
+async fn read_json(body: Body, limit: usize) -> Result<Bytes, Response> {
+    super::read_body(body, limit)
         .await
-        .map_err(|_| {
-            error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body too large or unreadable (limit {MAX_JSON_BODY} bytes)"),
-            )
-        })
+        .map_err(IntoResponse::into_response)
 }
 
 type DataStream = axum::body::BodyDataStream;
@@ -194,13 +195,14 @@ async fn bulk_seal<K: BatchKeySource + Clone + 'static>(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
+    limit: usize,
 ) -> Response {
     let name = match name_of(&params) {
         Ok(n) => n,
         Err(r) => return r,
     };
     if !is_binary(&headers) {
-        let body = match read_json(body).await {
+        let body = match read_json(body, limit).await {
             Ok(b) => b,
             Err(r) => return r,
         };
@@ -267,13 +269,14 @@ async fn bulk_unseal<K: BatchKeySource + Clone + 'static>(
     Path(params): Path<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
+    limit: usize,
 ) -> Response {
     let name = match name_of(&params) {
         Ok(n) => n,
         Err(r) => return r,
     };
     if !is_binary(&headers) {
-        let body = match read_json(body).await {
+        let body = match read_json(body, limit).await {
             Ok(b) => b,
             Err(r) => return r,
         };

@@ -414,8 +414,8 @@ fn transit_routes() -> Router<AppState> {
 
 /// Extra routes under the transit mount (relative to `/v1/{mount}`), behind the same token check
 /// and envelope: the bulk-seal engine's `bulk-seal/{name}` and `bulk-unseal/{name}`.
-pub fn bulk_routes() -> Router<AppState> {
-    bulk::router::<AppState, Keyring>()
+pub fn bulk_routes(max_body_bytes: usize) -> Router<AppState> {
+    bulk::router::<AppState, Keyring>(max_body_bytes)
 }
 
 /// The whole API.
@@ -429,11 +429,12 @@ pub fn try_app(
 ) -> Result<Router, ApiConfigError> {
     let mount = cfg.validate()?;
     cfg.mount.clone_from(&mount);
+    let max_body_bytes = cfg.max_body_bytes;
     let state = AppState::new(keyring, root_token, cfg);
     let authed = Router::new()
         .nest(
             &format!("/v1/{mount}"),
-            transit_routes().merge(bulk_routes()),
+            transit_routes().merge(bulk_routes(max_body_bytes)),
         )
         .route(
             "/v1/auth/token/renew-self",

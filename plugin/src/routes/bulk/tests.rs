@@ -16,7 +16,10 @@ use super::router;
 
 fn app(keyring: Keyring) -> Router {
     Router::new()
-        .nest("/v1/{mount}", router::<Keyring, Keyring>())
+        .nest(
+            "/v1/{mount}",
+            router::<Keyring, Keyring>(crate::routes::DEFAULT_MAX_BODY_BYTES),
+        )
         .with_state(keyring)
 }
 
