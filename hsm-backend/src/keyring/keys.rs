@@ -91,7 +91,9 @@ impl Keyring {
     /// # Errors
     /// Store errors.
     pub async fn list_keys(&self) -> Result<Vec<String>> {
-        Ok(self.inner.store.list().await?)
+        let mut names = self.inner.store.list().await?;
+        names.retain(|n| !super::governance::is_governance_name(n));
+        Ok(names)
     }
 
     /// Deletes key `name` if its configuration allows it.
