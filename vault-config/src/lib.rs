@@ -19,7 +19,7 @@ mod render;
 
 // The public interface is:
 pub use config::{
-    AuthSettings, Config, ConfigError, HsmSettings, ListenerSettings, StorageSettings, TlsFiles,
+    AuthSettings, GovernanceSettings, Config, ConfigError, HsmSettings, ListenerSettings, StorageSettings, TlsFiles,
     TransitSettings, VaultSettings,
 };
 pub use kv::{SetupError, VaultKvStore};

@@ -111,6 +111,20 @@ impl Keyring {
         Ok(())
     }
 
+    /// Destroys key `name` and every version, whatever its `deletion_allowed`: only a
+    /// `key.destroy` ceremony (SO + CO approvals) calls this. Destroying a missing key is not an
+    /// error (a resumed ceremony).
+    ///
+    /// # Errors
+    /// Store errors; `InvalidRequest` for a bad name.
+    pub async fn destroy_key(&self, name: &str) -> Result<()> {
+        Self::check_name(name)?;
+        self.inner.store.delete(name).await?;
+        self.forget(name);
+        tracing::info!(key = name, "key destroyed by ceremony");
+        Ok(())
+    }
+
     /// Read-modify-write of a record with check-and-set; `f` returns the new record (unsigned)
     /// and whether to add a version, or `None` for no change. Retries on conflicts.
     async fn modify<F>(&self, name: &str, mut f: F) -> Result<Arc<KeyState>>
