@@ -46,7 +46,7 @@ impl std::fmt::Debug for AuthConfig {
 }
 
 /// The token-check state of an [`AppState`].
-pub(super) struct AuthState {
+pub(crate) struct AuthState {
     root_digest: Option<[u8; 32]>,
     governance: bool,
     tokens: tokio::sync::Mutex<Option<(Instant, Arc<TokenStore>)>>,

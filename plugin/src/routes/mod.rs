@@ -193,7 +193,7 @@ impl AppState {
     }
 
     /// The token-check state.
-    pub(super) fn auth(&self) -> &auth::AuthState {
+    pub(crate) fn auth(&self) -> &auth::AuthState {
         &self.inner.auth
     }
 
