@@ -60,7 +60,11 @@ pub struct TokenRef {
 
 impl fmt::Display for TokenRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} serial {}", self.manufacturer, self.model, self.serial)
+        write!(
+            f,
+            "{} {} serial {}",
+            self.manufacturer, self.model, self.serial
+        )
     }
 }
 
@@ -128,7 +132,9 @@ pub enum Refusal {
     #[error("not a valid ceremony file: {0}")]
     Malformed(String),
     /// A format version this rootseal does not read.
-    #[error("ceremony format_version {0} is not supported (this rootseal reads {CEREMONY_VERSION})")]
+    #[error(
+        "ceremony format_version {0} is not supported (this rootseal reads {CEREMONY_VERSION})"
+    )]
     UnsupportedFormat(u16),
     /// An operation not in the table.
     #[error("unknown ceremony operation {0:?}")]
@@ -167,7 +173,9 @@ pub enum Refusal {
         running: String,
     },
     /// Other quorum rules.
-    #[error("the ceremony was made under quorum rules {request}, but the rules in force are {running}")]
+    #[error(
+        "the ceremony was made under quorum rules {request}, but the rules in force are {running}"
+    )]
     QuorumRulesChanged {
         /// In the request.
         request: String,
@@ -301,7 +309,11 @@ pub fn check_params(op: &Operation, params: &BTreeMap<String, String>) -> Result
             return Err(Refusal::BadParams(format!(
                 "{} takes no parameter {k:?} (it takes: {})",
                 op.name,
-                op.params.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+                op.params
+                    .iter()
+                    .map(|p| p.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
@@ -505,14 +517,14 @@ pub fn verify(file: &CeremonyFile, cx: &VerifyContext<'_>) -> Result<Verified, R
     let rsig = B64
         .decode(&req.requester_signature)
         .map_err(|_| Refusal::BadRequester(req.requester.clone()))?;
-    let rmsg = req
-        .request_message()
-        .map_err(|e| Refusal::Malformed(e.0))?;
+    let rmsg = req.request_message().map_err(|e| Refusal::Malformed(e.0))?;
     if !rkey.verify(&rmsg, &rsig) {
         return Err(Refusal::BadRequester(req.requester.clone()));
     }
 
-    let msg = req.approval_message().map_err(|e| Refusal::Malformed(e.0))?;
+    let msg = req
+        .approval_message()
+        .map_err(|e| Refusal::Malformed(e.0))?;
     let mut seen = BTreeSet::new();
     let mut approvers: BTreeMap<Role, Vec<String>> = BTreeMap::new();
     for a in &file.approvals {
@@ -547,11 +559,14 @@ pub fn verify(file: &CeremonyFile, cx: &VerifyContext<'_>) -> Result<Verified, R
         if a.operator == req.requester && !cx.rules.allow_requester_approval {
             return Err(Refusal::RequesterApproval(a.operator.clone()));
         }
-        approvers.entry(o.role).or_default().push(a.operator.clone());
+        approvers
+            .entry(o.role)
+            .or_default()
+            .push(a.operator.clone());
     }
-    let short = rule
-        .iter()
-        .any(|(r, m)| approvers.get(r).map_or(0, Vec::len) < usize::try_from(*m).unwrap_or(usize::MAX));
+    let short = rule.iter().any(|(r, m)| {
+        approvers.get(r).map_or(0, Vec::len) < usize::try_from(*m).unwrap_or(usize::MAX)
+    });
     if short {
         let have = if approvers.is_empty() {
             "no valid approval".to_owned()

@@ -40,7 +40,8 @@ mod tests {
     /// RFC 8785 §3.2.2-style ordering and number forms.
     #[test]
     fn canonical_form() {
-        let v = serde_json::json!({"b": 1, "a": [true, null, "x"], "c": {"z": 1.0e2, "y": "\u{20ac}"}});
+        let v =
+            serde_json::json!({"b": 1, "a": [true, null, "x"], "c": {"z": 1.0e2, "y": "\u{20ac}"}});
         let c = canonical(&v).unwrap_or_default();
         assert_eq!(
             String::from_utf8_lossy(&c),

@@ -113,7 +113,9 @@ impl OperatorKey {
         match self.alg {
             KeyAlg::Ed25519 => {
                 let raw = self.spki.get(ED25519_SPKI.len()..).unwrap_or_default();
-                UnparsedPublicKey::new(&ED25519, raw).verify(msg, sig).is_ok()
+                UnparsedPublicKey::new(&ED25519, raw)
+                    .verify(msg, sig)
+                    .is_ok()
             }
             KeyAlg::EcdsaP256 => {
                 let raw = self.spki.get(P256_SPKI.len()..).unwrap_or_default();
@@ -166,7 +168,10 @@ pub(crate) mod tests {
         let sig = ec.sign(&rng, b"m").unwrap_or_else(|_| unreachable!());
         assert!(k.verify(b"m", sig.as_ref()));
         assert!(!k.verify(b"n", sig.as_ref()));
-        assert!(OperatorKey::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----").is_err());
+        assert!(OperatorKey::from_pem(
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"
+        )
+        .is_err());
         assert!(OperatorKey::from_pem("garbage").is_err());
     }
 }

@@ -176,7 +176,12 @@ impl Default for QuorumRules {
     fn default() -> Self {
         let rules = OPERATIONS
             .iter()
-            .map(|o| (o.quorum_key.to_owned(), o.default_quorum.iter().copied().collect()))
+            .map(|o| {
+                (
+                    o.quorum_key.to_owned(),
+                    o.default_quorum.iter().copied().collect(),
+                )
+            })
             .collect();
         QuorumRules {
             rules,
@@ -205,7 +210,11 @@ impl QuorumRules {
                 .ok_or_else(|| {
                     GovError::new(format!(
                         "governance.quorum.{key}: no such operation (known: {})",
-                        OPERATIONS.iter().map(|o| o.quorum_key).collect::<Vec<_>>().join(", ")
+                        OPERATIONS
+                            .iter()
+                            .map(|o| o.quorum_key)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))
                 })?;
             let mut rule = QuorumRule::new();
@@ -217,7 +226,11 @@ impl QuorumRules {
                     return Err(GovError::new(format!(
                         "governance.quorum.{key}: role {role} cannot approve {}{}",
                         op.name,
-                        if op.so_only { " (Security Officers only)" } else { " (so and co only)" }
+                        if op.so_only {
+                            " (Security Officers only)"
+                        } else {
+                            " (so and co only)"
+                        }
                     )));
                 }
                 let n = u32::try_from(*n).ok().filter(|n| *n >= 1).ok_or_else(|| {
@@ -285,7 +298,10 @@ impl QuorumRules {
     pub fn check_satisfiable(&self, registry: &Registry) -> Result<(), GovError> {
         for op in OPERATIONS {
             let Some(rule) = self.rule(op) else {
-                return Err(GovError::new(format!("no quorum rule for {}", op.quorum_key)));
+                return Err(GovError::new(format!(
+                    "no quorum rule for {}",
+                    op.quorum_key
+                )));
             };
             for (role, m) in rule {
                 let n = registry.active(*role);
@@ -320,25 +336,40 @@ mod tests {
     #[test]
     fn defaults_and_refusals() {
         let d = QuorumRules::default();
-        assert_eq!(d.rules["root_rotate"], [(Role::So, 2)].into_iter().collect());
-        assert_eq!(d.rules["key_destroy"], [(Role::So, 1), (Role::Co, 1)].into_iter().collect());
+        assert_eq!(
+            d.rules["root_rotate"],
+            [(Role::So, 2)].into_iter().collect()
+        );
+        assert_eq!(
+            d.rules["key_destroy"],
+            [(Role::So, 1), (Role::Co, 1)].into_iter().collect()
+        );
         let r = QuorumRules::from_config(&table(&[("root_rotate", &[("so", 3)])]), false)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.rules["root_rotate"][&Role::So], 3);
         assert_ne!(r.digest().ok(), d.digest().ok());
         let refused = |t, want: &str| {
-            let e = QuorumRules::from_config(&t, false).err().unwrap_or_else(|| panic!("accepted"));
+            let e = QuorumRules::from_config(&t, false)
+                .err()
+                .unwrap_or_else(|| panic!("accepted"));
             assert!(e.0.contains(want), "{e}");
         };
         refused(table(&[("root_rotate", &[("so", 0)])]), "m = 0");
         refused(table(&[("root_rotate", &[])]), "empty");
         refused(table(&[("root_rotate", &[("co", 1)])]), "cannot approve");
-        refused(table(&[("key_destroy", &[("auditor", 1)])]), "cannot approve");
+        refused(
+            table(&[("key_destroy", &[("auditor", 1)])]),
+            "cannot approve",
+        );
         refused(table(&[("root_rotate", &[("so", -1)])]), "at least 1");
         refused(table(&[("root_rotate", &[("so", 17)])]), "at most");
-        refused(table(&[("root_explode", &[("so", 1)])]), "no such operation");
+        refused(
+            table(&[("root_explode", &[("so", 1)])]),
+            "no such operation",
+        );
         refused(table(&[("root_rotate", &[("admin", 1)])]), "unknown role");
-        let back = QuorumRules::parse(&jcs::canonical(&r).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        let back = QuorumRules::parse(&jcs::canonical(&r).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, r);
     }
 }

@@ -182,15 +182,35 @@ mod tests {
         let r = Registry::parse(ok.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.active(Role::So), 1);
         let refused = |v: serde_json::Value, want: &str| {
-            let e = Registry::parse(v.to_string().as_bytes()).err().unwrap_or_else(|| panic!("accepted {v}"));
+            let e = Registry::parse(v.to_string().as_bytes())
+                .err()
+                .unwrap_or_else(|| panic!("accepted {v}"));
             assert!(e.0.contains(want), "{e}");
         };
         refused(serde_json::json!({"operators": []}), "no operators");
-        refused(serde_json::json!({"operators": [op("alice", "so", &a), op("alice", "auditor", &b)]}), "appears twice");
-        refused(serde_json::json!({"operators": [op("alice", "so", &a), op("carol", "auditor", &a)]}), "already another operator's");
-        refused(serde_json::json!({"operators": [op("u", "user", &a)]}), "role user");
-        refused(serde_json::json!({"operators": [op("Alice!", "so", &a)]}), "name");
-        refused(serde_json::json!({"operators": [op("alice", "so", "junk")]}), "PEM");
-        refused(serde_json::json!({"format_version": 2, "operators": [op("alice", "so", &a)]}), "format_version 2");
+        refused(
+            serde_json::json!({"operators": [op("alice", "so", &a), op("alice", "auditor", &b)]}),
+            "appears twice",
+        );
+        refused(
+            serde_json::json!({"operators": [op("alice", "so", &a), op("carol", "auditor", &a)]}),
+            "already another operator's",
+        );
+        refused(
+            serde_json::json!({"operators": [op("u", "user", &a)]}),
+            "role user",
+        );
+        refused(
+            serde_json::json!({"operators": [op("Alice!", "so", &a)]}),
+            "name",
+        );
+        refused(
+            serde_json::json!({"operators": [op("alice", "so", "junk")]}),
+            "PEM",
+        );
+        refused(
+            serde_json::json!({"format_version": 2, "operators": [op("alice", "so", &a)]}),
+            "format_version 2",
+        );
     }
 }

@@ -369,20 +369,39 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(t.expose_secret().starts_with(TOKEN_PREFIX));
-        let back = TokenStore::parse(&s.to_bytes().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!String::from_utf8_lossy(&s.to_bytes().unwrap_or_default()).contains(t.expose_secret()));
-        let g = back.lookup(t.expose_secret().as_bytes()).unwrap_or_else(|| panic!("lookup"));
+        let back =
+            TokenStore::parse(&s.to_bytes().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !String::from_utf8_lossy(&s.to_bytes().unwrap_or_default()).contains(t.expose_secret())
+        );
+        let g = back
+            .lookup(t.expose_secret().as_bytes())
+            .unwrap_or_else(|| panic!("lookup"));
         assert_eq!(g.allows("a", TokenOp::Encrypt, 1001), Ok(()));
         assert_eq!(g.allows("a", TokenOp::Read, 1001), Ok(()));
-        assert!(matches!(g.allows("a", TokenOp::Decrypt, 1001), Err(Denial::Op { .. })));
-        assert!(matches!(g.allows("c", TokenOp::Encrypt, 1001), Err(Denial::Key { .. })));
-        assert!(matches!(g.allows("a", TokenOp::Encrypt, 1100), Err(Denial::Expired(_))));
+        assert!(matches!(
+            g.allows("a", TokenOp::Decrypt, 1001),
+            Err(Denial::Op { .. })
+        ));
+        assert!(matches!(
+            g.allows("c", TokenOp::Encrypt, 1001),
+            Err(Denial::Key { .. })
+        ));
+        assert!(matches!(
+            g.allows("a", TokenOp::Encrypt, 1100),
+            Err(Denial::Expired(_))
+        ));
         assert!(g.allows_list(1001).is_err());
         assert!(back.lookup(b"rst.other").is_none());
         let mut s2 = back.clone();
         assert_eq!(s2.revoke(&g.accessor), 1);
-        let g2 = s2.lookup(t.expose_secret().as_bytes()).unwrap_or_else(|| panic!("lookup"));
-        assert!(matches!(g2.allows("a", TokenOp::Encrypt, 1001), Err(Denial::Revoked(_))));
+        let g2 = s2
+            .lookup(t.expose_secret().as_bytes())
+            .unwrap_or_else(|| panic!("lookup"));
+        assert!(matches!(
+            g2.allows("a", TokenOp::Encrypt, 1001),
+            Err(Denial::Revoked(_))
+        ));
         let bad = s.issue(
             GrantRequest {
                 name: "x".into(),

@@ -96,12 +96,13 @@ impl OperatorSigner {
         let pin_path = uri.pin_file()?.ok_or_else(|| {
             SignerError::Incomplete("give the token's PIN with pin-source=file:PATH".into())
         })?;
-        let raw = Zeroizing::new(std::fs::read_to_string(&pin_path).map_err(|e| {
-            SignerError::Pin {
-                path: pin_path.clone(),
-                reason: e.to_string(),
-            }
-        })?);
+        let raw =
+            Zeroizing::new(
+                std::fs::read_to_string(&pin_path).map_err(|e| SignerError::Pin {
+                    path: pin_path.clone(),
+                    reason: e.to_string(),
+                })?,
+            );
         let pin = raw.trim_end_matches(['\r', '\n']);
         if pin.is_empty() {
             return Err(SignerError::Pin {
@@ -140,11 +141,8 @@ impl OperatorSigner {
                         let mut id = [0u8; 16];
                         ctx.random(&mut id)?;
                         let (pt, pk) = templates::operator_signing_key(&label, &id);
-                        let (p, _) = ctx.generate_key_pair(
-                            &Mechanism::EccEdwardsKeyPairGen,
-                            &pt,
-                            &pk,
-                        )?;
+                        let (p, _) =
+                            ctx.generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &pt, &pk)?;
                         Ok(Some((ec_point(ctx, p)?, true)))
                     }
                     (None, None) => Ok(None),

@@ -386,9 +386,7 @@ impl RoutedStore {
         // Governance records (operator registry, quorum rules, ceremony ledger, API-token grants)
         // stay local: the seal token OpenBao unseals with is checked against them, so they
         // cannot live in the Vault that is waiting to unseal.
-        if self.local_names.contains(name)
-            || crate::keyring::governance::is_governance_name(name)
-        {
+        if self.local_names.contains(name) || crate::keyring::governance::is_governance_name(name) {
             self.local.as_ref()
         } else {
             self.shared.as_ref()
@@ -426,16 +424,9 @@ impl KekStore for RoutedStore {
                         || crate::keyring::governance::is_governance_name(n)
                 })
                 .collect();
-            names.extend(
-                self.shared
-                    .list()
-                    .await?
-                    .into_iter()
-                    .filter(|n| {
-                        !self.local_names.contains(n)
-                            && !crate::keyring::governance::is_governance_name(n)
-                    }),
-            );
+            names.extend(self.shared.list().await?.into_iter().filter(|n| {
+                !self.local_names.contains(n) && !crate::keyring::governance::is_governance_name(n)
+            }));
             Ok(names.into_iter().collect())
         })
     }

@@ -245,8 +245,10 @@ mod tests {
         let u = p("pkcs11:library-manufacturer=Snake%20Oil,%20Inc.;\
                    library-description=Soft%20Token%20Library;library-version=1.23");
         assert_eq!(u.path_attr("library-version"), Some(&b"1.23"[..]));
-        let u = p("pkcs11:token=My%20token%25%20created%20by%20Joe;library-version=3;\
-                   id=%01%02%03%Ba%dd%Ca%fe%04%05%06");
+        let u = p(
+            "pkcs11:token=My%20token%25%20created%20by%20Joe;library-version=3;\
+                   id=%01%02%03%Ba%dd%Ca%fe%04%05%06",
+        );
         assert_eq!(u.token(), Ok(Some("My token% created by Joe")));
         assert_eq!(
             u.path_attr("id"),
@@ -255,11 +257,15 @@ mod tests {
         let u = p("pkcs11:token=A%20name%20with%20a%20substring%20%25%3B;\
                    object=my-certificate;type=cert");
         assert_eq!(u.token(), Ok(Some("A name with a substring %;")));
-        let u = p("pkcs11:token=Name%20with%20a%20small%20A%20with%20acute:%20%C3%A1;\
-                   object=my-certificate;type=cert");
+        let u = p(
+            "pkcs11:token=Name%20with%20a%20small%20A%20with%20acute:%20%C3%A1;\
+                   object=my-certificate;type=cert",
+        );
         assert_eq!(u.token(), Ok(Some("Name with a small A with acute: á")));
-        let u = p("pkcs11:token=my-token;object=my-certificate;type=cert;vendor-aaa=value-a\
-                   ?pin-source=file:/etc/token_pin&vendor-bbb=value-b");
+        let u = p(
+            "pkcs11:token=my-token;object=my-certificate;type=cert;vendor-aaa=value-a\
+                   ?pin-source=file:/etc/token_pin&vendor-bbb=value-b",
+        );
         assert_eq!(u.path_attr("vendor-aaa"), Some(&b"value-a"[..]));
         assert_eq!(u.query_attr("vendor-bbb"), Some(&b"value-b"[..]));
         assert_eq!(u.pin_file(), Ok(Some(PathBuf::from("/etc/token_pin"))));

@@ -157,7 +157,16 @@ impl World {
     fn propose(&self, op: &str, params: &[&str], requester: &str, file: &str) -> PathBuf {
         let path = self.dir.join(file);
         let p = path.display().to_string();
-        let mut a = vec!["ceremony", "propose", "--op", op, "--out", &p, "--requester", requester];
+        let mut a = vec![
+            "ceremony",
+            "propose",
+            "--op",
+            op,
+            "--out",
+            &p,
+            "--requester",
+            requester,
+        ];
         for x in params {
             a.extend(["--param", x]);
         }
@@ -228,7 +237,12 @@ impl World {
     }
 }
 
-const FOUR: &[(&str, &str)] = &[("alice", "so"), ("bob", "so"), ("carol", "so"), ("dave", "co")];
+const FOUR: &[(&str, &str)] = &[
+    ("alice", "so"),
+    ("bob", "so"),
+    ("carol", "so"),
+    ("dave", "co"),
+];
 
 #[test]
 fn two_of_three_root_rotation_and_every_refusal() {
@@ -238,7 +252,12 @@ fn two_of_three_root_rotation_and_every_refusal() {
     assert!(!ok && err.contains("root.init ceremony"), "{err}");
     w.bootstrap("alice", &["bob", "carol"]);
     let root0 = w.current_root();
-    assert_eq!(root0.len(), 32, "a root exists: {}", w.ok(&["root", "status"]));
+    assert_eq!(
+        root0.len(),
+        32,
+        "a root exists: {}",
+        w.ok(&["root", "status"])
+    );
     let (ok, _, err) = w.rs(&["root", "rotate"]);
     assert!(!ok && err.contains("root.rotate ceremony"), "{err}");
     w.ok(&["key", "create", "k0"]);
@@ -246,12 +265,18 @@ fn two_of_three_root_rotation_and_every_refusal() {
     // 2 of 3 SO (the requester alice signs the request; bob and carol approve).
     let good = w.propose("root.rotate", &["grace_secs=0"], "alice", "rotate.json");
     let (ok, shown, _) = run_in(&w.conf, &["ceremony", "show", &good.display().to_string()]);
-    assert!(ok && shown.contains("root.rotate") && shown.contains("not signed yet"), "{shown}");
+    assert!(
+        ok && shown.contains("root.rotate") && shown.contains("not signed yet"),
+        "{shown}"
+    );
     w.approve_ok(&good, "alice");
     w.approve_ok(&good, "bob");
     w.approve_ok(&good, "carol");
     let (_, shown, _) = run_in(&w.conf, &["ceremony", "show", &good.display().to_string()]);
-    assert!(shown.contains("bob (ed25519") && shown.contains("carol (ed25519"), "{shown}");
+    assert!(
+        shown.contains("bob (ed25519") && shown.contains("carol (ed25519"),
+        "{shown}"
+    );
     let (ok, out, err) = w.execute(&good);
     assert!(ok, "2-of-3 rotation: {err}");
     assert!(out.contains("Root rotated"), "{out}");
@@ -271,8 +296,7 @@ fn two_of_three_root_rotation_and_every_refusal() {
     // The same operator twice: approve refuses it, and so does execute for a hand-made file.
     let (ok, _, err) = w.approve(&f, "bob");
     assert!(!ok && err.contains("approved twice"), "{err}");
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
     let first = v["approvals"][0].clone();
     v["approvals"].as_array_mut().unwrap().push(first);
     std::fs::write(&f, v.to_string()).unwrap();
@@ -293,10 +317,18 @@ fn two_of_three_root_rotation_and_every_refusal() {
     w.refused(&f, "role co cannot approve");
 
     // An expired request.
-    let f = w.propose("root.rotate", &["grace_secs=0", ], "alice", "exp.json");
+    let f = w.propose("root.rotate", &["grace_secs=0"], "alice", "exp.json");
     let (ok, _, _) = w.rs(&[
-        "ceremony", "propose", "--op", "root.rotate", "--out",
-        &f.display().to_string(), "--requester", "alice", "--ttl", "2s",
+        "ceremony",
+        "propose",
+        "--op",
+        "root.rotate",
+        "--out",
+        &f.display().to_string(),
+        "--requester",
+        "alice",
+        "--ttl",
+        "2s",
     ]);
     assert!(ok);
     w.approve_ok(&f, "alice");
@@ -315,7 +347,10 @@ fn two_of_three_root_rotation_and_every_refusal() {
     let changed = w.dir.join("destroy-changed.json");
     std::fs::write(&changed, text.replace("\"key\":\"k1\"", "\"key\":\"k0\"")).unwrap();
     let (ok, _, err) = w.execute(&changed);
-    assert!(!ok && (err.contains("does not verify") || err.contains("requester")), "{err}");
+    assert!(
+        !ok && (err.contains("does not verify") || err.contains("requester")),
+        "{err}"
+    );
     assert!(w.ok(&["key", "show", "k0"]).contains("k0"), "k0 untouched");
     // The unchanged file destroys k1.
     let (ok, _, err) = w.execute(&f);
@@ -338,17 +373,37 @@ fn two_of_three_root_rotation_and_every_refusal() {
     let eve = w.op("eve");
     let (ok, _, err) = run_in(
         &eve.conf,
-        &["ceremony", "approve", &f.display().to_string(), "--operator", "carol", "--signer", &eve.uri],
+        &[
+            "ceremony",
+            "approve",
+            &f.display().to_string(),
+            "--operator",
+            "carol",
+            "--signer",
+            &eve.uri,
+        ],
     );
     assert!(ok, "{err}");
     w.refused(&f, "unregistered key");
 
     // m = 0 in config: refused when the config is read.
     let good_cfg = std::fs::read_to_string(&w.cfg).unwrap();
-    std::fs::write(&w.cfg, format!("{good_cfg}[governance.quorum]\nroot_rotate = {{ so = 0 }}\n"))
-        .unwrap();
+    std::fs::write(
+        &w.cfg,
+        format!("{good_cfg}[governance.quorum]\nroot_rotate = {{ so = 0 }}\n"),
+    )
+    .unwrap();
     let f2 = w.dir.join("m0.json");
-    let (ok, _, err) = w.rs(&["ceremony", "propose", "--op", "root.rotate", "--out", &f2.display().to_string(), "--requester", "alice"]);
+    let (ok, _, err) = w.rs(&[
+        "ceremony",
+        "propose",
+        "--op",
+        "root.rotate",
+        "--out",
+        &f2.display().to_string(),
+        "--requester",
+        "alice",
+    ]);
     assert!(!ok && err.contains("m = 0"), "{err}");
     std::fs::write(&w.cfg, &good_cfg).unwrap();
 
@@ -386,14 +441,19 @@ fn two_of_three_root_rotation_and_every_refusal() {
 
 #[test]
 fn kill_during_execute_leaves_it_done_or_not_done() {
-    let w = World::new(&[("alice", "so"), ("bob", "so"), ("carol", "so")], "");
+    let w = World::new(FOUR, "");
     w.bootstrap("alice", &["bob", "carol"]);
     for i in 0..6 {
         w.ok(&["key", "create", &format!("k{i}")]);
     }
     for (n, delay_ms) in [150u64, 400, 800, 1500].into_iter().enumerate() {
         let before = w.current_root();
-        let f = w.propose("root.rotate", &["grace_secs=0"], "alice", &format!("kill{n}.json"));
+        let f = w.propose(
+            "root.rotate",
+            &["grace_secs=0"],
+            "alice",
+            &format!("kill{n}.json"),
+        );
         w.approve_ok(&f, "alice");
         w.approve_ok(&f, "bob");
         w.approve_ok(&f, "carol");
@@ -414,14 +474,19 @@ fn kill_during_execute_leaves_it_done_or_not_done() {
         // was started) or runs it (it was not), and then it is done, once.
         let (ok, _, err) = w.execute(&f);
         let finished_before = !ok && err.contains("already executed");
-        assert!(ok || finished_before, "after kill at {delay_ms} ms ({status:?}): {err}");
+        assert!(
+            ok || finished_before,
+            "after kill at {delay_ms} ms ({status:?}): {err}"
+        );
         w.refused(&f, "already executed");
         let after = w.current_root();
         assert_ne!(before, after, "rotated exactly once more");
         let st = w.ok(&["root", "status"]);
         assert_eq!(st.matches("Root ").count(), 1, "one root left: {st}");
         for i in 0..6 {
-            assert!(w.ok(&["key", "show", &format!("k{i}")]).contains(&format!("k{i}")));
+            assert!(w
+                .ok(&["key", "show", &format!("k{i}")])
+                .contains(&format!("k{i}")));
         }
     }
 }
@@ -445,20 +510,33 @@ async fn call(
 
 #[test]
 fn user_token_grants_over_http() {
-    let w = World::new(&[("alice", "so"), ("bob", "so"), ("carol", "so")], "");
+    let w = World::new(FOUR, "");
     w.bootstrap("alice", &["bob", "carol"]);
     for k in ["a", "b", "c"] {
         w.ok(&["key", "create", k]);
     }
     let (ok, token, err) = w.rs(&[
-        "token", "create", "--role", "user", "--keys", "a,b", "--ops", "encrypt,decrypt",
-        "--ttl", "720h", "--name", "app",
+        "token",
+        "create",
+        "--role",
+        "user",
+        "--keys",
+        "a,b",
+        "--ops",
+        "encrypt,decrypt",
+        "--ttl",
+        "720h",
+        "--name",
+        "app",
     ]);
     assert!(ok, "{err}");
     let token = token.trim().to_owned();
     assert!(token.starts_with("rst."), "{token}");
     let listed = w.ok(&["token", "list"]);
-    assert!(listed.contains("app") && !listed.contains(&token), "{listed}");
+    assert!(
+        listed.contains("app") && !listed.contains(&token),
+        "{listed}"
+    );
     let store = std::fs::read_dir(w.dir.join("store"))
         .unwrap()
         .flatten()
@@ -477,7 +555,11 @@ fn user_token_grants_over_http() {
         rootseal_e2e::http_get(&format!("{base}/v1/sys/health")).filter(|(s, _)| *s == 200)
     })
     .expect("server up");
-    assert!(health.1.contains("\"governance\":\"on\"") && health.1.contains("\"root_token\":\"off\""), "{}", health.1);
+    assert!(
+        health.1.contains("\"governance\":\"on\"") && health.1.contains("\"root_token\":\"off\""),
+        "{}",
+        health.1
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -485,7 +567,13 @@ fn user_token_grants_over_http() {
         let pt = serde_json::json!({"plaintext": "aGVsbG8="});
         let mut cts = std::collections::HashMap::new();
         for key in ["a", "b", "c"] {
-            let (s, v) = call(&c, &format!("{base}/v1/transit/encrypt/{key}"), &token, pt.clone()).await;
+            let (s, v) = call(
+                &c,
+                &format!("{base}/v1/transit/encrypt/{key}"),
+                &token,
+                pt.clone(),
+            )
+            .await;
             let want = if key == "c" { 403 } else { 200 };
             assert_eq!(s, want, "encrypt {key}: {v}");
             if s == 200 {
@@ -495,21 +583,42 @@ fn user_token_grants_over_http() {
             }
         }
         for key in ["a", "b", "c"] {
-            let ct = cts.get(key).cloned().unwrap_or_else(|| "vault:v1:AAAA".into());
-            let (s, v) = call(&c, &format!("{base}/v1/transit/decrypt/{key}"), &token, serde_json::json!({"ciphertext": ct})).await;
+            let ct = cts
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| "vault:v1:AAAA".into());
+            let (s, v) = call(
+                &c,
+                &format!("{base}/v1/transit/decrypt/{key}"),
+                &token,
+                serde_json::json!({"ciphertext": ct}),
+            )
+            .await;
             assert_eq!(s, if key == "c" { 403 } else { 200 }, "decrypt {key}: {v}");
             for (path, body) in [
-                (format!("rewrap/{key}"), serde_json::json!({"ciphertext": ct})),
+                (
+                    format!("rewrap/{key}"),
+                    serde_json::json!({"ciphertext": ct}),
+                ),
                 (format!("datakey/plaintext/{key}"), serde_json::json!({})),
                 (format!("keys/{key}/rotate"), serde_json::json!({})),
-                (format!("keys/{key}/config"), serde_json::json!({"deletion_allowed": true})),
+                (
+                    format!("keys/{key}/config"),
+                    serde_json::json!({"deletion_allowed": true}),
+                ),
                 (format!("bulk-seal/{key}"), serde_json::json!({})),
             ] {
                 let (s, v) = call(&c, &format!("{base}/v1/transit/{path}"), &token, body).await;
                 assert_eq!(s, 403, "{path} is not granted: {v}");
             }
         }
-        let (s, _) = call(&c, &format!("{base}/v1/transit/encrypt/a"), "rst.wrong", pt.clone()).await;
+        let (s, _) = call(
+            &c,
+            &format!("{base}/v1/transit/encrypt/a"),
+            "rst.wrong",
+            pt.clone(),
+        )
+        .await;
         assert_eq!(s, 403);
         let r = c
             .get(format!("{base}/v1/auth/token/lookup-self"))
@@ -523,7 +632,10 @@ fn user_token_grants_over_http() {
         assert_eq!(v["data"]["meta"]["keys"], "a,b");
         assert_eq!(v["data"]["meta"]["ops"], "encrypt,decrypt");
         assert!(v["data"]["ttl"].as_u64().unwrap() > 700 * 3600);
-        assert!(!v.to_string().contains(&token), "lookup-self never echoes the token");
+        assert!(
+            !v.to_string().contains(&token),
+            "lookup-self never echoes the token"
+        );
     });
 
     // A revoked token is denied (within the token cache's refresh).
@@ -532,7 +644,13 @@ fn user_token_grants_over_http() {
         let c = reqwest::Client::new();
         let mut last = 0;
         for _ in 0..20 {
-            let (s, _) = call(&c, &format!("{base}/v1/transit/encrypt/a"), &token, serde_json::json!({"plaintext": "aGk="})).await;
+            let (s, _) = call(
+                &c,
+                &format!("{base}/v1/transit/encrypt/a"),
+                &token,
+                serde_json::json!({"plaintext": "aGk="}),
+            )
+            .await;
             last = s;
             if s == 403 {
                 break;

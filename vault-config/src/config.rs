@@ -888,7 +888,10 @@ path = "store"
         assert_eq!(c.hsm.token, TokenSelector::Label("rootseal".into()));
         assert_eq!(c.hsm.pin.expose_secret(), PIN);
         assert_eq!(c.hsm.pool_size, 3);
-        assert_eq!(c.auth.root_token.as_ref().map(|t| t.expose_secret()), Some(ROOT));
+        assert_eq!(
+            c.auth.root_token.as_ref().map(|t| t.expose_secret()),
+            Some(ROOT)
+        );
         assert!(c.governance.enabled);
         let StorageSettings::Vault(v) = &c.storage else {
             panic!("expected vault storage: {:?}", c.storage)
@@ -920,8 +923,14 @@ path = "store"
         let env = [(ENV_HSM_PIN, "p"), (ENV_ROOT_TOKEN, "r")];
         let c = f.load(MINIMAL_FILE, &env).unwrap();
         assert!(c.governance.enabled);
-        assert!(c.auth.root_token.is_none(), "env root token ignored with governance on");
-        assert_eq!(c.governance.rules, rootseal_governance::QuorumRules::default());
+        assert!(
+            c.auth.root_token.is_none(),
+            "env root token ignored with governance on"
+        );
+        assert_eq!(
+            c.governance.rules,
+            rootseal_governance::QuorumRules::default()
+        );
         let c = f
             .load(
                 &format!("{MINIMAL_FILE}[governance]\nallow_requester_approval = true\n[governance.quorum]\nroot_rotate = {{ so = 3 }}\n"),
@@ -936,12 +945,27 @@ path = "store"
         for (bad, want) in [
             ("[governance.quorum]\nroot_rotate = { so = 0 }\n", "m = 0"),
             ("[governance.quorum]\nroot_rotate = {}\n", "empty"),
-            ("[governance.quorum]\nkey_destroy = { so = 1, so = 1 }\n", "duplicate"),
-            ("[governance.quorum]\nroot_rotate = { so = 1 }\nroot_rotate = { so = 2 }\n", "duplicate"),
-            ("[governance.quorum]\nroot_rotate = { co = 1 }\n", "cannot approve"),
-            ("[governance.quorum]\nnope = { so = 1 }\n", "no such operation"),
+            (
+                "[governance.quorum]\nkey_destroy = { so = 1, so = 1 }\n",
+                "duplicate",
+            ),
+            (
+                "[governance.quorum]\nroot_rotate = { so = 1 }\nroot_rotate = { so = 2 }\n",
+                "duplicate",
+            ),
+            (
+                "[governance.quorum]\nroot_rotate = { co = 1 }\n",
+                "cannot approve",
+            ),
+            (
+                "[governance.quorum]\nnope = { so = 1 }\n",
+                "no such operation",
+            ),
         ] {
-            let e = f.load(&format!("{MINIMAL_FILE}{bad}"), &env).unwrap_err().to_string();
+            let e = f
+                .load(&format!("{MINIMAL_FILE}{bad}"), &env)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{bad}: {e}");
         }
         let e = f

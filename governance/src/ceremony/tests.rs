@@ -22,8 +22,12 @@ fn world(ops: &[(&str, &str)]) -> World {
         list.push(serde_json::json!({"name": name, "role": role, "public_key": pem}));
         keys.push(((*name).to_owned(), kp, pem));
     }
-    let registry = Registry::parse(serde_json::json!({"operators": list}).to_string().as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let registry = Registry::parse(
+        serde_json::json!({"operators": list})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     World {
         keys,
         registry,
@@ -66,7 +70,9 @@ impl World {
             created: NOW,
             expires: NOW + DEFAULT_TTL_SECS,
         };
-        let sig = self.kp(requester).sign(&req.request_message().unwrap_or_default());
+        let sig = self
+            .kp(requester)
+            .sign(&req.request_message().unwrap_or_default());
         req.requester_signature = B64.encode(sig.as_ref());
         CeremonyFile::new(req)
     }
@@ -74,7 +80,12 @@ impl World {
     fn approve(&self, f: &mut CeremonyFile, name: &str) {
         let kp = self.kp(name);
         let sig = kp.sign(&f.request.approval_message().unwrap_or_default());
-        let pem = &self.keys.iter().find(|k| k.0 == name).unwrap_or_else(|| unreachable!()).2;
+        let pem = &self
+            .keys
+            .iter()
+            .find(|k| k.0 == name)
+            .unwrap_or_else(|| unreachable!())
+            .2;
         let key = OperatorKey::from_pem(pem).unwrap_or_else(|e| panic!("{e}"));
         f.add_approval(name, &key, sig.as_ref(), NOW)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -96,7 +107,14 @@ impl World {
 }
 
 fn three_so() -> World {
-    world(&[("req", "so"), ("a", "so"), ("b", "so"), ("c", "so"), ("co1", "co"), ("aud", "auditor")])
+    world(&[
+        ("req", "so"),
+        ("a", "so"),
+        ("b", "so"),
+        ("c", "so"),
+        ("co1", "co"),
+        ("aud", "auditor"),
+    ])
 }
 
 #[test]
@@ -105,7 +123,8 @@ fn two_of_three_passes_and_survives_a_round_trip() {
     let mut f = w.propose("root.rotate", &[], "req");
     w.approve(&mut f, "a");
     w.approve(&mut f, "b");
-    let back = CeremonyFile::parse(&f.to_bytes().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    let back =
+        CeremonyFile::parse(&f.to_bytes().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
     let v = w.verify(&back).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v.approvers[&Role::So], vec!["a".to_owned(), "b".to_owned()]);
 }
@@ -127,7 +146,10 @@ fn refusals() {
     let kp = w.kp("a");
     let sig = kp.sign(&f.request.approval_message().unwrap_or_default());
     let key = OperatorKey::from_pem(&w.keys[1].2).unwrap_or_else(|e| panic!("{e}"));
-    assert!(matches!(f.clone().add_approval("a", &key, sig.as_ref(), NOW), Err(Refusal::DuplicateApproval(_))));
+    assert!(matches!(
+        f.clone().add_approval("a", &key, sig.as_ref(), NOW),
+        Err(Refusal::DuplicateApproval(_))
+    ));
     // Requester self-approval.
     let mut s = w.propose("root.rotate", &[], "req");
     w.approve(&mut s, "req");
@@ -162,7 +184,10 @@ fn refusals() {
     w.approve(&mut c, "co1");
     c.request.params.insert("key".into(), "other".into());
     let e = w.verify(&c).err().unwrap_or_else(|| panic!("accepted"));
-    assert!(matches!(e, Refusal::BadRequester(_) | Refusal::BadSignature(_)), "{e}");
+    assert!(
+        matches!(e, Refusal::BadRequester(_) | Refusal::BadSignature(_)),
+        "{e}"
+    );
     // Expired.
     let mut x = w.propose("root.rotate", &[], "req");
     w.approve(&mut x, "a");
@@ -218,7 +243,10 @@ fn refusals() {
         },
     );
     assert!(matches!(e, Err(Refusal::RootMismatch { .. })));
-    let other = TokenRef { serial: "2".into(), ..w.token.clone() };
+    let other = TokenRef {
+        serial: "2".into(),
+        ..w.token.clone()
+    };
     let e = verify(
         &x,
         &VerifyContext {
@@ -235,7 +263,9 @@ fn refusals() {
     let mut w2 = three_so();
     w2.keys = Vec::new();
     let mut changed = w.rules.clone();
-    changed.rules.insert("root_rotate".into(), [(Role::So, 3)].into_iter().collect());
+    changed
+        .rules
+        .insert("root_rotate".into(), [(Role::So, 3)].into_iter().collect());
     let e = verify(
         &x,
         &VerifyContext {
@@ -261,16 +291,22 @@ fn foreign_and_revoked_operators() {
     let foreign = world(&[("req", "so"), ("a", "so"), ("b", "so")]);
     let mut f = w.propose("root.rotate", &[], "req");
     w.approve(&mut f, "b");
-    let sig = foreign.kp("a").sign(&f.request.approval_message().unwrap_or_default());
+    let sig = foreign
+        .kp("a")
+        .sign(&f.request.approval_message().unwrap_or_default());
     let fkey = OperatorKey::from_pem(&foreign.keys[1].2).unwrap_or_else(|e| panic!("{e}"));
-    f.add_approval("a", &fkey, sig.as_ref(), NOW).unwrap_or_else(|e| panic!("{e}"));
+    f.add_approval("a", &fkey, sig.as_ref(), NOW)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(w.verify(&f), Err(Refusal::UnregisteredKey(_))));
     // A name the registry does not hold.
     let mut g = w.propose("root.rotate", &[], "req");
     w.approve(&mut g, "b");
-    let sig = foreign.kp("req").sign(&g.request.approval_message().unwrap_or_default());
+    let sig = foreign
+        .kp("req")
+        .sign(&g.request.approval_message().unwrap_or_default());
     let k = OperatorKey::from_pem(&foreign.keys[0].2).unwrap_or_else(|e| panic!("{e}"));
-    g.add_approval("mallory", &k, sig.as_ref(), NOW).unwrap_or_else(|e| panic!("{e}"));
+    g.add_approval("mallory", &k, sig.as_ref(), NOW)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(w.verify(&g), Err(Refusal::UnregisteredKey(_))));
     // A revoked operator (the registry is re-bound, so propose again under it).
     let mut w3 = three_so();
@@ -283,7 +319,9 @@ fn foreign_and_revoked_operators() {
     assert!(matches!(w3.verify(&h), Err(Refusal::RevokedOperator(_))));
     // m > n: 3 SO needed, 2 active.
     let mut w4 = world(&[("req", "so"), ("a", "so")]);
-    w4.rules.rules.insert("root_rotate".into(), [(Role::So, 3)].into_iter().collect());
+    w4.rules
+        .rules
+        .insert("root_rotate".into(), [(Role::So, 3)].into_iter().collect());
     let f4 = w4.propose("root.rotate", &[], "req");
     assert!(matches!(w4.verify(&f4), Err(Refusal::Unsatisfiable(_))));
     // Unknown op, bad params.
@@ -297,5 +335,8 @@ fn foreign_and_revoked_operators() {
     // A newer format version.
     let mut v = serde_json::to_value(w.propose("root.rotate", &[], "req")).unwrap_or_default();
     v["format_version"] = 2.into();
-    assert_eq!(CeremonyFile::parse(v.to_string().as_bytes()), Err(Refusal::UnsupportedFormat(2)));
+    assert_eq!(
+        CeremonyFile::parse(v.to_string().as_bytes()),
+        Err(Refusal::UnsupportedFormat(2))
+    );
 }

@@ -216,7 +216,10 @@ impl Hsm {
     ///
     /// # Errors
     /// [`crate::KeyringError::InvalidRequest`] beyond 1024; HSM errors.
-    pub async fn random_bytes(&self, n: usize) -> std::result::Result<Vec<u8>, crate::KeyringError> {
+    pub async fn random_bytes(
+        &self,
+        n: usize,
+    ) -> std::result::Result<Vec<u8>, crate::KeyringError> {
         if n > 1024 {
             return Err(crate::KeyringError::InvalidRequest(
                 "at most 1024 random bytes at once".into(),

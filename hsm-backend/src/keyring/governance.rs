@@ -230,8 +230,8 @@ impl Keyring {
                 Ok(r.clone())
             })
             .await?;
-        let bytes =
-            serde_json::to_vec(&r).map_err(|e| KeyringError::internal(format!("serialise: {e}")))?;
+        let bytes = serde_json::to_vec(&r)
+            .map_err(|e| KeyringError::internal(format!("serialise: {e}")))?;
         self.inner
             .store
             .put(name, bytes, cas)
@@ -252,7 +252,12 @@ impl Keyring {
 
     /// Root rotation's step for a governance record: verified under its root, re-MACed under
     /// `next`. Returns the new bytes, or `None` when already under `next`.
-    pub(super) async fn remac_governance(&self, name: &str, raw: &[u8], next: RootId) -> Result<Option<Vec<u8>>> {
+    pub(super) async fn remac_governance(
+        &self,
+        name: &str,
+        raw: &[u8],
+        next: RootId,
+    ) -> Result<Option<Vec<u8>>> {
         if GovRecord::parse(name, raw)?.mac.is_empty() {
             // A bootstrap record (no root when it was written): nothing to move.
             return Ok(None);

@@ -171,7 +171,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<u64, String> {
         "d" => 86400,
         _ => return Err(format!("{s:?}: unknown unit (s, m, h, d)")),
     };
-    n.checked_mul(mul).ok_or_else(|| format!("{s:?} is too long"))
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 fn load(path: &Path) -> Result<Config, String> {
@@ -217,7 +218,9 @@ async fn open_signer(uri: &str) -> Result<OperatorSigner, String> {
 
 /// The current root's id, if any.
 async fn current_root(hsm: &Hsm) -> Result<Option<String>, String> {
-    let st = rootseal_hsm::root_status(hsm).await.map_err(|e| explain(&e))?;
+    let st = rootseal_hsm::root_status(hsm)
+        .await
+        .map_err(|e| explain(&e))?;
     Ok(st
         .roots
         .iter()
@@ -248,7 +251,9 @@ async fn sealed_state(kr: &Keyring) -> Result<State, String> {
         .open_record(records::OPERATORS)
         .await
         .map_err(|e| explain(&e))?
-        .ok_or("no operator registry: run `rootseal init --operators FILE` and the root.init ceremony")?;
+        .ok_or(
+            "no operator registry: run `rootseal init --operators FILE` and the root.init ceremony",
+        )?;
     let registry = Registry::parse(&reg).map_err(|e| e.0)?;
     let (rules, _) = kr
         .open_record(records::QUORUM)
@@ -346,7 +351,10 @@ pub async fn operator_enroll(a: &EnrollArgs) -> CliResult {
             .map_err(|e| explain(&e))?
             .is_none()
     {
-        return Err("the registry is sealed (root.init ran): change it with an operators.set ceremony".into());
+        return Err(
+            "the registry is sealed (root.init ran): change it with an operators.set ceremony"
+                .into(),
+        );
     }
     let (mut reg, version) = match rootseal_hsm::read_bootstrap_record(&store, records::OPERATORS)
         .await
@@ -370,7 +378,11 @@ pub async fn operator_enroll(a: &EnrollArgs) -> CliResult {
     });
     reg.validate().map_err(|e| e.0)?;
     write_bootstrap(&cfg, &store, &reg, version).await?;
-    println!("Enrolled {} as {role} (registry {})", a.name, reg.digest().map_err(|e| e.0)?);
+    println!(
+        "Enrolled {} as {role} (registry {})",
+        a.name,
+        reg.digest().map_err(|e| e.0)?
+    );
     Ok(())
 }
 
@@ -410,7 +422,10 @@ pub async fn init_operators(cfg: &Config, file: &Path) -> CliResult {
         .map_err(|e| e.0)?;
     let hsm = open_hsm(cfg).await?;
     if current_root(&hsm).await?.is_some() {
-        return Err("the token already has a root: change the registry with an operators.set ceremony".into());
+        return Err(
+            "the token already has a root: change the registry with an operators.set ceremony"
+                .into(),
+        );
     }
     drop(hsm);
     let store = open_store(cfg).await?;
@@ -480,7 +495,10 @@ pub async fn propose(a: &ProposeArgs) -> CliResult {
     let root_id = current_root(&hsm).await?;
     let (registry, rules) = if op.needs_root {
         if root_id.is_none() {
-            return Err(format!("{} needs a root: run the root.init ceremony first", op.name));
+            return Err(format!(
+                "{} needs a root: run the root.init ceremony first",
+                op.name
+            ));
         }
         let store = open_store(&cfg).await?;
         let kr = Keyring::open(hsm.clone(), store)
@@ -495,11 +513,17 @@ pub async fn propose(a: &ProposeArgs) -> CliResult {
         bootstrap_state(&open_store(&cfg).await?).await?
     };
     if op.name == "root.init" && !params.contains_key("registry_sha256") {
-        params.insert("registry_sha256".into(), registry.digest().map_err(|e| e.0)?);
+        params.insert(
+            "registry_sha256".into(),
+            registry.digest().map_err(|e| e.0)?,
+        );
     }
     if op.name == "quorum.set" && !params.contains_key("rules") {
         let doc = jcs::canonical(&cfg.governance.rules).map_err(|e| e.0)?;
-        params.insert("rules".into(), String::from_utf8(doc).map_err(|e| e.to_string())?);
+        params.insert(
+            "rules".into(),
+            String::from_utf8(doc).map_err(|e| e.to_string())?,
+        );
     } else {
         check_config_rules(&cfg, &rules)?;
     }
@@ -507,7 +531,12 @@ pub async fn propose(a: &ProposeArgs) -> CliResult {
     let requester = registry
         .get(&a.requester)
         .filter(|o| !o.revoked && matches!(o.role, Role::So | Role::Co))
-        .ok_or_else(|| format!("--requester {:?} is not an active SO or CO in the registry", a.requester))?;
+        .ok_or_else(|| {
+            format!(
+                "--requester {:?} is not an active SO or CO in the registry",
+                a.requester
+            )
+        })?;
     let id = hsm.random_bytes(16).await.map_err(|e| explain(&e))?;
     let created = now();
     let req = CeremonyRequest {
@@ -591,27 +620,46 @@ pub fn show(file: &Path) -> CliResult {
     );
     for (k, v) in &r.params {
         if v.len() > 200 {
-            println!("  param {k}: sha256 {} ({} bytes)", jcs::hex(&jcs::sha256(v.as_bytes())), v.len());
+            println!(
+                "  param {k}: sha256 {} ({} bytes)",
+                jcs::hex(&jcs::sha256(v.as_bytes())),
+                v.len()
+            );
         } else {
             println!("  param {k} = {v}");
         }
     }
     println!("  token: {}", r.token);
-    println!("  root: {}", r.root_id.as_deref().unwrap_or("(none: before root.init)"));
+    println!(
+        "  root: {}",
+        r.root_id.as_deref().unwrap_or("(none: before root.init)")
+    );
     println!("  quorum rules sha256: {}", r.quorum_sha256);
     println!("  registry sha256: {}", r.registry_sha256);
     println!(
         "  requester: {} ({})",
         r.requester,
-        if r.requester_signature.is_empty() { "not signed yet" } else { "signed" }
+        if r.requester_signature.is_empty() {
+            "not signed yet"
+        } else {
+            "signed"
+        }
     );
-    println!("  created: {}, expires: {} ({}s)", r.created, r.expires, r.expires.saturating_sub(r.created));
+    println!(
+        "  created: {}, expires: {} ({}s)",
+        r.created,
+        r.expires,
+        r.expires.saturating_sub(r.created)
+    );
     if now() >= r.expires {
         println!("  EXPIRED");
     }
     println!("  approvals: {}", c.approvals.len());
     for a in &c.approvals {
-        println!("    {} ({}, key sha256 {})", a.operator, a.alg, a.key_sha256);
+        println!(
+            "    {} ({}, key sha256 {})",
+            a.operator, a.alg, a.key_sha256
+        );
     }
     Ok(())
 }
@@ -659,9 +707,15 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
             .await
             .map_err(|e| explain(&e))?;
         let hsm = open_hsm(&cfg).await?;
-        let kr = Keyring::open(hsm, store.clone()).await.map_err(|e| explain(&e))?;
+        let kr = Keyring::open(hsm, store.clone())
+            .await
+            .map_err(|e| explain(&e))?;
         let mut ledger = Ledger::new();
-        let lv = match kr.open_record(records::LEDGER).await.map_err(|e| explain(&e))? {
+        let lv = match kr
+            .open_record(records::LEDGER)
+            .await
+            .map_err(|e| explain(&e))?
+        {
             Some((b, ver)) => {
                 ledger = Ledger::parse(&b).map_err(|e| e.0)?;
                 ver
@@ -683,14 +737,25 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
         kr.seal_record(records::LEDGER, &ledger.to_bytes().map_err(|e| e.0)?, lv)
             .await
             .map_err(|e| explain(&e))?;
-        kr.seal_record(records::QUORUM, &jcs::canonical(&rules).map_err(|e| e.0)?, bootstrap_version(&store, records::QUORUM).await?)
-            .await
-            .map_err(|e| explain(&e))?;
+        kr.seal_record(
+            records::QUORUM,
+            &jcs::canonical(&rules).map_err(|e| e.0)?,
+            bootstrap_version(&store, records::QUORUM).await?,
+        )
+        .await
+        .map_err(|e| explain(&e))?;
         // Last: sealing the registry ends the bootstrap.
-        kr.seal_record(records::OPERATORS, &registry.to_canonical().map_err(|e| e.0)?, bootstrap_version(&store, records::OPERATORS).await?)
-            .await
-            .map_err(|e| explain(&e))?;
-        println!("Ceremony {} executed: root.init ({outcome:?}); registry and quorum rules sealed", c.request.id);
+        kr.seal_record(
+            records::OPERATORS,
+            &registry.to_canonical().map_err(|e| e.0)?,
+            bootstrap_version(&store, records::OPERATORS).await?,
+        )
+        .await
+        .map_err(|e| explain(&e))?;
+        println!(
+            "Ceremony {} executed: root.init ({outcome:?}); registry and quorum rules sealed",
+            c.request.id
+        );
         return Ok(());
     }
 
@@ -710,7 +775,10 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
     };
     let entry = match resume {
         Some(e) => {
-            eprintln!("Ceremony {} was started and interrupted: finishing it", c.request.id);
+            eprintln!(
+                "Ceremony {} was started and interrupted: finishing it",
+                c.request.id
+            );
             e
         }
         None => {
@@ -729,7 +797,9 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
                 },
             )
             .map_err(refused)?;
-            precheck(op.name, &c, &cfg, &kr, &st).await.map_err(refused)?;
+            precheck(op.name, &c, &cfg, &kr, &st)
+                .await
+                .map_err(refused)?;
             let e = LedgerEntry {
                 op: op.name.into(),
                 request_sha256: digest.clone(),
@@ -742,12 +812,16 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
             let mut ledger = st.ledger.clone();
             ledger.executed.insert(c.request.id.clone(), e.clone());
             // Check-and-set: of two racing executes, one wins; the other is refused here.
-            kr.seal_record(records::LEDGER, &ledger.to_bytes().map_err(|e| e.0)?, st.ledger_version)
-                .await
-                .map_err(|e| match e {
-                    KeyringError::Conflict => refused(Refusal::Replayed(c.request.id.clone())),
-                    e => explain(&e),
-                })?;
+            kr.seal_record(
+                records::LEDGER,
+                &ledger.to_bytes().map_err(|e| e.0)?,
+                st.ledger_version,
+            )
+            .await
+            .map_err(|e| match e {
+                KeyringError::Conflict => refused(Refusal::Replayed(c.request.id.clone())),
+                e => explain(&e),
+            })?;
             e
         }
     };
@@ -759,9 +833,13 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
         e.state = LedgerState::Done;
         e.finished = Some(now());
     }
-    kr.seal_record(records::LEDGER, &ledger.to_bytes().map_err(|e| e.0)?, st.ledger_version)
-        .await
-        .map_err(|e| explain(&e))?;
+    kr.seal_record(
+        records::LEDGER,
+        &ledger.to_bytes().map_err(|e| e.0)?,
+        st.ledger_version,
+    )
+    .await
+    .map_err(|e| explain(&e))?;
     println!("Ceremony {} executed: {}", c.request.id, op.name);
     Ok(())
 }
@@ -788,25 +866,32 @@ async fn precheck(
             let key = p.get("key").cloned().unwrap_or_default();
             match kr.key_info(&key).await {
                 Ok(_) => Ok(()),
-                Err(KeyringError::NotFound) => Err(Refusal::BadParams(format!("no key {key:?} on this system"))),
+                Err(KeyringError::NotFound) => {
+                    Err(Refusal::BadParams(format!("no key {key:?} on this system")))
+                }
                 Err(e) => Err(Refusal::BadParams(explain(&e))),
             }
         }
         "operators.set" => {
             let reg = Registry::parse(p.get("operators").map(String::as_bytes).unwrap_or_default())
                 .map_err(|e| Refusal::BadParams(e.0))?;
-            st.rules.check_satisfiable(&reg).map_err(|e| Refusal::Unsatisfiable(e.0))
+            st.rules
+                .check_satisfiable(&reg)
+                .map_err(|e| Refusal::Unsatisfiable(e.0))
         }
         "quorum.set" => {
-            let rules = QuorumRules::parse(p.get("rules").map(String::as_bytes).unwrap_or_default())
-                .map_err(|e| Refusal::BadParams(e.0))?;
+            let rules =
+                QuorumRules::parse(p.get("rules").map(String::as_bytes).unwrap_or_default())
+                    .map_err(|e| Refusal::BadParams(e.0))?;
             if rules != cfg.governance.rules {
                 return Err(Refusal::BadParams(format!(
                     "the rules approved differ from those in {}",
                     cfg.source.display()
                 )));
             }
-            rules.check_satisfiable(&st.registry).map_err(|e| Refusal::Unsatisfiable(e.0))
+            rules
+                .check_satisfiable(&st.registry)
+                .map_err(|e| Refusal::Unsatisfiable(e.0))
         }
         _ => Ok(()),
     }
@@ -834,7 +919,10 @@ async fn run_op(
             let store = kr.store().clone();
             if still_there {
                 let so_pin = super::so_pin(so)?;
-                let grace = p.get("grace_secs").and_then(|g| g.parse().ok()).unwrap_or(5);
+                let grace = p
+                    .get("grace_secs")
+                    .and_then(|g| g.parse().ok())
+                    .unwrap_or(5);
                 // No User session of this token may be open for the SO step.
                 drop(kr);
                 let r = rootseal_hsm::rotate_root(
@@ -844,7 +932,12 @@ async fn run_op(
                     Duration::from_secs(grace),
                 )
                 .await
-                .map_err(|e| format!("root rotation stopped (run `ceremony execute` again to finish): {}", explain(&e)))?;
+                .map_err(|e| {
+                    format!(
+                        "root rotation stopped (run `ceremony execute` again to finish): {}",
+                        explain(&e)
+                    )
+                })?;
                 println!(
                     "Root rotated: {} -> {} ({} records re-sealed)",
                     r.old_roots.join(", "),
@@ -872,24 +965,38 @@ async fn run_op(
             kr.seal_record(records::OPERATORS, &reg.to_canonical().map_err(|e| e.0)?, v)
                 .await
                 .map_err(|e| explain(&e))?;
-            println!("Operator registry replaced ({} operators, sha256 {})", reg.operators.len(), reg.digest().map_err(|e| e.0)?);
+            println!(
+                "Operator registry replaced ({} operators, sha256 {})",
+                reg.operators.len(),
+                reg.digest().map_err(|e| e.0)?
+            );
             Ok(kr)
         }
         "quorum.set" => {
-            let rules = QuorumRules::parse(p.get("rules").map(String::as_bytes).unwrap_or_default())
-                .map_err(|e| e.0)?;
+            let rules =
+                QuorumRules::parse(p.get("rules").map(String::as_bytes).unwrap_or_default())
+                    .map_err(|e| e.0)?;
             let v = kr
                 .open_record(records::QUORUM)
                 .await
                 .map_err(|e| explain(&e))?
                 .map_or(0, |(_, v)| v);
-            kr.seal_record(records::QUORUM, &jcs::canonical(&rules).map_err(|e| e.0)?, v)
-                .await
-                .map_err(|e| explain(&e))?;
-            println!("Quorum rules approved (sha256 {})", rules.digest().map_err(|e| e.0)?);
+            kr.seal_record(
+                records::QUORUM,
+                &jcs::canonical(&rules).map_err(|e| e.0)?,
+                v,
+            )
+            .await
+            .map_err(|e| explain(&e))?;
+            println!(
+                "Quorum rules approved (sha256 {})",
+                rules.digest().map_err(|e| e.0)?
+            );
             Ok(kr)
         }
-        other => Err(format!("operation {other} has no executor in this rootseal")),
+        other => Err(format!(
+            "operation {other} has no executor in this rootseal"
+        )),
     }
 }
 
@@ -903,7 +1010,11 @@ async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
 }
 
 async fn token_store(kr: &Keyring) -> Result<(TokenStore, u64), String> {
-    match kr.open_record(records::TOKENS).await.map_err(|e| explain(&e))? {
+    match kr
+        .open_record(records::TOKENS)
+        .await
+        .map_err(|e| explain(&e))?
+    {
         Some((b, v)) => Ok((TokenStore::parse(&b).map_err(|e| e.0)?, v)),
         None => Ok((TokenStore::default(), 0)),
     }
@@ -921,7 +1032,9 @@ pub(crate) async fn issue_token(
         secret.copy_from_slice(rnd.get(..32).unwrap_or(&[0u8; 32]));
         let mut acc = [0u8; 8];
         acc.copy_from_slice(rnd.get(32..40).unwrap_or(&[0u8; 8]));
-        let token = ts.issue(req.clone(), &secret, &acc, now()).map_err(|e| e.0)?;
+        let token = ts
+            .issue(req.clone(), &secret, &acc, now())
+            .map_err(|e| e.0)?;
         match kr
             .seal_record(records::TOKENS, &ts.to_bytes().map_err(|e| e.0)?, v)
             .await
@@ -950,7 +1063,10 @@ pub async fn token_create(a: &TokenCreateArgs) -> CliResult {
         .collect::<Result<Vec<_>, _>>()?;
     let ttl = a.ttl.as_deref().map(parse_duration).transpose()?;
     let kr = open_keyring(&cfg).await?;
-    let name = a.name.clone().unwrap_or_else(|| format!("{}-{}", a.role, a.keys.join("+")));
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", a.role, a.keys.join("+")));
     let (token, accessor) = issue_token(
         &kr,
         GrantRequest {

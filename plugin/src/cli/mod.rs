@@ -198,7 +198,9 @@ pub fn main() -> ExitCode {
                 None => Err("internal: dev not prepared".into()),
             },
             Command::Serve(a) => admin::serve(&a.config.config, a.allow_weak_root).await,
-            Command::Init(a) => admin::init(&a.config.config, &a.so_pin, a.operators.as_deref()).await,
+            Command::Init(a) => {
+                admin::init(&a.config.config, &a.so_pin, a.operators.as_deref()).await
+            }
             Command::Root(RootCmd::Status(c)) => admin::root_status(&c.config).await,
             Command::Root(RootCmd::Rotate(a)) => {
                 admin::root_rotate(&a.config.config, &a.so_pin, a.grace_secs).await
@@ -236,7 +238,9 @@ pub fn main() -> ExitCode {
                 so_pin,
             }) => governance::execute(&file, &config.config, &so_pin).await,
             Command::Token(governance::TokenCmd::Create(a)) => governance::token_create(&a).await,
-            Command::Token(governance::TokenCmd::List(c)) => governance::token_list(&c.config).await,
+            Command::Token(governance::TokenCmd::List(c)) => {
+                governance::token_list(&c.config).await
+            }
             Command::Token(governance::TokenCmd::Revoke { who, config }) => {
                 governance::token_revoke(&config.config, &who).await
             }

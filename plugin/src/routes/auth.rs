@@ -39,7 +39,10 @@ pub struct AuthConfig {
 impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthConfig")
-            .field("root_token", &self.root_token.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "root_token",
+                &self.root_token.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("governance", &self.governance)
             .finish()
     }
@@ -209,12 +212,10 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     };
     let t = now();
     let verdict = match (need(&route, &parts.method), key) {
-        (Need::Any, _) => grant
-            .allows_list(t)
-            .or_else(|e| match e {
-                rootseal_governance::Denial::List(_) => Ok(()),
-                e => Err(e),
-            }),
+        (Need::Any, _) => grant.allows_list(t).or_else(|e| match e {
+            rootseal_governance::Denial::List(_) => Ok(()),
+            e => Err(e),
+        }),
         (Need::List, _) => grant.allows_list(t),
         (Need::Key(op), Some(k)) => grant.allows(&k, op, t),
         (Need::Key(_), None) | (Need::Never, _) => Err(rootseal_governance::Denial::Op {
@@ -261,7 +262,11 @@ pub async fn lookup_self(req: Request) -> Response {
             let policies: Vec<String> = g
                 .keys
                 .iter()
-                .flat_map(|k| g.ops.iter().map(move |o| format!("rootseal-{}:{k}", o.name())))
+                .flat_map(|k| {
+                    g.ops
+                        .iter()
+                        .map(move |o| format!("rootseal-{}:{k}", o.name()))
+                })
                 .collect();
             json!({
                 "accessor": g.accessor,
