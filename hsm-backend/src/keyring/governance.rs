@@ -26,8 +26,7 @@ use crate::root;
 use crate::store::{KekStore, StoreError};
 use crate::types::RootId;
 
-/// The reserved name prefix of governance records in a key store: no transit key may have it.
-pub const GOVERNANCE_PREFIX: &str = "rootseal-governance.";
+pub use crate::store::{is_governance_name, GOVERNANCE_PREFIX};
 /// The `format` field of a governance record.
 pub const GOVERNANCE_FORMAT: &str = "rootseal-governance";
 /// The governance record format version this code writes.
@@ -89,11 +88,6 @@ impl GovRecord {
             ))
         })
     }
-}
-
-/// Whether `name` is a governance record's (reserved) name.
-pub fn is_governance_name(name: &str) -> bool {
-    name.starts_with(GOVERNANCE_PREFIX)
 }
 
 fn check_reserved(name: &str) -> Result<()> {
