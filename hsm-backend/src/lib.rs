@@ -24,10 +24,12 @@ mod keyring;
 mod metrics;
 mod registry;
 mod root;
+mod signer;
 mod softhsm;
 mod store;
 mod templates;
 mod types;
+mod uri;
 
 // The public interface is:
 pub use blob::BlobError;
@@ -42,13 +44,21 @@ pub use keyring::admin::{init_root, root_attributes, root_status, InitOutcome, R
 pub use keyring::admin::{testing_init_previous_release_root, testing_new_l0};
 pub use keyring::api::{CreateOptions, DecryptItem, EncryptItem, KeyConfigUpdate, KeyInfo, Sealed};
 pub use keyring::batch::BatchKey;
+pub use keyring::governance::{
+    is_governance_name, read_bootstrap_record, write_bootstrap_record, GOVERNANCE_FORMAT,
+    GOVERNANCE_PREFIX, GOVERNANCE_VERSION,
+};
 pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
 pub use keyring::rotation::{rotate_root, RootRotationReport};
 pub use keyring::Keyring;
 pub use metrics::{HsmMetrics, HsmOp};
 pub use root::{RootAttributes, RootInfo, RootRole};
+pub use signer::{
+    ed25519_pem, OperatorSigner, SignerError, DEFAULT_OPERATOR_OBJECT, ED25519_SPKI_PREFIX,
+};
 pub use softhsm::{SoftHsmDir, SoftHsmError};
 pub use store::{
     valid_key_name, BoxFuture, FileStore, KekStore, RoutedStore, StoreError, StoredRecord,
 };
 pub use types::{KeyOp, RootId, TokenIdentity};
+pub use uri::{Pkcs11Uri, UriError};

@@ -126,6 +126,15 @@ pub fn open_by_locator(locator: &str) -> Option<Arc<dyn KekStore>> {
 /// The locator prefix of a [`FileStore`].
 const FILE_LOCATOR: &str = "file:";
 
+/// The reserved name prefix of governance records in a key store (`keyring/governance.rs`): no
+/// transit key may have it.
+pub const GOVERNANCE_PREFIX: &str = "rootseal-governance.";
+
+/// Whether `name` is a governance record's (reserved) name.
+pub fn is_governance_name(name: &str) -> bool {
+    name.starts_with(GOVERNANCE_PREFIX)
+}
+
 /// Whether a key name is acceptable: 1–128 characters of `[A-Za-z0-9_.-]`, not starting with `.`.
 pub fn valid_key_name(name: &str) -> bool {
     !name.is_empty()
@@ -383,7 +392,10 @@ impl RoutedStore {
     }
 
     fn route(&self, name: &str) -> &dyn KekStore {
-        if self.local_names.contains(name) {
+        // Governance records (operator registry, quorum rules, ceremony ledger, API-token grants)
+        // stay local: the seal token OpenBao unseals with is checked against them, so they
+        // cannot live in the Vault that is waiting to unseal.
+        if self.local_names.contains(name) || is_governance_name(name) {
             self.local.as_ref()
         } else {
             self.shared.as_ref()
@@ -416,14 +428,14 @@ impl KekStore for RoutedStore {
                 .list()
                 .await?
                 .into_iter()
-                .filter(|n| self.local_names.contains(n))
+                .filter(|n| self.local_names.contains(n) || is_governance_name(n))
                 .collect();
             names.extend(
                 self.shared
                     .list()
                     .await?
                     .into_iter()
-                    .filter(|n| !self.local_names.contains(n)),
+                    .filter(|n| !self.local_names.contains(n) && !is_governance_name(n)),
             );
             Ok(names.into_iter().collect())
         })

@@ -268,3 +268,45 @@ pub(crate) mod previous_release {
         ]
     }
 }
+
+/// `CKA_EC_PARAMS` of an Ed25519 key: the DER OID 1.3.101.112 (RFC 8410), the form SoftHSM2 2.6.1
+/// and PKCS#11 3.0 tokens accept.
+pub(crate) const ED25519_EC_PARAMS: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
+
+/// An operator's signing key pair (`CKM_EC_EDWARDS_KEY_PAIR_GEN`, Ed25519), made on the
+/// operator's **own** token by `rootseal operator key`: the private half is a private token
+/// object, sensitive, never extractable, never modifiable or copyable, sign only; the public half
+/// is a public token object, verify only. Returns (public template, private template).
+pub(crate) fn operator_signing_key(label: &str, id: &[u8]) -> (Vec<Attribute>, Vec<Attribute>) {
+    let public = vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(KeyType::EC_EDWARDS),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::EcParams(ED25519_EC_PARAMS.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Derive(false),
+        Attribute::Modifiable(false),
+    ];
+    let private = vec![
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::EC_EDWARDS),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::Copyable(false),
+        Attribute::Modifiable(false),
+    ];
+    (public, private)
+}

@@ -409,7 +409,7 @@ fn kms_config_output_unseals_openbao_from_rootseal_toml() {
     std::fs::write(
         &config,
         format!(
-            "[listener]\naddress = \"127.0.0.1:0\"\n\
+            "governance = \"off\"\n[listener]\naddress = \"127.0.0.1:0\"\n\
              [hsm]\nmodule = \"{module}\"\ntoken_label = \"{label}\"\npin_file = \"{pin}\"\n\
              [auth]\nroot_token_file = \"{tok}\"\n\
              [storage]\nbackend = \"file\"\npath = \"{keys}\"\n",

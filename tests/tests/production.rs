@@ -106,7 +106,7 @@ impl Rs {
         std::fs::write(
             &cfg,
             format!(
-                "[listener]\naddress = \"127.0.0.1:{port}\"\n\n[hsm]\nmodule = \"{}\"\n\
+                "governance = \"off\"\n[listener]\naddress = \"127.0.0.1:{port}\"\n\n[hsm]\nmodule = \"{}\"\n\
                  token_label = \"{label}\"\npin_file = \"pin\"\n\n[auth]\n\
                  root_token_file = \"root-token\"\n\n{storage}\n",
                 module()

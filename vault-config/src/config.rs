@@ -7,6 +7,7 @@
 //! Relative paths in the file (except `hsm.module`, which is handed to the dynamic loader as is)
 //! are resolved against the directory that holds the config file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -111,6 +112,24 @@ struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     transit: RawTransit,
+    governance: Option<RawGovernance>,
+}
+
+/// `governance = "off"|"on"`, or a `[governance]` table.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawGovernance {
+    Mode(String),
+    Table(RawGovernanceTable),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGovernanceTable {
+    mode: Option<String>,
+    allow_requester_approval: Option<bool>,
+    #[serde(default)]
+    quorum: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +240,18 @@ pub struct Config {
     pub storage: StorageSettings,
     /// `[transit]`.
     pub transit: TransitSettings,
+    /// `governance` / `[governance]`.
+    pub governance: GovernanceSettings,
+}
+
+/// `governance = "off"` or `[governance]` (on by default): dual control of SO actions by signed
+/// ceremonies, scoped API tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GovernanceSettings {
+    /// False only with `governance = "off"` (today's single-operator behaviour, for development).
+    pub enabled: bool,
+    /// `[governance.quorum]` over the defaults, and `allow_requester_approval`.
+    pub rules: rootseal_governance::QuorumRules,
 }
 
 /// `[listener]`: where the HTTP API listens.
@@ -290,8 +321,10 @@ impl fmt::Debug for HsmSettings {
 /// `[auth]`: the token clients of rootseal's API present. Never prints.
 #[derive(Clone)]
 pub struct AuthSettings {
-    /// The root token, from `root_token_file` or `ROOTSEAL_ROOT_TOKEN`.
-    pub root_token: SecretString,
+    /// The root token: with governance off, from `root_token_file` or `ROOTSEAL_ROOT_TOKEN`
+    /// (required); with governance on, only from `root_token_file` (a bootstrap for migration),
+    /// otherwise `None`: the API then accepts only scoped tokens.
+    pub root_token: Option<SecretString>,
 }
 
 impl fmt::Debug for AuthSettings {
@@ -402,13 +435,23 @@ impl Config {
 
         let listener = validate_listener(raw.listener, &resolve)?;
         let hsm = validate_hsm(raw.hsm, &resolve, env)?;
+        let governance = validate_governance(raw.governance)?;
+        let root_token_file = raw.auth.root_token_file.map(&resolve);
         let auth = AuthSettings {
-            root_token: read_secret(
-                "auth.root_token_file",
-                raw.auth.root_token_file.map(&resolve).as_deref(),
-                &[ENV_ROOT_TOKEN],
-                env,
-            )?,
+            root_token: if governance.enabled && root_token_file.is_none() {
+                None
+            } else {
+                Some(read_secret(
+                    "auth.root_token_file",
+                    root_token_file.as_deref(),
+                    if governance.enabled {
+                        &[]
+                    } else {
+                        &[ENV_ROOT_TOKEN]
+                    },
+                    env,
+                )?)
+            },
         };
         let storage = validate_storage(raw.storage, &resolve, env)?;
         let transit = TransitSettings {
@@ -428,6 +471,7 @@ impl Config {
             auth,
             storage,
             transit,
+            governance,
         })
     }
 
@@ -442,6 +486,33 @@ impl Config {
             job_timeout: self.hsm.job_timeout,
         }
     }
+}
+
+fn validate_governance(raw: Option<RawGovernance>) -> Result<GovernanceSettings, ConfigError> {
+    let table = match raw {
+        None => RawGovernanceTable::default(),
+        Some(RawGovernance::Mode(m)) => RawGovernanceTable {
+            mode: Some(m),
+            ..RawGovernanceTable::default()
+        },
+        Some(RawGovernance::Table(t)) => t,
+    };
+    let enabled = match table.mode.as_deref() {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(invalid(
+                "governance",
+                format!("expected \"on\" or \"off\", got {other:?}"),
+            ))
+        }
+    };
+    let rules = rootseal_governance::QuorumRules::from_config(
+        &table.quorum,
+        table.allow_requester_approval.unwrap_or(false),
+    )
+    .map_err(|e| invalid("governance.quorum", e.0))?;
+    Ok(GovernanceSettings { enabled, rules })
 }
 
 /// A toml error without the source snippet (which could echo a secret someone pasted into the
@@ -945,7 +1016,11 @@ path = "store"
         assert_eq!(c.hsm.token, TokenSelector::Label("rootseal".into()));
         assert_eq!(c.hsm.pin.expose_secret(), PIN);
         assert_eq!(c.hsm.pool_size, 3);
-        assert_eq!(c.auth.root_token.expose_secret(), ROOT);
+        assert_eq!(
+            c.auth.root_token.as_ref().map(|t| t.expose_secret()),
+            Some(ROOT)
+        );
+        assert!(c.governance.enabled);
         let StorageSettings::Vault(v) = &c.storage else {
             panic!("expected vault storage: {:?}", c.storage)
         };
@@ -967,17 +1042,82 @@ path = "store"
         assert_eq!((h.pool_size, h.pin.expose_secret()), (3, PIN));
     }
 
+    /// Governance is on by default: the root token then comes only from `root_token_file`, and
+    /// quorum rules that would need no approval (m = 0), name an unknown operation or role, or
+    /// repeat a key are refused when the file is read.
+    #[test]
+    fn governance_settings() {
+        let f = Fixture::new();
+        let env = [(ENV_HSM_PIN, "p"), (ENV_ROOT_TOKEN, "r")];
+        let c = f.load(MINIMAL_FILE, &env).unwrap();
+        assert!(c.governance.enabled);
+        assert!(
+            c.auth.root_token.is_none(),
+            "env root token ignored with governance on"
+        );
+        assert_eq!(
+            c.governance.rules,
+            rootseal_governance::QuorumRules::default()
+        );
+        let c = f
+            .load(
+                &format!("{MINIMAL_FILE}[governance]\nallow_requester_approval = true\n[governance.quorum]\nroot_rotate = {{ so = 3 }}\n"),
+                &env,
+            )
+            .unwrap();
+        assert!(c.governance.rules.allow_requester_approval);
+        assert_eq!(
+            c.governance.rules.rules["root_rotate"][&rootseal_governance::Role::So],
+            3
+        );
+        for (bad, want) in [
+            ("[governance.quorum]\nroot_rotate = { so = 0 }\n", "m = 0"),
+            ("[governance.quorum]\nroot_rotate = {}\n", "empty"),
+            (
+                "[governance.quorum]\nkey_destroy = { so = 1, so = 1 }\n",
+                "duplicate",
+            ),
+            (
+                "[governance.quorum]\nroot_rotate = { so = 1 }\nroot_rotate = { so = 2 }\n",
+                "duplicate",
+            ),
+            (
+                "[governance.quorum]\nroot_rotate = { co = 1 }\n",
+                "cannot approve",
+            ),
+            (
+                "[governance.quorum]\nnope = { so = 1 }\n",
+                "no such operation",
+            ),
+        ] {
+            let e = f
+                .load(&format!("{MINIMAL_FILE}{bad}"), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        let e = f
+            .load(&format!("governance = \"maybe\"\n{MINIMAL_FILE}"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("governance"), "{e}");
+    }
+
     #[test]
     fn defaults_apply_and_env_secrets_work() {
         let f = Fixture::new();
         let c = f
             .load(
-                MINIMAL_FILE,
+                &format!("governance = \"off\"\n{MINIMAL_FILE}"),
                 &[(ENV_HSM_PIN, "env-pin-1\n"), (ENV_ROOT_TOKEN, "env-root")],
             )
             .unwrap();
         assert_eq!(c.hsm.pin.expose_secret(), "env-pin-1");
-        assert_eq!(c.auth.root_token.expose_secret(), "env-root");
+        assert_eq!(
+            c.auth.root_token.as_ref().map(|t| t.expose_secret()),
+            Some("env-root")
+        );
+        assert!(!c.governance.enabled);
         assert_eq!(
             c.hsm.token,
             TokenSelector::Serial("050ec397d99a4cfa".into())

@@ -30,7 +30,11 @@ fn documented_example_parses() {
     std::fs::write(&file, text).unwrap();
     let c = Config::load_with_env(&file, &|_| None).unwrap();
     assert_eq!(c.hsm.pin.expose_secret(), "9876");
-    assert_eq!(c.auth.root_token.expose_secret(), "tok-root");
+    assert_eq!(
+        c.auth.root_token.as_ref().unwrap().expose_secret(),
+        "tok-root"
+    );
+    assert!(c.governance.enabled);
     let StorageSettings::Vault(v) = &c.storage else {
         panic!("{:?}", c.storage)
     };

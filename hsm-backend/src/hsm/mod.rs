@@ -245,6 +245,28 @@ impl Hsm {
         }
     }
 
+    /// `n` bytes (at most 1024) from the token's RNG (`C_GenerateRandom`).
+    ///
+    /// # Errors
+    /// [`crate::KeyringError::InvalidRequest`] beyond 1024; HSM errors.
+    pub async fn random_bytes(
+        &self,
+        n: usize,
+    ) -> std::result::Result<Vec<u8>, crate::KeyringError> {
+        if n > 1024 {
+            return Err(crate::KeyringError::InvalidRequest(
+                "at most 1024 random bytes at once".into(),
+            ));
+        }
+        Ok(self
+            .run(move |ctx| {
+                let mut b = vec![0u8; n];
+                ctx.random(&mut b)?;
+                Ok(b)
+            })
+            .await?)
+    }
+
     /// Checks that the token answers (a cheap `C_GetSessionInfo` through a worker).
     ///
     /// # Errors

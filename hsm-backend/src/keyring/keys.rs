@@ -91,7 +91,9 @@ impl Keyring {
     /// # Errors
     /// Store errors.
     pub async fn list_keys(&self) -> Result<Vec<String>> {
-        Ok(self.inner.store.list().await?)
+        let mut names = self.inner.store.list().await?;
+        names.retain(|n| !super::governance::is_governance_name(n));
+        Ok(names)
     }
 
     /// Deletes key `name` if its configuration allows it.
@@ -106,6 +108,20 @@ impl Keyring {
         self.inner.store.delete(name).await?;
         self.forget(name);
         tracing::info!(key = name, "key deleted");
+        Ok(())
+    }
+
+    /// Destroys key `name` and every version, whatever its `deletion_allowed`: only a
+    /// `key.destroy` ceremony (SO + CO approvals) calls this. Destroying a missing key is not an
+    /// error (a resumed ceremony).
+    ///
+    /// # Errors
+    /// Store errors; `InvalidRequest` for a bad name.
+    pub async fn destroy_key(&self, name: &str) -> Result<()> {
+        Self::check_name(name)?;
+        self.inner.store.delete(name).await?;
+        self.forget(name);
+        tracing::info!(key = name, "key destroyed by ceremony");
         Ok(())
     }
 

@@ -34,6 +34,7 @@ pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod batch;
 mod crypto;
+pub(crate) mod governance;
 mod jobs;
 mod keys;
 pub(crate) mod record;
@@ -163,6 +164,12 @@ impl Keyring {
     }
 
     fn check_name(name: &str) -> Result<()> {
+        if governance::is_governance_name(name) {
+            return Err(KeyringError::InvalidRequest(format!(
+                "invalid key name {name:?}: names starting with {:?} are reserved",
+                governance::GOVERNANCE_PREFIX
+            )));
+        }
         if valid_key_name(name) {
             Ok(())
         } else {

@@ -193,6 +193,20 @@ impl Keyring {
             let Some(stored) = store.get(name).await? else {
                 return Ok(0);
             };
+            if super::governance::is_governance_name(name) {
+                let Some(bytes) = self.remac_governance(name, &stored.data, next).await? else {
+                    return Ok(0);
+                };
+                match store.put(name, bytes, stored.version).await {
+                    Ok(_) => {
+                        tracing::info!(record = name, store = %store.describe(), "root rotation: governance record re-MACed");
+                        report.resealed += 1;
+                        return Ok(1);
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             let state = self.verify(name, &stored.data, stored.version).await?;
             let nh = next.to_hex();
             if state.record.root_id == nh

@@ -59,15 +59,28 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
         }
         tracing::warn!("serving from a weak root (--allow-weak-root)");
     }
-    let router = crate::routes::app(
+    if cfg.governance.enabled {
+        tracing::info!(
+            root_token = cfg.auth.root_token.is_some(),
+            "governance on: scoped API tokens; SO actions only by signed ceremonies"
+        );
+    } else {
+        tracing::warn!("governance is OFF (governance = \"off\"): single-operator mode, the root token can do everything; for development only");
+        eprintln!("WARNING: governance is off: single-operator mode, for development only");
+    }
+    let router = crate::routes::try_app_with(
         keyring,
-        cfg.auth.root_token.clone(),
+        &crate::routes::auth::AuthConfig {
+            root_token: cfg.auth.root_token.clone(),
+            governance: cfg.governance.enabled,
+        },
         crate::routes::ApiConfig {
             mount: cfg.transit.mount.clone(),
             allow_upsert: cfg.transit.allow_upsert,
             max_body_bytes: cfg.listener.max_request_bytes,
         },
-    );
+    )
+    .map_err(|e| e.to_string())?;
     let tls = cfg.listener.tls.as_ref().map(|t| crate::server::TlsFiles {
         cert: t.cert_file.clone(),
         key: t.key_file.clone(),
@@ -97,9 +110,21 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
     .map_err(|e| format!("server error: {e}"))
 }
 
-/// `rootseal init --config FILE [--so-pin-file FILE]`.
-pub async fn init(path: &Path, so: &super::SoPinArg) -> CliResult {
+/// `rootseal init --config FILE [--so-pin-file FILE] [--operators FILE]`.
+pub async fn init(path: &Path, so: &super::SoPinArg, operators: Option<&Path>) -> CliResult {
     let cfg = load(path)?;
+    if cfg.governance.enabled {
+        return match operators {
+            Some(f) => super::governance::init_operators(&cfg, f).await,
+            None => Err(format!(
+                "governance is on in {}: the root is made by a root.init ceremony. Run `rootseal init --operators FILE` with the first operator registry, then `rootseal ceremony propose --op root.init`",
+                cfg.source.display()
+            )),
+        };
+    }
+    if operators.is_some() {
+        return Err("--operators needs governance on (remove governance = \"off\")".into());
+    }
     // The SO PIN is needed only to make a root: a run on a token that has one reports it.
     let existing = {
         let hsm = open_hsm(&cfg).await?;
@@ -175,6 +200,12 @@ pub async fn root_status(path: &Path) -> CliResult {
 /// `rootseal root rotate --config FILE [--so-pin-file FILE]`.
 pub async fn root_rotate(path: &Path, so: &super::SoPinArg, grace_secs: u64) -> CliResult {
     let cfg = load(path)?;
+    if cfg.governance.enabled {
+        return Err(format!(
+            "governance is on in {}: a root rotation is a root.rotate ceremony (`rootseal ceremony propose --op root.rotate`)",
+            cfg.source.display()
+        ));
+    }
     let so_pin = super::so_pin(so)?;
     let store = rootseal_vault_config::open_store(&cfg)
         .await
@@ -332,7 +363,11 @@ pub fn seal_config(a: &SealConfigArgs) -> CliResult {
                 .trim()
                 .to_owned(),
         ),
-        (None, Some(c)) => Some(c.auth.root_token.expose_secret().to_owned()),
+        (None, Some(c)) => c
+            .auth
+            .root_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned()),
         (None, None) => None,
     };
     let mount = a

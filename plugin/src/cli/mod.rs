@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 mod admin;
 mod bulk;
 mod dev;
+mod governance;
 
 /// rootseal: hardware-rooted keys for HashiCorp Vault and OpenBao.
 #[derive(Debug, Parser)]
@@ -45,6 +46,15 @@ enum Command {
     /// Bulk seal and unseal through a running server (stdin to stdout)
     #[command(subcommand)]
     Bulk(bulk::BulkCmd),
+    /// Operator signing keys and the first registry.
+    #[command(subcommand)]
+    Operator(governance::OperatorCmd),
+    /// Signed m-of-n ceremonies for Security Officer actions.
+    #[command(subcommand)]
+    Ceremony(governance::CeremonyCmd),
+    /// Scoped API tokens (the User and CO roles over HTTP).
+    #[command(subcommand)]
+    Token(governance::TokenCmd),
 }
 
 /// `--config FILE`.
@@ -70,6 +80,10 @@ pub struct SoPinArg {
 pub struct InitArgs {
     #[command(flatten)]
     config: ConfigArg,
+    /// With governance on: the first operator registry (JSON `{"operators":[…]}`); the root is
+    /// then made by the root.init ceremony.
+    #[arg(long, value_name = "FILE")]
+    operators: Option<PathBuf>,
     #[command(flatten)]
     so_pin: SoPinArg,
 }
@@ -184,7 +198,9 @@ pub fn main() -> ExitCode {
                 None => Err("internal: dev not prepared".into()),
             },
             Command::Serve(a) => admin::serve(&a.config.config, a.allow_weak_root).await,
-            Command::Init(a) => admin::init(&a.config.config, &a.so_pin).await,
+            Command::Init(a) => {
+                admin::init(&a.config.config, &a.so_pin, a.operators.as_deref()).await
+            }
             Command::Root(RootCmd::Status(c)) => admin::root_status(&c.config).await,
             Command::Root(RootCmd::Rotate(a)) => {
                 admin::root_rotate(&a.config.config, &a.so_pin, a.grace_secs).await
@@ -203,6 +219,31 @@ pub fn main() -> ExitCode {
             Command::Openbao(OpenbaoCmd::KmsConfig(a)) => admin::kms_config(&a),
             Command::Openbao(OpenbaoCmd::KmsPlugin) => Ok(()),
             Command::Bulk(c) => bulk::run(c).await,
+            Command::Operator(governance::OperatorCmd::Key { signer }) => {
+                governance::operator_key(&signer).await
+            }
+            Command::Operator(governance::OperatorCmd::Enroll(a)) => {
+                governance::operator_enroll(&a).await
+            }
+            Command::Ceremony(governance::CeremonyCmd::Propose(a)) => governance::propose(&a).await,
+            Command::Ceremony(governance::CeremonyCmd::Approve {
+                file,
+                operator,
+                signer,
+            }) => governance::approve(&file, &operator, &signer).await,
+            Command::Ceremony(governance::CeremonyCmd::Show { file }) => governance::show(&file),
+            Command::Ceremony(governance::CeremonyCmd::Execute {
+                file,
+                config,
+                so_pin,
+            }) => governance::execute(&file, &config.config, &so_pin).await,
+            Command::Token(governance::TokenCmd::Create(a)) => governance::token_create(&a).await,
+            Command::Token(governance::TokenCmd::List(c)) => {
+                governance::token_list(&c.config).await
+            }
+            Command::Token(governance::TokenCmd::Revoke { who, config }) => {
+                governance::token_revoke(&config.config, &who).await
+            }
         }
     });
     match result {

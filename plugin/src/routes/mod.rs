@@ -14,6 +14,7 @@
 //! | `POST`/`PUT` | `/v1/{mount}/datakey/{plaintext\|wrapped}/{name}` | Level 2 data key | token |
 //! | `POST` | `/v1/{mount}/bulk-seal/{name}`, `/bulk-unseal/{name}` | bulk seal (`routes/bulk.rs`) | token |
 //! | `PUT`/`POST` | `/v1/auth/token/renew-self` | Vault's answer for a non-renewable token | token |
+//! | `GET`/`POST` | `/v1/auth/token/lookup-self` | the caller's token and grant, Vault's shape | token |
 //! | `GET` | `/v1/sys/health` | 200 when the HSM answers, 503 otherwise | none |
 //! | `GET` | `/metrics` | Prometheus text | none |
 //!
@@ -36,11 +37,11 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use rootseal_hsm::Keyring;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 use tracing::Instrument;
 
+pub mod auth;
 pub(crate) mod bulk;
 pub mod ciphertext;
 pub mod de;
@@ -128,9 +129,8 @@ pub struct AppState {
 
 struct StateInner {
     keyring: Keyring,
-    /// Kept as a secret; only its SHA-256 is compared.
-    _root_token: SecretString,
-    token_digest: [u8; 32],
+    /// The root token's digest and the scoped tokens' grants (`auth.rs`).
+    auth: auth::AuthState,
     cfg: ApiConfig,
     metrics: metrics::HttpMetrics,
     health: sys::HealthCache,
@@ -156,12 +156,22 @@ impl AppState {
     /// A state over `keyring`, accepting `root_token`. `cfg.mount` should be normalised
     /// ([`ApiConfig::validate`]).
     pub fn new(keyring: Keyring, root_token: SecretString, cfg: ApiConfig) -> Self {
-        let token_digest = sha256(root_token.expose_secret().as_bytes());
+        Self::with_auth(
+            keyring,
+            &auth::AuthConfig {
+                root_token: Some(root_token),
+                governance: false,
+            },
+            cfg,
+        )
+    }
+
+    /// A state over `keyring` authenticating as `auth` says (root token, scoped tokens).
+    pub fn with_auth(keyring: Keyring, auth: &auth::AuthConfig, cfg: ApiConfig) -> Self {
         Self {
             inner: Arc::new(StateInner {
                 keyring,
-                _root_token: root_token,
-                token_digest,
+                auth: auth::AuthState::new(auth),
                 cfg,
                 metrics: metrics::HttpMetrics::default(),
                 health: sys::HealthCache::new(),
@@ -189,20 +199,19 @@ impl AppState {
         &self.inner.health
     }
 
-    /// Checks the request's token (`X-Vault-Token`, or `Authorization: Bearer`), in constant
-    /// time over SHA-256 digests (so the length does not leak either). Never logs the token.
-    ///
-    /// # Errors
-    /// [`ApiError::PermissionDenied`] when it is missing or wrong.
-    pub fn check_token(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let presented = presented_token(headers).ok_or(ApiError::PermissionDenied)?;
-        let ok: bool = sha256(presented).ct_eq(&self.inner.token_digest).into();
-        if ok {
-            Ok(())
-        } else {
-            tracing::warn!(len = presented.len(), "wrong token");
-            Err(ApiError::PermissionDenied)
-        }
+    /// The token-check state.
+    pub(crate) fn auth(&self) -> &auth::AuthState {
+        &self.inner.auth
+    }
+
+    /// Whether governance (scoped tokens, ceremonies) is on.
+    pub fn governance(&self) -> bool {
+        self.inner.auth.governance()
+    }
+
+    /// Whether the root token is accepted.
+    pub fn root_token_enabled(&self) -> bool {
+        self.inner.auth.root_token()
     }
 
     /// Reads a request body up to the configured limit.
@@ -257,13 +266,7 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     }
 }
 
-/// Middleware: the token check for every route it wraps (use with `route_layer`).
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match state.check_token(req.headers()) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
-    }
-}
+pub use auth::require_token;
 
 /// Middleware, the edge: a span with the matched route and method (never headers or the raw
 /// URI), the request counters, a panic guard (opaque 500), and the one log line of an error
@@ -425,12 +428,31 @@ pub fn bulk_routes(max_body_bytes: usize) -> Router<AppState> {
 pub fn try_app(
     keyring: Keyring,
     root_token: SecretString,
+    cfg: ApiConfig,
+) -> Result<Router, ApiConfigError> {
+    try_app_with(
+        keyring,
+        &auth::AuthConfig {
+            root_token: Some(root_token),
+            governance: false,
+        },
+        cfg,
+    )
+}
+
+/// The whole API, authenticating as `auth` says.
+///
+/// # Errors
+/// [`ApiConfigError`] when `cfg` is invalid.
+pub fn try_app_with(
+    keyring: Keyring,
+    auth: &auth::AuthConfig,
     mut cfg: ApiConfig,
 ) -> Result<Router, ApiConfigError> {
     let mount = cfg.validate()?;
     cfg.mount.clone_from(&mount);
     let max_body_bytes = cfg.max_body_bytes;
-    let state = AppState::new(keyring, root_token, cfg);
+    let state = AppState::with_auth(keyring, auth, cfg);
     let authed = Router::new()
         .nest(
             &format!("/v1/{mount}"),
@@ -439,6 +461,10 @@ pub fn try_app(
         .route(
             "/v1/auth/token/renew-self",
             post(sys::renew_self).put(sys::renew_self),
+        )
+        .route(
+            "/v1/auth/token/lookup-self",
+            get(auth::lookup_self).post(auth::lookup_self),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let open = Router::new()

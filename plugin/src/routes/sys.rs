@@ -122,6 +122,10 @@ struct Health {
     /// The custody check of the token's roots: `hardened`, `weak`, or `unknown` while the HSM
     /// does not answer. rootseal's own field (Vault clients ignore unknown fields).
     custody: &'static str,
+    /// `on`, or `off` (single-operator behaviour: no ceremonies, no scoped tokens). rootseal's own.
+    governance: &'static str,
+    /// Whether the root token is accepted (`on`/`off`). rootseal's own.
+    root_token: &'static str,
 }
 
 /// `GET /v1/sys/health`: 200 when the HSM answers and holds a complete root, 503
@@ -144,6 +148,8 @@ pub async fn health(State(st): State<AppState>) -> Response {
         cluster_name: "rootseal",
         hsm: if hsm_ok { "ok" } else { "unavailable" },
         custody: custody.map_or("unknown", |c| c.as_str()),
+        governance: if st.governance() { "on" } else { "off" },
+        root_token: if st.root_token_enabled() { "on" } else { "off" },
     };
     let status = if hsm_ok {
         StatusCode::OK

@@ -40,6 +40,21 @@ impl SessionCtx<'_> {
         .inspect_err(|_| self.metrics.error())
     }
 
+    /// Generates a key pair with `mechanism` and the (public, private) templates (one of
+    /// [`crate::templates`]). Returns (public, private).
+    pub(crate) fn generate_key_pair(
+        &mut self,
+        mechanism: &Mechanism,
+        public: &[Attribute],
+        private: &[Attribute],
+    ) -> Result<(ObjectHandle, ObjectHandle)> {
+        counted(
+            self.metrics,
+            HsmOp::GenerateKey,
+            self.session.generate_key_pair(mechanism, public, private),
+        )
+    }
+
     /// Wraps `key` under `wrapping` with CKM_AES_KEY_WRAP_PAD.
     pub(crate) fn wrap_kwp(
         &mut self,

@@ -1,5 +1,6 @@
-//! HMAC-SHA256 inside the HSM (`C_Sign`, `C_Verify`).
+//! HMAC-SHA256 and EdDSA inside the HSM (`C_Sign`, `C_Verify`).
 
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectHandle;
 
@@ -26,5 +27,18 @@ impl SessionCtx<'_> {
             self.session.verify(&Mechanism::Sha256Hmac, key, data, tag),
         )
         .map_err(|e| integrity(e, "blob mac"))
+    }
+
+    /// Ed25519 signature (`CKM_EDDSA`, pure) of `data` by the private key `key`: 64 bytes.
+    pub(crate) fn eddsa_sign(&mut self, key: ObjectHandle, data: &[u8]) -> Result<Vec<u8>> {
+        counted(
+            self.metrics,
+            HsmOp::Sign,
+            self.session.sign(
+                &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                key,
+                data,
+            ),
+        )
     }
 }

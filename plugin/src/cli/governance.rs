@@ -1,0 +1,1146 @@
+//! Dual control from the command line: `operator key|enroll`, `init --operators`,
+//! `ceremony propose|approve|show|execute`, `token create|list|revoke`.
+//!
+//! Each operator runs `ceremony approve` in their own process with their own token
+//! (`--signer pkcs11:…`); the ceremony file passes from hand to hand and holds no secret.
+//! `execute` verifies everything (`rootseal_governance::verify`), marks the ceremony id
+//! `started` in the HSM-MACed ledger, runs the operation and marks it `done`; every operation is
+//! written to be resumed by running `execute` again with the same file after a `kill -9`
+//! (`rootseal_governance::ledger`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use rootseal_governance::ceremony::{check_params, DEFAULT_TTL_SECS, MAX_TTL_SECS};
+use rootseal_governance::tokens::GrantRequest;
+use rootseal_governance::{
+    jcs, operation, records, CeremonyFile, CeremonyRequest, Ledger, LedgerEntry, LedgerState,
+    OperatorKey, ParamKind, QuorumRules, Refusal, Registry, Role, TokenOp, TokenRef, TokenStore,
+    VerifyContext,
+};
+use rootseal_hsm::{Hsm, KekStore, Keyring, KeyringError, OperatorSigner, Pkcs11Uri, RootRole};
+use rootseal_vault_config::Config;
+use secrecy::ExposeSecret;
+
+use super::{CliResult, ConfigArg, SoPinArg};
+
+/// `rootseal operator …`.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCmd {
+    /// Create the operator's signing key on their own token (if absent) and print its public key.
+    Key {
+        /// The operator's token and key, a PKCS#11 URI (RFC 7512).
+        #[arg(long)]
+        signer: String,
+    },
+    /// Add an operator to the first registry (before `root.init`; afterwards use an
+    /// `operators.set` ceremony).
+    Enroll(EnrollArgs),
+}
+
+/// `rootseal operator enroll`.
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The operator's name.
+    #[arg(long)]
+    name: String,
+    /// so, co or auditor.
+    #[arg(long)]
+    role: String,
+    /// The PEM public key `rootseal operator key` printed.
+    #[arg(long, value_name = "FILE")]
+    public_key: PathBuf,
+}
+
+/// `rootseal ceremony …`.
+#[derive(Debug, Subcommand)]
+pub enum CeremonyCmd {
+    /// Write a ceremony request.
+    Propose(ProposeArgs),
+    /// Append an operator's signature (the requester's first signature signs the request).
+    Approve {
+        /// The ceremony file (rewritten in place).
+        file: PathBuf,
+        /// The operator's registered name.
+        #[arg(long)]
+        operator: String,
+        /// The operator's token and key, a PKCS#11 URI.
+        #[arg(long)]
+        signer: String,
+    },
+    /// Print what a ceremony asks for and who signed.
+    Show {
+        /// The ceremony file.
+        file: PathBuf,
+    },
+    /// Verify a ceremony and run it.
+    Execute {
+        /// The ceremony file.
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        so_pin: SoPinArg,
+    },
+}
+
+/// `rootseal ceremony propose`.
+#[derive(Debug, Args)]
+pub struct ProposeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The operation (root.init, root.rotate, key.destroy, operators.set, quorum.set).
+    #[arg(long)]
+    op: String,
+    /// A parameter, KEY=VALUE (KEY=@FILE for a document). Repeatable.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// Where to write the request.
+    #[arg(long)]
+    out: PathBuf,
+    /// The registered operator who asks (they sign it first with `ceremony approve`; their own
+    /// approval does not count unless allow_requester_approval).
+    #[arg(long)]
+    requester: String,
+    /// Validity, e.g. 10m (default), at most 1h.
+    #[arg(long, default_value = "10m")]
+    ttl: String,
+}
+
+/// `rootseal token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Issue a scoped API token (printed once; only its SHA-256 is stored).
+    Create(TokenCreateArgs),
+    /// List the tokens' grants (never the tokens).
+    List(ConfigArg),
+    /// Revoke a token by accessor or name.
+    Revoke {
+        /// The token's accessor or name.
+        who: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// `rootseal token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// user (data plane) or co (key administration).
+    #[arg(long)]
+    role: String,
+    /// Comma-separated key names.
+    #[arg(long, value_delimiter = ',')]
+    keys: Vec<String>,
+    /// Comma-separated operations (user: encrypt, decrypt, rewrap, datakey, bulk; co: read,
+    /// create, rotate, config).
+    #[arg(long, value_delimiter = ',')]
+    ops: Vec<String>,
+    /// Lifetime, e.g. 720h (default: none).
+    #[arg(long)]
+    ttl: Option<String>,
+    /// A name for `token list` and `token revoke`.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Parses `90s`, `10m`, `720h`, `7d`.
+pub(crate) fn parse_duration(s: &str) -> Result<u64, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 10m, 720h, 7d"))?;
+    let mul = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?}: unknown unit (s, m, h, d)")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+fn load(path: &Path) -> Result<Config, String> {
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+fn explain(e: &KeyringError) -> String {
+    super::explain(e)
+}
+
+async fn open_hsm(cfg: &Config) -> Result<Hsm, String> {
+    let hc = cfg.hsm_config();
+    tokio::task::spawn_blocking(move || Hsm::open(hc))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("HSM: {e}"))
+}
+
+async fn open_store(cfg: &Config) -> Result<Arc<dyn KekStore>, String> {
+    rootseal_vault_config::open_store(cfg)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn require_governance(cfg: &Config) -> CliResult {
+    if cfg.governance.enabled {
+        Ok(())
+    } else {
+        Err(format!(
+            "governance is off in {}: ceremonies and scoped tokens need it on",
+            cfg.source.display()
+        ))
+    }
+}
+
+async fn open_signer(uri: &str) -> Result<OperatorSigner, String> {
+    let uri = Pkcs11Uri::parse(uri).map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || OperatorSigner::open(&uri))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// The current root's id, if any.
+async fn current_root(hsm: &Hsm) -> Result<Option<String>, String> {
+    let st = rootseal_hsm::root_status(hsm)
+        .await
+        .map_err(|e| explain(&e))?;
+    Ok(st
+        .roots
+        .iter()
+        .find(|r| r.role == RootRole::Current && r.complete)
+        .map(|r| r.id.to_hex()))
+}
+
+fn token_ref(hsm: &Hsm) -> TokenRef {
+    let t = hsm.identity();
+    TokenRef {
+        manufacturer: t.manufacturer.clone(),
+        model: t.model.clone(),
+        serial: t.serial.clone(),
+    }
+}
+
+/// The governance state in force: the registry, the rules and the ledger, with the store
+/// versions of the ledger.
+struct State {
+    registry: Registry,
+    rules: QuorumRules,
+    ledger: Ledger,
+    ledger_version: u64,
+}
+
+async fn sealed_state(kr: &Keyring) -> Result<State, String> {
+    let (reg, _) = kr
+        .open_record(records::OPERATORS)
+        .await
+        .map_err(|e| explain(&e))?
+        .ok_or(
+            "no operator registry: run `rootseal init --operators FILE` and the root.init ceremony",
+        )?;
+    let registry = Registry::parse(&reg).map_err(|e| e.0)?;
+    let (rules, _) = kr
+        .open_record(records::QUORUM)
+        .await
+        .map_err(|e| explain(&e))?
+        .ok_or("no approved quorum rules in the store")?;
+    let rules = QuorumRules::parse(&rules).map_err(|e| e.0)?;
+    let (ledger, ledger_version) = match kr
+        .open_record(records::LEDGER)
+        .await
+        .map_err(|e| explain(&e))?
+    {
+        Some((b, v)) => (Ledger::parse(&b).map_err(|e| e.0)?, v),
+        None => (Ledger::new(), 0),
+    };
+    Ok(State {
+        registry,
+        rules,
+        ledger,
+        ledger_version,
+    })
+}
+
+async fn bootstrap_state(store: &Arc<dyn KekStore>) -> Result<(Registry, QuorumRules), String> {
+    let (reg, _) = rootseal_hsm::read_bootstrap_record(store, records::OPERATORS)
+        .await
+        .map_err(|e| explain(&e))?
+        .ok_or("no bootstrap registry: run `rootseal init --operators FILE` first (or the root was already initialised)")?;
+    let (rules, _) = rootseal_hsm::read_bootstrap_record(store, records::QUORUM)
+        .await
+        .map_err(|e| explain(&e))?
+        .ok_or("no bootstrap quorum rules: run `rootseal init --operators FILE` again")?;
+    Ok((
+        Registry::parse(&reg).map_err(|e| e.0)?,
+        QuorumRules::parse(&rules).map_err(|e| e.0)?,
+    ))
+}
+
+/// Refuses rules in rootseal.toml that differ from the approved ones.
+fn check_config_rules(cfg: &Config, approved: &QuorumRules) -> CliResult {
+    let mine = cfg.governance.rules.digest().map_err(|e| e.0)?;
+    let theirs = approved.digest().map_err(|e| e.0)?;
+    if mine != theirs {
+        return Err(format!(
+            "the quorum rules in {} ({mine}) are not the approved ones ({theirs}): approve them with a quorum.set ceremony first",
+            cfg.source.display()
+        ));
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> CliResult {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_ceremony(path: &Path) -> Result<CeremonyFile, String> {
+    let b = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    CeremonyFile::parse(&b).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// operator
+
+/// `rootseal operator key --signer URI`.
+pub async fn operator_key(signer: &str) -> CliResult {
+    let s = open_signer(signer).await?;
+    let (pem, made) = s.public_key_pem(true).await.map_err(|e| e.to_string())?;
+    if made {
+        eprintln!("Created a new Ed25519 signing key (never extractable) on the operator token");
+    }
+    print!("{pem}");
+    Ok(())
+}
+
+/// `rootseal operator enroll`.
+pub async fn operator_enroll(a: &EnrollArgs) -> CliResult {
+    let cfg = load(&a.config.config)?;
+    require_governance(&cfg)?;
+    let role = Role::parse(&a.role)
+        .filter(|r| r.is_operator_role())
+        .ok_or_else(|| format!("--role {:?}: use so, co or auditor", a.role))?;
+    let pem = std::fs::read_to_string(&a.public_key)
+        .map_err(|e| format!("{}: {e}", a.public_key.display()))?;
+    OperatorKey::from_pem(&pem).map_err(|e| format!("{}: {e}", a.public_key.display()))?;
+    let store = open_store(&cfg).await?;
+    if store
+        .get(records::OPERATORS)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+        && rootseal_hsm::read_bootstrap_record(&store, records::OPERATORS)
+            .await
+            .map_err(|e| explain(&e))?
+            .is_none()
+    {
+        return Err(
+            "the registry is sealed (root.init ran): change it with an operators.set ceremony"
+                .into(),
+        );
+    }
+    let (mut reg, version) = match rootseal_hsm::read_bootstrap_record(&store, records::OPERATORS)
+        .await
+        .map_err(|e| explain(&e))?
+    {
+        Some((b, v)) => (Registry::parse(&b).map_err(|e| e.0)?, v),
+        None => (
+            Registry {
+                format: rootseal_governance::registry::REGISTRY_FORMAT.into(),
+                format_version: rootseal_governance::registry::REGISTRY_VERSION,
+                operators: Vec::new(),
+            },
+            0,
+        ),
+    };
+    reg.operators.push(rootseal_governance::Operator {
+        name: a.name.clone(),
+        role,
+        public_key: pem,
+        revoked: false,
+    });
+    reg.validate().map_err(|e| e.0)?;
+    write_bootstrap(&cfg, &store, &reg, version).await?;
+    println!(
+        "Enrolled {} as {role} (registry {})",
+        a.name,
+        reg.digest().map_err(|e| e.0)?
+    );
+    Ok(())
+}
+
+async fn write_bootstrap(
+    cfg: &Config,
+    store: &Arc<dyn KekStore>,
+    reg: &Registry,
+    version: u64,
+) -> CliResult {
+    rootseal_hsm::write_bootstrap_record(
+        store,
+        records::OPERATORS,
+        &reg.to_canonical().map_err(|e| e.0)?,
+        version,
+    )
+    .await
+    .map_err(|e| explain(&e))?;
+    let rules = jcs::canonical(&cfg.governance.rules).map_err(|e| e.0)?;
+    let rv = rootseal_hsm::read_bootstrap_record(store, records::QUORUM)
+        .await
+        .map_err(|e| explain(&e))?
+        .map_or(0, |(_, v)| v);
+    rootseal_hsm::write_bootstrap_record(store, records::QUORUM, &rules, rv)
+        .await
+        .map_err(|e| explain(&e))?;
+    Ok(())
+}
+
+/// `rootseal init --operators FILE`: records the first registry and the quorum rules (no root
+/// yet: the root.init ceremony makes it).
+pub async fn init_operators(cfg: &Config, file: &Path) -> CliResult {
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let reg = Registry::parse(&bytes).map_err(|e| format!("{}: {}", file.display(), e.0))?;
+    cfg.governance
+        .rules
+        .check_satisfiable(&reg)
+        .map_err(|e| e.0)?;
+    let hsm = open_hsm(cfg).await?;
+    if current_root(&hsm).await?.is_some() {
+        return Err(
+            "the token already has a root: change the registry with an operators.set ceremony"
+                .into(),
+        );
+    }
+    drop(hsm);
+    let store = open_store(cfg).await?;
+    let version = rootseal_hsm::read_bootstrap_record(&store, records::OPERATORS)
+        .await
+        .map_err(|e| explain(&e))?
+        .map_or(0, |(_, v)| v);
+    write_bootstrap(cfg, &store, &reg, version).await?;
+    println!(
+        "Recorded the first operator registry ({} operators, sha256 {}). Next: `rootseal ceremony propose --op root.init --requester NAME --out FILE`, approved by {}",
+        reg.operators.len(),
+        reg.digest().map_err(|e| e.0)?,
+        cfg.governance
+            .rules
+            .rules
+            .get("root_init")
+            .map(|r| r.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(" + "))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// ceremony
+
+/// `rootseal ceremony propose`.
+pub async fn propose(a: &ProposeArgs) -> CliResult {
+    let cfg = load(&a.config.config)?;
+    require_governance(&cfg)?;
+    let op = operation(&a.op).ok_or_else(|| {
+        format!(
+            "unknown operation {:?} (known: {})",
+            a.op,
+            rootseal_governance::OPERATIONS
+                .iter()
+                .map(|o| o.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let ttl = parse_duration(&a.ttl)?;
+    if ttl == 0 || ttl > MAX_TTL_SECS {
+        return Err(format!("--ttl {}: between 1s and 1h", a.ttl));
+    }
+    let mut params = BTreeMap::new();
+    for p in &a.params {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| format!("--param {p:?}: use KEY=VALUE"))?;
+        let kind = op.params.iter().find(|s| s.name == k).map(|s| s.kind);
+        let v = match (kind, v.strip_prefix('@')) {
+            (Some(ParamKind::Document), Some(path)) => {
+                let b = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+                let doc: serde_json::Value =
+                    serde_json::from_slice(&b).map_err(|e| format!("{path}: {e}"))?;
+                String::from_utf8(jcs::canonical(&doc).map_err(|e| e.0)?)
+                    .map_err(|e| e.to_string())?
+            }
+            _ => v.to_owned(),
+        };
+        if params.insert(k.to_owned(), v).is_some() {
+            return Err(format!("--param {k} given twice"));
+        }
+    }
+    let hsm = open_hsm(&cfg).await?;
+    let token = token_ref(&hsm);
+    let root_id = current_root(&hsm).await?;
+    let (registry, rules) = if op.needs_root {
+        if root_id.is_none() {
+            return Err(format!(
+                "{} needs a root: run the root.init ceremony first",
+                op.name
+            ));
+        }
+        let store = open_store(&cfg).await?;
+        let kr = Keyring::open(hsm.clone(), store)
+            .await
+            .map_err(|e| explain(&e))?;
+        let st = sealed_state(&kr).await?;
+        (st.registry, st.rules)
+    } else {
+        if root_id.is_some() {
+            return Err(format!("{}: the token already has a root", op.name));
+        }
+        bootstrap_state(&open_store(&cfg).await?).await?
+    };
+    if op.name == "root.init" && !params.contains_key("registry_sha256") {
+        params.insert(
+            "registry_sha256".into(),
+            registry.digest().map_err(|e| e.0)?,
+        );
+    }
+    if op.name == "quorum.set" && !params.contains_key("rules") {
+        let doc = jcs::canonical(&cfg.governance.rules).map_err(|e| e.0)?;
+        params.insert(
+            "rules".into(),
+            String::from_utf8(doc).map_err(|e| e.to_string())?,
+        );
+    } else {
+        check_config_rules(&cfg, &rules)?;
+    }
+    check_params(op, &params).map_err(|e| e.to_string())?;
+    let requester = registry
+        .get(&a.requester)
+        .filter(|o| !o.revoked && matches!(o.role, Role::So | Role::Co))
+        .ok_or_else(|| {
+            format!(
+                "--requester {:?} is not an active SO or CO in the registry",
+                a.requester
+            )
+        })?;
+    let id = hsm.random_bytes(16).await.map_err(|e| explain(&e))?;
+    let created = now();
+    let req = CeremonyRequest {
+        id: jcs::hex(&id),
+        op: op.name.to_owned(),
+        params,
+        token,
+        root_id,
+        quorum_sha256: rules.digest().map_err(|e| e.0)?,
+        registry_sha256: registry.digest().map_err(|e| e.0)?,
+        requester: requester.name.clone(),
+        requester_signature: String::new(),
+        created,
+        expires: created + if ttl == 0 { DEFAULT_TTL_SECS } else { ttl },
+    };
+    let file = CeremonyFile::new(req);
+    write_atomic(&a.out, &file.to_bytes().map_err(|e| e.0)?)?;
+    println!(
+        "Ceremony {} ({}) written to {}; {} signs it first: `rootseal ceremony approve {} --operator {} --signer URI`",
+        file.request.id,
+        op.name,
+        a.out.display(),
+        file.request.requester,
+        a.out.display(),
+        file.request.requester
+    );
+    Ok(())
+}
+
+/// `rootseal ceremony approve FILE --operator NAME --signer URI`.
+pub async fn approve(file: &Path, operator: &str, signer: &str) -> CliResult {
+    let mut c = read_ceremony(file)?;
+    let s = open_signer(signer).await?;
+    let (pem, _) = s.public_key_pem(false).await.map_err(|e| e.to_string())?;
+    let key = OperatorKey::from_pem(&pem).map_err(|e| e.0)?;
+    if operator == c.request.requester && c.request.requester_signature.is_empty() {
+        let msg = c.request.request_message().map_err(|e| e.0)?;
+        let sig = s.sign(msg.clone()).await.map_err(|e| e.to_string())?;
+        if !key.verify(&msg, &sig) {
+            return Err("the token's signature does not verify under its own public key".into());
+        }
+        use base64::Engine as _;
+        c.request.requester_signature = base64::engine::general_purpose::STANDARD.encode(sig);
+        write_atomic(file, &c.to_bytes().map_err(|e| e.0)?)?;
+        println!(
+            "{operator} signed ceremony {} as its requester (not counted as an approval)",
+            c.request.id
+        );
+        return Ok(());
+    }
+    if c.request.requester_signature.is_empty() {
+        return Err(format!(
+            "the requester {} has not signed this request yet",
+            c.request.requester
+        ));
+    }
+    let msg = c.request.approval_message().map_err(|e| e.0)?;
+    let sig = s.sign(msg).await.map_err(|e| e.to_string())?;
+    c.add_approval(operator, &key, &sig, now())
+        .map_err(|e| e.to_string())?;
+    write_atomic(file, &c.to_bytes().map_err(|e| e.0)?)?;
+    println!(
+        "{operator} approved ceremony {} ({}); {} approval(s)",
+        c.request.id,
+        c.request.op,
+        c.approvals.len()
+    );
+    Ok(())
+}
+
+/// `rootseal ceremony show FILE`.
+pub fn show(file: &Path) -> CliResult {
+    let c = read_ceremony(file)?;
+    let r = &c.request;
+    let op = operation(&r.op);
+    println!("Ceremony {} (format v{})", r.id, c.format_version);
+    println!(
+        "  operation: {}{}",
+        r.op,
+        op.map(|o| format!(": {}", o.summary)).unwrap_or_default()
+    );
+    for (k, v) in &r.params {
+        if v.len() > 200 {
+            println!(
+                "  param {k}: sha256 {} ({} bytes)",
+                jcs::hex(&jcs::sha256(v.as_bytes())),
+                v.len()
+            );
+        } else {
+            println!("  param {k} = {v}");
+        }
+    }
+    println!("  token: {}", r.token);
+    println!(
+        "  root: {}",
+        r.root_id.as_deref().unwrap_or("(none: before root.init)")
+    );
+    println!("  quorum rules sha256: {}", r.quorum_sha256);
+    println!("  registry sha256: {}", r.registry_sha256);
+    println!(
+        "  requester: {} ({})",
+        r.requester,
+        if r.requester_signature.is_empty() {
+            "not signed yet"
+        } else {
+            "signed"
+        }
+    );
+    println!(
+        "  created: {}, expires: {} ({}s)",
+        r.created,
+        r.expires,
+        r.expires.saturating_sub(r.created)
+    );
+    if now() >= r.expires {
+        println!("  EXPIRED");
+    }
+    println!("  approvals: {}", c.approvals.len());
+    for a in &c.approvals {
+        println!(
+            "    {} ({}, key sha256 {})",
+            a.operator, a.alg, a.key_sha256
+        );
+    }
+    Ok(())
+}
+
+/// `rootseal ceremony execute FILE [--so-pin-file F]`.
+pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
+    let cfg = load(config)?;
+    require_governance(&cfg)?;
+    let c = read_ceremony(file)?;
+    let op = operation(&c.request.op)
+        .ok_or_else(|| Refusal::UnknownOperation(c.request.op.clone()).to_string())?;
+    let refused = |e: Refusal| format!("ceremony {} refused: {e}", c.request.id);
+    let digest = c.request.digest().map_err(|e| e.0)?;
+    let store = open_store(&cfg).await?;
+    let hsm = open_hsm(&cfg).await?;
+    let token = token_ref(&hsm);
+    let root_id = current_root(&hsm).await?;
+
+    if op.name == "root.init" {
+        // Before the root exists there is no ledger: the bootstrap registry is the guard (it is
+        // replaced by the sealed one at the end, after which root.init is refused).
+        let (registry, rules) = bootstrap_state(&store).await?;
+        check_config_rules(&cfg, &rules)?;
+        let ledger = Ledger::new();
+        let v = rootseal_governance::verify(
+            &c,
+            &VerifyContext {
+                registry: &registry,
+                rules: &rules,
+                token: &token,
+                root_id: None,
+                now: now(),
+                ledger: &ledger,
+            },
+        )
+        .map_err(refused)?;
+        if c.request.params.get("registry_sha256") != Some(&registry.digest().map_err(|e| e.0)?) {
+            return Err(refused(Refusal::BadParams(
+                "registry_sha256 is not the bootstrap registry's".into(),
+            )));
+        }
+        drop(hsm);
+        let so_pin = super::so_pin(so)?;
+        let outcome = rootseal_hsm::init_root(&cfg.hsm_config(), &so_pin)
+            .await
+            .map_err(|e| explain(&e))?;
+        let hsm = open_hsm(&cfg).await?;
+        let kr = Keyring::open(hsm, store.clone())
+            .await
+            .map_err(|e| explain(&e))?;
+        let mut ledger = Ledger::new();
+        let lv = match kr
+            .open_record(records::LEDGER)
+            .await
+            .map_err(|e| explain(&e))?
+        {
+            Some((b, ver)) => {
+                ledger = Ledger::parse(&b).map_err(|e| e.0)?;
+                ver
+            }
+            None => 0,
+        };
+        ledger.executed.insert(
+            c.request.id.clone(),
+            LedgerEntry {
+                op: op.name.into(),
+                request_sha256: digest,
+                approvers: v.approvers.values().flatten().cloned().collect(),
+                root_id: current_root(kr.hsm()).await?,
+                started: now(),
+                finished: Some(now()),
+                state: LedgerState::Done,
+            },
+        );
+        kr.seal_record(records::LEDGER, &ledger.to_bytes().map_err(|e| e.0)?, lv)
+            .await
+            .map_err(|e| explain(&e))?;
+        kr.seal_record(
+            records::QUORUM,
+            &jcs::canonical(&rules).map_err(|e| e.0)?,
+            bootstrap_version(&store, records::QUORUM).await?,
+        )
+        .await
+        .map_err(|e| explain(&e))?;
+        // Last: sealing the registry ends the bootstrap.
+        kr.seal_record(
+            records::OPERATORS,
+            &registry.to_canonical().map_err(|e| e.0)?,
+            bootstrap_version(&store, records::OPERATORS).await?,
+        )
+        .await
+        .map_err(|e| explain(&e))?;
+        println!(
+            "Ceremony {} executed: root.init ({outcome:?}); registry and quorum rules sealed",
+            c.request.id
+        );
+        return Ok(());
+    }
+
+    // The keyring takes the only handle of the token: root rotation drops it before its
+    // Security Officer step.
+    let kr = Keyring::open(hsm, store.clone())
+        .await
+        .map_err(|e| explain(&e))?;
+    let st = sealed_state(&kr).await?;
+    let resume = match st.ledger.get(&c.request.id) {
+        Some(e) if e.state == LedgerState::Done => {
+            return Err(refused(Refusal::Replayed(c.request.id.clone())))
+        }
+        Some(e) if e.request_sha256 == digest => Some(e.clone()),
+        Some(_) => return Err(refused(Refusal::Replayed(c.request.id.clone()))),
+        None => None,
+    };
+    let entry = match resume {
+        Some(e) => {
+            eprintln!(
+                "Ceremony {} was started and interrupted: finishing it",
+                c.request.id
+            );
+            e
+        }
+        None => {
+            if op.name != "quorum.set" {
+                check_config_rules(&cfg, &st.rules)?;
+            }
+            let v = rootseal_governance::verify(
+                &c,
+                &VerifyContext {
+                    registry: &st.registry,
+                    rules: &st.rules,
+                    token: &token,
+                    root_id: root_id.as_deref(),
+                    now: now(),
+                    ledger: &st.ledger,
+                },
+            )
+            .map_err(refused)?;
+            precheck(op.name, &c, &cfg, &kr, &st)
+                .await
+                .map_err(refused)?;
+            let e = LedgerEntry {
+                op: op.name.into(),
+                request_sha256: digest.clone(),
+                approvers: v.approvers.values().flatten().cloned().collect(),
+                root_id: root_id.clone(),
+                started: now(),
+                finished: None,
+                state: LedgerState::Started,
+            };
+            let mut ledger = st.ledger.clone();
+            ledger.executed.insert(c.request.id.clone(), e.clone());
+            // Check-and-set: of two racing executes, one wins; the other is refused here.
+            kr.seal_record(
+                records::LEDGER,
+                &ledger.to_bytes().map_err(|e| e.0)?,
+                st.ledger_version,
+            )
+            .await
+            .map_err(|e| match e {
+                KeyringError::Conflict => refused(Refusal::Replayed(c.request.id.clone())),
+                e => explain(&e),
+            })?;
+            e
+        }
+    };
+    let kr = run_op(op.name, &c, &cfg, kr, &entry, so).await?;
+    // Mark it done.
+    let st = sealed_state(&kr).await?;
+    let mut ledger = st.ledger;
+    if let Some(e) = ledger.executed.get_mut(&c.request.id) {
+        e.state = LedgerState::Done;
+        e.finished = Some(now());
+    }
+    kr.seal_record(
+        records::LEDGER,
+        &ledger.to_bytes().map_err(|e| e.0)?,
+        st.ledger_version,
+    )
+    .await
+    .map_err(|e| explain(&e))?;
+    println!("Ceremony {} executed: {}", c.request.id, op.name);
+    Ok(())
+}
+
+async fn bootstrap_version(store: &Arc<dyn KekStore>, name: &str) -> Result<u64, String> {
+    Ok(store
+        .get(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_or(0, |r| r.version))
+}
+
+/// Checks of the parameters against the running system, before anything runs.
+async fn precheck(
+    op: &str,
+    c: &CeremonyFile,
+    cfg: &Config,
+    kr: &Keyring,
+    st: &State,
+) -> Result<(), Refusal> {
+    let p = &c.request.params;
+    match op {
+        "key.destroy" => {
+            let key = p.get("key").cloned().unwrap_or_default();
+            match kr.key_info(&key).await {
+                Ok(_) => Ok(()),
+                Err(KeyringError::NotFound) => {
+                    Err(Refusal::BadParams(format!("no key {key:?} on this system")))
+                }
+                Err(e) => Err(Refusal::BadParams(explain(&e))),
+            }
+        }
+        "operators.set" => {
+            let reg = Registry::parse(p.get("operators").map(String::as_bytes).unwrap_or_default())
+                .map_err(|e| Refusal::BadParams(e.0))?;
+            st.rules
+                .check_satisfiable(&reg)
+                .map_err(|e| Refusal::Unsatisfiable(e.0))
+        }
+        "quorum.set" => {
+            let rules =
+                QuorumRules::parse(p.get("rules").map(String::as_bytes).unwrap_or_default())
+                    .map_err(|e| Refusal::BadParams(e.0))?;
+            if rules != cfg.governance.rules {
+                return Err(Refusal::BadParams(format!(
+                    "the rules approved differ from those in {}",
+                    cfg.source.display()
+                )));
+            }
+            rules
+                .check_satisfiable(&st.registry)
+                .map_err(|e| Refusal::Unsatisfiable(e.0))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Runs (or finishes) the operation; returns a keyring open on the result.
+async fn run_op(
+    op: &str,
+    c: &CeremonyFile,
+    cfg: &Config,
+    kr: Keyring,
+    entry: &LedgerEntry,
+    so: &SoPinArg,
+) -> Result<Keyring, String> {
+    let p = &c.request.params;
+    match op {
+        "root.rotate" => {
+            let from = entry.root_id.clone().unwrap_or_default();
+            let still_there = rootseal_hsm::root_status(kr.hsm())
+                .await
+                .map_err(|e| explain(&e))?
+                .roots
+                .iter()
+                .any(|r| r.id.to_hex() == from);
+            let store = kr.store().clone();
+            if still_there {
+                let so_pin = super::so_pin(so)?;
+                let grace = p
+                    .get("grace_secs")
+                    .and_then(|g| g.parse().ok())
+                    .unwrap_or(5);
+                // No User session of this token may be open for the SO step.
+                drop(kr);
+                let r = rootseal_hsm::rotate_root(
+                    &cfg.hsm_config(),
+                    &so_pin,
+                    store.clone(),
+                    Duration::from_secs(grace),
+                )
+                .await
+                .map_err(|e| {
+                    format!(
+                        "root rotation stopped (run `ceremony execute` again to finish): {}",
+                        explain(&e)
+                    )
+                })?;
+                println!(
+                    "Root rotated: {} -> {} ({} records re-sealed)",
+                    r.old_roots.join(", "),
+                    r.new_root,
+                    r.resealed
+                );
+            }
+            let hsm = open_hsm(cfg).await?;
+            Keyring::open(hsm, store).await.map_err(|e| explain(&e))
+        }
+        "key.destroy" => {
+            let key = p.get("key").cloned().unwrap_or_default();
+            kr.destroy_key(&key).await.map_err(|e| explain(&e))?;
+            println!("Key {key} destroyed");
+            Ok(kr)
+        }
+        "operators.set" => {
+            let reg = Registry::parse(p.get("operators").map(String::as_bytes).unwrap_or_default())
+                .map_err(|e| e.0)?;
+            let v = kr
+                .open_record(records::OPERATORS)
+                .await
+                .map_err(|e| explain(&e))?
+                .map_or(0, |(_, v)| v);
+            kr.seal_record(records::OPERATORS, &reg.to_canonical().map_err(|e| e.0)?, v)
+                .await
+                .map_err(|e| explain(&e))?;
+            println!(
+                "Operator registry replaced ({} operators, sha256 {})",
+                reg.operators.len(),
+                reg.digest().map_err(|e| e.0)?
+            );
+            Ok(kr)
+        }
+        "quorum.set" => {
+            let rules =
+                QuorumRules::parse(p.get("rules").map(String::as_bytes).unwrap_or_default())
+                    .map_err(|e| e.0)?;
+            let v = kr
+                .open_record(records::QUORUM)
+                .await
+                .map_err(|e| explain(&e))?
+                .map_or(0, |(_, v)| v);
+            kr.seal_record(
+                records::QUORUM,
+                &jcs::canonical(&rules).map_err(|e| e.0)?,
+                v,
+            )
+            .await
+            .map_err(|e| explain(&e))?;
+            println!(
+                "Quorum rules approved (sha256 {})",
+                rules.digest().map_err(|e| e.0)?
+            );
+            Ok(kr)
+        }
+        other => Err(format!(
+            "operation {other} has no executor in this rootseal"
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// tokens
+
+async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
+    let hsm = open_hsm(cfg).await?;
+    let store = open_store(cfg).await?;
+    Keyring::open(hsm, store).await.map_err(|e| explain(&e))
+}
+
+async fn token_store(kr: &Keyring) -> Result<(TokenStore, u64), String> {
+    match kr
+        .open_record(records::TOKENS)
+        .await
+        .map_err(|e| explain(&e))?
+    {
+        Some((b, v)) => Ok((TokenStore::parse(&b).map_err(|e| e.0)?, v)),
+        None => Ok((TokenStore::default(), 0)),
+    }
+}
+
+/// Issues a token over an open keyring (also `vault seal-config`): returns it, shown once.
+pub(crate) async fn issue_token(
+    kr: &Keyring,
+    req: GrantRequest,
+) -> Result<(secrecy::SecretString, String), String> {
+    for _ in 0..8 {
+        let (mut ts, v) = token_store(kr).await?;
+        let rnd = zeroize::Zeroizing::new(kr.random_bytes(40).await.map_err(|e| explain(&e))?);
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        secret.copy_from_slice(rnd.get(..32).unwrap_or(&[0u8; 32]));
+        let mut acc = [0u8; 8];
+        acc.copy_from_slice(rnd.get(32..40).unwrap_or(&[0u8; 8]));
+        let token = ts
+            .issue(req.clone(), &secret, &acc, now())
+            .map_err(|e| e.0)?;
+        match kr
+            .seal_record(records::TOKENS, &ts.to_bytes().map_err(|e| e.0)?, v)
+            .await
+        {
+            Ok(_) => return Ok((token, jcs::hex(&acc))),
+            Err(KeyringError::Conflict) => continue,
+            Err(e) => return Err(explain(&e)),
+        }
+    }
+    Err("the token store kept changing; try again".into())
+}
+
+/// `rootseal token create`.
+pub async fn token_create(a: &TokenCreateArgs) -> CliResult {
+    let cfg = load(&a.config.config)?;
+    require_governance(&cfg)?;
+    let role = match a.role.as_str() {
+        "user" => Role::User,
+        "co" => Role::Co,
+        r => return Err(format!("--role {r:?}: user or co")),
+    };
+    let ops = a
+        .ops
+        .iter()
+        .map(|o| TokenOp::parse(o).ok_or_else(|| format!("--ops: unknown operation {o:?}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ttl = a.ttl.as_deref().map(parse_duration).transpose()?;
+    let kr = open_keyring(&cfg).await?;
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", a.role, a.keys.join("+")));
+    let (token, accessor) = issue_token(
+        &kr,
+        GrantRequest {
+            name: name.clone(),
+            role,
+            keys: a.keys.clone(),
+            ops,
+            ttl_secs: ttl,
+        },
+    )
+    .await?;
+    eprintln!("Token {name} (accessor {accessor}): shown once, only its SHA-256 is stored");
+    println!("{}", token.expose_secret());
+    Ok(())
+}
+
+/// `rootseal token list`.
+pub async fn token_list(config: &Path) -> CliResult {
+    let cfg = load(config)?;
+    require_governance(&cfg)?;
+    let kr = open_keyring(&cfg).await?;
+    let (ts, _) = token_store(&kr).await?;
+    for g in &ts.tokens {
+        println!(
+            "{} {} role={} keys={} ops={} expires={} {}",
+            g.accessor,
+            g.name,
+            g.role,
+            g.keys.join(","),
+            g.ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(","),
+            g.expires.map_or("never".to_owned(), |e| e.to_string()),
+            if g.revoked { "REVOKED" } else { "active" }
+        );
+    }
+    Ok(())
+}
+
+/// `rootseal token revoke WHO`.
+pub async fn token_revoke(config: &Path, who: &str) -> CliResult {
+    let cfg = load(config)?;
+    require_governance(&cfg)?;
+    let kr = open_keyring(&cfg).await?;
+    for _ in 0..8 {
+        let (mut ts, v) = token_store(&kr).await?;
+        let n = ts.revoke(who);
+        if n == 0 {
+            return Err(format!("no active token with accessor or name {who:?}"));
+        }
+        match kr
+            .seal_record(records::TOKENS, &ts.to_bytes().map_err(|e| e.0)?, v)
+            .await
+        {
+            Ok(_) => {
+                println!("Revoked {n} token(s) {who}");
+                return Ok(());
+            }
+            Err(KeyringError::Conflict) => continue,
+            Err(e) => return Err(explain(&e)),
+        }
+    }
+    Err("the token store kept changing; try again".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("720h"), Ok(720 * 3600));
+        assert_eq!(parse_duration("10m"), Ok(600));
+        assert_eq!(parse_duration("7d"), Ok(7 * 86400));
+        assert_eq!(parse_duration("5"), Ok(5));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

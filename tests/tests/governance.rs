@@ -1,0 +1,662 @@
+//! Dual control end to end, against real SoftHSM2: one token for rootseal and one token per
+//! operator, each in its own `SOFTHSM2_CONF` directory, each approval in its own `rootseal`
+//! process with that operator's environment only.
+#![allow(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rootseal_e2e::{free_port, rootseal_bin, wait_for, Proc};
+use rootseal_hsm::{default_softhsm_module, SoftHsmDir};
+use secrecy::SecretString;
+
+const PIN: &str = "main-pin-1234";
+
+struct Op {
+    name: String,
+    conf: PathBuf,
+    uri: String,
+    pem: String,
+}
+
+struct World {
+    dir: PathBuf,
+    conf: PathBuf,
+    cfg: PathBuf,
+    port: u16,
+    ops: Vec<Op>,
+    _tmp: tempfile::TempDir,
+}
+
+fn module() -> String {
+    default_softhsm_module()
+        .expect("softhsm2")
+        .display()
+        .to_string()
+}
+
+/// Runs `rootseal ARGS` with only `conf` as SoftHSM2 configuration.
+fn run_in(conf: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(rootseal_bin())
+        .args(args)
+        .env("SOFTHSM2_CONF", conf)
+        .env_remove("ROOTSEAL_HSM_PIN")
+        .env_remove("ROOTSEAL_HSM_SO_PIN")
+        .env_remove("ROOTSEAL_ROOT_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rootseal");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A SoftHSM2 directory with one token.
+fn token_dir(dir: &Path, label: &str, pin: &str) -> PathBuf {
+    let d = SoftHsmDir::create(dir).expect("softhsm dir");
+    d.init_token(
+        label,
+        &SecretString::from(pin.to_owned()),
+        &SecretString::from(format!("so-{pin}")),
+    )
+    .expect("init token");
+    d.conf
+}
+
+impl World {
+    /// rootseal's token, and one token per operator (`(name, role)`), each with its key made by
+    /// `rootseal operator key` in its own process.
+    fn new(operators: &[(&str, &str)], extra_config: &str) -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let conf = token_dir(&dir.join("main"), "rootseal", PIN);
+        std::fs::write(dir.join("pin"), format!("{PIN}\n")).unwrap();
+        // The main token's SO PIN is what token_dir set.
+        std::fs::write(dir.join("so-pin"), format!("so-{PIN}\n")).unwrap();
+        let port = free_port();
+        let cfg = dir.join("rootseal.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[listener]\naddress = \"127.0.0.1:{port}\"\n[hsm]\nmodule = \"{}\"\n\
+                 token_label = \"rootseal\"\npin_file = \"pin\"\n[storage]\nbackend = \"file\"\n\
+                 path = \"store\"\n{extra_config}",
+                module()
+            ),
+        )
+        .unwrap();
+        let mut w = World {
+            dir,
+            conf,
+            cfg,
+            port,
+            ops: Vec::new(),
+            _tmp: tmp,
+        };
+        for (name, _) in operators {
+            w.add_operator(name);
+        }
+        let list: Vec<serde_json::Value> = operators
+            .iter()
+            .map(|(n, r)| serde_json::json!({"name": n, "role": r, "public_key": w.op(n).pem}))
+            .collect();
+        std::fs::write(
+            w.dir.join("operators.json"),
+            serde_json::json!({ "operators": list }).to_string(),
+        )
+        .unwrap();
+        w
+    }
+
+    fn add_operator(&mut self, name: &str) {
+        let d = self.dir.join(format!("op-{name}"));
+        let pin = format!("{name}-pin");
+        let conf = token_dir(&d, name, &pin);
+        std::fs::write(d.join("pin"), format!("{pin}\n")).unwrap();
+        let uri = format!(
+            "pkcs11:token={name};object=rootseal-op?module-path={}&pin-source=file:{}",
+            module(),
+            d.join("pin").display()
+        );
+        let (ok, pem, err) = run_in(&conf, &["operator", "key", "--signer", &uri]);
+        assert!(ok, "operator key: {err}");
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+        // Again: the same key (made once).
+        let (ok, pem2, _) = run_in(&conf, &["operator", "key", "--signer", &uri]);
+        assert!(ok && pem2 == pem, "operator key is stable");
+        self.ops.push(Op {
+            name: name.to_owned(),
+            conf,
+            uri,
+            pem,
+        });
+    }
+
+    fn op(&self, name: &str) -> &Op {
+        self.ops.iter().find(|o| o.name == name).expect("operator")
+    }
+
+    /// `rootseal ARGS --config CFG` on rootseal's token.
+    fn rs(&self, args: &[&str]) -> (bool, String, String) {
+        let mut a: Vec<&str> = args.to_vec();
+        let cfg = self.cfg.display().to_string();
+        a.extend(["--config", &cfg]);
+        run_in(&self.conf, &a)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.rs(args);
+        assert!(ok, "rootseal {args:?} failed: {err}");
+        out
+    }
+
+    fn propose(&self, op: &str, params: &[&str], requester: &str, file: &str) -> PathBuf {
+        let path = self.dir.join(file);
+        let p = path.display().to_string();
+        let mut a = vec![
+            "ceremony",
+            "propose",
+            "--op",
+            op,
+            "--out",
+            &p,
+            "--requester",
+            requester,
+        ];
+        for x in params {
+            a.extend(["--param", x]);
+        }
+        self.ok(&a);
+        path
+    }
+
+    /// `ceremony approve` in the operator's own process, with only their token.
+    fn approve(&self, file: &Path, name: &str) -> (bool, String, String) {
+        let op = self.op(name);
+        run_in(
+            &op.conf,
+            &[
+                "ceremony",
+                "approve",
+                &file.display().to_string(),
+                "--operator",
+                name,
+                "--signer",
+                &op.uri,
+            ],
+        )
+    }
+
+    fn approve_ok(&self, file: &Path, name: &str) {
+        let (ok, _, err) = self.approve(file, name);
+        assert!(ok, "approve by {name}: {err}");
+    }
+
+    fn execute(&self, file: &Path) -> (bool, String, String) {
+        let so = self.dir.join("so-pin").display().to_string();
+        self.rs(&[
+            "ceremony",
+            "execute",
+            &file.display().to_string(),
+            "--so-pin-file",
+            &so,
+        ])
+    }
+
+    fn refused(&self, file: &Path, want: &str) {
+        let (ok, out, err) = self.execute(file);
+        assert!(!ok, "executed, should be refused ({want}): {out}");
+        assert!(err.contains(want), "refusal should name {want:?}: {err}");
+    }
+
+    /// `init --operators`, then a 2-of-3 SO `root.init` ceremony.
+    fn bootstrap(&self, requester: &str, approvers: &[&str]) {
+        let ops = self.dir.join("operators.json").display().to_string();
+        self.ok(&["init", "--operators", &ops]);
+        let f = self.propose("root.init", &[], requester, "init.json");
+        self.approve_ok(&f, requester);
+        for a in approvers {
+            self.approve_ok(&f, a);
+        }
+        let (ok, out, err) = self.execute(&f);
+        assert!(ok, "root.init: {err}");
+        assert!(out.contains("root.init"), "{out}");
+    }
+
+    fn current_root(&self) -> String {
+        let out = self.ok(&["root", "status"]);
+        out.lines()
+            .find(|l| l.contains("Current"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+const FOUR: &[(&str, &str)] = &[
+    ("alice", "so"),
+    ("bob", "so"),
+    ("carol", "so"),
+    ("dave", "co"),
+];
+
+#[test]
+fn two_of_three_root_rotation_and_every_refusal() {
+    let w = World::new(FOUR, "");
+    // Before the bootstrap, today's direct commands are refused with governance on.
+    let (ok, _, err) = w.rs(&["init"]);
+    assert!(!ok && err.contains("root.init ceremony"), "{err}");
+    w.bootstrap("alice", &["bob", "carol"]);
+    let root0 = w.current_root();
+    assert_eq!(
+        root0.len(),
+        32,
+        "a root exists: {}",
+        w.ok(&["root", "status"])
+    );
+    let (ok, _, err) = w.rs(&["root", "rotate"]);
+    assert!(!ok && err.contains("root.rotate ceremony"), "{err}");
+    w.ok(&["key", "create", "k0"]);
+
+    // 2 of 3 SO (the requester alice signs the request; bob and carol approve).
+    let good = w.propose("root.rotate", &["grace_secs=0"], "alice", "rotate.json");
+    let (ok, shown, _) = run_in(&w.conf, &["ceremony", "show", &good.display().to_string()]);
+    assert!(
+        ok && shown.contains("root.rotate") && shown.contains("not signed yet"),
+        "{shown}"
+    );
+    w.approve_ok(&good, "alice");
+    w.approve_ok(&good, "bob");
+    w.approve_ok(&good, "carol");
+    let (_, shown, _) = run_in(&w.conf, &["ceremony", "show", &good.display().to_string()]);
+    assert!(
+        shown.contains("bob (ed25519") && shown.contains("carol (ed25519"),
+        "{shown}"
+    );
+    let (ok, out, err) = w.execute(&good);
+    assert!(ok, "2-of-3 rotation: {err}");
+    assert!(out.contains("Root rotated"), "{out}");
+    let root1 = w.current_root();
+    assert_ne!(root0, root1, "the root changed");
+    assert!(w.ok(&["key", "show", "k0"]).contains("k0"));
+
+    // A replayed id.
+    w.refused(&good, "already executed");
+
+    // 1 of 2.
+    let f = w.propose("root.rotate", &["grace_secs=0"], "alice", "one.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "bob");
+    w.refused(&f, "quorum not met");
+
+    // The same operator twice: approve refuses it, and so does execute for a hand-made file.
+    let (ok, _, err) = w.approve(&f, "bob");
+    assert!(!ok && err.contains("approved twice"), "{err}");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+    let first = v["approvals"][0].clone();
+    v["approvals"].as_array_mut().unwrap().push(first);
+    std::fs::write(&f, v.to_string()).unwrap();
+    w.refused(&f, "approved twice");
+
+    // The requester approving their own request.
+    let f = w.propose("root.rotate", &["grace_secs=0"], "alice", "self.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "bob");
+    w.refused(&f, "approved their own request");
+
+    // A wrong role: a Crypto Officer on an SO-only operation.
+    let f = w.propose("root.rotate", &["grace_secs=0"], "alice", "role.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "bob");
+    w.approve_ok(&f, "dave");
+    w.refused(&f, "role co cannot approve");
+
+    // An expired request.
+    let f = w.propose("root.rotate", &["grace_secs=0"], "alice", "exp.json");
+    let (ok, _, _) = w.rs(&[
+        "ceremony",
+        "propose",
+        "--op",
+        "root.rotate",
+        "--out",
+        &f.display().to_string(),
+        "--requester",
+        "alice",
+        "--ttl",
+        "2s",
+    ]);
+    assert!(ok);
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "bob");
+    w.approve_ok(&f, "carol");
+    std::thread::sleep(Duration::from_secs(3));
+    w.refused(&f, "expired");
+
+    // A changed parameter after signing (1 SO + 1 CO destruction).
+    w.ok(&["key", "create", "k1"]);
+    let f = w.propose("key.destroy", &["key=k1"], "alice", "destroy.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "bob");
+    w.approve_ok(&f, "dave");
+    let text = std::fs::read_to_string(&f).unwrap();
+    let changed = w.dir.join("destroy-changed.json");
+    std::fs::write(&changed, text.replace("\"key\":\"k1\"", "\"key\":\"k0\"")).unwrap();
+    let (ok, _, err) = w.execute(&changed);
+    assert!(
+        !ok && (err.contains("does not verify") || err.contains("requester")),
+        "{err}"
+    );
+    assert!(w.ok(&["key", "show", "k0"]).contains("k0"), "k0 untouched");
+    // The unchanged file destroys k1.
+    let (ok, _, err) = w.execute(&f);
+    assert!(ok, "key.destroy: {err}");
+    let (ok, _, _) = w.rs(&["key", "show", "k1"]);
+    assert!(!ok, "k1 destroyed");
+
+    // An unregistered key, and an operator of a foreign registry signing under a registered
+    // name.
+    let mut w = w;
+    w.add_operator("eve");
+    let f = w.propose("root.rotate", &["grace_secs=0"], "alice", "eve.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "bob");
+    w.approve_ok(&f, "eve");
+    w.refused(&f, "unregistered key");
+    let f = w.propose("root.rotate", &["grace_secs=0"], "alice", "foreign.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "bob");
+    let eve = w.op("eve");
+    let (ok, _, err) = run_in(
+        &eve.conf,
+        &[
+            "ceremony",
+            "approve",
+            &f.display().to_string(),
+            "--operator",
+            "carol",
+            "--signer",
+            &eve.uri,
+        ],
+    );
+    assert!(ok, "{err}");
+    w.refused(&f, "unregistered key");
+
+    // m = 0 in config: refused when the config is read.
+    let good_cfg = std::fs::read_to_string(&w.cfg).unwrap();
+    std::fs::write(
+        &w.cfg,
+        format!("{good_cfg}[governance.quorum]\nroot_rotate = {{ so = 0 }}\n"),
+    )
+    .unwrap();
+    let f2 = w.dir.join("m0.json");
+    let (ok, _, err) = w.rs(&[
+        "ceremony",
+        "propose",
+        "--op",
+        "root.rotate",
+        "--out",
+        &f2.display().to_string(),
+        "--requester",
+        "alice",
+    ]);
+    assert!(!ok && err.contains("m = 0"), "{err}");
+    std::fs::write(&w.cfg, &good_cfg).unwrap();
+
+    // An SO removed by operators.set can no longer approve.
+    let reg = serde_json::json!({"operators": [
+        {"name": "alice", "role": "so", "public_key": w.op("alice").pem},
+        {"name": "bob", "role": "so", "public_key": w.op("bob").pem},
+        {"name": "dave", "role": "co", "public_key": w.op("dave").pem},
+    ]});
+    let regf = w.dir.join("new-operators.json");
+    std::fs::write(&regf, reg.to_string()).unwrap();
+    let pending = w.propose("root.rotate", &["grace_secs=0"], "alice", "pending.json");
+    let f = w.propose(
+        "operators.set",
+        &[&format!("operators=@{}", regf.display())],
+        "alice",
+        "opset.json",
+    );
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "bob");
+    w.approve_ok(&f, "carol");
+    let (ok, _, err) = w.execute(&f);
+    assert!(ok, "operators.set: {err}");
+    // A ceremony made under the old registry is refused.
+    w.approve_ok(&pending, "alice");
+    w.approve_ok(&pending, "bob");
+    w.approve_ok(&pending, "carol");
+    w.refused(&pending, "registry");
+    let f = w.propose("root.rotate", &["grace_secs=0"], "bob", "after.json");
+    w.approve_ok(&f, "bob");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "carol");
+    w.refused(&f, "unregistered key");
+}
+
+#[test]
+fn kill_during_execute_leaves_it_done_or_not_done() {
+    let w = World::new(FOUR, "");
+    w.bootstrap("alice", &["bob", "carol"]);
+    for i in 0..6 {
+        w.ok(&["key", "create", &format!("k{i}")]);
+    }
+    for (n, delay_ms) in [150u64, 400, 800, 1500].into_iter().enumerate() {
+        let before = w.current_root();
+        let f = w.propose(
+            "root.rotate",
+            &["grace_secs=0"],
+            "alice",
+            &format!("kill{n}.json"),
+        );
+        w.approve_ok(&f, "alice");
+        w.approve_ok(&f, "bob");
+        w.approve_ok(&f, "carol");
+        let so = w.dir.join("so-pin");
+        let mut c = Command::new(rootseal_bin());
+        c.args(["ceremony", "execute"])
+            .arg(&f)
+            .arg("--so-pin-file")
+            .arg(&so)
+            .arg("--config")
+            .arg(&w.cfg)
+            .env("SOFTHSM2_CONF", &w.conf)
+            .env("RUST_LOG", "warn");
+        let mut p = Proc::spawn("execute", c, &w.dir.join(format!("kill{n}.log")));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let status = p.signal("KILL", Duration::from_secs(10));
+        // Whatever the kill interrupted, executing the same file again either finishes it (it
+        // was started) or runs it (it was not), and then it is done, once.
+        let (ok, _, err) = w.execute(&f);
+        let finished_before = !ok && err.contains("already executed");
+        assert!(
+            ok || finished_before,
+            "after kill at {delay_ms} ms ({status:?}): {err}"
+        );
+        w.refused(&f, "already executed");
+        let after = w.current_root();
+        assert_ne!(before, after, "rotated exactly once more");
+        let st = w.ok(&["root", "status"]);
+        assert_eq!(st.matches("Root ").count(), 1, "one root left: {st}");
+        for i in 0..6 {
+            assert!(w
+                .ok(&["key", "show", &format!("k{i}")])
+                .contains(&format!("k{i}")));
+        }
+    }
+}
+
+async fn call(
+    c: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = c
+        .post(url)
+        .header("X-Vault-Token", token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+#[test]
+fn user_token_grants_over_http() {
+    let w = World::new(FOUR, "");
+    w.bootstrap("alice", &["bob", "carol"]);
+    for k in ["a", "b", "c"] {
+        w.ok(&["key", "create", k]);
+    }
+    let (ok, token, err) = w.rs(&[
+        "token",
+        "create",
+        "--role",
+        "user",
+        "--keys",
+        "a,b",
+        "--ops",
+        "encrypt,decrypt",
+        "--ttl",
+        "720h",
+        "--name",
+        "app",
+    ]);
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("rst."), "{token}");
+    let listed = w.ok(&["token", "list"]);
+    assert!(
+        listed.contains("app") && !listed.contains(&token),
+        "{listed}"
+    );
+    let store = std::fs::read_dir(w.dir.join("store"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(!store.contains(&token), "the token itself is never stored");
+
+    let mut cmd = Command::new(rootseal_bin());
+    cmd.args(["serve", "--config"])
+        .arg(&w.cfg)
+        .env("SOFTHSM2_CONF", &w.conf)
+        .env_remove("ROOTSEAL_ROOT_TOKEN");
+    let _srv = Proc::spawn("serve", cmd, &w.dir.join("serve.log"));
+    let base = format!("http://127.0.0.1:{}", w.port);
+    let health = wait_for(Duration::from_secs(20), || {
+        rootseal_e2e::http_get(&format!("{base}/v1/sys/health")).filter(|(s, _)| *s == 200)
+    })
+    .expect("server up");
+    assert!(
+        health.1.contains("\"governance\":\"on\"") && health.1.contains("\"root_token\":\"off\""),
+        "{}",
+        health.1
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let pt = serde_json::json!({"plaintext": "aGVsbG8="});
+        let mut cts = std::collections::HashMap::new();
+        for key in ["a", "b", "c"] {
+            let (s, v) = call(
+                &c,
+                &format!("{base}/v1/transit/encrypt/{key}"),
+                &token,
+                pt.clone(),
+            )
+            .await;
+            let want = if key == "c" { 403 } else { 200 };
+            assert_eq!(s, want, "encrypt {key}: {v}");
+            if s == 200 {
+                cts.insert(key, v["data"]["ciphertext"].as_str().unwrap().to_owned());
+            } else {
+                assert_eq!(v, serde_json::json!({"errors": ["permission denied"]}));
+            }
+        }
+        for key in ["a", "b", "c"] {
+            let ct = cts
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| "vault:v1:AAAA".into());
+            let (s, v) = call(
+                &c,
+                &format!("{base}/v1/transit/decrypt/{key}"),
+                &token,
+                serde_json::json!({"ciphertext": ct}),
+            )
+            .await;
+            assert_eq!(s, if key == "c" { 403 } else { 200 }, "decrypt {key}: {v}");
+            for (path, body) in [
+                (
+                    format!("rewrap/{key}"),
+                    serde_json::json!({"ciphertext": ct}),
+                ),
+                (format!("datakey/plaintext/{key}"), serde_json::json!({})),
+                (format!("keys/{key}/rotate"), serde_json::json!({})),
+                (
+                    format!("keys/{key}/config"),
+                    serde_json::json!({"deletion_allowed": true}),
+                ),
+                (format!("bulk-seal/{key}"), serde_json::json!({})),
+            ] {
+                let (s, v) = call(&c, &format!("{base}/v1/transit/{path}"), &token, body).await;
+                assert_eq!(s, 403, "{path} is not granted: {v}");
+            }
+        }
+        let (s, _) = call(
+            &c,
+            &format!("{base}/v1/transit/encrypt/a"),
+            "rst.wrong",
+            pt.clone(),
+        )
+        .await;
+        assert_eq!(s, 403);
+        let r = c
+            .get(format!("{base}/v1/auth/token/lookup-self"))
+            .header("X-Vault-Token", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["data"]["display_name"], "token-app");
+        assert_eq!(v["data"]["meta"]["keys"], "a,b");
+        assert_eq!(v["data"]["meta"]["ops"], "encrypt,decrypt");
+        assert!(v["data"]["ttl"].as_u64().unwrap() > 700 * 3600);
+        assert!(
+            !v.to_string().contains(&token),
+            "lookup-self never echoes the token"
+        );
+    });
+
+    // A revoked token is denied (within the token cache's refresh).
+    w.ok(&["token", "revoke", "app"]);
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let mut last = 0;
+        for _ in 0..20 {
+            let (s, _) = call(
+                &c,
+                &format!("{base}/v1/transit/encrypt/a"),
+                &token,
+                serde_json::json!({"plaintext": "aGk="}),
+            )
+            .await;
+            last = s;
+            if s == 403 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(last, 403, "revoked token denied");
+    });
+}
