@@ -34,7 +34,7 @@ pub use blob::BlobError;
 pub use config::{default_softhsm_module, HsmConfig, TokenSelector};
 pub use custody::{Custody, CustodyReport, RootCustody};
 pub use error::{Cause, Error, KeyringError};
-pub use hsm::Hsm;
+pub use hsm::{Hsm, HsmRelease};
 pub use keyring::admin::{init_root, root_attributes, root_status, InitOutcome, RootStatus};
 #[cfg(feature = "test-hooks")]
 pub use keyring::admin::{testing_init_previous_release_root, testing_new_l0};
