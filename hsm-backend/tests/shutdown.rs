@@ -65,9 +65,10 @@ async fn shutdown_closes_sessions_finalises_and_never_outwaits_its_deadline() {
     drop(release_tx);
     assert!(stalled.await.unwrap().is_ok());
     let hsm2 = hsm.clone();
-    let out = tokio::task::spawn_blocking(move || hsm2.shutdown(Instant::now() + Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || hsm2.shutdown(Instant::now() + Duration::from_secs(5)))
+            .await
+            .unwrap();
     assert_eq!(out, HsmRelease::Clean);
     assert!(!hsm.testing_module_loaded(), "module not finalised");
 
@@ -77,13 +78,16 @@ async fn shutdown_closes_sessions_finalises_and_never_outwaits_its_deadline() {
     assert!(again.testing_module_loaded());
 
     // The process lets go of everything: clean, finalised, and nobody opens the HSM any more.
-    let out = tokio::task::spawn_blocking(|| Hsm::shutdown_all(Instant::now() + Duration::from_secs(5)))
-        .await
-        .unwrap();
+    let out =
+        tokio::task::spawn_blocking(|| Hsm::shutdown_all(Instant::now() + Duration::from_secs(5)))
+            .await
+            .unwrap();
     assert_eq!(out, HsmRelease::Clean);
     assert!(!again.testing_module_loaded());
     assert!(matches!(again.health().await, Err(Error::PoolClosed)));
     let cfg = token.config();
-    let refused = tokio::task::spawn_blocking(move || Hsm::open(cfg)).await.unwrap();
+    let refused = tokio::task::spawn_blocking(move || Hsm::open(cfg))
+        .await
+        .unwrap();
     assert!(matches!(refused, Err(Error::PoolClosed)), "{refused:?}");
 }

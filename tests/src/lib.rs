@@ -452,7 +452,11 @@ impl KmsOpenBao {
                 "-format=json",
             ],
         );
-        assert!(ok, "bao operator init failed: {err}\n{out}\n{}", self.bao.log());
+        assert!(
+            ok,
+            "bao operator init failed: {err}\n{out}\n{}",
+            self.bao.log()
+        );
         let v: serde_json::Value = serde_json::from_str(&out).expect("init json");
         (
             v["root_token"].as_str().expect("root_token").to_owned(),
@@ -503,7 +507,9 @@ pub fn plugin_processes(plugins: &Path) -> Vec<u32> {
 
 /// Waits up to `timeout` until no plugin process of `plugins` is left; returns those left.
 pub fn wait_no_plugin(plugins: &Path, timeout: Duration) -> Result<(), Vec<u32>> {
-    match wait_for(timeout, || plugin_processes(plugins).is_empty().then_some(())) {
+    match wait_for(timeout, || {
+        plugin_processes(plugins).is_empty().then_some(())
+    }) {
         Some(()) => Ok(()),
         None => Err(plugin_processes(plugins)),
     }

@@ -202,13 +202,10 @@ fn crash_loop_of_20_sigkills_leaves_no_plugin_and_unseals() {
 /// certificate), its socket in `dir`.
 fn plugin_env(cmd: &mut Command, dir: &Path) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    cmd.env(
-        "OPENBAO_KMS_PLUGIN",
-        "39704a18-7da7-4bda-9a2d-f7c488d70328",
-    )
-    .env("PLUGIN_PROTOCOL_VERSIONS", "1")
-    .env("PLUGIN_CLIENT_CERT", cert.cert.pem())
-    .env("PLUGIN_UNIX_SOCKET_DIR", dir);
+    cmd.env("OPENBAO_KMS_PLUGIN", "39704a18-7da7-4bda-9a2d-f7c488d70328")
+        .env("PLUGIN_PROTOCOL_VERSIONS", "1")
+        .env("PLUGIN_CLIENT_CERT", cert.cert.pem())
+        .env("PLUGIN_UNIX_SOCKET_DIR", dir);
 }
 
 /// Waits until `file` holds a go-plugin handshake line (`1|1|unix|...`).
@@ -317,7 +314,10 @@ fn plugin_exits_when_the_host_closes_its_stdout() {
     drop(r);
     let st = wait_for(GONE_WITHIN, || p.exited());
     let log = std::fs::read_to_string(&err).unwrap_or_default();
-    assert!(st.is_some(), "the plugin kept running after its host hung up:\n{log}");
+    assert!(
+        st.is_some(),
+        "the plugin kept running after its host hung up:\n{log}"
+    );
     assert!(log.contains("plugin host went away"), "{log}");
 }
 
@@ -340,4 +340,43 @@ fn plugin_exits_on_sigterm_and_ignores_sigint() {
     assert!(st.is_some(), "the plugin outlived SIGTERM by 2 s:\n{log}");
     assert_eq!(st.unwrap().code(), Some(0), "{log}");
     drop(r);
+}
+
+/// The hard deadline: a plugin whose main thread is stuck (here in writing its handshake line to
+/// a full pipe nobody reads, as stuck as a hung HSM call) still ends within 2 s of SIGTERM, with
+/// the forced-exit status 1, and says so.
+#[test]
+fn a_stuck_plugin_still_exits_within_2s_of_sigterm() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let err = tmp.path().join("plugin.err");
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    // Linux's default pipe capacity: full, so the plugin's first write blocks.
+    writer.write_all(&[b'x'; 65536]).unwrap();
+    let mut cmd = Command::new(rootseal_bin());
+    cmd.args(["openbao", "kms-plugin"])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()));
+    plugin_env(&mut cmd, tmp.path());
+    let mut p = Proc {
+        child: Some(cmd.spawn().unwrap()),
+        log: err.clone(),
+        name: "kms-plugin".into(),
+    };
+    // Ready to answer signals, blocked on its handshake.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        p.exited().is_none(),
+        "the plugin did not block on its full stdout"
+    );
+    let st = p.signal("TERM", Duration::from_secs(2));
+    let log = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(
+        st.is_some(),
+        "a stuck plugin outlived SIGTERM by 2 s:\n{log}"
+    );
+    assert_eq!(st.unwrap().code(), Some(1), "{log}");
+    assert!(log.contains("exiting now"), "{log}");
+    drop(reader);
 }

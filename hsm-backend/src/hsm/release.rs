@@ -122,9 +122,11 @@ fn finalize_if_idle(st: &State, path: &Path) -> bool {
     if st.inside.get(path).copied().unwrap_or(0) > 0 {
         return false;
     }
-    let used = st.pools.iter().filter_map(Weak::upgrade).any(|p| {
-        p.cfg.module == path && !p.closed.load(Ordering::SeqCst)
-    });
+    let used = st
+        .pools
+        .iter()
+        .filter_map(Weak::upgrade)
+        .any(|p| p.cfg.module == path && !p.closed.load(Ordering::SeqCst));
     if used {
         return false;
     }

@@ -11,8 +11,8 @@ use cryptoki::session::UserType;
 use secrecy::SecretString;
 
 use super::l1_cache::L1Cache;
-use super::{module, release};
 use super::session::{SessionCache, SessionCtx};
+use super::{module, release};
 use crate::config::HsmConfig;
 use crate::error::{Error, Result};
 use crate::metrics::{HsmMetrics, HsmOp};

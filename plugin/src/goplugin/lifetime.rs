@@ -33,8 +33,8 @@
 
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::panic::AssertUnwindSafe;
 use std::os::unix::net::UnixStream;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 

@@ -114,7 +114,10 @@ pub fn kms_plugin_main_with(opener: Arc<dyn backend::Opener>) -> ExitCode {
             lifetime.exit(crate::goplugin::lifetime::FORCED_EXIT_STATUS, false)
         }
         other => {
-            tracing::error!(?other, "HSM release did not finish; exiting without finalising the module");
+            tracing::error!(
+                ?other,
+                "HSM release did not finish; exiting without finalising the module"
+            );
             lifetime.exit(crate::goplugin::lifetime::FORCED_EXIT_STATUS, false)
         }
     }
