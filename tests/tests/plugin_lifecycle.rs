@@ -164,6 +164,8 @@ fn sigterm_then_sigkill_during_teardown_leaves_no_plugin() {
     fresh_openbao_unseals(&mut kb, &old, true);
 }
 
+/// OpenBao's own stop: it shuts its plugin down, which releases the HSM on its way out (said
+/// in OpenBao's log, which captures the plugin's stderr while OpenBao runs).
 #[test]
 fn plain_sigterm_leaves_no_plugin() {
     let (_t, seal) = token();
@@ -172,7 +174,13 @@ fn plain_sigterm_leaves_no_plugin() {
     started_and_unsealed(&mut kb);
     let old = kb.plugins();
     assert!(!old.is_empty(), "no plugin process");
+    let log = kb.bao.proc.as_ref().unwrap().log.clone();
     kill_and_check(&mut kb, "TERM");
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains("HSM sessions closed, module finalised"),
+        "the plugin did not release the HSM on its way out:\n{log}"
+    );
     fresh_openbao_unseals(&mut kb, &old, true);
 }
 
@@ -187,7 +195,7 @@ fn crash_loop_of_20_sigkills_leaves_no_plugin_and_unseals() {
     let mut old = Vec::new();
     for cycle in 0..20u64 {
         old.extend(kb.plugins());
-        assert!(kb.signal("KILL"), "cycle {cycle}: OpenBao did not die");
+        kill_and_check(&mut kb, "KILL");
         kb.start();
         // A plugin appears once OpenBao configures its seal; kill at another moment each time.
         let _ = kb.wait_plugin(UNSEAL_TIMEOUT);

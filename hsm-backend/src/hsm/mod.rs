@@ -92,12 +92,17 @@ impl Drop for WorkerGuard {
     /// Stops the workers and waits for them: each finishes the queued jobs and closes its
     /// session. Waiting matters: a worker still in `C_CloseSession` while the process exits races
     /// the module's exit-time destructors (seen as a SIGSEGV in libsofthsm2).
+    /// After [`Hsm::shutdown`] a worker still inside a call that never returned is left alone
+    /// (joining it would hang forever); the others have closed their sessions already.
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
+        let shut_down = self.shared.closed.swap(true, Ordering::SeqCst);
         self.shared.ready.notify_all();
         let me = std::thread::current().id();
         for t in std::mem::take(&mut *lock(&self.threads)) {
-            if t.thread().id() != me && t.join().is_err() {
+            if t.thread().id() == me || (shut_down && !t.is_finished()) {
+                continue;
+            }
+            if t.join().is_err() {
                 tracing::warn!("an HSM worker thread panicked");
             }
         }

@@ -108,7 +108,10 @@ pub fn kms_plugin_main_with(opener: Arc<dyn backend::Opener>) -> ExitCode {
     // Sessions closed and the module finalised, or, if an HSM call is stuck, an exit that runs
     // no destructor. The runtime is never dropped: that would wait for its blocking threads.
     match rootseal_hsm::Hsm::shutdown_all(lifetime.release_deadline()) {
-        HsmRelease::Clean => lifetime.exit(code, true),
+        HsmRelease::Clean => {
+            tracing::info!(reason = ?lifetime.reason(), "KMS plugin exiting: HSM sessions closed, module finalised");
+            lifetime.exit(code, true)
+        }
         HsmRelease::Stuck { threads } => {
             tracing::error!(threads, "HSM call still running at the exit deadline; exiting without finalising the module");
             lifetime.exit(crate::goplugin::lifetime::FORCED_EXIT_STATUS, false)
