@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use secrecy::SecretString;
 
@@ -35,6 +36,31 @@ pub struct HsmConfig {
     pub pin: SecretString,
     /// Number of sessions (one worker thread each). SoftHSM2 gains nothing past 2.
     pub pool_size: usize,
+    /// Jobs that may wait for a worker ([`DEFAULT_QUEUE_LIMIT`]); one more is refused at once
+    /// ([`crate::KeyringError::Overloaded`], HTTP 503 with `Retry-After`).
+    pub queue_limit: usize,
+    /// How long a caller waits for its job ([`DEFAULT_JOB_TIMEOUT`]): a job still queued then is
+    /// never started, and a hung HSM answers `HSM unavailable` instead of hanging its callers.
+    pub job_timeout: Duration,
+}
+
+/// Default [`HsmConfig::queue_limit`]: about a second of work for SoftHSM2 with two workers.
+pub const DEFAULT_QUEUE_LIMIT: usize = 1024;
+/// Default [`HsmConfig::job_timeout`].
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl HsmConfig {
+    /// A configuration with the default pool size (2), queue limit and job timeout.
+    pub fn new(module: PathBuf, token: TokenSelector, pin: SecretString) -> Self {
+        Self {
+            module,
+            token,
+            pin,
+            pool_size: 2,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
+            job_timeout: DEFAULT_JOB_TIMEOUT,
+        }
+    }
 }
 
 impl fmt::Debug for HsmConfig {
@@ -44,6 +70,8 @@ impl fmt::Debug for HsmConfig {
             .field("token", &self.token)
             .field("pin", &"[REDACTED]")
             .field("pool_size", &self.pool_size)
+            .field("queue_limit", &self.queue_limit)
+            .field("job_timeout", &self.job_timeout)
             .finish()
     }
 }
@@ -55,6 +83,8 @@ impl Clone for HsmConfig {
             token: self.token.clone(),
             pin: self.pin.clone(),
             pool_size: self.pool_size,
+            queue_limit: self.queue_limit,
+            job_timeout: self.job_timeout,
         }
     }
 }
@@ -78,12 +108,11 @@ mod tests {
 
     #[test]
     fn debug_never_prints_pin() {
-        let cfg = HsmConfig {
-            module: "/x.so".into(),
-            token: TokenSelector::Label("t".into()),
-            pin: SecretString::from("hunter2-pin"),
-            pool_size: 2,
-        };
+        let cfg = HsmConfig::new(
+            "/x.so".into(),
+            TokenSelector::Label("t".into()),
+            SecretString::from("hunter2-pin"),
+        );
         let s = format!("{cfg:?}");
         assert!(!s.contains("hunter2"), "{s}");
     }

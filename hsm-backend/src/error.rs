@@ -65,6 +65,12 @@ pub enum Error {
     /// The HSM could not be reached after recovery attempts.
     #[error("HSM unavailable: {0}")]
     Unavailable(String),
+    /// The job queue is full: refused at once, never queued.
+    #[error("HSM job queue full ({0} jobs waiting)")]
+    Busy(usize),
+    /// The job did not finish within the job timeout (a hung or overloaded HSM).
+    #[error("HSM job did not finish within {0:?}")]
+    Deadline(std::time::Duration),
 }
 
 /// What recovery a failed call calls for.
@@ -202,6 +208,10 @@ pub enum KeyringError {
     /// Anything else. Opaque.
     #[error("internal error")]
     Internal(Cause),
+
+    /// The HSM has more work queued than it may hold: retry shortly (HTTP 503, `Retry-After`).
+    #[error("HSM busy, try again")]
+    Overloaded,
 }
 
 impl KeyringError {
@@ -249,6 +259,8 @@ impl From<Error> for KeyringError {
                 Self::Integrity(Cause::new(&e))
             }
             Error::NoCurrentRoot => Self::WeakRoot,
+            Error::Busy(_) => Self::Overloaded,
+            Error::Deadline(_) => Self::HsmUnavailable(Cause::new(&e)),
             Error::TokenState(_) => Self::Integrity(Cause::new(&e)),
             _ if e.recovery() == Recovery::Device || matches!(e, Error::PoolClosed) => {
                 Self::HsmUnavailable(Cause::new(&e))

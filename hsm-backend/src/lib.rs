@@ -31,7 +31,9 @@ mod types;
 
 // The public interface is:
 pub use blob::BlobError;
-pub use config::{default_softhsm_module, HsmConfig, TokenSelector};
+pub use config::{
+    default_softhsm_module, HsmConfig, TokenSelector, DEFAULT_JOB_TIMEOUT, DEFAULT_QUEUE_LIMIT,
+};
 pub use custody::{Custody, CustodyReport, RootCustody};
 pub use error::{Cause, Error, KeyringError};
 pub use hsm::{Hsm, HsmRelease};

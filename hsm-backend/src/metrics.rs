@@ -83,6 +83,7 @@ pub struct HsmMetrics {
     errors: AtomicU64,
     session_recoveries: AtomicU64,
     device_recoveries: AtomicU64,
+    jobs_refused: AtomicU64,
 }
 
 impl HsmMetrics {
@@ -99,6 +100,13 @@ impl HsmMetrics {
     }
     pub(crate) fn device_recovered(&self) {
         self.device_recoveries.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn job_refused(&self) {
+        self.jobs_refused.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Jobs refused because the HSM job queue was full.
+    pub fn jobs_refused(&self) -> u64 {
+        self.jobs_refused.load(Ordering::Relaxed)
     }
 
     /// How many times `op` ran.
@@ -160,6 +168,16 @@ impl HsmMetrics {
             out,
             "rootseal_hsm_recoveries_total{{kind=\"device\"}} {}",
             self.device_recoveries()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rootseal_hsm_jobs_refused_total Requests refused at once because the HSM job queue was full."
+        );
+        let _ = writeln!(out, "# TYPE rootseal_hsm_jobs_refused_total counter");
+        let _ = writeln!(
+            out,
+            "rootseal_hsm_jobs_refused_total {}",
+            self.jobs_refused()
         );
     }
 }

@@ -28,7 +28,7 @@ async fn shutdown_closes_sessions_finalises_and_never_outwaits_its_deadline() {
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let stalled = tokio::spawn({
         let hsm = hsm.clone();
-        async move { hsm.testing_stall(release_rx).await }
+        async move { hsm.testing_stall_until(release_rx).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let queued = tokio::spawn({

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rootseal::routes::{bulk_routes, ApiConfig, AppState};
+use rootseal::{bulk_routes, ApiConfig, AppState};
 use rootseal_bulk::{put_end, put_header, put_record, threads, FrameDecoder, Kind};
 use rootseal_hsm::{CreateOptions, Hsm, Keyring};
 use rootseal_testkit::TestToken;
@@ -310,7 +310,7 @@ async fn serve(kr: Keyring) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     // The production listener (TCP_NODELAY, keep-alive), not axum's default one.
-    tokio::spawn(rootseal::server::serve_listener(
+    tokio::spawn(rootseal::serve_listener(
         l,
         None,
         app,

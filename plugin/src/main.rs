@@ -1,6 +1,6 @@
-//! The `rootseal` binary. All logic lives in the library (`rootseal::cli`).
+//! The `rootseal` binary. All logic lives in the library (`rootseal::main`).
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    rootseal::cli::main()
+    rootseal::main()
 }

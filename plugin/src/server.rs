@@ -1,30 +1,37 @@
 //! The HTTP listener: plain TCP, or TLS (optionally mTLS) through tokio-rustls with the aws-lc-rs
 //! provider; HTTP/1.1 with keep-alive and HTTP/2 (ALPN over TLS); graceful shutdown.
 //!
+//! Every connection is bounded ([`ConnLimits`]): at most `max_connections` at once (beyond it a
+//! new connection is closed at once, never queued); a connection that has not sent a request
+//! within the header-read timeout (nothing at all, half a header, only the HTTP/2 preface) is
+//! closed; one with no request in flight for the idle timeout is closed (HTTP/2: GOAWAY first);
+//! HTTP/2 connections have a stream limit and keep-alive pings that close dead peers.
+//!
 //! ```ignore
-//! let router = rootseal::routes::app(keyring, token, ApiConfig::default());
-//! let cfg = ListenerConfig { addr: "127.0.0.1:8200".parse()?, tls: None };
-//! rootseal::server::serve(cfg, router, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! let router = rootseal::app(keyring, token, ApiConfig::default());
+//! let cfg = ListenerConfig { addr: "127.0.0.1:8200".parse()?, tls: None, limits: ConnLimits::default() };
+//! rootseal::serve(cfg, router, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! ```
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +64,120 @@ pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// TLS; `None` serves plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// The bounds of every connection.
+    pub limits: ConnLimits,
+}
+
+/// Default for [`ConnLimits::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default for [`ConnLimits::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`ConnLimits::http2_max_concurrent_streams`] (Go's `net/http` default, which
+/// Vault's listener uses).
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 250;
+/// How often an HTTP/2 connection is pinged, and how long a ping may go unanswered.
+const HTTP2_PING: (Duration, Duration) = (Duration::from_secs(10), Duration::from_secs(10));
+/// How long a connection asked to close (idle, shutdown) may take before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The bounds of every connection (`[listener]` in rootseal.toml; docs/config-reference.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Connections served at once (`max_connections`); one more is closed at once.
+    pub max_connections: usize,
+    /// A connection must send a whole request header within this time of opening, and an
+    /// HTTP/1 request header must arrive within it (`http_read_header_timeout`, Vault's name).
+    pub read_header_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (`http_idle_timeout`).
+    pub idle_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection (`http2_max_concurrent_streams`).
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            read_header_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_STREAMS,
+        }
+    }
+}
+
+/// What a connection is doing, for its idle watchdog: requests in flight (until their response
+/// body is done) and when the last one ended.
+struct Activity {
+    opened: Instant,
+    inflight: AtomicUsize,
+    /// Milliseconds after `opened` when the last request ended; `u64::MAX` before the first.
+    last_end_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            opened: Instant::now(),
+            inflight: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// Whether the connection has been without a request for longer than its limit.
+    fn expired(&self, limits: &ConnLimits) -> bool {
+        if self.inflight.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        let now = self.opened.elapsed();
+        match self.last_end_ms.load(Ordering::Acquire) {
+            u64::MAX => now > limits.read_header_timeout,
+            ms => now.saturating_sub(Duration::from_millis(ms)) > limits.idle_timeout,
+        }
+    }
+}
+
+/// Counts a request in flight until its response body is dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: &Arc<Activity>) -> Self {
+        a.inflight.fetch_add(1, Ordering::AcqRel);
+        Self(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let ms = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.0.last_end_ms.store(ms, Ordering::Release);
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted in flight until it is sent.
+struct CountedBody {
+    inner: axum::body::Body,
+    _inflight: InFlight,
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Wraps each request body in [`UnreadBody`].
@@ -206,7 +327,7 @@ pub async fn serve(
     let listener = TcpListener::bind(cfg.addr)
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.addr)))?;
-    serve_listener(listener, tls, router, shutdown).await
+    serve_listener_with(listener, tls, cfg.limits, router, shutdown).await
 }
 
 /// Serves `router` on an already bound listener (tests bind port 0), with TLS when `tls` is set.
@@ -220,7 +341,22 @@ pub async fn serve_listener(
     router: Router,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    serve_listener_with(listener, tls, ConnLimits::default(), router, shutdown).await
+}
+
+/// [`serve_listener`] with explicit connection bounds.
+///
+/// # Errors
+/// None today (accept errors are logged and retried); the `Result` leaves room for them.
+pub async fn serve_listener_with(
+    listener: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    limits: ConnLimits,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
     let local = listener.local_addr()?;
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let router = router.layer(axum::middleware::map_request(read_unread_bodies));
     tracing::info!(addr = %local, tls = tls.is_some(), "listening");
     let acceptor = tls.map(TlsAcceptor::from);
@@ -230,7 +366,13 @@ pub async fn serve_listener(
         .http1()
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.read_header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .keep_alive_interval(HTTP2_PING.0)
+        .keep_alive_timeout(HTTP2_PING.1);
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
@@ -246,34 +388,45 @@ pub async fn serve_listener(
                 }
             },
         };
+        // Beyond the cap, close at once: a queued connection would hold a descriptor anyway.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, max = limits.max_connections, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let svc = TowerToHyperService::new(router.clone());
+        let activity = Activity::new();
+        let svc = Counted {
+            router: router.clone(),
+            activity: activity.clone(),
+        };
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match acceptor {
                 None => {
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    drive(conn, &mut stop, peer).await;
+                    drive(conn, &mut stop, peer, &activity, &limits).await;
                 }
                 Some(acc) => {
-                    let tls =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acc.accept(stream)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
+                    let handshake = HANDSHAKE_TIMEOUT.min(limits.read_header_timeout);
+                    let tls = match tokio::time::timeout(handshake, acc.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-                    drive(conn, &mut stop, peer).await;
+                    drive(conn, &mut stop, peer, &activity, &limits).await;
                 }
             }
         });
@@ -291,24 +444,75 @@ pub async fn serve_listener(
     Ok(())
 }
 
-/// Runs one connection; on shutdown, finishes the request in flight and closes.
-async fn drive<C>(conn: C, stop: &mut watch::Receiver<bool>, peer: SocketAddr)
-where
+/// The router as a hyper service whose requests count in `activity` until their response body
+/// is sent.
+#[derive(Clone)]
+struct Counted {
+    router: Router,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Counted {
+    type Response = http::Response<CountedBody>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let guard = InFlight::new(&self.activity);
+        let call = self.router.clone().oneshot(req.map(axum::body::Body::new));
+        Box::pin(async move {
+            let resp = call.await?;
+            Ok(resp.map(|inner| CountedBody {
+                inner,
+                _inflight: guard,
+            }))
+        })
+    }
+}
+
+/// Runs one connection. It is asked to close (HTTP/2: GOAWAY; HTTP/1: after the request in
+/// flight) on shutdown or when it has been without a request for its limit, and dropped if it
+/// has not closed [`CLOSE_GRACE`] later (idle) or at the drain timeout (shutdown).
+async fn drive<C>(
+    conn: C,
+    stop: &mut watch::Receiver<bool>,
+    peer: SocketAddr,
+    activity: &Activity,
+    limits: &ConnLimits,
+) where
     C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConn,
 {
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle = loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed() => break false,
+            _ = tick.tick() => {
+                if activity.expired(limits) {
+                    break true;
+                }
             }
         }
-        _ = stop.changed() => {
-            conn.as_mut().graceful();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+    };
+    conn.as_mut().graceful();
+    if idle {
+        tracing::debug!(%peer, "closing an idle connection");
+        match tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await {
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+            Ok(Ok(())) => {}
+            Err(_) => tracing::debug!(%peer, "idle connection dropped"),
         }
+    } else if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::Router;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use rootseal::routes::{app, ApiConfig};
+use rootseal::{app, ApiConfig};
 use rootseal_hsm::Keyring;
 use rootseal_testkit::TestToken;
 use secrecy::SecretString;
@@ -877,7 +877,7 @@ async fn spawn_server(
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let router = e.app.clone();
-    let h = tokio::spawn(rootseal::server::serve_listener(
+    let h = tokio::spawn(rootseal::serve_listener(
         listener,
         tls,
         router,
@@ -1030,12 +1030,12 @@ async fn tls_and_mtls_listener() {
     std::fs::write(p("srv.pem"), srv.pem()).unwrap();
     std::fs::write(p("srv.key"), srv_key.serialize_pem()).unwrap();
 
-    let files = rootseal::server::TlsFiles {
+    let files = rootseal::TlsFiles {
         cert: p("srv.pem"),
         key: p("srv.key"),
         client_ca: Some(p("ca.pem")),
     };
-    let cfg = rootseal::server::tls_config(&files).unwrap();
+    let cfg = rootseal::tls_config(&files).unwrap();
     let (addr, stop, h) = spawn_server(&e, Some(cfg)).await;
     let ca_cert = reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap();
     let url = format!("https://127.0.0.1:{}/v1/transit/encrypt/t", addr.port());
@@ -1073,20 +1073,21 @@ async fn tls_and_mtls_listener() {
     h.await.unwrap().unwrap();
 
     // Bad files: clear errors naming the file.
-    let bad = rootseal::server::TlsFiles {
+    let bad = rootseal::TlsFiles {
         cert: p("missing.pem"),
         key: p("srv.key"),
         client_ca: None,
     };
-    let err = rootseal::server::tls_config(&bad).unwrap_err().to_string();
+    let err = rootseal::tls_config(&bad).unwrap_err().to_string();
     assert!(err.contains("missing.pem"), "{err}");
     // Bind errors name the address.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let cfg = rootseal::server::ListenerConfig {
+    let cfg = rootseal::ListenerConfig {
         addr: busy.local_addr().unwrap(),
         tls: None,
+        limits: rootseal::ConnLimits::default(),
     };
-    let err = rootseal::server::serve(cfg, e.app.clone(), async {})
+    let err = rootseal::serve(cfg, e.app.clone(), async {})
         .await
         .unwrap_err()
         .to_string();
@@ -1224,7 +1225,7 @@ async fn slow_header_is_cut_off_and_idle_connections_close() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let e = env().await;
     let (addr, stop, h) = spawn_server(&e, None).await;
-    let limit = rootseal::server::HEADER_READ_TIMEOUT;
+    let limit = rootseal::HEADER_READ_TIMEOUT;
 
     // An idle keep-alive connection after one complete request.
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -1320,4 +1321,118 @@ async fn a_refused_request_with_a_large_body_gets_its_answer() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// A buffer the test's tracing subscriber writes to.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuf {
+    fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
+
+/// An error answer writes one log line, at the edge: a 4xx one `warn`, a 5xx one `error` with
+/// the detail, and nothing else at those levels.
+#[tokio::test]
+async fn an_error_is_logged_once_at_the_edge() {
+    let buf = LogBuf::default();
+    let w = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || w.clone())
+        .finish();
+    // Global: HSM worker threads log too (nextest runs each test in its own process).
+    tracing::subscriber::set_global_default(sub).unwrap();
+    let e = env().await;
+    let ct = encrypt(&e, "k", &b64(b"hello")).await;
+    buf.take();
+
+    let (s, _) = decrypt(&e, "k", &tamper(&ct)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let log = buf.take();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(
+        log.contains("WARN") && log.contains("request refused"),
+        "{log}"
+    );
+
+    // A KEK record that no longer verifies: a 500 with one error line naming the cause.
+    std::fs::write(
+        e._dir.path().join("keys").join("broken.kek"),
+        b"not a record",
+    )
+    .unwrap();
+    let (s, v) = call(
+        &e,
+        "PUT",
+        "/v1/transit/encrypt/broken",
+        Some(json!({"plaintext": b64(b"x")})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    assert_eq!(v, json!({"errors": ["internal error"]}));
+    let log = buf.take();
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(
+        log.contains("ERROR") && log.contains("request failed"),
+        "{log}"
+    );
+    assert!(log.contains("detail="), "{log}");
+}
+
+/// `associated_data` in rootseal's own domain (the bulk batch-key AAD) is a 400 on encrypt,
+/// decrypt and rewrap, single and batch: no client can forge or open a wrapped batch key.
+#[tokio::test]
+async fn reserved_associated_data_is_refused() {
+    let e = env().await;
+    let ct = encrypt(&e, "k", &b64(b"hello")).await;
+    let forged = b64(b"rootseal:batch-key:v1:k:1");
+    let want = "associated_data may not begin with \"rootseal:\" (reserved for rootseal's own use)";
+    for (path, body) in [
+        (
+            "encrypt",
+            json!({"plaintext": b64(&[7u8; 32]), "associated_data": forged}),
+        ),
+        (
+            "decrypt",
+            json!({"ciphertext": ct, "associated_data": forged}),
+        ),
+        (
+            "rewrap",
+            json!({"ciphertext": ct, "associated_data": forged}),
+        ),
+    ] {
+        let (s, v) = call(
+            &e,
+            "PUT",
+            &format!("/v1/transit/{path}/k"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert_eq!(v, json!({"errors": [want]}), "{path}");
+        let (s, v) = call(
+            &e,
+            "PUT",
+            &format!("/v1/transit/{path}/k"),
+            Some(json!({"batch_input": [body]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path} batch: {v}");
+        assert_eq!(v["data"]["batch_results"][0]["error"], want, "{path} batch");
+    }
+    still_works(&e).await;
 }

@@ -100,12 +100,11 @@ impl TestToken {
 
     /// An [`HsmConfig`] for this token.
     pub fn config(&self) -> HsmConfig {
-        HsmConfig {
-            module: self.module.clone(),
-            token: TokenSelector::Label(self.label.clone()),
-            pin: SecretString::from(self.pin.clone()),
-            pool_size: 2,
-        }
+        HsmConfig::new(
+            self.module.clone(),
+            TokenSelector::Label(self.label.clone()),
+            SecretString::from(self.pin.clone()),
+        )
     }
 
     /// Opens this token (off the async runtime).

@@ -324,6 +324,72 @@ pub fn rootseal_dev(data: &Path, port: u16, token: &str, log: &Path) -> Proc {
     p
 }
 
+/// `bao server -dev` as a KV v2 store (`secret/`), killed on drop.
+pub struct DevBao {
+    /// The server process.
+    pub proc: Proc,
+    /// `http://127.0.0.1:<port>`.
+    pub addr: String,
+    /// Its root token.
+    pub token: String,
+}
+
+/// Starts `bao server -dev` in `dir` on `port` with root token `token`, output to `dir/log`, and
+/// waits until its KV v2 mount `secret/` answers.
+pub fn dev_bao(dir: &Path, port: u16, token: &str, log: &str) -> DevBao {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut cmd = Command::new(bao_bin());
+    cmd.args(["server", "-dev", "-dev-no-store-token"])
+        .arg(format!("-dev-root-token-id={token}"))
+        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+        .env("HOME", dir)
+        .env_remove("BAO_TOKEN")
+        .env_remove("BAO_ADDR");
+    let proc = Proc::spawn("bao dev", cmd, &dir.join(log));
+    let addr = format!("http://127.0.0.1:{port}");
+    let up = wait_for(Duration::from_secs(30), || match bao_status(&addr) {
+        Some((true, false)) => Some(()),
+        _ => None,
+    });
+    assert!(up.is_some(), "bao dev did not start:\n{}", proc.output());
+    // The dev server mounts KV v2 at secret/ once unsealed; wait until it answers.
+    let kv = wait_for(Duration::from_secs(20), || {
+        let (ok, _, _) = bao(&addr, Some(token), &["kv", "list", "secret/"]);
+        let (ok2, out, _) = bao(&addr, Some(token), &["secrets", "list", "-format=json"]);
+        (ok || out.contains("secret/") && ok2).then_some(())
+    });
+    assert!(kv.is_some(), "no KV at secret/:\n{}", proc.output());
+    DevBao {
+        proc,
+        addr,
+        token: token.to_owned(),
+    }
+}
+
+/// Copies the binary into `dir/plugins` and returns OpenBao's plugin and seal stanzas for the KMS
+/// plugin with an inline HSM config (`module`, `token_label`) and its unseal key in `key_dir`
+/// (the PIN comes from the environment, `ROOTSEAL_HSM_PIN`).
+pub fn kms_stanzas(dir: &Path, module: &Path, label: &str, key_dir: &Path) -> String {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let dest = plugins.join("rootseal");
+    std::fs::copy(rootseal_bin(), &dest).unwrap();
+    let out = Command::new("sha256sum").arg(&dest).output().unwrap();
+    let sum = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    format!(
+        "plugin_directory = \"{plugins}\"\n\
+         plugin \"kms\" \"rootseal\" {{\n  command = \"rootseal\"\n  args = [\"openbao\", \"kms-plugin\"]\n  version = \"v0.1.0\"\n  sha256sum = \"{sum}\"\n}}\n\
+         seal \"rootseal\" {{\n  module = \"{module}\"\n  token_label = \"{label}\"\n  key_dir = \"{keys}\"\n}}\n",
+        plugins = std::fs::canonicalize(&plugins).unwrap().display(),
+        module = module.display(),
+        keys = key_dir.display(),
+    )
+}
+
 /// What a KMS plugin stanza needs to know about its SoftHSM2 token.
 #[derive(Clone, Debug)]
 pub struct SealToken {
@@ -335,36 +401,6 @@ pub struct SealToken {
     pub pin: String,
     /// The `softhsm2.conf` of the token's directory (`SOFTHSM2_CONF`).
     pub softhsm_conf: PathBuf,
-}
-
-/// Copies the `rootseal` binary into `dir/plugins` and returns (the canonical plugin directory,
-/// the `plugin_directory`, `plugin "kms"` and `seal "rootseal"` stanzas for `token`, with the
-/// unseal KEK's store in `key_dir`).
-pub fn kms_stanzas(dir: &Path, token: &SealToken, key_dir: &Path) -> (PathBuf, String) {
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).expect("plugin dir");
-    let plugins = std::fs::canonicalize(&plugins).expect("canonical plugin dir");
-    let dest = plugins.join("rootseal");
-    std::fs::copy(rootseal_bin(), &dest).expect("copy the plugin binary");
-    let out = Command::new("sha256sum")
-        .arg(&dest)
-        .output()
-        .expect("sha256sum");
-    let sum = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("sha256sum output")
-        .to_owned();
-    let text = format!(
-        "plugin_directory = \"{plugins}\"\n\
-         plugin \"kms\" \"rootseal\" {{\n  command = \"rootseal\"\n  args = [\"openbao\", \"kms-plugin\"]\n  version = \"v0.1.0\"\n  sha256sum = \"{sum}\"\n}}\n\
-         seal \"rootseal\" {{\n  module = \"{module}\"\n  token_label = \"{label}\"\n  key_dir = \"{keys}\"\n}}\n",
-        plugins = plugins.display(),
-        module = token.module.display(),
-        label = token.label,
-        keys = key_dir.display(),
-    );
-    (plugins, text)
 }
 
 /// An OpenBao whose seal is rootseal's KMS plugin, every file in its own directory. The plugin
@@ -382,7 +418,8 @@ pub struct KmsOpenBao {
 impl KmsOpenBao {
     /// Writes the config of an OpenBao in `dir` unsealed by the KMS plugin on `token`.
     pub fn new(dir: &Path, token: &SealToken) -> KmsOpenBao {
-        let (plugins, extra) = kms_stanzas(dir, token, &dir.join("keys"));
+        let extra = kms_stanzas(dir, &token.module, &token.label, &dir.join("keys"));
+        let plugins = std::fs::canonicalize(dir.join("plugins")).expect("canonical plugin dir");
         KmsOpenBao {
             bao: OpenBao::new(&dir.join("bao"), &extra),
             plugins,

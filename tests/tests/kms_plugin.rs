@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rootseal_e2e::{bao, rootseal_bin, wait_for, OpenBao};
+use rootseal_e2e::{bao, kms_stanzas, rootseal_bin, wait_for, OpenBao};
 use rootseal_testkit::TestToken;
 
 const UNSEAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,27 +25,9 @@ fn init_root(token: &TestToken) {
     rt.block_on(token.init_root());
 }
 
-/// Copies the binary into `dir/plugins` and returns the plugin and seal stanzas for `token`.
+/// The plugin and seal stanzas for `token` with the unseal key in `key_dir`.
 fn stanzas(dir: &Path, token: &TestToken, key_dir: &Path) -> String {
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let dest = plugins.join("rootseal");
-    std::fs::copy(rootseal_bin(), &dest).unwrap();
-    let out = Command::new("sha256sum").arg(&dest).output().unwrap();
-    let sum = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    format!(
-        "plugin_directory = \"{plugins}\"\n\
-         plugin \"kms\" \"rootseal\" {{\n  command = \"rootseal\"\n  args = [\"openbao\", \"kms-plugin\"]\n  version = \"v0.1.0\"\n  sha256sum = \"{sum}\"\n}}\n\
-         seal \"rootseal\" {{\n  module = \"{module}\"\n  token_label = \"{label}\"\n  key_dir = \"{keys}\"\n}}\n",
-        plugins = std::fs::canonicalize(&plugins).unwrap().display(),
-        module = token.module.display(),
-        label = token.label,
-        keys = key_dir.display(),
-    )
+    kms_stanzas(dir, &token.module, &token.label, key_dir)
 }
 
 fn env_for(token: &TestToken) -> Vec<(&'static str, String)> {

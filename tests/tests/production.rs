@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rootseal_e2e::{bao, bao_bin, bao_status, free_port, http_get, rootseal_bin, wait_for, Proc};
+use rootseal_e2e::{bao, dev_bao, free_port, http_get, rootseal_bin, wait_for, DevBao, Proc};
 use serde_json::{json, Value};
 
 const PIN: &str = "4711";
@@ -304,43 +304,6 @@ fn assert_envelope(
     errs.iter()
         .map(|e| e.as_str().unwrap_or_default().to_owned())
         .collect()
-}
-
-/// `bao server -dev` as a KV v2 store (`secret/`), killed on drop.
-struct DevBao {
-    proc: Proc,
-    addr: String,
-    token: String,
-}
-
-fn dev_bao(dir: &Path, port: u16, token: &str, log: &str) -> DevBao {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut cmd = Command::new(bao_bin());
-    cmd.args(["server", "-dev", "-dev-no-store-token"])
-        .arg(format!("-dev-root-token-id={token}"))
-        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-        .env("HOME", dir)
-        .env_remove("BAO_TOKEN")
-        .env_remove("BAO_ADDR");
-    let proc = Proc::spawn("bao dev", cmd, &dir.join(log));
-    let addr = format!("http://127.0.0.1:{port}");
-    let up = wait_for(Duration::from_secs(30), || match bao_status(&addr) {
-        Some((true, false)) => Some(()),
-        _ => None,
-    });
-    assert!(up.is_some(), "bao dev did not start:\n{}", proc.output());
-    // The dev server mounts KV v2 at secret/ once unsealed; wait until it answers.
-    let kv = wait_for(Duration::from_secs(20), || {
-        let (ok, _, _) = bao(&addr, Some(token), &["kv", "list", "secret/"]);
-        let (ok2, out, _) = bao(&addr, Some(token), &["secrets", "list", "-format=json"]);
-        (ok || out.contains("secret/") && ok2).then_some(())
-    });
-    assert!(kv.is_some(), "no KV at secret/:\n{}", proc.output());
-    DevBao {
-        proc,
-        addr,
-        token: token.to_owned(),
-    }
 }
 
 fn vault_storage(kv_addr: &str) -> String {
@@ -811,10 +774,12 @@ fn rotate_under_sigkill(rs: &Rs, old_id: &str, check_all: &dyn Fn(&str)) -> usiz
 fn previous_release_install(rs: &Rs, label: &str, n: usize) -> Vec<(String, String, Vec<u8>)> {
     std::env::set_var("SOFTHSM2_CONF", &rs.softhsm_conf);
     let cfg = rootseal_hsm::HsmConfig {
-        module: module().into(),
-        token: rootseal_hsm::TokenSelector::Label(label.into()),
-        pin: secrecy::SecretString::from(PIN),
         pool_size: 1,
+        ..rootseal_hsm::HsmConfig::new(
+            module().into(),
+            rootseal_hsm::TokenSelector::Label(label.into()),
+            secrecy::SecretString::from(PIN),
+        )
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -835,7 +800,9 @@ fn previous_release_install(rs: &Rs, label: &str, n: usize) -> Vec<(String, Stri
         let mut cts = Vec::new();
         for i in 0..n {
             let name = format!("old{i:02}");
-            k.testing_create_key_previous_release(&name, old).await.unwrap();
+            k.testing_create_key_previous_release(&name, old)
+                .await
+                .unwrap();
             let pt = format!("0.1.0 secret {i}").into_bytes();
             let sealed = k
                 .encrypt(
@@ -868,12 +835,18 @@ fn a_previous_release_root_is_refused_then_hardened_by_rotation_under_sigkill() 
     let cts = previous_release_install(&rs, "prod", 12);
     let old_id = rs.roots()[0].0.clone();
     let status = rs.ok(&["root", "status"]);
-    assert!(status.contains("Custody: weak") && status.contains("CKA_TRUSTED"), "{status}");
+    assert!(
+        status.contains("Custody: weak") && status.contains("CKA_TRUSTED"),
+        "{status}"
+    );
 
     // serve refuses, naming the way out; it never listens.
     let (ok, code, _, err) = rs.run(&["serve"]);
     assert!(!ok && code == Some(1), "{err}");
-    assert!(err.contains("root rotate") && err.contains("--allow-weak-root"), "{err}");
+    assert!(
+        err.contains("root rotate") && err.contains("--allow-weak-root"),
+        "{err}"
+    );
 
     let check_all = |round: &str| {
         let mut srv = rs.serve_with(&["--allow-weak-root"], &format!("serve-{round}.log"));
@@ -882,7 +855,8 @@ fn a_previous_release_root_is_refused_then_hardened_by_rotation_under_sigkill() 
             let (s, b) = api.decrypt(name, ct);
             assert_eq!(s, 200, "after {round}: {name} {ct}: {b}\n{}", srv.output());
             assert_eq!(
-                B64.decode(b["data"]["plaintext"].as_str().unwrap()).unwrap(),
+                B64.decode(b["data"]["plaintext"].as_str().unwrap())
+                    .unwrap(),
                 *pt
             );
         }
@@ -907,7 +881,10 @@ fn a_previous_release_root_is_refused_then_hardened_by_rotation_under_sigkill() 
     eprintln!("previous-release migration: {mid_rotation} kills mid-rotation");
     let roots = rs.roots();
     assert_eq!(roots.len(), 1, "{roots:?}");
-    assert!(roots[0].1.contains("Current") && roots[0].1.contains("trusted"), "{roots:?}");
+    assert!(
+        roots[0].1.contains("Current") && roots[0].1.contains("trusted"),
+        "{roots:?}"
+    );
     assert_ne!(roots[0].0, old_id);
     let status = rs.ok(&["root", "status"]);
     assert!(status.contains("Custody: hardened"), "{status}");
@@ -1224,10 +1201,12 @@ fn foreign_and_newer_kv_entries_are_named_errors() {
 fn new_l0_only(conf: &Path, label: &str) {
     std::env::set_var("SOFTHSM2_CONF", conf);
     let cfg = rootseal_hsm::HsmConfig {
-        module: module().into(),
-        token: rootseal_hsm::TokenSelector::Label(label.into()),
-        pin: secrecy::SecretString::from(PIN),
         pool_size: 1,
+        ..rootseal_hsm::HsmConfig::new(
+            module().into(),
+            rootseal_hsm::TokenSelector::Label(label.into()),
+            secrecy::SecretString::from(PIN),
+        )
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -121,6 +121,47 @@ struct RawListener {
     tls_key_file: Option<PathBuf>,
     client_ca_file: Option<PathBuf>,
     max_request_bytes: Option<u64>,
+    max_connections: Option<u64>,
+    http_read_header_timeout: Option<RawDuration>,
+    http_idle_timeout: Option<RawDuration>,
+    http2_max_concurrent_streams: Option<u64>,
+}
+
+/// A duration as Vault writes them (`"10s"`, `"500ms"`, `"5m"`, `"1h"`) or whole seconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Secs(u64),
+    Text(String),
+}
+
+impl RawDuration {
+    fn parse(&self, key: &str) -> Result<std::time::Duration, ConfigError> {
+        use std::time::Duration;
+        let bad = || {
+            invalid(
+                key,
+                "expected a duration such as \"10s\", \"500ms\", \"5m\" or a number of seconds",
+            )
+        };
+        match self {
+            RawDuration::Secs(n) => Ok(Duration::from_secs(*n)),
+            RawDuration::Text(t) => {
+                let t = t.trim();
+                let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+                let (num, unit) = t.split_at(split);
+                let n: u64 = num.parse().map_err(|_| bad())?;
+                let d = match unit {
+                    "" | "s" => Duration::from_secs(n),
+                    "ms" => Duration::from_millis(n),
+                    "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+                    "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+                    _ => return Err(bad()),
+                };
+                Ok(d)
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -131,6 +172,8 @@ struct RawHsm {
     token_serial: Option<String>,
     pin_file: Option<PathBuf>,
     pool_size: Option<usize>,
+    queue_limit: Option<u64>,
+    job_timeout: Option<RawDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -189,6 +232,17 @@ pub struct ListenerSettings {
     pub tls: Option<TlsFiles>,
     /// `max_request_bytes` (default [`DEFAULT_MAX_REQUEST_BYTES`]).
     pub max_request_bytes: usize,
+    /// `max_connections`: connections served at once (default 4096, 1 to 1,000,000).
+    pub max_connections: usize,
+    /// `http_read_header_timeout`: a connection must send a whole request header within this
+    /// time of opening (default 10 s, Vault's default; 100 ms to 5 min).
+    pub http_read_header_timeout: std::time::Duration,
+    /// `http_idle_timeout`: a connection without a request in flight for this long is closed
+    /// (default 10 s; 100 ms to 1 h).
+    pub http_idle_timeout: std::time::Duration,
+    /// `http2_max_concurrent_streams`: per HTTP/2 connection (default 250, Go's and so Vault's;
+    /// 1 to 10,000).
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// The listener's TLS files.
@@ -213,6 +267,11 @@ pub struct HsmSettings {
     pub pin: SecretString,
     /// `pool_size` (default [`DEFAULT_POOL_SIZE`]).
     pub pool_size: usize,
+    /// `queue_limit`: HSM jobs that may wait (default 1024, 1 to 1,000,000); beyond it requests
+    /// get 503 with `Retry-After` at once.
+    pub queue_limit: usize,
+    /// `job_timeout`: how long a request waits for its HSM job (default 30 s, 100 ms to 10 min).
+    pub job_timeout: std::time::Duration,
 }
 
 impl fmt::Debug for HsmSettings {
@@ -222,6 +281,8 @@ impl fmt::Debug for HsmSettings {
             .field("token", &self.token)
             .field("pin", &"[REDACTED]")
             .field("pool_size", &self.pool_size)
+            .field("queue_limit", &self.queue_limit)
+            .field("job_timeout", &self.job_timeout)
             .finish()
     }
 }
@@ -377,6 +438,8 @@ impl Config {
             token: self.hsm.token.clone(),
             pin: self.hsm.pin.clone(),
             pool_size: self.hsm.pool_size,
+            queue_limit: self.hsm.queue_limit,
+            job_timeout: self.hsm.job_timeout,
         }
     }
 }
@@ -460,10 +523,57 @@ fn validate_listener(
             .filter(|&n| n <= 1 << 30)
             .ok_or_else(|| invalid("listener.max_request_bytes", "must be at most 1 GiB"))?,
     };
+    let bounded = |key: &str, v: Option<u64>, default: u64, max: u64| -> Result<u64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(n) if (1..=max).contains(&n) => Ok(n),
+            Some(_) => Err(invalid(key, format!("must be between 1 and {max}"))),
+        }
+    };
+    let duration = |key: &str,
+                    v: Option<&RawDuration>,
+                    default: std::time::Duration,
+                    max: std::time::Duration|
+     -> Result<std::time::Duration, ConfigError> {
+        let d = v.map(|d| d.parse(key)).transpose()?.unwrap_or(default);
+        if d < std::time::Duration::from_millis(100) || d > max {
+            return Err(invalid(
+                key,
+                format!("must be between 100ms and {}s", max.as_secs()),
+            ));
+        }
+        Ok(d)
+    };
+    let max_connections = bounded(
+        "listener.max_connections",
+        raw.max_connections,
+        4096,
+        1_000_000,
+    )?;
+    let http2_max_concurrent_streams = bounded(
+        "listener.http2_max_concurrent_streams",
+        raw.http2_max_concurrent_streams,
+        250,
+        10_000,
+    )?;
     Ok(ListenerSettings {
         address,
         tls,
         max_request_bytes,
+        max_connections: usize::try_from(max_connections).unwrap_or(4096),
+        http_read_header_timeout: duration(
+            "listener.http_read_header_timeout",
+            raw.http_read_header_timeout.as_ref(),
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(300),
+        )?,
+        http_idle_timeout: duration(
+            "listener.http_idle_timeout",
+            raw.http_idle_timeout.as_ref(),
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(3600),
+        )?,
+        http2_max_concurrent_streams: u32::try_from(http2_max_concurrent_streams).unwrap_or(250),
     })
 }
 
@@ -509,11 +619,29 @@ fn validate_hsm(
         &[ENV_HSM_PIN],
         env,
     )?;
+    let queue_limit = match raw.queue_limit {
+        None => rootseal_hsm::DEFAULT_QUEUE_LIMIT,
+        Some(n) if (1..=1_000_000).contains(&n) => usize::try_from(n).unwrap_or(1_000_000),
+        Some(_) => return Err(invalid("hsm.queue_limit", "must be between 1 and 1000000")),
+    };
+    let job_timeout = match &raw.job_timeout {
+        None => rootseal_hsm::DEFAULT_JOB_TIMEOUT,
+        Some(d) => {
+            let d = d.parse("hsm.job_timeout")?;
+            if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(600)
+            {
+                return Err(invalid("hsm.job_timeout", "must be between 100ms and 600s"));
+            }
+            d
+        }
+    };
     Ok(HsmSettings {
         module: raw.module,
         token,
         pin,
         pool_size,
+        queue_limit,
+        job_timeout,
     })
 }
 
@@ -1115,5 +1243,59 @@ local_path = "local"
         assert_eq!(store.put("k", b"x".to_vec(), 0).await.unwrap(), 1);
         assert!(f.dir.path().join("store/k.kek").exists());
         assert!(store.describe().starts_with("file:"));
+    }
+
+    #[test]
+    fn listener_connection_bounds() {
+        let parse = |extra: &str| {
+            let f = Fixture::new();
+            f.load(
+                &format!(
+                    "[listener]\naddress = \"127.0.0.1:8210\"\n{extra}\n[hsm]\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin_file = \"pin\"\n[auth]\nroot_token_file = \"root\"\n[storage]\nbackend = \"file\"\npath = \"k\"\n"
+                ),
+                &[],
+            )
+        };
+        let d = parse("").unwrap().listener;
+        assert_eq!(d.max_connections, 4096);
+        assert_eq!(
+            d.http_read_header_timeout,
+            std::time::Duration::from_secs(10)
+        );
+        assert_eq!(d.http_idle_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(d.http2_max_concurrent_streams, 250);
+        let l = parse(
+            "max_connections = 10\nhttp_read_header_timeout = \"500ms\"\nhttp_idle_timeout = \"5m\"\nhttp2_max_concurrent_streams = 16",
+        )
+        .unwrap()
+        .listener;
+        assert_eq!(l.max_connections, 10);
+        assert_eq!(
+            l.http_read_header_timeout,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(l.http_idle_timeout, std::time::Duration::from_secs(300));
+        assert_eq!(l.http2_max_concurrent_streams, 16);
+        assert_eq!(
+            parse("http_idle_timeout = 30")
+                .unwrap()
+                .listener
+                .http_idle_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        for bad in [
+            "max_connections = 0",
+            "http_read_header_timeout = \"10 parsecs\"",
+            "http_read_header_timeout = \"1ms\"",
+            "http_idle_timeout = \"2h\"",
+            "http2_max_concurrent_streams = 0",
+        ] {
+            let e = parse(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"))
+                .to_string();
+            let key = bad.split(' ').next().unwrap();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 }

@@ -210,10 +210,30 @@ impl Hsm {
         T: Send + 'static,
         F: FnMut(&mut SessionCtx<'_>) -> Result<T> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T>>();
         let mut f = f;
         let mut tx = Some(tx);
+        let timeout = self.shared.cfg.job_timeout;
+        let queued = std::time::Instant::now();
+        let mut started = false;
         let job: Job = Box::new(move |ctx, last| {
+            if !started {
+                started = true;
+                // A caller that has gone away (its client disconnected, or it gave up at the
+                // deadline) has its job dropped before it costs the HSM anything.
+                if tx
+                    .as_ref()
+                    .is_none_or(tokio::sync::oneshot::Sender::is_closed)
+                {
+                    return None;
+                }
+                if queued.elapsed() > timeout {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(Err(Error::Deadline(timeout)));
+                    }
+                    return None;
+                }
+            }
             let r = match ctx {
                 Ok(ctx) => f(ctx),
                 Err(e) => Err(e),
@@ -232,9 +252,22 @@ impl Hsm {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(Error::PoolClosed);
         }
-        lock(&self.shared.queue).push_back(job);
+        {
+            let mut q = lock(&self.shared.queue);
+            let limit = self.shared.cfg.queue_limit.max(1);
+            if q.len() >= limit {
+                drop(q);
+                self.shared.metrics.job_refused();
+                return Err(Error::Busy(limit));
+            }
+            q.push_back(job);
+        }
         self.shared.ready.notify_one();
-        rx.await.map_err(|_| Error::PoolClosed)?
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(r) => r.map_err(|_| Error::PoolClosed)?,
+            // Dropping the receiver here tells a job still queued not to start.
+            Err(_) => Err(Error::Deadline(timeout)),
+        }
     }
 
     /// Closes this pool and lets go of its sessions, waiting until `deadline`: queued calls fail
@@ -266,10 +299,27 @@ impl Hsm {
         self.run(|ctx| ctx.session_info()).await
     }
 
-    /// **Testing only** (cargo feature `test-hooks`). Occupies one worker until `until` gets a
-    /// message or hangs up: a call that does not return, as a hung device's would.
+    /// **Testing only** (cargo feature `test-hooks`, never in release builds). Occupies one worker
+    /// for `d`, as a PKCS#11 call that hangs would.
+    ///
+    /// # Errors
+    /// As [`Hsm::health`].
     #[cfg(feature = "test-hooks")]
-    pub async fn testing_stall(&self, until: std::sync::mpsc::Receiver<()>) -> Result<()> {
+    pub async fn testing_stall(&self, d: std::time::Duration) -> Result<()> {
+        self.run(move |_| {
+            std::thread::sleep(d);
+            Ok(())
+        })
+        .await
+    }
+
+    /// **Testing only** (cargo feature `test-hooks`). Occupies one worker until `until` gets a
+    /// message or hangs up: a call that does not return until the test says so.
+    ///
+    /// # Errors
+    /// As [`Hsm::health`].
+    #[cfg(feature = "test-hooks")]
+    pub async fn testing_stall_until(&self, until: std::sync::mpsc::Receiver<()>) -> Result<()> {
         let until = Mutex::new(until);
         self.run(move |_ctx| {
             let _ = lock(&until).recv();

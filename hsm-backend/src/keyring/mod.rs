@@ -261,7 +261,12 @@ impl Keyring {
             return Err(KeyringError::NotFound);
         };
         if let Some(c) = cached {
-            if c.store_version == stored.version {
+            // The same store version is not the same record: a key deleted and re-created
+            // (elsewhere) starts its versions again. The record's MAC, made in the HSM over
+            // everything else in it, is its identity.
+            let same = c.store_version == stored.version
+                && Record::parse(name, &stored.data).is_ok_and(|r| r.mac == c.record.mac);
+            if same {
                 let fresh = Arc::new(c.refreshed());
                 self.remember(fresh.clone());
                 return Ok(fresh);

@@ -83,6 +83,12 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
         crate::server::ListenerConfig {
             addr: cfg.listener.address,
             tls,
+            limits: crate::server::ConnLimits {
+                max_connections: cfg.listener.max_connections,
+                read_header_timeout: cfg.listener.http_read_header_timeout,
+                idle_timeout: cfg.listener.http_idle_timeout,
+                http2_max_concurrent_streams: cfg.listener.http2_max_concurrent_streams,
+            },
         },
         router,
         super::dev::shutdown_signal(),

@@ -154,12 +154,11 @@ pub fn prepare(args: &DevArgs) -> Result<Prepared, String> {
 pub async fn run(p: Prepared) -> CliResult {
     let module = default_softhsm_module()
         .ok_or("libsofthsm2.so not found: install the Debian package softhsm2")?;
-    let cfg = HsmConfig {
+    let cfg = HsmConfig::new(
         module,
-        token: TokenSelector::Label(DEV_TOKEN_LABEL.into()),
-        pin: p.pin.clone(),
-        pool_size: 2,
-    };
+        TokenSelector::Label(DEV_TOKEN_LABEL.into()),
+        p.pin.clone(),
+    );
     // The root first: its L0 is made in a Security Officer session, which needs this process
     // logged out as User.
     match rootseal_hsm::init_root(&cfg, &p.so_pin)

@@ -151,6 +151,7 @@ impl Lifetime {
 
     /// A lifetime that nothing watches (no signal handler, no parent check, no hard deadline):
     /// for serving in a process that is not a plugin (tests).
+    #[cfg(test)]
     pub fn detached() -> Lifetime {
         Self::new(false, None)
     }

@@ -246,6 +246,7 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCertVerifier {
 
 /// A client config that presents `identity` and pins `server_cert` (used to dial a plugin in
 /// tests, the way the go-plugin host does).
+#[cfg(test)]
 pub fn client_config(
     identity: &PluginIdentity,
     server_cert: CertificateDer<'static>,

@@ -86,10 +86,8 @@ impl Opener for KeyringOpener {
                         .map_err(OpenError::Config)?;
                     (
                         HsmConfig {
-                            module: module.clone(),
-                            token: token.into(),
-                            pin,
                             pool_size: settings.pool_size,
+                            ..HsmConfig::new(module.clone(), token.into(), pin)
                         },
                         key_dir.clone(),
                     )

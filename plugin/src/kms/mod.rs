@@ -22,11 +22,11 @@ use rootseal_hsm::HsmRelease;
 
 use crate::goplugin::{Lifetime, StopReason};
 
-pub use deploy::{kms_config_command, KmsConfigError, PLUGIN_ARGS};
+pub use deploy::kms_config_command;
 
 /// Generated code for the OpenBao KMS plugin protocol (`proto/wrapping_types.proto`,
 /// `proto/kms_wrapper.proto`, `proto/kms_metadata.proto`).
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
+#[allow(missing_docs, dead_code, clippy::all, clippy::pedantic)]
 pub mod proto {
     /// go-kms-wrapping shared types (package `wrapping`).
     pub mod wrapping {

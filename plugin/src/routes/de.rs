@@ -2,7 +2,6 @@
 //! `bao`/`vault` CLI needs (`bao write … bits=512` sends `"512"`), and strict types elsewhere
 //! (`{"plaintext":5}` is refused).
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
@@ -217,9 +216,6 @@ impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for BatchInput<T> {
         }
     }
 }
-
-/// A string field that may borrow from the body.
-pub type Str<'a> = Cow<'a, str>;
 
 /// Base64 of secret bytes for a response: zeroized when dropped.
 pub struct SecretB64(pub zeroize::Zeroizing<String>);

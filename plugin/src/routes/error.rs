@@ -2,8 +2,10 @@
 //! `{"errors":["..."]}`.
 //!
 //! Statuses come from one `match` over [`KeyringError`] ([`keyring_status`]). 5xx bodies are
-//! generic (`internal error`, `service unavailable`, `upstream error`); the detail is logged here,
-//! once, at `error`. 4xx answers are logged at `warn` with their (safe) message. Cryptographic
+//! generic (`internal error`, `service unavailable`, `upstream error`). Turning an error into a
+//! response logs nothing: it attaches an [`ErrorDetail`] to the response, and the edge (the
+//! `observe` middleware in `routes/mod.rs`) writes the one log line per request, at `error` for
+//! a 5xx (with the detail) and at `warn` for a 4xx (with its safe message). Cryptographic
 //! failures are the single opaque `invalid ciphertext`.
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -12,8 +14,9 @@ use rootseal_hsm::KeyringError;
 
 /// The generic body of a 500.
 pub const INTERNAL: &str = "internal error";
-/// Vault's wording for a missing key on encrypt/decrypt/rewrap/datakey.
-pub const KEY_NOT_FOUND: &str = "encryption key not found";
+/// Vault's wording for a missing key on encrypt/decrypt/rewrap/datakey (`KeyringError::NotFound`).
+#[cfg(test)]
+const KEY_NOT_FOUND: &str = "encryption key not found";
 /// The one opaque answer for every ciphertext that does not verify.
 pub const INVALID_CIPHERTEXT: &str = "invalid ciphertext";
 /// Vault's answer for a missing or wrong token.
@@ -113,7 +116,8 @@ pub fn keyring_status(e: &KeyringError) -> StatusCode {
         | KeyringError::StoreUnavailable(_)
         | KeyringError::Conflict
         | KeyringError::NoRoot
-        | KeyringError::WeakRoot => StatusCode::SERVICE_UNAVAILABLE,
+        | KeyringError::WeakRoot
+        | KeyringError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         KeyringError::StoreDenied(_) => StatusCode::BAD_GATEWAY,
     }
 }
@@ -148,16 +152,46 @@ pub fn envelope(status: StatusCode, msg: Option<&str>) -> Response {
     json_bytes(status, body.to_string().into_bytes())
 }
 
+/// What the edge logs about an error answer: attached to the response by
+/// [`ApiError::into_response`], read (and logged once) by the `observe` middleware. The client
+/// never sees it.
+#[derive(Clone, Debug)]
+pub(crate) struct ErrorDetail {
+    /// The error's text (never a secret: errors name states, not values).
+    pub(crate) error: String,
+    /// The variant and its cause, for 5xx.
+    pub(crate) detail: String,
+}
+
+impl ErrorDetail {
+    /// Writes the one log line for an answer with `status`.
+    pub(crate) fn log(&self, status: StatusCode) {
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), error = %self.error, detail = %self.detail, "request failed");
+        } else {
+            tracing::warn!(status = status.as_u16(), error = %self.error, "request refused");
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            // The detail (variant and message) stays in the log.
-            tracing::error!(status = status.as_u16(), error = %self, detail = ?self, "request failed");
-        } else {
-            tracing::warn!(status = status.as_u16(), error = %self, "request refused");
+        let mut r = envelope(status, self.public_message().as_deref());
+        if matches!(self, ApiError::Keyring(KeyringError::Overloaded)) {
+            // Back-pressure: tell well-behaved clients when to come back.
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        envelope(status, self.public_message().as_deref())
+        r.extensions_mut().insert(ErrorDetail {
+            error: self.to_string(),
+            detail: if status.is_server_error() {
+                format!("{self:?}")
+            } else {
+                String::new()
+            },
+        });
+        r
     }
 }
 
@@ -224,6 +258,7 @@ mod tests {
                 502,
                 "key store denied access",
             ),
+            (KeyringError::Overloaded, 503, "HSM busy, try again"),
         ];
         for (e, status, msg) in table {
             let api = ApiError::from(e);

@@ -133,6 +133,7 @@ struct StateInner {
     token_digest: [u8; 32],
     cfg: ApiConfig,
     metrics: metrics::HttpMetrics,
+    health: sys::HealthCache,
 }
 
 impl std::fmt::Debug for AppState {
@@ -163,6 +164,7 @@ impl AppState {
                 token_digest,
                 cfg,
                 metrics: metrics::HttpMetrics::default(),
+                health: sys::HealthCache::new(),
             }),
         }
     }
@@ -180,6 +182,11 @@ impl AppState {
     /// The HTTP counters.
     pub fn http_metrics(&self) -> &metrics::HttpMetrics {
         &self.inner.metrics
+    }
+
+    /// The cached health status (`GET /v1/sys/health`).
+    pub(crate) fn health_cache(&self) -> &sys::HealthCache {
+        &self.inner.health
     }
 
     /// Checks the request's token (`X-Vault-Token`, or `Authorization: Bearer`), in constant
@@ -258,8 +265,9 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     }
 }
 
-/// Middleware: a span with the matched route and method (never headers or the raw URI), the
-/// request counters, and a panic guard (opaque 500).
+/// Middleware, the edge: a span with the matched route and method (never headers or the raw
+/// URI), the request counters, a panic guard (opaque 500), and the one log line of an error
+/// answer ([`error::ErrorDetail`]).
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = metrics::method_label(req.method());
@@ -280,6 +288,10 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
             error::envelope(StatusCode::INTERNAL_SERVER_ERROR, Some(error::INTERNAL))
         }
     };
+    if let Some(d) = resp.extensions().get::<error::ErrorDetail>() {
+        let _g = tracing::info_span!("http", method, route = route_label).entered();
+        d.log(resp.status());
+    }
     state
         .http_metrics()
         .record(route_label, method, resp.status().as_u16(), start.elapsed());
@@ -338,11 +350,10 @@ pub fn respond<T: Serialize>(status: StatusCode, data: T, warnings: &[String]) -
     };
     match serde_json::to_vec(&env) {
         Ok(v) => error::json_bytes(status, v),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot serialise response");
-            ApiError::Keyring(rootseal_hsm::KeyringError::internal("handler panicked"))
-                .into_response()
-        }
+        Err(e) => ApiError::Keyring(rootseal_hsm::KeyringError::internal(format!(
+            "cannot serialise response: {e}"
+        )))
+        .into_response(),
     }
 }
 
@@ -361,7 +372,7 @@ async fn method_not_allowed() -> Response {
 
 /// The routes of the transit mount, relative to `/v1/{mount}` (no auth, no state yet).
 fn transit_routes() -> Router<AppState> {
-    use transit::{crypto, datakey, keys};
+    use transit::{config, datakey, decrypt, encrypt, keys, rewrap, rotate};
     Router::new()
         .route(
             "/keys",
@@ -378,17 +389,23 @@ fn transit_routes() -> Router<AppState> {
                 .get(keys::read)
                 .delete(keys::delete),
         )
-        .route("/keys/{name}/rotate", post(keys::rotate).put(keys::rotate))
-        .route("/keys/{name}/config", post(keys::config).put(keys::config))
+        .route(
+            "/keys/{name}/rotate",
+            post(rotate::rotate).put(rotate::rotate),
+        )
+        .route(
+            "/keys/{name}/config",
+            post(config::config).put(config::config),
+        )
         .route(
             "/encrypt/{name}",
-            post(crypto::encrypt).put(crypto::encrypt),
+            post(encrypt::encrypt).put(encrypt::encrypt),
         )
         .route(
             "/decrypt/{name}",
-            post(crypto::decrypt).put(crypto::decrypt),
+            post(decrypt::decrypt).put(decrypt::decrypt),
         )
-        .route("/rewrap/{name}", post(crypto::rewrap).put(crypto::rewrap))
+        .route("/rewrap/{name}", post(rewrap::rewrap).put(rewrap::rewrap))
         .route(
             "/datakey/{kind}/{name}",
             post(datakey::datakey).put(datakey::datakey),

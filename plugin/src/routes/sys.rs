@@ -1,18 +1,111 @@
 //! `GET /v1/sys/health`, `GET /metrics` (both unauthenticated) and
 //! `PUT /v1/auth/token/renew-self`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use rootseal_hsm::{Custody, Keyring};
 use serde::Serialize;
+use tokio::sync::watch;
 
 use super::{error, presented_token, AppState};
 
 /// How long the health check waits for the HSM.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How old an answer may be before the next request starts a new check.
+const HEALTH_MAX_AGE: Duration = Duration::from_secs(1);
 
+/// One health check's result: the custody verdict, or `None` when the HSM did not answer or
+/// holds no root.
+#[derive(Clone, Copy)]
+struct Snapshot {
+    at: Instant,
+    custody: Option<Custody>,
+}
+
+/// The health status, cached: `GET /v1/sys/health` is unauthenticated, so it never costs the
+/// HSM anything per request. An answer older than [`HEALTH_MAX_AGE`] makes the request that
+/// sees it start one background check (at most one runs at a time) and answer from the cache
+/// at once; only the very first request waits for a check. A check that has not answered
+/// within [`HEALTH_TIMEOUT`] makes the status unavailable (a hung HSM is reported, not waited
+/// for). Each check logs its failure once, not once per request.
+pub(crate) struct HealthCache {
+    latest: watch::Sender<Option<Snapshot>>,
+    /// When the check in flight started, if one is.
+    running: Arc<Mutex<Option<Instant>>>,
+}
+
+impl HealthCache {
+    pub(crate) fn new() -> Self {
+        Self {
+            latest: watch::channel(None).0,
+            running: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The status to answer with: the custody verdict, or `None` for "unavailable".
+    async fn status(&self, keyring: &Keyring) -> Option<Custody> {
+        let cached = *self.latest.borrow();
+        if cached.is_none_or(|s| s.at.elapsed() > HEALTH_MAX_AGE) {
+            self.refresh(keyring);
+        }
+        let snap = match cached {
+            Some(s) => s,
+            None => {
+                let mut rx = self.latest.subscribe();
+                let first = tokio::time::timeout(HEALTH_TIMEOUT, rx.wait_for(Option::is_some))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok().and_then(|s| *s));
+                first?
+            }
+        };
+        let hung = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() > HEALTH_TIMEOUT);
+        if hung {
+            return None;
+        }
+        snap.custody
+    }
+
+    /// Starts a check unless one is running.
+    fn refresh(&self, keyring: &Keyring) {
+        {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if running.is_some() {
+                return;
+            }
+            *running = Some(Instant::now());
+        }
+        let keyring = keyring.clone();
+        let latest = self.latest.clone();
+        let running = self.running.clone();
+        tokio::spawn(async move {
+            let custody = match tokio::time::timeout(HEALTH_TIMEOUT, keyring.health()).await {
+                Ok(Ok(c)) => Some(c),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, cause = ?e.cause(), "health check failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::error!("health check: the HSM does not answer");
+                    None
+                }
+            };
+            latest.send_replace(Some(Snapshot {
+                at: Instant::now(),
+                custody,
+            }));
+            *running.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        });
+    }
+}
 /// Vault's `sys/health` shape.
 #[derive(Serialize)]
 struct Health {
@@ -34,17 +127,7 @@ struct Health {
 /// `GET /v1/sys/health`: 200 when the HSM answers and holds a complete root, 503
 /// (`"sealed":true`) otherwise.
 pub async fn health(State(st): State<AppState>) -> Response {
-    let custody = match tokio::time::timeout(HEALTH_TIMEOUT, st.keyring().health()).await {
-        Ok(Ok(c)) => Some(c),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, cause = ?e.cause(), "health check failed");
-            None
-        }
-        Err(_) => {
-            tracing::error!("health check: the HSM does not answer");
-            None
-        }
-    };
+    let custody = st.health_cache().status(st.keyring()).await;
     let hsm_ok = custody.is_some();
     let body = Health {
         initialized: true,

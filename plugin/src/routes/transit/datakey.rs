@@ -34,7 +34,7 @@ struct WrappedOut {
 }
 
 /// `POST datakey/{plaintext|wrapped}/{name}`.
-pub async fn datakey(
+pub(crate) async fn datakey(
     State(st): State<AppState>,
     params: Result<Path<(String, String)>, PathRejection>,
     body: Body,

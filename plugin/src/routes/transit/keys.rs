@@ -1,6 +1,6 @@
-//! Key management: `keys` (list), `keys/{name}` (create, read, delete), `keys/{name}/rotate`,
-//! `keys/{name}/config`. Shapes follow Vault's transit API (create, rotate and config answer 200
-//! with the key, as Vault ≥ 1.14 does; delete answers 204).
+//! `keys` (list) and `keys/{name}` (create, read, delete), and the key description every key
+//! path answers with ([`KeyData`]). Shapes follow Vault's transit API (create answers 200 with
+//! the key, as Vault ≥ 1.14 does; delete answers 204).
 
 use std::collections::BTreeMap;
 
@@ -10,19 +10,19 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rootseal_hsm::KeyringError;
-use rootseal_hsm::{CreateOptions, KeyConfigUpdate, KeyInfo, KeyOp};
+use rootseal_hsm::{CreateOptions, KeyInfo, KeyOp};
 use serde::{Deserialize, Serialize};
 
 use super::key_name;
-use crate::routes::de::{parse_body, DurationSecs, WeakBool, WeakU64};
+use crate::routes::de::{parse_body, DurationSecs, WeakBool};
 use crate::routes::{ok, ApiError, AppState};
 
 /// The only key type rootseal has.
-pub const KEY_TYPE: &str = "aes256-gcm96";
+pub(crate) const KEY_TYPE: &str = "aes256-gcm96";
 
 /// `data` of `GET keys/{name}`.
 #[derive(Serialize)]
-pub struct KeyData<'a> {
+pub(crate) struct KeyData<'a> {
     name: &'a str,
     #[serde(rename = "type")]
     key_type: &'a str,
@@ -47,7 +47,7 @@ pub struct KeyData<'a> {
 
 impl<'a> KeyData<'a> {
     /// Vault's description of `k`.
-    pub fn from_info(k: &'a KeyInfo) -> Self {
+    pub(crate) fn from_info(k: &'a KeyInfo) -> Self {
         KeyData {
             name: &k.name,
             key_type: k.key_type,
@@ -71,7 +71,7 @@ impl<'a> KeyData<'a> {
     }
 }
 
-fn key_response(k: &KeyInfo) -> Response {
+pub(super) fn key_response(k: &KeyInfo) -> Response {
     ok(KeyData::from_info(k))
 }
 
@@ -99,7 +99,7 @@ async fn list(st: &AppState) -> Result<Response, ApiError> {
 }
 
 /// `GET keys?list=true`.
-pub async fn list_get(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
+pub(crate) async fn list_get(State(st): State<AppState>, RawQuery(q): RawQuery) -> Response {
     if !wants_list(q.as_deref()) {
         return ApiError::MethodNotAllowed.into_response();
     }
@@ -107,7 +107,7 @@ pub async fn list_get(State(st): State<AppState>, RawQuery(q): RawQuery) -> Resp
 }
 
 /// `LIST keys`; any other method is 405.
-pub async fn list_other_method(State(st): State<AppState>, method: Method) -> Response {
+pub(crate) async fn list_other_method(State(st): State<AppState>, method: Method) -> Response {
     if method.as_str() != "LIST" {
         return ApiError::MethodNotAllowed.into_response();
     }
@@ -127,7 +127,7 @@ struct CreateBody {
     auto_rotate_period: Option<DurationSecs>,
 }
 
-fn refuse_true(field: &str, v: Option<WeakBool>) -> Result<(), ApiError> {
+pub(super) fn refuse_true(field: &str, v: Option<WeakBool>) -> Result<(), ApiError> {
     if v.is_some_and(|b| b.0) {
         return Err(ApiError::bad_request(format!(
             "{field} is not supported: key material never leaves the HSM"
@@ -140,7 +140,7 @@ fn refuse_true(field: &str, v: Option<WeakBool>) -> Result<(), ApiError> {
 ///
 /// # Errors
 /// 400 for any other type.
-pub fn check_key_type(t: Option<&str>) -> Result<(), ApiError> {
+pub(super) fn check_key_type(t: Option<&str>) -> Result<(), ApiError> {
     match t {
         None | Some("" | KEY_TYPE) => Ok(()),
         Some(other) => Err(ApiError::bad_request(format!(
@@ -150,7 +150,7 @@ pub fn check_key_type(t: Option<&str>) -> Result<(), ApiError> {
 }
 
 /// `POST keys/{name}`: creates the key (or returns the existing one, as Vault does).
-pub async fn create(
+pub(crate) async fn create(
     State(st): State<AppState>,
     name: Result<Path<String>, PathRejection>,
     body: Body,
@@ -186,7 +186,7 @@ pub async fn create(
 }
 
 /// `GET keys/{name}`: 404 `{"errors":[]}` when absent, as Vault.
-pub async fn read(
+pub(crate) async fn read(
     State(st): State<AppState>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -199,62 +199,13 @@ pub async fn read(
 }
 
 /// `DELETE keys/{name}`: 204 when `deletion_allowed`.
-pub async fn delete(
+pub(crate) async fn delete(
     State(st): State<AppState>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let name = key_name(name)?;
     st.keyring().delete_key(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// `POST keys/{name}/rotate`: adds a version; answers with the key.
-pub async fn rotate(
-    State(st): State<AppState>,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let name = key_name(name)?;
-    let info = st.keyring().rotate_key(&name).await?;
-    Ok(key_response(&info))
-}
-
-/// Body of `POST keys/{name}/config`.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct ConfigBody {
-    min_decryption_version: Option<WeakU64>,
-    min_encryption_version: Option<WeakU64>,
-    deletion_allowed: Option<WeakBool>,
-    auto_rotate_period: Option<DurationSecs>,
-    exportable: Option<WeakBool>,
-    allow_plaintext_backup: Option<WeakBool>,
-}
-
-/// `POST keys/{name}/config`: answers with the key.
-pub async fn config(
-    State(st): State<AppState>,
-    name: Result<Path<String>, PathRejection>,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let name = key_name(name)?;
-    let raw = st.read_body(body).await?;
-    let b: ConfigBody = parse_body(&raw)?;
-    refuse_true("exportable", b.exportable)?;
-    refuse_true("allow_plaintext_backup", b.allow_plaintext_backup)?;
-    let upd = KeyConfigUpdate {
-        min_decryption_version: b
-            .min_decryption_version
-            .map(|v| v.to_u32("min_decryption_version"))
-            .transpose()?,
-        min_encryption_version: b
-            .min_encryption_version
-            .map(|v| v.to_u32("min_encryption_version"))
-            .transpose()?,
-        deletion_allowed: b.deletion_allowed.map(|d| d.0),
-        auto_rotate_period_secs: b.auto_rotate_period.map(|p| p.0),
-    };
-    let info = st.keyring().update_key_config(&name, upd).await?;
-    Ok(key_response(&info))
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
-//! Vault's transit paths, relative to `/v1/{mount}`.
+//! Vault's transit paths, relative to `/v1/{mount}`, one file per path family (as Vault's
+//! `path_*.go`):
 //!
-//! * [`keys`] — `keys`, `keys/{name}`, `keys/{name}/rotate`, `keys/{name}/config`.
-//! * [`crypto`] — `encrypt/{name}`, `decrypt/{name}`, `rewrap/{name}` (single and `batch_input`).
+//! * [`keys`] — `keys` (list), `keys/{name}` (create, read, delete), the key description.
+//! * [`config`] — `keys/{name}/config`.
+//! * [`rotate`] — `keys/{name}/rotate`.
+//! * [`encrypt`], [`decrypt`], [`rewrap`]: single items and `batch_input`, through [`batch`]
+//!   (a single item is a batch of one) and [`input`] (an item's field decoding).
 //! * [`datakey`] — `datakey/{plaintext|wrapped}/{name}`.
 
 use axum::extract::rejection::PathRejection;
@@ -9,9 +13,15 @@ use axum::extract::Path;
 
 use super::ApiError;
 
-pub mod crypto;
-pub mod datakey;
-pub mod keys;
+pub(crate) mod batch;
+pub(crate) mod config;
+pub(crate) mod datakey;
+pub(crate) mod decrypt;
+pub(crate) mod encrypt;
+pub(crate) mod input;
+pub(crate) mod keys;
+pub(crate) mod rewrap;
+pub(crate) mod rotate;
 
 /// The `{name}` of a path, or a 400 in the envelope.
 pub(crate) fn key_name(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {

@@ -1,0 +1,150 @@
+//! `encrypt/{name}`: single items and `batch_input`, one keyring call (one HSM job) per request;
+//! the key is created first when missing and upsert is on (Vault's default).
+
+use std::borrow::Cow;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use rootseal_hsm::{EncryptItem, Sealed};
+use serde::{Deserialize, Serialize};
+
+use super::batch::{self, ItemError, Prepared};
+use super::input::{decode_aad, decode_secret, refuse_derivation, requested_version};
+use super::key_name;
+use super::keys::check_key_type;
+use crate::routes::ciphertext;
+use crate::routes::de::{parse_body, BatchInput, WeakBool, WeakU64};
+use crate::routes::{ok, ApiError, AppState};
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EncryptBody<'a> {
+    #[serde(borrow)]
+    plaintext: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    associated_data: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    context: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    nonce: Option<Cow<'a, str>>,
+    key_version: Option<WeakU64>,
+    #[serde(rename = "type")]
+    key_type: Option<String>,
+    convergent_encryption: Option<WeakBool>,
+    batch_input: Option<BatchInput<EncryptIn>>,
+    partial_failure_response_code: Option<WeakU64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EncryptIn {
+    plaintext: Option<String>,
+    associated_data: Option<String>,
+    context: Option<String>,
+    nonce: Option<String>,
+    reference: Option<String>,
+    key_version: Option<WeakU64>,
+}
+
+/// One sealed item in an answer (encrypt and rewrap).
+#[derive(Serialize)]
+pub(super) struct SealedOut {
+    ciphertext: String,
+    key_version: u32,
+}
+
+impl SealedOut {
+    /// Vault's `vault:vN:` form of `s`.
+    pub(super) fn new(s: &Sealed) -> Self {
+        Self {
+            ciphertext: ciphertext::format(s),
+            key_version: s.version,
+        }
+    }
+}
+
+/// One item's fields, borrowed from the body or from a batch item.
+struct ItemIn<'a> {
+    plaintext: Option<&'a str>,
+    associated_data: Option<&'a str>,
+    context: Option<&'a str>,
+    nonce: Option<&'a str>,
+    key_version: Option<WeakU64>,
+}
+
+fn decode(it: ItemIn<'_>, version: Option<u32>) -> Result<EncryptItem, ItemError> {
+    let item_version = requested_version(it.key_version)
+        .map_err(|_| ItemError::bad_request("key_version is out of range"))?;
+    if item_version.is_some() && item_version != version {
+        return Err(ItemError::bad_request(
+            "per-item key_version must match the request's key_version",
+        ));
+    }
+    refuse_derivation(it.context, it.nonce)?;
+    let pt = it
+        .plaintext
+        .ok_or_else(|| ItemError::bad_request("missing plaintext to encrypt"))?;
+    Ok(EncryptItem {
+        plaintext: decode_secret(pt, "plaintext")?,
+        aad: decode_aad(it.associated_data)?,
+    })
+}
+
+/// `POST encrypt/{name}`.
+pub(crate) async fn encrypt(
+    State(st): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = key_name(name)?;
+    let raw = st.read_body(body).await?;
+    let b: EncryptBody<'_> = parse_body(&raw)?;
+    check_key_type(b.key_type.as_deref())?;
+    if b.convergent_encryption.is_some_and(|c| c.0) {
+        return Err(ApiError::bad_request(
+            "convergent encryption is not supported",
+        ));
+    }
+    let version = requested_version(b.key_version)?;
+    let single = ItemIn {
+        plaintext: b.plaintext.as_deref(),
+        associated_data: b.associated_data.as_deref(),
+        context: b.context.as_deref(),
+        nonce: b.nonce.as_deref(),
+        key_version: None,
+    };
+    let batch_in = b.batch_input.as_ref().map(|BatchInput(v)| v.as_slice());
+    if let Some(v) = batch_in {
+        batch::check_len(v.len())?;
+    }
+    let mut p: Prepared<Sealed, EncryptItem> = match batch_in {
+        None => Prepared::new(std::iter::once(single), |it| decode(it, version)),
+        Some(v) => Prepared::new(
+            v.iter().map(|it| ItemIn {
+                plaintext: it.plaintext.as_deref(),
+                associated_data: it.associated_data.as_deref(),
+                context: it.context.as_deref(),
+                nonce: it.nonce.as_deref(),
+                key_version: it.key_version,
+            }),
+            |it| decode(it, version),
+        ),
+    };
+    let items = p.take_items();
+    if !items.is_empty() {
+        let upsert = st.config().allow_upsert;
+        let results = st.keyring().encrypt(&name, version, items, upsert).await?;
+        p.fill(results);
+    }
+    match batch_in {
+        None => Ok(ok(SealedOut::new(&p.into_single()?))),
+        Some(v) => Ok(batch::response(
+            p.slots,
+            v.iter().map(|i| i.reference.as_deref().unwrap_or_default()),
+            b.partial_failure_response_code,
+            |s| SealedOut::new(&s),
+        )),
+    }
+}
