@@ -38,7 +38,7 @@ pub use config::{
 };
 pub use custody::{Custody, CustodyReport, RootCustody};
 pub use error::{Cause, Error, KeyringError};
-pub use hsm::Hsm;
+pub use hsm::{Hsm, HsmRelease};
 pub use keyring::admin::{init_root, root_attributes, root_status, InitOutcome, RootStatus};
 #[cfg(feature = "test-hooks")]
 pub use keyring::admin::{testing_init_previous_release_root, testing_new_l0};

@@ -389,3 +389,165 @@ pub fn kms_stanzas(dir: &Path, module: &Path, label: &str, key_dir: &Path) -> St
         keys = key_dir.display(),
     )
 }
+
+/// What a KMS plugin stanza needs to know about its SoftHSM2 token.
+#[derive(Clone, Debug)]
+pub struct SealToken {
+    /// The PKCS#11 module (`libsofthsm2.so`).
+    pub module: PathBuf,
+    /// The token label.
+    pub label: String,
+    /// The User PIN (given to OpenBao as `ROOTSEAL_HSM_PIN`).
+    pub pin: String,
+    /// The `softhsm2.conf` of the token's directory (`SOFTHSM2_CONF`).
+    pub softhsm_conf: PathBuf,
+}
+
+/// An OpenBao whose seal is rootseal's KMS plugin, every file in its own directory. The plugin
+/// binary lives in `plugins`, a path no other test uses, so [`plugin_processes`] finds this
+/// OpenBao's plugins only.
+#[derive(Debug)]
+pub struct KmsOpenBao {
+    /// The server (config, raft data, logs under `dir/bao`).
+    pub bao: OpenBao,
+    /// The canonical plugin directory (holds the `rootseal` copy OpenBao executes).
+    pub plugins: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl KmsOpenBao {
+    /// Writes the config of an OpenBao in `dir` unsealed by the KMS plugin on `token`.
+    pub fn new(dir: &Path, token: &SealToken) -> KmsOpenBao {
+        let extra = kms_stanzas(dir, &token.module, &token.label, &dir.join("keys"));
+        let plugins = std::fs::canonicalize(dir.join("plugins")).expect("canonical plugin dir");
+        KmsOpenBao {
+            bao: OpenBao::new(&dir.join("bao"), &extra),
+            plugins,
+            env: vec![
+                ("ROOTSEAL_HSM_PIN".into(), token.pin.clone()),
+                (
+                    "SOFTHSM2_CONF".into(),
+                    token.softhsm_conf.display().to_string(),
+                ),
+            ],
+        }
+    }
+
+    /// Starts OpenBao (a new process on the same data).
+    pub fn start(&mut self) {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.bao.start(&env);
+    }
+
+    /// The pid of the running OpenBao.
+    pub fn pid(&self) -> Option<u32> {
+        self.bao.proc.as_ref().map(Proc::pid)
+    }
+
+    /// Sends `sig` ("KILL", "TERM") to OpenBao and reaps it (waits up to 20 s). Returns whether
+    /// it exited.
+    pub fn signal(&mut self, sig: &str) -> bool {
+        match self.bao.proc.as_mut() {
+            Some(p) => {
+                let exited = p.signal(sig, Duration::from_secs(20)).is_some();
+                if exited {
+                    self.bao.proc = None;
+                }
+                exited
+            }
+            None => true,
+        }
+    }
+
+    /// This OpenBao's live plugin processes.
+    pub fn plugins(&self) -> Vec<u32> {
+        plugin_processes(&self.plugins)
+    }
+
+    /// Waits (up to `timeout`) until a plugin process runs; returns their pids.
+    pub fn wait_plugin(&self, timeout: Duration) -> Option<Vec<u32>> {
+        wait_for(timeout, || {
+            let p = self.plugins();
+            (!p.is_empty()).then_some(p)
+        })
+    }
+
+    /// `bao operator init` with one recovery share: (root token, recovery key).
+    pub fn init(&self) -> (String, String) {
+        let (ok, out, err) = bao(
+            &self.bao.addr,
+            None,
+            &[
+                "operator",
+                "init",
+                "-recovery-shares=1",
+                "-recovery-threshold=1",
+                "-format=json",
+            ],
+        );
+        assert!(
+            ok,
+            "bao operator init failed: {err}\n{out}\n{}",
+            self.bao.log()
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).expect("init json");
+        (
+            v["root_token"].as_str().expect("root_token").to_owned(),
+            v["recovery_keys_b64"][0]
+                .as_str()
+                .expect("recovery key")
+                .to_owned(),
+        )
+    }
+}
+
+/// Whether process `pid` is gone or a zombie (a zombie holds no session, file or socket: it
+/// waits only for its new parent to reap it).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
+    }
+}
+
+/// Live (not zombie) `rootseal ... kms-plugin` processes whose executable lies in `plugins`
+/// (the directory one test's OpenBao executes plugins from: parallel tests never share one).
+pub fn plugin_processes(plugins: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let mut args = cmd.split(|b| *b == 0).map(String::from_utf8_lossy);
+        let is_ours = args
+            .next()
+            .is_some_and(|a0| Path::new(a0.as_ref()).starts_with(plugins));
+        if is_ours && args.any(|a| a == "kms-plugin") && !process_gone(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits up to `timeout` until no plugin process of `plugins` is left; returns those left.
+pub fn wait_no_plugin(plugins: &Path, timeout: Duration) -> Result<(), Vec<u32>> {
+    match wait_for(timeout, || {
+        plugin_processes(plugins).is_empty().then_some(())
+    }) {
+        Some(()) => Ok(()),
+        None => Err(plugin_processes(plugins)),
+    }
+}

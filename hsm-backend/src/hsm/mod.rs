@@ -11,6 +11,8 @@
 //! * [`session`]: [`SessionCtx`], the PKCS#11 operations a job may call, one file per function
 //!   family (as rust-cryptoki's `session/`).
 //! * [`l1_cache`]: unwrapped L1 session objects shared by the workers.
+//! * [`release`]: which threads are inside which module, and letting go of the HSM on the way
+//!   out ([`Hsm::shutdown`], [`Hsm::shutdown_all`]).
 //!
 //! Recovery (measured on SoftHSM2 2.6.1, see `docs/architecture.md`):
 //! * `CKR_SESSION_HANDLE_INVALID`, `CKR_SESSION_CLOSED`, `CKR_USER_NOT_LOGGED_IN`, a stale object
@@ -22,8 +24,9 @@
 //!   bad GCM tag or a tampered wrapped key), never a reason to reconnect.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use crate::config::HsmConfig;
 use crate::error::{Error, Recovery, Result};
@@ -35,12 +38,14 @@ mod login;
 mod module;
 mod pool;
 mod raw;
+mod release;
 pub(crate) mod session;
 mod so;
 
 use l1_cache::L1Cache;
 use module::{Device, Module};
 use pool::Job;
+pub use release::HsmRelease;
 pub(crate) use session::SessionCtx;
 pub(crate) use so::with_so_session;
 
@@ -59,7 +64,11 @@ struct Shared {
     identity: TokenIdentity,
     queue: Mutex<VecDeque<Job>>,
     ready: Condvar,
+    /// Woken (with the queue's mutex) when the pool closes: cuts a worker's recovery backoff.
+    closing: Condvar,
     closed: AtomicBool,
+    /// Workers of this pool still running (changed under the release state's lock).
+    alive: AtomicUsize,
     /// Unwrapped L1 session objects, usable from every session of this process.
     l1: L1Cache,
     /// The session opened (and logged in) by `open`, handed to worker 0.
@@ -83,12 +92,17 @@ impl Drop for WorkerGuard {
     /// Stops the workers and waits for them: each finishes the queued jobs and closes its
     /// session. Waiting matters: a worker still in `C_CloseSession` while the process exits races
     /// the module's exit-time destructors (seen as a SIGSEGV in libsofthsm2).
+    /// After [`Hsm::shutdown`] a worker still inside a call that never returned is left alone
+    /// (joining it would hang forever); the others have closed their sessions already.
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::SeqCst);
+        let shut_down = self.shared.closed.swap(true, Ordering::SeqCst);
         self.shared.ready.notify_all();
         let me = std::thread::current().id();
         for t in std::mem::take(&mut *lock(&self.threads)) {
-            if t.thread().id() != me && t.join().is_err() {
+            if t.thread().id() == me || (shut_down && !t.is_finished()) {
+                continue;
+            }
+            if t.join().is_err() {
                 tracing::warn!("an HSM worker thread panicked");
             }
         }
@@ -113,6 +127,9 @@ impl Hsm {
     /// [`Error::Module`], [`Error::TokenNotFound`], [`Error::PinIncorrect`] (never retried),
     /// [`Error::PinLocked`], or a PKCS#11 error.
     pub fn open(cfg: HsmConfig) -> Result<Hsm> {
+        // Inside the module for the whole call (C_Initialize, C_Login); refused once the process
+        // releases its HSMs.
+        let _inside = release::enter(&cfg.module, None)?;
         let module = module::registered(&cfg.module);
         let metrics = Arc::new(HsmMetrics::default());
         let loaded = module::loaded_generation(&module);
@@ -140,7 +157,9 @@ impl Hsm {
             identity,
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
+            closing: Condvar::new(),
             closed: AtomicBool::new(false),
+            alive: AtomicUsize::new(0),
             l1: L1Cache::default(),
             initial,
         });
@@ -148,11 +167,17 @@ impl Hsm {
             shared: shared.clone(),
             threads: Mutex::new(Vec::new()),
         };
+        release::register(&shared);
         for i in 0..shared.cfg.pool_size.max(1) {
             let s = shared.clone();
+            let inside = release::enter(&shared.cfg.module, Some(shared.clone()))?;
             let t = std::thread::Builder::new()
                 .name(format!("rootseal-hsm-{i}"))
-                .spawn(move || pool::worker(s, i))
+                .spawn(move || {
+                    // Out of the module once the worker has closed its session (or panicked).
+                    let _inside = inside;
+                    pool::worker(s, i);
+                })
                 .map_err(|e| Error::Unavailable(format!("cannot start HSM worker: {e}")))?;
             lock(&guard.threads).push(t);
         }
@@ -267,6 +292,27 @@ impl Hsm {
             .await?)
     }
 
+    /// Closes this pool and lets go of its sessions, waiting until `deadline`: queued calls fail
+    /// at once (`PoolClosed`), each worker closes its session as soon as its current PKCS#11
+    /// call returns, and the module is finalised (`C_Finalize`) when no thread of the process is
+    /// inside it and no other open pool uses it. A call that has not returned by `deadline`
+    /// (a hung device) is left alone: the answer is then [`HsmRelease::Stuck`], and the module
+    /// stays initialised, since finalising it under a running call is undefined. Every later
+    /// call on this handle fails with `PoolClosed`. Blocking, for at most until `deadline`.
+    pub fn shutdown(&self, deadline: Instant) -> HsmRelease {
+        release::shutdown(&self.shared, deadline)
+    }
+
+    /// What a process on its way out calls: every pool of the process closes as
+    /// [`Hsm::shutdown`] does, no thread enters a module from now on ([`Hsm::open`] fails with
+    /// `PoolClosed`), and each module is finalised once no thread is inside it. Waits until
+    /// `deadline` at most; [`HsmRelease::Stuck`] says that some call never returned, and the
+    /// caller should then end the process without running exit-time destructors (a module's
+    /// destructors racing a thread still inside it crash or hang).
+    pub fn shutdown_all(deadline: Instant) -> HsmRelease {
+        release::shutdown_all(deadline)
+    }
+
     /// Checks that the token answers (a cheap `C_GetSessionInfo` through a worker).
     ///
     /// # Errors
@@ -287,6 +333,28 @@ impl Hsm {
             Ok(())
         })
         .await
+    }
+
+    /// **Testing only** (cargo feature `test-hooks`). Occupies one worker until `until` gets a
+    /// message or hangs up: a call that does not return until the test says so.
+    ///
+    /// # Errors
+    /// As [`Hsm::health`].
+    #[cfg(feature = "test-hooks")]
+    pub async fn testing_stall_until(&self, until: std::sync::mpsc::Receiver<()>) -> Result<()> {
+        let until = Mutex::new(until);
+        self.run(move |_ctx| {
+            let _ = lock(&until).recv();
+            Ok(())
+        })
+        .await
+    }
+
+    /// **Testing only** (cargo feature `test-hooks`). Whether this handle's module is
+    /// initialised in this process (not finalised).
+    #[cfg(feature = "test-hooks")]
+    pub fn testing_module_loaded(&self) -> bool {
+        module::loaded_generation(&self.shared.module).is_some()
     }
 
     /// **Testing only** (cargo feature `test-hooks`, never in release builds). Finalizes the module

@@ -107,6 +107,20 @@ pub(super) fn connect(
     })
 }
 
+/// Finalises the module at `path` if it is loaded (the process lets go of it). A later
+/// [`connect`] loads it again, under a new generation.
+pub(super) fn finalize_loaded(path: &Path) {
+    let Some(module) = lock(modules()).get(path).cloned() else {
+        return;
+    };
+    let mut m = lock(&module);
+    if let Some(ctx) = m.ctx.take() {
+        finalize(ctx);
+        m.generation += 1;
+        tracing::debug!(module = %path.display(), "PKCS#11 module finalised");
+    }
+}
+
 /// The slot holding the initialised token `sel` names. Slot ids are not stable (SoftHSM2
 /// renumbers them), so tokens are found by label or serial.
 fn find_slot(ctx: &Pkcs11, sel: &TokenSelector) -> Result<Slot> {

@@ -98,9 +98,30 @@ fn ensure_session(shared: &Shared, st: &mut WorkerState) -> Result<()> {
     Ok(())
 }
 
+/// Sleeps `d`, or less if the pool closes meanwhile.
+fn backoff(shared: &Shared, d: Duration) {
+    let deadline = std::time::Instant::now() + d;
+    let mut q = lock(&shared.queue);
+    while !shared.closed.load(Ordering::SeqCst) {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        q = match shared.closing.wait_timeout(q, deadline - now) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        };
+    }
+}
+
 fn run_job(shared: &Shared, st: &mut WorkerState, mut job: Job) {
     let mut attempt = 0u32;
     loop {
+        if shared.closed.load(Ordering::SeqCst) {
+            // The pool is being shut down: no retry, no recovery, the caller hears it now.
+            let _ = job(Err(Error::PoolClosed), true);
+            return;
+        }
         let last = attempt + 1 >= MAX_ATTEMPTS;
         let failed = match ensure_session(shared, st) {
             Ok(()) => {
@@ -141,7 +162,10 @@ fn run_job(shared: &Shared, st: &mut WorkerState, mut job: Job) {
                 shared.metrics.device_recovered();
                 drop_session(shared, st);
                 let seen = lock(&shared.device).as_ref().map(|d| d.module_generation);
-                std::thread::sleep(Duration::from_millis(100 << attempt.min(4)));
+                backoff(shared, Duration::from_millis(100 << attempt.min(4)));
+                if shared.closed.load(Ordering::SeqCst) {
+                    continue;
+                }
                 match module::connect(&shared.cfg, &shared.module, seen) {
                     Ok(d) => *lock(&shared.device) = Some(d),
                     Err(e) => {

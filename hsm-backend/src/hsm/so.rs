@@ -11,8 +11,8 @@ use cryptoki::session::UserType;
 use secrecy::SecretString;
 
 use super::l1_cache::L1Cache;
-use super::module;
 use super::session::{SessionCache, SessionCtx};
+use super::{module, release};
 use crate::config::HsmConfig;
 use crate::error::{Error, Result};
 use crate::metrics::{HsmMetrics, HsmOp};
@@ -28,6 +28,7 @@ pub(crate) fn with_so_session<T>(
     so_pin: &SecretString,
     f: impl FnOnce(&mut SessionCtx<'_>) -> Result<T>,
 ) -> Result<T> {
+    let _inside = release::enter(&cfg.module, None)?;
     let module_entry = module::registered(&cfg.module);
     let device = module::connect(cfg, &module_entry, None)?;
     let identity = module::token_identity(&device)?;

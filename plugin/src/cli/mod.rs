@@ -165,6 +165,11 @@ enum OpenbaoCmd {
 /// Runs the CLI.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `kms-plugin` is started by OpenBao with its own handshake rules, exit codes and logging,
+    // and must set up its lifetime watcher before any other thread exists (the runtime's).
+    if let Command::Openbao(OpenbaoCmd::KmsPlugin) = cli.command {
+        return crate::kms::kms_plugin_main();
+    }
     crate::telemetry::init();
     // Things that must happen while the process has one thread.
     let prepared = match &cli.command {
@@ -187,10 +192,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // `kms-plugin` is started by OpenBao with its own handshake rules and exit codes.
-    if let Command::Openbao(OpenbaoCmd::KmsPlugin) = cli.command {
-        return rt.block_on(crate::kms::run_kms_plugin());
-    }
     let result = rt.block_on(async move {
         match cli.command {
             Command::Dev(_) => match prepared {

@@ -12,10 +12,12 @@
 //!   go-plugin requires: `grpc.health.v1.Health` (service `plugin` SERVING),
 //!   `plugin.GRPCController/Shutdown`, `plugin.GRPCStdio/StreamStdio` and
 //!   `plugin.GRPCBroker/StartStream`;
-//! * the server stops on `Shutdown`, on SIGTERM, or as soon as the parent process goes away (a
-//!   plugin must never outlive its host). SIGINT is ignored, as go-plugin plugins do: a Ctrl-C in
-//!   the host's terminal reaches the whole process group, and the host decides when we stop.
+//! * the server stops on `Shutdown`, on SIGTERM, or as soon as the host goes away: a plugin never
+//!   outlives its host ([`lifetime`]: parent-death signal, the host's pipe, a watcher thread and
+//!   a hard deadline). SIGINT is ignored, as go-plugin plugins do: a Ctrl-C in the host's
+//!   terminal reaches the whole process group, and the host decides when we stop.
 
+pub mod lifetime;
 pub mod tls;
 
 use std::io::Write;
@@ -31,6 +33,8 @@ use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
+
+pub use lifetime::Lifetime;
 
 /// Generated code for go-plugin's internal services (`proto/go_plugin.proto`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -156,13 +160,18 @@ pub enum ServeError {
 
 /// Why the server stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StopReason {
     /// The host called `GRPCController/Shutdown`.
     Shutdown,
-    /// The parent process went away.
+    /// The parent process went away (we were re-parented).
     ParentGone,
+    /// The host closed its end of our stdout: it is gone, whoever our parent is now.
+    HostHungUp,
     /// SIGTERM.
     Terminated,
+    /// Serving failed by itself (the handshake line could not be written, the server broke).
+    Failed,
 }
 
 /// The handshake line go-plugin's host parses:
@@ -183,13 +192,15 @@ pub fn handshake_line(env: &PluginEnv, socket: &std::path::Path, cert: &[u8]) ->
     line
 }
 
-/// Serve `routes` (the plugin's own gRPC services) as a go-plugin plugin until the host shuts us
-/// down or goes away. The handshake line is written to `handshake_out` (stdout in production) once
-/// the socket listens.
+/// Serve `routes` (the plugin's own gRPC services) as a go-plugin plugin until `lifetime` says
+/// stop (the host's `Shutdown`, which this server turns into [`Lifetime::stop`], SIGTERM, the
+/// host gone). The handshake line is written to `handshake_out` (stdout in production) once the
+/// socket listens. After the stop, in-flight calls get [`lifetime::GRACE`] to finish.
 pub async fn serve(
     env: PluginEnv,
     routes: tonic::service::Routes,
     mut handshake_out: impl Write + Send,
+    lifetime: &Lifetime,
 ) -> Result<StopReason, ServeError> {
     let identity = tls::PluginIdentity::generate()?;
     let tls_cfg = Arc::new(tls::server_config(&identity, env.host_cert.clone())?);
@@ -209,8 +220,7 @@ pub async fn serve(
     let socket = dir.path().join("plugin.sock");
     let listener = UnixListener::bind(&socket)?;
 
-    let (stop_tx, mut stop_rx) = watch::channel(None::<StopReason>);
-    let stop_tx = Arc::new(stop_tx);
+    let stop_rx = lifetime.subscribe();
 
     // Connections: accept, TLS-handshake (bounded in time), hand to tonic.
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel::<Result<TlsConn, std::io::Error>>(16);
@@ -244,7 +254,7 @@ pub async fn serve(
         .await;
 
     let controller = proto::grpc_controller_server::GrpcControllerServer::new(Controller {
-        stop: stop_tx.clone(),
+        lifetime: lifetime.clone(),
     });
     let stdio = proto::grpc_stdio_server::GrpcStdioServer::new(Stdio {
         stop: stop_rx.clone(),
@@ -253,16 +263,13 @@ pub async fn serve(
         stop: stop_rx.clone(),
     });
 
-    // Watchers: parent death, SIGTERM; SIGINT is swallowed.
-    let watcher = tokio::spawn(watch_process(stop_tx.clone()));
-
     // Tell the host where we are only once everything is ready.
     let line = handshake_line(&env, &socket, identity.cert.as_ref());
     handshake_out.write_all(line.as_bytes())?;
     handshake_out.flush()?;
     tracing::debug!(socket = %socket.display(), "plugin serving");
 
-    let mut shutdown_rx = stop_rx.clone();
+    let shutdown_lt = lifetime.clone();
     let incoming = tokio_stream::wrappers::ReceiverStream::new(conn_rx);
     let server = tonic::transport::Server::builder()
         .add_routes(routes)
@@ -271,53 +278,24 @@ pub async fn serve(
         .add_service(stdio)
         .add_service(broker)
         .serve_with_incoming_shutdown(incoming, async move {
-            let _ = shutdown_rx.wait_for(|r| r.is_some()).await;
+            shutdown_lt.stopped().await;
         });
     tokio::pin!(server);
 
     let result = tokio::select! {
         r = &mut server => r.map_err(ServeError::from),
-        () = async { let _ = stop_rx.wait_for(|r| r.is_some()).await; } => {
+        _ = lifetime.stopped() => {
             // Give in-flight calls (the Shutdown reply itself) a moment, then go.
-            match tokio::time::timeout(Duration::from_secs(2), &mut server).await {
+            match tokio::time::timeout(lifetime::GRACE, &mut server).await {
                 Ok(r) => r.map_err(ServeError::from),
                 Err(_) => Ok(()),
             }
         }
     };
     accept_task.abort();
-    watcher.abort();
     drop(dir);
-    let reason = (*stop_rx.borrow()).unwrap_or(StopReason::Shutdown);
+    let reason = lifetime.reason().unwrap_or(StopReason::Shutdown);
     result.map(|()| reason)
-}
-
-/// Stop when the parent process changes (re-parenting means the host died), on SIGTERM; ignore
-/// SIGINT.
-async fn watch_process(stop: Arc<watch::Sender<Option<StopReason>>>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let parent = std::os::unix::process::parent_id();
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                if std::os::unix::process::parent_id() != parent {
-                    tracing::info!("plugin host went away, exiting");
-                    let _ = stop.send(Some(StopReason::ParentGone));
-                    return;
-                }
-            }
-            Some(()) = async { match term.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
-                let _ = stop.send(Some(StopReason::Terminated));
-                return;
-            }
-            Some(()) = async { match int.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
-                tracing::debug!("SIGINT ignored: the plugin host decides when the plugin stops");
-            }
-        }
-    }
 }
 
 /// A TLS connection over the unix socket, as tonic wants it.
@@ -379,7 +357,7 @@ fn open_until_stop<T: Send + 'static>(
 }
 
 struct Controller {
-    stop: Arc<watch::Sender<Option<StopReason>>>,
+    lifetime: Lifetime,
 }
 
 #[tonic::async_trait]
@@ -388,8 +366,7 @@ impl proto::grpc_controller_server::GrpcController for Controller {
         &self,
         _req: tonic::Request<proto::Empty>,
     ) -> Result<tonic::Response<proto::Empty>, tonic::Status> {
-        tracing::debug!("plugin host requested shutdown");
-        let _ = self.stop.send(Some(StopReason::Shutdown));
+        self.lifetime.stop(StopReason::Shutdown);
         Ok(tonic::Response::new(proto::Empty {}))
     }
 }

@@ -143,11 +143,19 @@ async fn handshake_automtls_health_and_shutdown() {
     )
     .unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(serve(
-        env,
-        tonic::service::Routes::builder().routes(),
-        LineSink(Some(tx), Vec::new()),
-    ));
+    let lifetime = Lifetime::detached();
+    let server = tokio::spawn({
+        let lifetime = lifetime.clone();
+        async move {
+            serve(
+                env,
+                tonic::service::Routes::builder().routes(),
+                LineSink(Some(tx), Vec::new()),
+                &lifetime,
+            )
+            .await
+        }
+    });
     let line = rx.await.unwrap();
     assert!(line.ends_with('\n'), "{line:?}");
     let fields: Vec<&str> = line.trim_end().split('|').collect();

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The arguments OpenBao passes to the binary (`plugin "kms" "rootseal" { args = … }`): the
-/// subcommand that runs [`super::run_kms_plugin`].
+/// subcommand that runs [`super::kms_plugin_main`].
 pub const PLUGIN_ARGS: &[&str] = &["openbao", "kms-plugin"];
 /// File name of the binary inside the plugin directory.
 pub const PLUGIN_BINARY: &str = "rootseal";

@@ -7,7 +7,7 @@
 //! AES-256-GCM inside the HSM; the KEK's sealed record lives in a local file store, because it
 //! cannot live in the Vault it unseals.
 //!
-//! Entry points for the CLI: [`run_kms_plugin`] (what OpenBao executes:
+//! Entry points for the CLI: [`kms_plugin_main`] (what OpenBao executes:
 //! `rootseal openbao kms-plugin`) and [`kms_config_command`] (`rootseal openbao kms-config`).
 
 pub mod backend;
@@ -17,6 +17,10 @@ pub mod service;
 
 use std::process::ExitCode;
 use std::sync::Arc;
+
+use rootseal_hsm::HsmRelease;
+
+use crate::goplugin::{Lifetime, StopReason};
 
 pub use deploy::kms_config_command;
 
@@ -48,17 +52,29 @@ pub const HANDSHAKE: crate::goplugin::HandshakeConfig = crate::goplugin::Handsha
                  and append the printed stanzas to the OpenBao server config.",
 };
 
-/// Run the KMS plugin: what OpenBao executes (`rootseal openbao kms-plugin`). Logs go to stderr
-/// (OpenBao captures them); stdout carries only the handshake line. Returns 1, after a message for
-/// a human, when not started by OpenBao.
-pub async fn run_kms_plugin() -> ExitCode {
-    run_kms_plugin_with(Arc::new(backend::KeyringOpener)).await
+/// The KMS plugin process: what OpenBao executes (`rootseal openbao kms-plugin`), from start to
+/// exit. Call it from `main` before anything else starts a thread (the async runtime included):
+/// it starts the process's [`Lifetime`] watcher first, so the plugin never outlives OpenBao
+/// (`docs/kms-plugin.md`, "Process lifetime"). Logs go to stderr (OpenBao captures them); stdout
+/// carries only the handshake line. Returns 1, after a message for a human, when not started by
+/// OpenBao; once it has served, it ends the process itself (0 after a clean stop, 1 after a
+/// failure or a forced exit) and does not return.
+pub fn kms_plugin_main() -> ExitCode {
+    kms_plugin_main_with(Arc::new(backend::KeyringOpener))
 }
 
-/// [`run_kms_plugin`] with another [`backend::Opener`] (tests).
-pub async fn run_kms_plugin_with(opener: Arc<dyn backend::Opener>) -> ExitCode {
+/// [`kms_plugin_main`] with another [`backend::Opener`].
+pub fn kms_plugin_main_with(opener: Arc<dyn backend::Opener>) -> ExitCode {
+    let lifetime = match Lifetime::start() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("rootseal openbao kms-plugin: cannot watch the plugin host: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::goplugin::lifetime::LogWriter)
+        .log_internal_errors(false)
         .with_ansi(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ROOTSEAL_LOG")
@@ -72,6 +88,51 @@ pub async fn run_kms_plugin_with(opener: Arc<dyn backend::Opener>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rootseal openbao kms-plugin: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let served = rt.block_on(serve_kms(env, opener, &lifetime));
+    if lifetime.reason().is_none() {
+        // Serving failed by itself (the handshake could not be written, ...): wind down the same
+        // way, under the same deadline.
+        lifetime.stop(StopReason::Failed);
+    }
+    let code = if served { 0 } else { 1 };
+    // Sessions closed and the module finalised, or, if an HSM call is stuck, an exit that runs
+    // no destructor. The runtime is never dropped: that would wait for its blocking threads.
+    match rootseal_hsm::Hsm::shutdown_all(lifetime.release_deadline()) {
+        HsmRelease::Clean => {
+            tracing::info!(reason = ?lifetime.reason(), "KMS plugin exiting: HSM sessions closed, module finalised");
+            lifetime.exit(code, true)
+        }
+        HsmRelease::Stuck { threads } => {
+            tracing::error!(threads, "HSM call still running at the exit deadline; exiting without finalising the module");
+            lifetime.exit(crate::goplugin::lifetime::FORCED_EXIT_STATUS, false)
+        }
+        other => {
+            tracing::error!(
+                ?other,
+                "HSM release did not finish; exiting without finalising the module"
+            );
+            lifetime.exit(crate::goplugin::lifetime::FORCED_EXIT_STATUS, false)
+        }
+    }
+}
+
+/// Serves the `Wrapper` and `Metadata` services until `lifetime` says stop. Whether it ended
+/// without an error.
+pub async fn serve_kms(
+    env: crate::goplugin::PluginEnv,
+    opener: Arc<dyn backend::Opener>,
+    lifetime: &Lifetime,
+) -> bool {
     let mut routes = tonic::service::Routes::builder();
     routes
         .add_service(proto::pb::wrapper_server::WrapperServer::new(
@@ -81,14 +142,14 @@ pub async fn run_kms_plugin_with(opener: Arc<dyn backend::Opener>) -> ExitCode {
             service::MetadataService,
         ));
     let routes = routes.routes();
-    match crate::goplugin::serve(env, routes, std::io::stdout()).await {
+    match crate::goplugin::serve(env, routes, std::io::stdout(), lifetime).await {
         Ok(reason) => {
             tracing::debug!(?reason, "KMS plugin stopped");
-            ExitCode::SUCCESS
+            true
         }
         Err(e) => {
             tracing::error!(error = %e, "KMS plugin failed");
-            ExitCode::from(1)
+            false
         }
     }
 }
