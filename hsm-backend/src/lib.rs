@@ -42,6 +42,7 @@ pub use keyring::api::{CreateOptions, DecryptItem, EncryptItem, KeyConfigUpdate,
 pub use keyring::batch::BatchKey;
 pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
 pub use keyring::rotation::{rotate_root, RootRotationReport};
+pub use keyring::crypto::MAX_DATA_KEYS;
 pub use keyring::Keyring;
 pub use metrics::{HsmMetrics, HsmOp};
 pub use root::{RootAttributes, RootInfo, RootRole};

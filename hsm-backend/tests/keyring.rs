@@ -177,7 +177,7 @@ async fn allowed_operations_are_enforced() {
         Err(KeyringError::PolicyDenied("decrypt"))
     ));
     assert!(matches!(
-        k.generate_data_key("enc-only", 32).await,
+        k.generate_data_key("enc-only", 32, None).await,
         Err(KeyringError::PolicyDenied(_))
     ));
     assert!(matches!(
@@ -297,9 +297,33 @@ async fn data_keys_and_batch_keys() {
     let k = &f.keyring;
     k.create_key("dk", CreateOptions::default()).await.unwrap();
     for len in [16, 32, 64] {
-        let (pt, sealed) = k.generate_data_key("dk", len).await.unwrap();
+        let (pt, sealed) = k.generate_data_key("dk", len, None).await.unwrap();
         assert_eq!(pt.len(), len);
         assert_eq!(dec(k, "dk", &sealed, b"").await.unwrap(), pt.to_vec());
+    }
+    // `key_version` is honoured (the one wrong answer: v1 was asked, the latest used).
+    k.rotate_key("dk").await.unwrap();
+    let (pt, sealed) = k.generate_data_key("dk", 32, Some(1)).await.unwrap();
+    assert_eq!(sealed.version, 1);
+    assert_eq!(dec(k, "dk", &sealed, b"").await.unwrap(), pt.to_vec());
+    assert_eq!(k.generate_data_key("dk", 32, None).await.unwrap().1.version, 2);
+    assert!(matches!(
+        k.generate_data_key("dk", 32, Some(3)).await,
+        Err(KeyringError::InvalidRequest(_))
+    ));
+    // `datakeys`: `count` distinct keys, one HSM job, each under the asked version.
+    let many = k.generate_data_keys("dk", 16, Some(1), 5).await.unwrap();
+    assert_eq!(many.len(), 5);
+    for (pt, sealed) in &many {
+        assert_eq!(sealed.version, 1);
+        assert_eq!(dec(k, "dk", sealed, b"").await.unwrap(), pt.to_vec());
+    }
+    assert_ne!(many[0].0, many[1].0);
+    for bad in [0, 1001] {
+        assert!(matches!(
+            k.generate_data_keys("dk", 16, None, bad).await,
+            Err(KeyringError::InvalidRequest(_))
+        ));
     }
     let bk = k.new_batch_key("dk").await.unwrap();
     let opened = k

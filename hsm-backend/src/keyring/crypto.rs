@@ -17,6 +17,8 @@ use crate::types::KeyOp;
 
 /// Largest Level 2 data key, in bytes.
 const MAX_DATA_KEY: usize = 64;
+/// Most data keys one `datakeys` request may ask for.
+pub const MAX_DATA_KEYS: usize = 1000;
 
 impl Keyring {
     /// Encrypts `items` under key `name` (version `version`, default the latest), inside the HSM
@@ -124,34 +126,61 @@ impl Keyring {
             .await?)
     }
 
-    /// A new Level 2 data key of `len` bytes from the HSM RNG, and its ciphertext under the latest
-    /// version of key `name` (one HSM job).
+    /// A new Level 2 data key of `len` bytes from the HSM RNG, and its ciphertext under version
+    /// `version` of key `name` (default the latest; Vault's `key_version` rules), in one HSM job.
     ///
     /// # Errors
-    /// `NotFound`, `PolicyDenied`, HSM errors.
+    /// `NotFound`, `PolicyDenied`, `InvalidRequest` (bad length or version), HSM errors.
     pub async fn generate_data_key(
         &self,
         name: &str,
         len: usize,
+        version: Option<u32>,
     ) -> Result<(Zeroizing<Vec<u8>>, Sealed)> {
+        let mut keys = self.generate_data_keys(name, len, version, 1).await?;
+        keys.pop()
+            .ok_or_else(|| KeyringError::internal("no data key generated"))
+    }
+
+    /// `count` new Level 2 data keys of `len` bytes each (Vault's `datakeys`), each sealed under
+    /// version `version` of key `name` (default the latest), in one HSM job.
+    ///
+    /// # Errors
+    /// `NotFound`, `PolicyDenied`, `InvalidRequest` (bad length, version or count), HSM errors.
+    pub async fn generate_data_keys(
+        &self,
+        name: &str,
+        len: usize,
+        version: Option<u32>,
+        count: usize,
+    ) -> Result<Vec<(Zeroizing<Vec<u8>>, Sealed)>> {
         if !(1..=MAX_DATA_KEY).contains(&len) {
             return Err(KeyringError::InvalidRequest(
                 "invalid data key length".into(),
             ));
         }
+        if !(1..=MAX_DATA_KEYS).contains(&count) {
+            return Err(KeyringError::InvalidRequest(format!(
+                "count must be between 1 and {MAX_DATA_KEYS}"
+            )));
+        }
         let s = self.load(name, false).await?;
         s.allows(KeyOp::Datakey)?;
-        let v = s.default_encrypt_version();
+        let v = s.encrypt_version(version)?;
         let blob = s.blob(v)?;
         Ok(self
             .inner
             .hsm
             .run(move |ctx| {
                 let k = jobs::l1_handle(ctx, &blob)?;
-                let mut dk = Zeroizing::new(vec![0u8; len]);
-                ctx.pooled_random(&mut dk)?;
-                let bytes = ctx.gcm_encrypt(k, &[], &dk)?;
-                Ok((dk, Sealed { version: v, bytes }))
+                let mut out = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let mut dk = Zeroizing::new(vec![0u8; len]);
+                    ctx.pooled_random(&mut dk)?;
+                    let bytes = ctx.gcm_encrypt(k, &[], &dk)?;
+                    out.push((dk, Sealed { version: v, bytes }));
+                }
+                Ok(out)
             })
             .await?)
     }

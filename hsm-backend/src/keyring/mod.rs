@@ -33,7 +33,7 @@ pub(crate) mod aad;
 pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod batch;
-mod crypto;
+pub(crate) mod crypto;
 mod jobs;
 mod keys;
 pub(crate) mod record;

@@ -11,7 +11,8 @@
 //! | `POST`/`PUT` | `/v1/{mount}/encrypt/{name}` | encrypt (single or `batch_input`), upsert | token |
 //! | `POST`/`PUT` | `/v1/{mount}/decrypt/{name}` | decrypt | token |
 //! | `POST`/`PUT` | `/v1/{mount}/rewrap/{name}` | decrypt + encrypt under the latest version | token |
-//! | `POST`/`PUT` | `/v1/{mount}/datakey/{plaintext\|wrapped}/{name}` | Level 2 data key | token |
+//! | `POST`/`PUT` | `/v1/{mount}/datakey/{plaintext\|wrapped}/{name}` | Level 2 data key (`key_version`) | token |
+//! | `POST`/`PUT` | `/v1/{mount}/datakeys/{plaintext\|wrapped}/{name}` | `count` data keys | token |
 //! | `POST` | `/v1/{mount}/bulk-seal/{name}`, `/bulk-unseal/{name}` | bulk seal (`routes/bulk.rs`) | token |
 //! | `PUT`/`POST` | `/v1/auth/token/renew-self` | Vault's answer for a non-renewable token | token |
 //! | `GET` | `/v1/sys/health` | 200 when the HSM answers, 503 otherwise | none |
@@ -402,6 +403,10 @@ fn transit_routes() -> Router<AppState> {
         .route(
             "/datakey/{kind}/{name}",
             post(datakey::datakey).put(datakey::datakey),
+        )
+        .route(
+            "/datakeys/{kind}/{name}",
+            post(datakey::datakeys).put(datakey::datakeys),
         )
 }
 
