@@ -38,7 +38,10 @@ pub use hsm::Hsm;
 pub use keyring::admin::{init_root, root_attributes, root_status, InitOutcome, RootStatus};
 #[cfg(feature = "test-hooks")]
 pub use keyring::admin::{testing_init_previous_release_root, testing_new_l0};
-pub use keyring::api::{CreateOptions, DecryptItem, EncryptItem, KeyConfigUpdate, KeyInfo, Sealed};
+pub use keyring::api::{
+    CreateOptions, DecryptItem, EncryptItem, HashAlg, KeyConfigUpdate, KeyInfo, Marshaling,
+    RsaPadding, SaltLength, Sealed, SignParams, Signature, VerifyItem,
+};
 pub use keyring::batch::BatchKey;
 pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
 pub use keyring::rotation::{rotate_root, RootRotationReport};
@@ -50,4 +53,4 @@ pub use softhsm::{SoftHsmDir, SoftHsmError};
 pub use store::{
     valid_key_name, BoxFuture, FileStore, KekStore, RoutedStore, StoreError, StoredRecord,
 };
-pub use types::{KeyOp, RootId, TokenIdentity};
+pub use types::{KeyOp, KeyType, RootId, TokenIdentity};

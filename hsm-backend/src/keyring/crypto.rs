@@ -8,7 +8,8 @@ use cryptoki::object::ObjectHandle;
 use zeroize::Zeroizing;
 
 use super::api::{CreateOptions, DecryptItem, EncryptItem, Sealed};
-use super::state::{BlobRef, KeyState};
+use super::sign::rsa_max_plaintext;
+use super::state::{BlobRef, KeyState, PairRef};
 use super::{aad, jobs};
 use super::{Keyring, Result};
 use crate::error::{Error as HsmError, KeyringError, Recovery};
@@ -41,8 +42,12 @@ impl Keyring {
             }
             r => r?,
         };
+        s.type_supports(s.key_type().supports_encryption(), "encryption")?;
         s.allows(KeyOp::Encrypt)?;
         let v = s.encrypt_version(version)?;
+        if s.key_type().is_rsa() {
+            return self.rsa(&s, Some(v), items.into_iter().map(Rsa::Encrypt).collect()).await;
+        }
         let blob = s.blob(v)?;
         Ok(self
             .inner
@@ -74,6 +79,16 @@ impl Keyring {
         let s = self
             .load_for_versions(name, KeyOp::Decrypt, items.iter().map(|i| i.sealed.version))
             .await?;
+        if s.key_type().is_rsa() {
+            let out = self
+                .rsa(&s, None, items.into_iter().map(Rsa::Decrypt).collect())
+                .await?;
+            return Ok(out
+                .into_iter()
+                .map(|r| r.map(|sealed| Zeroizing::new(sealed.bytes)))
+                .collect());
+        }
+        s.type_supports(s.key_type().is_aes(), "decryption")?;
         let min = s.record.config.min_decryption_version;
         let blobs = s.blobs.clone();
         Ok(self
@@ -106,6 +121,10 @@ impl Keyring {
             .await?;
         s.allows(KeyOp::Encrypt)?;
         let v = s.encrypt_version(version)?;
+        if s.key_type().is_rsa() {
+            return self.rsa(&s, Some(v), items.into_iter().map(Rsa::Rewrap).collect()).await;
+        }
+        s.type_supports(s.key_type().is_aes(), "rewrap")?;
         let target = s.blob(v)?;
         let min = s.record.config.min_decryption_version;
         let blobs = s.blobs.clone();
@@ -185,6 +204,77 @@ impl Keyring {
             .await?)
     }
 
+    /// RSA-OAEP encrypt, decrypt or rewrap of `items` under RSA key `s` inside the HSM, in one
+    /// job (`target`: the version new ciphertexts use). A decrypt answers its plaintext in
+    /// [`Sealed::bytes`].
+    async fn rsa(
+        &self,
+        s: &KeyState,
+        target: Option<u32>,
+        items: Vec<Rsa>,
+    ) -> Result<Vec<Result<Sealed>>> {
+        let t = s.key_type();
+        let max = rsa_max_plaintext(t);
+        let min = s.record.config.min_decryption_version;
+        let pairs = s.pairs.clone();
+        let target = match target {
+            Some(v) => Some((v, s.pair(v)?)),
+            None => None,
+        };
+        Ok(self
+            .inner
+            .hsm
+            .run(move |ctx| {
+                let mut out = Vec::with_capacity(items.len());
+                for it in &items {
+                    let opened = match it {
+                        Rsa::Encrypt(e) => {
+                            if !e.aad.is_empty() {
+                                out.push(Err(KeyringError::InvalidRequest(
+                                    "associated_data is not supported by rsa keys".into(),
+                                )));
+                                continue;
+                            }
+                            Ok(Zeroizing::new(e.plaintext.to_vec()))
+                        }
+                        Rsa::Decrypt(d) | Rsa::Rewrap(d) => rsa_open(ctx, &pairs, min, d)?,
+                    };
+                    let pt = match opened {
+                        Ok(pt) => pt,
+                        Err(e) => {
+                            out.push(Err(e));
+                            continue;
+                        }
+                    };
+                    if let Rsa::Decrypt(d) = it {
+                        out.push(Ok(Sealed {
+                            version: d.sealed.version,
+                            bytes: pt.to_vec(),
+                        }));
+                        continue;
+                    }
+                    if pt.len() > max {
+                        out.push(Err(KeyringError::InvalidRequest(format!(
+                            "plaintext too long: an rsa key of this size encrypts at most {max} bytes"
+                        ))));
+                        continue;
+                    }
+                    let Some((v, pair)) = &target else {
+                        out.push(Err(KeyringError::internal("no target version")));
+                        continue;
+                    };
+                    let (_, public) = jobs::pair_handles(ctx, &pair.id)?;
+                    out.push(match ctx.oaep_encrypt(public, &pt) {
+                        Ok(bytes) => Ok(Sealed { version: *v, bytes }),
+                        Err(e) if e.recovery() != Recovery::None => return Err(e),
+                        Err(e) => Err(KeyringError::from(e)),
+                    });
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+
     /// Loads key `name` for `op` on ciphertexts of `versions`: when one names a version newer than
     /// the cached key knows, another replica may have rotated, so the store is asked again before
     /// refusing.
@@ -248,6 +338,44 @@ fn decrypt_one(
         Err(e) if e.recovery() != Recovery::None => Err(e),
         Err(e) => {
             tracing::debug!(error = %e, "ciphertext failed to verify");
+            Ok(Err(KeyringError::InvalidCiphertext))
+        }
+    }
+}
+
+/// One RSA item.
+enum Rsa {
+    Encrypt(EncryptItem),
+    Decrypt(DecryptItem),
+    Rewrap(DecryptItem),
+}
+
+/// Opens one RSA-OAEP ciphertext with the private key of its version (the one opaque
+/// `InvalidCiphertext` for every way it can fail).
+fn rsa_open(
+    ctx: &mut SessionCtx<'_>,
+    pairs: &BTreeMap<u32, Arc<PairRef>>,
+    min: u32,
+    it: &DecryptItem,
+) -> std::result::Result<Result<Zeroizing<Vec<u8>>>, HsmError> {
+    if !it.aad.is_empty() {
+        return Ok(Err(KeyringError::InvalidRequest(
+            "associated_data is not supported by rsa keys".into(),
+        )));
+    }
+    let v = it.sealed.version;
+    if v < min {
+        return Ok(Err(KeyringError::VersionTooOld));
+    }
+    let Some(p) = pairs.get(&v) else {
+        return Ok(Err(KeyringError::InvalidCiphertext));
+    };
+    let (private, _) = jobs::pair_handles(ctx, &p.id)?;
+    match ctx.oaep_decrypt(private, &it.sealed.bytes) {
+        Ok(pt) => Ok(Ok(pt)),
+        Err(e) if e.recovery() != Recovery::None => Err(e),
+        Err(e) => {
+            tracing::debug!(error = %e, "rsa ciphertext failed to open");
             Ok(Err(KeyringError::InvalidCiphertext))
         }
     }

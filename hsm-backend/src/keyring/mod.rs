@@ -10,6 +10,8 @@
 //! * [`jobs`]: what runs on an HSM worker (unwrap an L1, seal a new one, MAC a record);
 //! * [`keys`]: create, read, list, delete, rotate, configure;
 //! * [`crypto`]: encrypt, decrypt, rewrap, data keys;
+//! * [`sign`]: sign, verify, HMAC, random bytes;
+//! * [`der`]: the DER of public keys and signatures;
 //! * [`batch`]: bulk-seal batch keys;
 //! * [`rotation`]: root rotation, re-sealing every record under a new root;
 //! * [`admin`]: root administration (init, status, attributes), which needs no keyring.
@@ -34,10 +36,12 @@ pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod batch;
 pub(crate) mod crypto;
+mod der;
 mod jobs;
 mod keys;
 pub(crate) mod record;
 pub(crate) mod rotation;
+mod sign;
 mod state;
 
 use record::Record;
