@@ -46,6 +46,7 @@ pub use keyring::batch::BatchKey;
 pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
 pub use keyring::rotation::{rotate_root, RootRotationReport};
 pub use keyring::crypto::MAX_DATA_KEYS;
+pub use keyring::sign::MAX_RANDOM_BYTES;
 pub use keyring::Keyring;
 pub use metrics::{HsmMetrics, HsmOp};
 pub use root::{RootAttributes, RootInfo, RootRole};

@@ -184,6 +184,7 @@ impl Keyring {
             )));
         }
         let s = self.load(name, false).await?;
+        s.type_supports(s.key_type().is_aes(), "data key generation")?;
         s.allows(KeyOp::Datakey)?;
         let v = s.encrypt_version(version)?;
         let blob = s.blob(v)?;

@@ -41,7 +41,7 @@ mod jobs;
 mod keys;
 pub(crate) mod record;
 pub(crate) mod rotation;
-mod sign;
+pub(crate) mod sign;
 mod state;
 
 use record::Record;

@@ -228,6 +228,22 @@ fn hmac_mechanism(h: HashAlg) -> Result<Mechanism<'static>> {
     })
 }
 
+/// SoftHSM2 (as PKCS#11 lets a token do) refuses an HMAC key shorter than the digest
+/// (`CKR_KEY_SIZE_RANGE`): say so instead of failing in the HSM.
+fn check_hmac_key_size(s: &KeyState, alg: HashAlg) -> Result<()> {
+    let size = s.record.config.key_size as usize;
+    if size < alg.len() {
+        return Err(KeyringError::InvalidRequest(format!(
+            "{} needs an hmac key of at least {} bytes on this HSM token (the key has {size}): \
+             the token refuses shorter keys for CKM_{}_HMAC",
+            alg.name(),
+            alg.len(),
+            alg.name().to_uppercase().replace('-', "_")
+        )));
+    }
+    Ok(())
+}
+
 /// Checks the version an item to verify names: known, and not below `min_decryption_version`.
 fn check_version(s: &KeyState, v: u32) -> Result<()> {
     if v < s.record.config.min_decryption_version {
@@ -295,11 +311,12 @@ impl Keyring {
         items: Vec<VerifyItem>,
         p: SignParams,
     ) -> Result<Vec<Result<bool>>> {
+        let s = self.load(name, false).await?;
+        s.type_supports(s.key_type().supports_signing(), "signature verification")?;
         let s = self
             .load_for_versions(name, KeyOp::Verify, items.iter().map(|i| i.signature.version))
             .await?;
         let t = s.key_type();
-        s.type_supports(t.supports_signing(), "signature verification")?;
         check_params(t, &p)?;
         let salts = salts(t, &p, true)?;
         let (errors, work) = split(items.iter().map(|it| {
@@ -356,6 +373,7 @@ impl Keyring {
         s.type_supports(s.key_type() == KeyType::Hmac, "HMAC")?;
         s.allows(KeyOp::Hmac)?;
         hmac_mechanism(alg)?;
+        check_hmac_key_size(&s, alg)?;
         let v = s.encrypt_version(version)?;
         let blob = s.blob(v)?;
         Ok(self
@@ -387,11 +405,13 @@ impl Keyring {
         alg: HashAlg,
         items: Vec<VerifyItem>,
     ) -> Result<Vec<Result<bool>>> {
+        let s = self.load(name, false).await?;
+        s.type_supports(s.key_type() == KeyType::Hmac, "HMAC")?;
         let s = self
             .load_for_versions(name, KeyOp::Hmac, items.iter().map(|i| i.signature.version))
             .await?;
-        s.type_supports(s.key_type() == KeyType::Hmac, "HMAC")?;
         hmac_mechanism(alg)?;
+        check_hmac_key_size(&s, alg)?;
         let (errors, work) = split(items.into_iter().map(|it| {
             check_version(&s, it.signature.version)
                 .and_then(|()| s.blob(it.signature.version))
