@@ -43,9 +43,9 @@ pub use keyring::api::{
     RsaPadding, SaltLength, Sealed, SignParams, Signature, VerifyItem,
 };
 pub use keyring::batch::BatchKey;
+pub use keyring::crypto::MAX_DATA_KEYS;
 pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
 pub use keyring::rotation::{rotate_root, RootRotationReport};
-pub use keyring::crypto::MAX_DATA_KEYS;
 pub use keyring::sign::MAX_RANDOM_BYTES;
 pub use keyring::Keyring;
 pub use metrics::{HsmMetrics, HsmOp};

@@ -28,7 +28,12 @@ fn spki_key(spki: &[u8]) -> &[u8] {
             (usize::from(l), 2)
         } else {
             let k = usize::from(l & 0x7f);
-            (b[2..2 + k].iter().fold(0, |a, x| (a << 8) | usize::from(*x)), 2 + k)
+            (
+                b[2..2 + k]
+                    .iter()
+                    .fold(0, |a, x| (a << 8) | usize::from(*x)),
+                2 + k,
+            )
         };
         (tag, &b[at..at + len], &b[at + len..])
     }
@@ -123,9 +128,17 @@ async fn verify1(f: &Fixture, name: &str, input: &[u8], sig: Signature, p: SignP
 async fn signing_keys_sign_in_the_hsm_and_verify_independently() {
     let f = Fixture::new().await;
     let msg = b"the quick brown fox";
-    let cases: [(KeyType, &'static dyn signature::VerificationAlgorithm, SignParams); 6] = [
+    let cases: [(
+        KeyType,
+        &'static dyn signature::VerificationAlgorithm,
+        SignParams,
+    ); 6] = [
         (KeyType::Ed25519, &signature::ED25519, SignParams::default()),
-        (KeyType::EcdsaP256, &signature::ECDSA_P256_SHA256_ASN1, SignParams::default()),
+        (
+            KeyType::EcdsaP256,
+            &signature::ECDSA_P256_SHA256_ASN1,
+            SignParams::default(),
+        ),
         (
             KeyType::EcdsaP384,
             &signature::ECDSA_P384_SHA384_FIXED,
@@ -172,7 +185,10 @@ async fn signing_keys_sign_in_the_hsm_and_verify_independently() {
             .verify(msg, &sig.bytes)
             .unwrap_or_else(|_| panic!("{t}: aws-lc refuses the HSM's signature"));
         assert!(verify1(&f, name, msg, sig.clone(), p).await, "{t}");
-        assert!(!verify1(&f, name, b"another message", sig.clone(), p).await, "{t}");
+        assert!(
+            !verify1(&f, name, b"another message", sig.clone(), p).await,
+            "{t}"
+        );
         let mut bad = sig.clone();
         let last = bad.bytes.len() - 1;
         bad.bytes[last] ^= 1;
@@ -190,11 +206,17 @@ async fn signing_keys_sign_in_the_hsm_and_verify_independently() {
         ));
     }
     // PSS with `auto` signs with the largest salt and verifies it.
-    f.keyring.create_key("pss", opts(KeyType::Rsa2048)).await.unwrap();
+    f.keyring
+        .create_key("pss", opts(KeyType::Rsa2048))
+        .await
+        .unwrap();
     let sig = sign1(&f, "pss", msg, SignParams::default()).await;
     assert!(verify1(&f, "pss", msg, sig, SignParams::default()).await);
     // Prehashed ECDSA: the digest is signed as given.
-    f.keyring.create_key("p256", opts(KeyType::EcdsaP256)).await.unwrap();
+    f.keyring
+        .create_key("p256", opts(KeyType::EcdsaP256))
+        .await
+        .unwrap();
     let digest = HashAlg::Sha256.digest(msg).unwrap();
     let pre = SignParams {
         prehashed: true,
@@ -202,7 +224,11 @@ async fn signing_keys_sign_in_the_hsm_and_verify_independently() {
     };
     let sig = sign1(&f, "p256", &digest, pre).await;
     assert!(verify1(&f, "p256", msg, sig, SignParams::default()).await);
-    let short = f.keyring.sign("p256", None, vec![vec![1; 5]], pre).await.unwrap();
+    let short = f
+        .keyring
+        .sign("p256", None, vec![vec![1; 5]], pre)
+        .await
+        .unwrap();
     assert!(matches!(short[0], Err(KeyringError::InvalidRequest(_))));
 }
 
@@ -223,9 +249,20 @@ async fn hmac_aes128_and_rsa_oaep_keys() {
         .await
         .unwrap();
     assert_eq!((info.key_type, info.key_size), (KeyType::Hmac, 64));
-    attrs_ok(&k.testing_key_attributes("mac").await.unwrap(), KeyType::Hmac);
-    for alg in [HashAlg::Sha224, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
-        let m = k.hmac("mac", None, alg, vec![b"data".to_vec()]).await.unwrap();
+    attrs_ok(
+        &k.testing_key_attributes("mac").await.unwrap(),
+        KeyType::Hmac,
+    );
+    for alg in [
+        HashAlg::Sha224,
+        HashAlg::Sha256,
+        HashAlg::Sha384,
+        HashAlg::Sha512,
+    ] {
+        let m = k
+            .hmac("mac", None, alg, vec![b"data".to_vec()])
+            .await
+            .unwrap();
         let m = m.into_iter().next().unwrap().unwrap();
         assert_eq!(m.bytes.len(), alg.len());
         let ok = k
@@ -281,16 +318,35 @@ async fn hmac_aes128_and_rsa_oaep_keys() {
     ));
 
     // aes128-gcm96: a 16-byte L1.
-    k.create_key("a128", opts(KeyType::Aes128Gcm96)).await.unwrap();
-    attrs_ok(&k.testing_key_attributes("a128").await.unwrap(), KeyType::Aes128Gcm96);
+    k.create_key("a128", opts(KeyType::Aes128Gcm96))
+        .await
+        .unwrap();
+    attrs_ok(
+        &k.testing_key_attributes("a128").await.unwrap(),
+        KeyType::Aes128Gcm96,
+    );
     let ct = k
-        .encrypt("a128", None, vec![EncryptItem { plaintext: Zeroizing::new(b"hi".to_vec()), aad: vec![] }], false)
+        .encrypt(
+            "a128",
+            None,
+            vec![EncryptItem {
+                plaintext: Zeroizing::new(b"hi".to_vec()),
+                aad: vec![],
+            }],
+            false,
+        )
         .await
         .unwrap()
         .remove(0)
         .unwrap();
     let pt = k
-        .decrypt("a128", vec![DecryptItem { sealed: ct, aad: vec![] }])
+        .decrypt(
+            "a128",
+            vec![DecryptItem {
+                sealed: ct,
+                aad: vec![],
+            }],
+        )
         .await
         .unwrap()
         .remove(0)
@@ -300,7 +356,15 @@ async fn hmac_aes128_and_rsa_oaep_keys() {
     // RSA-OAEP encrypt/decrypt inside the HSM, and rewrap across versions.
     k.create_key("rsa", opts(KeyType::Rsa2048)).await.unwrap();
     let ct = k
-        .encrypt("rsa", None, vec![EncryptItem { plaintext: Zeroizing::new(b"secret".to_vec()), aad: vec![] }], false)
+        .encrypt(
+            "rsa",
+            None,
+            vec![EncryptItem {
+                plaintext: Zeroizing::new(b"secret".to_vec()),
+                aad: vec![],
+            }],
+            false,
+        )
         .await
         .unwrap()
         .remove(0)
@@ -308,7 +372,14 @@ async fn hmac_aes128_and_rsa_oaep_keys() {
     assert_eq!(ct.bytes.len(), 256);
     k.rotate_key("rsa").await.unwrap();
     let re = k
-        .rewrap("rsa", None, vec![DecryptItem { sealed: ct.clone(), aad: vec![] }])
+        .rewrap(
+            "rsa",
+            None,
+            vec![DecryptItem {
+                sealed: ct.clone(),
+                aad: vec![],
+            }],
+        )
         .await
         .unwrap()
         .remove(0)
@@ -316,7 +387,13 @@ async fn hmac_aes128_and_rsa_oaep_keys() {
     assert_eq!(re.version, 2);
     for c in [ct.clone(), re] {
         let pt = k
-            .decrypt("rsa", vec![DecryptItem { sealed: c, aad: vec![] }])
+            .decrypt(
+                "rsa",
+                vec![DecryptItem {
+                    sealed: c,
+                    aad: vec![],
+                }],
+            )
             .await
             .unwrap()
             .remove(0)
@@ -326,11 +403,27 @@ async fn hmac_aes128_and_rsa_oaep_keys() {
     let mut bad = ct;
     bad.bytes[10] ^= 1;
     assert!(matches!(
-        k.decrypt("rsa", vec![DecryptItem { sealed: bad, aad: vec![] }]).await.unwrap()[0],
+        k.decrypt(
+            "rsa",
+            vec![DecryptItem {
+                sealed: bad,
+                aad: vec![]
+            }]
+        )
+        .await
+        .unwrap()[0],
         Err(KeyringError::InvalidCiphertext)
     ));
     let long = k
-        .encrypt("rsa", None, vec![EncryptItem { plaintext: Zeroizing::new(vec![0; 300]), aad: vec![] }], false)
+        .encrypt(
+            "rsa",
+            None,
+            vec![EncryptItem {
+                plaintext: Zeroizing::new(vec![0; 300]),
+                aad: vec![],
+            }],
+            false,
+        )
         .await
         .unwrap();
     assert!(matches!(long[0], Err(KeyringError::InvalidRequest(_))));

@@ -307,7 +307,10 @@ async fn data_keys_and_batch_keys() {
     let (pt, sealed) = k.generate_data_key("dk", 32, Some(1)).await.unwrap();
     assert_eq!(sealed.version, 1);
     assert_eq!(dec(k, "dk", &sealed, b"").await.unwrap(), pt.to_vec());
-    assert_eq!(k.generate_data_key("dk", 32, None).await.unwrap().1.version, 2);
+    assert_eq!(
+        k.generate_data_key("dk", 32, None).await.unwrap().1.version,
+        2
+    );
     assert!(matches!(
         k.generate_data_key("dk", 32, Some(3)).await,
         Err(KeyringError::InvalidRequest(_))

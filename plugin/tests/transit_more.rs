@@ -67,9 +67,12 @@ async fn refused(e: &Env, method: &str, path: &str, body: Value, want: &str) {
         s.is_client_error(),
         "{method} {path} {body}: want 4xx, got {s} {v}"
     );
-    let errs = v["errors"].as_array().unwrap_or_else(|| panic!("no envelope: {v}"));
+    let errs = v["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no envelope: {v}"));
     assert!(
-        errs.iter().any(|m| m.as_str().unwrap_or_default().contains(want)),
+        errs.iter()
+            .any(|m| m.as_str().unwrap_or_default().contains(want)),
         "{method} {path} {body}: want {want:?} in {v}"
     );
 }
@@ -188,21 +191,48 @@ async fn key_types_sign_verify_hmac_random_hash() {
         ("rsa-2048", json!({"salt_length": "hash"})),
     ] {
         let name = format!("s-{t}");
-        let d = data(&e, "POST", &format!("/v1/transit/keys/{name}"), json!({"type": t})).await;
+        let d = data(
+            &e,
+            "POST",
+            &format!("/v1/transit/keys/{name}"),
+            json!({"type": t}),
+        )
+        .await;
         assert_eq!(d["type"], t);
         assert_eq!(d["supports_signing"], true);
-        assert!(d["keys"]["1"]["public_key"].as_str().unwrap().len() > 40, "{d}");
+        assert!(
+            d["keys"]["1"]["public_key"].as_str().unwrap().len() > 40,
+            "{d}"
+        );
         let mut body = extra.clone();
         body["input"] = json!(input);
-        let s = data(&e, "POST", &format!("/v1/transit/sign/{name}"), body.clone()).await;
+        let s = data(
+            &e,
+            "POST",
+            &format!("/v1/transit/sign/{name}"),
+            body.clone(),
+        )
+        .await;
         let sig = s["signature"].as_str().unwrap().to_owned();
         assert!(sig.starts_with("vault:v1:"), "{s}");
         assert_eq!(s["key_version"], 1);
         body["signature"] = json!(sig);
-        let v = data(&e, "POST", &format!("/v1/transit/verify/{name}"), body.clone()).await;
+        let v = data(
+            &e,
+            "POST",
+            &format!("/v1/transit/verify/{name}"),
+            body.clone(),
+        )
+        .await;
         assert_eq!(v["valid"], true, "{t} {extra}");
         body["input"] = json!(b64(b"other"));
-        let v = data(&e, "POST", &format!("/v1/transit/verify/{name}"), body.clone()).await;
+        let v = data(
+            &e,
+            "POST",
+            &format!("/v1/transit/verify/{name}"),
+            body.clone(),
+        )
+        .await;
         assert_eq!(v["valid"], false, "{t} {extra}");
     }
     // Hash in the path, batch sign and verify with references.
@@ -236,9 +266,21 @@ async fn key_types_sign_verify_hmac_random_hash() {
     assert_eq!(v["batch_results"][0]["reference"], "x");
 
     // HMAC keys.
-    let d = data(&e, "POST", "/v1/transit/keys/mac", json!({"type": "hmac", "key_size": 64})).await;
+    let d = data(
+        &e,
+        "POST",
+        "/v1/transit/keys/mac",
+        json!({"type": "hmac", "key_size": 64}),
+    )
+    .await;
     assert_eq!(d["key_size"], 64);
-    let h = data(&e, "POST", "/v1/transit/hmac/mac/sha2-512", json!({"input": input})).await;
+    let h = data(
+        &e,
+        "POST",
+        "/v1/transit/hmac/mac/sha2-512",
+        json!({"input": input}),
+    )
+    .await;
     let mac = h["hmac"].as_str().unwrap().to_owned();
     assert_eq!(unb64(mac.strip_prefix("vault:v1:").unwrap()).len(), 64);
     let v = data(
@@ -259,8 +301,20 @@ async fn key_types_sign_verify_hmac_random_hash() {
     assert_eq!(v["valid"], false);
 
     // RSA encrypt/decrypt through the ordinary paths.
-    let c = data(&e, "POST", "/v1/transit/encrypt/s-rsa-2048", json!({"plaintext": input})).await;
-    let p = data(&e, "POST", "/v1/transit/decrypt/s-rsa-2048", json!({"ciphertext": c["ciphertext"]})).await;
+    let c = data(
+        &e,
+        "POST",
+        "/v1/transit/encrypt/s-rsa-2048",
+        json!({"plaintext": input}),
+    )
+    .await;
+    let p = data(
+        &e,
+        "POST",
+        "/v1/transit/decrypt/s-rsa-2048",
+        json!({"ciphertext": c["ciphertext"]}),
+    )
+    .await;
     assert_eq!(p["plaintext"], input);
 
     // random and hash.
@@ -269,19 +323,39 @@ async fn key_types_sign_verify_hmac_random_hash() {
         ("/v1/transit/random/64", json!({}), 64),
         ("/v1/transit/random/seal/16", json!({}), 16),
         ("/v1/transit/random/platform", json!({"bytes": 8}), 8),
-        ("/v1/transit/random/all", json!({"bytes": "12", "format": "hex"}), 24),
+        (
+            "/v1/transit/random/all",
+            json!({"bytes": "12", "format": "hex"}),
+            24,
+        ),
     ] {
         let d = data(&e, "POST", path, body.clone()).await;
         let s = d["random_bytes"].as_str().unwrap();
-        let n = if body.get("format").is_some() { s.len() } else { unb64(s).len() };
+        let n = if body.get("format").is_some() {
+            s.len()
+        } else {
+            unb64(s).len()
+        };
         assert_eq!(n, len, "{path} {body}");
     }
-    let d = data(&e, "POST", "/v1/transit/hash", json!({"input": b64(b"abc")})).await;
+    let d = data(
+        &e,
+        "POST",
+        "/v1/transit/hash",
+        json!({"input": b64(b"abc")}),
+    )
+    .await;
     assert_eq!(
         d["sum"],
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
-    let d = data(&e, "POST", "/v1/transit/hash/sha2-512", json!({"input": b64(b"abc"), "format": "base64"})).await;
+    let d = data(
+        &e,
+        "POST",
+        "/v1/transit/hash/sha2-512",
+        json!({"input": b64(b"abc"), "format": "base64"}),
+    )
+    .await;
     assert_eq!(unb64(d["sum"].as_str().unwrap()).len(), 64);
 }
 
@@ -289,52 +363,214 @@ async fn key_types_sign_verify_hmac_random_hash() {
 async fn bad_input_on_every_new_path_is_4xx() {
     let e = env().await;
     data(&e, "POST", "/v1/transit/keys/aes", json!({})).await;
-    data(&e, "POST", "/v1/transit/keys/ed", json!({"type": "ed25519"})).await;
-    data(&e, "POST", "/v1/transit/keys/ec", json!({"type": "ecdsa-p256"})).await;
-    data(&e, "POST", "/v1/transit/keys/rsa", json!({"type": "rsa-2048"})).await;
+    data(
+        &e,
+        "POST",
+        "/v1/transit/keys/ed",
+        json!({"type": "ed25519"}),
+    )
+    .await;
+    data(
+        &e,
+        "POST",
+        "/v1/transit/keys/ec",
+        json!({"type": "ecdsa-p256"}),
+    )
+    .await;
+    data(
+        &e,
+        "POST",
+        "/v1/transit/keys/rsa",
+        json!({"type": "rsa-2048"}),
+    )
+    .await;
     data(&e, "POST", "/v1/transit/keys/mac", json!({"type": "hmac"})).await;
     let i = b64(b"x");
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("/v1/transit/keys/k", json!({"type": "chacha20-poly1305"}), "CKM_CHACHA20_POLY1305"),
-        ("/v1/transit/keys/k", json!({"type": "des"}), "unknown key type"),
-        ("/v1/transit/keys/k", json!({"type": "hmac", "key_size": 8}), "key_size"),
-        ("/v1/transit/keys/k", json!({"type": "ed25519", "key_size": 64}), "key_size"),
-        ("/v1/transit/sign/aes", json!({"input": i}), "signing is not supported by key type aes256-gcm96"),
-        ("/v1/transit/sign/mac", json!({"input": i}), "not supported by key type hmac"),
+        (
+            "/v1/transit/keys/k",
+            json!({"type": "chacha20-poly1305"}),
+            "CKM_CHACHA20_POLY1305",
+        ),
+        (
+            "/v1/transit/keys/k",
+            json!({"type": "des"}),
+            "unknown key type",
+        ),
+        (
+            "/v1/transit/keys/k",
+            json!({"type": "hmac", "key_size": 8}),
+            "key_size",
+        ),
+        (
+            "/v1/transit/keys/k",
+            json!({"type": "ed25519", "key_size": 64}),
+            "key_size",
+        ),
+        (
+            "/v1/transit/sign/aes",
+            json!({"input": i}),
+            "signing is not supported by key type aes256-gcm96",
+        ),
+        (
+            "/v1/transit/sign/mac",
+            json!({"input": i}),
+            "not supported by key type hmac",
+        ),
         ("/v1/transit/sign/ed", json!({"input": "%%%"}), "base64"),
-        ("/v1/transit/sign/ed", json!({"input": i, "prehashed": true}), "prehashed"),
-        ("/v1/transit/sign/ec", json!({"input": i, "hash_algorithm": "md5"}), "unsupported hash algorithm"),
-        ("/v1/transit/sign/ec/sha3-224", json!({"input": i}), "sha3-224"),
-        ("/v1/transit/sign/ec", json!({"input": i, "marshaling_algorithm": "pem"}), "marshaling"),
-        ("/v1/transit/sign/ec", json!({"input": i, "prehashed": true}), "digest"),
-        ("/v1/transit/sign/rsa", json!({"input": i, "signature_algorithm": "ssa"}), "signature algorithm"),
-        ("/v1/transit/sign/rsa", json!({"input": i, "salt_length": "lots"}), "salt_length"),
-        ("/v1/transit/sign/rsa", json!({"input": i, "salt_length": 4000}), "salt_length"),
-        ("/v1/transit/sign/rsa/sha3-256", json!({"input": i}), "RSA-PSS"),
-        ("/v1/transit/sign/missing", json!({"input": i}), "encryption key not found"),
-        ("/v1/transit/sign/ed", json!({"batch_input": []}), "missing batch input"),
-        ("/v1/transit/verify/ed", json!({"input": i, "signature": "vault:v1:@@@"}), "invalid signature"),
-        ("/v1/transit/verify/ed", json!({"input": i, "signature": "nope"}), "invalid signature"),
-        ("/v1/transit/verify/ed", json!({"input": i, "signature": "vault:v9:AAAA"}), "unknown key version"),
-        ("/v1/transit/verify/ed", json!({"input": i}), "missing signature"),
-        ("/v1/transit/verify/ed", json!({"input": i, "signature": "vault:v1:AA==", "hmac": "vault:v1:AA=="}), "not both"),
-        ("/v1/transit/verify/aes", json!({"input": i, "hmac": "vault:v1:AA=="}), "not supported by key type"),
-        ("/v1/transit/hmac/aes", json!({"input": i}), "HMAC is not supported by key type aes256-gcm96"),
-        ("/v1/transit/hmac/mac/sha3-256", json!({"input": i}), "CKM_SHA3_256_HMAC"),
-        ("/v1/transit/hmac/mac/sha2-512", json!({"input": i}), "at least 64 bytes"),
-        ("/v1/transit/hmac/mac/md5", json!({"input": i}), "unsupported hash algorithm"),
+        (
+            "/v1/transit/sign/ed",
+            json!({"input": i, "prehashed": true}),
+            "prehashed",
+        ),
+        (
+            "/v1/transit/sign/ec",
+            json!({"input": i, "hash_algorithm": "md5"}),
+            "unsupported hash algorithm",
+        ),
+        (
+            "/v1/transit/sign/ec/sha3-224",
+            json!({"input": i}),
+            "sha3-224",
+        ),
+        (
+            "/v1/transit/sign/ec",
+            json!({"input": i, "marshaling_algorithm": "pem"}),
+            "marshaling",
+        ),
+        (
+            "/v1/transit/sign/ec",
+            json!({"input": i, "prehashed": true}),
+            "digest",
+        ),
+        (
+            "/v1/transit/sign/rsa",
+            json!({"input": i, "signature_algorithm": "ssa"}),
+            "signature algorithm",
+        ),
+        (
+            "/v1/transit/sign/rsa",
+            json!({"input": i, "salt_length": "lots"}),
+            "salt_length",
+        ),
+        (
+            "/v1/transit/sign/rsa",
+            json!({"input": i, "salt_length": 4000}),
+            "salt_length",
+        ),
+        (
+            "/v1/transit/sign/rsa/sha3-256",
+            json!({"input": i}),
+            "RSA-PSS",
+        ),
+        (
+            "/v1/transit/sign/missing",
+            json!({"input": i}),
+            "encryption key not found",
+        ),
+        (
+            "/v1/transit/sign/ed",
+            json!({"batch_input": []}),
+            "missing batch input",
+        ),
+        (
+            "/v1/transit/verify/ed",
+            json!({"input": i, "signature": "vault:v1:@@@"}),
+            "invalid signature",
+        ),
+        (
+            "/v1/transit/verify/ed",
+            json!({"input": i, "signature": "nope"}),
+            "invalid signature",
+        ),
+        (
+            "/v1/transit/verify/ed",
+            json!({"input": i, "signature": "vault:v9:AAAA"}),
+            "unknown key version",
+        ),
+        (
+            "/v1/transit/verify/ed",
+            json!({"input": i}),
+            "missing signature",
+        ),
+        (
+            "/v1/transit/verify/ed",
+            json!({"input": i, "signature": "vault:v1:AA==", "hmac": "vault:v1:AA=="}),
+            "not both",
+        ),
+        (
+            "/v1/transit/verify/aes",
+            json!({"input": i, "hmac": "vault:v1:AA=="}),
+            "not supported by key type",
+        ),
+        (
+            "/v1/transit/hmac/aes",
+            json!({"input": i}),
+            "HMAC is not supported by key type aes256-gcm96",
+        ),
+        (
+            "/v1/transit/hmac/mac/sha3-256",
+            json!({"input": i}),
+            "CKM_SHA3_256_HMAC",
+        ),
+        (
+            "/v1/transit/hmac/mac/sha2-512",
+            json!({"input": i}),
+            "at least 64 bytes",
+        ),
+        (
+            "/v1/transit/hmac/mac/md5",
+            json!({"input": i}),
+            "unsupported hash algorithm",
+        ),
         ("/v1/transit/hmac/mac", json!({"input": "%%"}), "base64"),
-        ("/v1/transit/encrypt/ed", json!({"plaintext": i}), "encryption is not supported by key type ed25519"),
-        ("/v1/transit/encrypt/rsa", json!({"plaintext": b64(&[0; 300])}), "plaintext too long"),
-        ("/v1/transit/datakey/plaintext/ed", json!({}), "not supported by key type"),
-        ("/v1/transit/random/lots", json!({}), "unsupported entropy source"),
-        ("/v1/transit/random/seal/nine", json!({}), "invalid bytes value"),
-        ("/v1/transit/random/999999999", json!({}), "exceeded maximum"),
-        ("/v1/transit/random", json!({"format": "octal"}), "unsupported encoding format"),
+        (
+            "/v1/transit/encrypt/ed",
+            json!({"plaintext": i}),
+            "encryption is not supported by key type ed25519",
+        ),
+        (
+            "/v1/transit/encrypt/rsa",
+            json!({"plaintext": b64(&[0; 300])}),
+            "plaintext too long",
+        ),
+        (
+            "/v1/transit/datakey/plaintext/ed",
+            json!({}),
+            "not supported by key type",
+        ),
+        (
+            "/v1/transit/random/lots",
+            json!({}),
+            "unsupported entropy source",
+        ),
+        (
+            "/v1/transit/random/seal/nine",
+            json!({}),
+            "invalid bytes value",
+        ),
+        (
+            "/v1/transit/random/999999999",
+            json!({}),
+            "exceeded maximum",
+        ),
+        (
+            "/v1/transit/random",
+            json!({"format": "octal"}),
+            "unsupported encoding format",
+        ),
         ("/v1/transit/random", json!({"bytes": -1}), ""),
-        ("/v1/transit/hash/md5", json!({"input": i}), "unsupported hash algorithm"),
+        (
+            "/v1/transit/hash/md5",
+            json!({"input": i}),
+            "unsupported hash algorithm",
+        ),
         ("/v1/transit/hash", json!({"input": "%%"}), "base64"),
-        ("/v1/transit/hash", json!({"input": i, "format": "octal"}), "unsupported encoding format"),
+        (
+            "/v1/transit/hash",
+            json!({"input": i, "format": "octal"}),
+            "unsupported encoding format",
+        ),
     ];
     for (path, body, want) in cases {
         refused(&e, "POST", path, body, want).await;

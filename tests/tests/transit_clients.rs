@@ -15,7 +15,12 @@ const TOKEN: &str = "s.transit-clients";
 fn hvac_drives_every_transit_method() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _dev = rootseal_dev(&dir.path().join("data"), port, TOKEN, &dir.path().join("log"));
+    let _dev = rootseal_dev(
+        &dir.path().join("data"),
+        port,
+        TOKEN,
+        &dir.path().join("log"),
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/transit_hvac.py");
     let out = Command::new("python3")
         .arg(&script)
@@ -35,7 +40,12 @@ fn hvac_drives_every_transit_method() {
 fn bao_cli_on_each_new_path() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _dev = rootseal_dev(&dir.path().join("data"), port, TOKEN, &dir.path().join("log"));
+    let _dev = rootseal_dev(
+        &dir.path().join("data"),
+        port,
+        TOKEN,
+        &dir.path().join("log"),
+    );
     let addr = format!("http://127.0.0.1:{port}");
     let json = |args: &[&str]| -> serde_json::Value {
         let mut a = vec!["write", "-format=json"];
@@ -50,13 +60,24 @@ fn bao_cli_on_each_new_path() {
     let input = "aGVsbG8=";
     let s = json(&["transit/sign/ed", &format!("input={input}")]);
     let sig = s["data"]["signature"].as_str().unwrap().to_owned();
-    let v = json(&["transit/verify/ed", &format!("input={input}"), &format!("signature={sig}")]);
+    let v = json(&[
+        "transit/verify/ed",
+        &format!("input={input}"),
+        &format!("signature={sig}"),
+    ]);
     assert_eq!(v["data"]["valid"], true, "{v}");
     let s = json(&["transit/sign/ed/sha2-256", &format!("input={input}")]);
-    assert!(s["data"]["signature"].as_str().unwrap().starts_with("vault:v1:"));
+    assert!(s["data"]["signature"]
+        .as_str()
+        .unwrap()
+        .starts_with("vault:v1:"));
     let h = json(&["transit/hmac/mac/sha2-256", &format!("input={input}")]);
     let mac = h["data"]["hmac"].as_str().unwrap().to_owned();
-    let v = json(&["transit/verify/mac/sha2-256", &format!("input={input}"), &format!("hmac={mac}")]);
+    let v = json(&[
+        "transit/verify/mac/sha2-256",
+        &format!("input={input}"),
+        &format!("hmac={mac}"),
+    ]);
     assert_eq!(v["data"]["valid"], true, "{v}");
     let r = json(&["transit/random/seal/24", "format=hex"]);
     assert_eq!(r["data"]["random_bytes"].as_str().unwrap().len(), 48);
@@ -70,6 +91,10 @@ fn bao_cli_on_each_new_path() {
     let d = json(&["transit/datakey/plaintext/aes", "key_version=1"]);
     assert_eq!(d["data"]["key_version"], 1);
     // A client mistake is a 4xx with Vault's message, which the CLI prints.
-    let (ok, out, err) = bao(&addr, Some(TOKEN), &["write", "transit/sign/aes", "input=aGk="]);
+    let (ok, out, err) = bao(
+        &addr,
+        Some(TOKEN),
+        &["write", "transit/sign/aes", "input=aGk="],
+    );
     assert!(!ok && (out + &err).contains("not supported by key type aes256-gcm96"));
 }

@@ -46,7 +46,9 @@ impl Keyring {
         s.allows(KeyOp::Encrypt)?;
         let v = s.encrypt_version(version)?;
         if s.key_type().is_rsa() {
-            return self.rsa(&s, Some(v), items.into_iter().map(Rsa::Encrypt).collect()).await;
+            return self
+                .rsa(&s, Some(v), items.into_iter().map(Rsa::Encrypt).collect())
+                .await;
         }
         let blob = s.blob(v)?;
         Ok(self
@@ -122,7 +124,9 @@ impl Keyring {
         s.allows(KeyOp::Encrypt)?;
         let v = s.encrypt_version(version)?;
         if s.key_type().is_rsa() {
-            return self.rsa(&s, Some(v), items.into_iter().map(Rsa::Rewrap).collect()).await;
+            return self
+                .rsa(&s, Some(v), items.into_iter().map(Rsa::Rewrap).collect())
+                .await;
         }
         s.type_supports(s.key_type().is_aes(), "rewrap")?;
         let target = s.blob(v)?;

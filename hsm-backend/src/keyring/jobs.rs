@@ -63,12 +63,17 @@ pub(super) fn in_use_template(b: &SealedBlob) -> Result<Vec<cryptoki::object::At
     match b.header.algorithm.as_str() {
         "aes-256-gcm" | "aes-128-gcm" => Ok(templates::l1_in_use()),
         "hmac" => Ok(templates::l1_hmac_in_use()),
-        other => Err(Error::Foreign(format!("blob algorithm {other:?} is unknown"))),
+        other => Err(Error::Foreign(format!(
+            "blob algorithm {other:?} is unknown"
+        ))),
     }
 }
 
 /// The template and mechanism of a new symmetric L1 of `key_type` (`key_size` bytes for `hmac`).
-fn new_l1(key_type: KeyType, key_size: u32) -> Result<(Mechanism<'static>, Vec<cryptoki::object::Attribute>)> {
+fn new_l1(
+    key_type: KeyType,
+    key_size: u32,
+) -> Result<(Mechanism<'static>, Vec<cryptoki::object::Attribute>)> {
     match key_type {
         KeyType::Aes256Gcm96 => Ok((Mechanism::AesKeyGen, templates::l1_new())),
         KeyType::Aes128Gcm96 => Ok((Mechanism::AesKeyGen, templates::l1_new_aes(16))),
@@ -90,7 +95,11 @@ pub(super) fn pair_kind(key_type: KeyType) -> Result<PairKind> {
         KeyType::Rsa2048 => PairKind::Rsa(2048),
         KeyType::Rsa3072 => PairKind::Rsa(3072),
         KeyType::Rsa4096 => PairKind::Rsa(4096),
-        other => return Err(Error::Internal(format!("{other} is not a signing key type"))),
+        other => {
+            return Err(Error::Internal(format!(
+                "{other} is not a signing key type"
+            )))
+        }
     })
 }
 
@@ -133,7 +142,10 @@ fn public_spki(ctx: &mut SessionCtx<'_>, kind: PairKind, public: ObjectHandle) -
     let bad = || Error::TokenState("the token reported a malformed public key".into());
     match kind {
         PairKind::Rsa(_) => {
-            let attrs = ctx.attributes(public, &[AttributeType::Modulus, AttributeType::PublicExponent])?;
+            let attrs = ctx.attributes(
+                public,
+                &[AttributeType::Modulus, AttributeType::PublicExponent],
+            )?;
             let (mut n, mut e) = (None, None);
             for a in attrs {
                 match a {
@@ -248,7 +260,9 @@ pub(super) fn new_version(
     let algorithm = key_type
         .blob_algorithm()
         .ok_or_else(|| Error::Internal(format!("{key_type} has no L1 blob")))?;
-    let raw = seal_generated_l1(ctx, root_id, name, version, ops, &mech, &template, algorithm)?;
+    let raw = seal_generated_l1(
+        ctx, root_id, name, version, ops, &mech, &template, algorithm,
+    )?;
     Ok(NewVersion {
         blob: B64.encode(raw),
         pair: None,

@@ -153,8 +153,7 @@ impl Record {
         })?;
         let v2_fields = r.config.key_type != KeyType::Aes256Gcm96
             || r.config.key_size != 0
-            || r
-                .versions
+            || r.versions
                 .iter()
                 .any(|v| v.object_id.is_some() || v.public_key.is_some());
         if fv == RECORD_V1 && v2_fields {

@@ -47,17 +47,13 @@ fn rsa_bytes(t: KeyType) -> usize {
 /// Checks `p` against the key type, as Vault does.
 fn check_params(t: KeyType, p: &SignParams) -> Result<()> {
     let bad = |m: String| Err(KeyringError::InvalidRequest(m));
+    if t == KeyType::Ed25519 && p.prehashed {
+        return bad("prehashed is not supported for ed25519 keys".into());
+    }
+    if t.is_ecdsa() && p.hash == HashAlg::None {
+        return bad("hash_algorithm none is only valid for rsa keys with pkcs1v15".into());
+    }
     match t {
-        KeyType::Ed25519 => {
-            if p.prehashed {
-                return bad("prehashed is not supported for ed25519 keys".into());
-            }
-        }
-        _ if t.is_ecdsa() => {
-            if p.hash == HashAlg::None {
-                return bad("hash_algorithm none is only valid for rsa keys with pkcs1v15".into());
-            }
-        }
         _ if t.is_rsa() => {
             if p.hash == HashAlg::None && (p.padding != RsaPadding::Pkcs1v15 || !p.prehashed) {
                 return bad(
@@ -287,12 +283,12 @@ impl Keyring {
                 let mech = mechanism(t, &p, salt);
                 let mut out = Vec::with_capacity(prepared.len());
                 for pr in &prepared {
-                    out.push(per_item(ctx.sign_with(&mech, private, &pr.data))?.map(|raw| {
-                        Signature {
+                    out.push(
+                        per_item(ctx.sign_with(&mech, private, &pr.data))?.map(|raw| Signature {
                             version: v,
                             bytes: marshal(t, &p, raw),
-                        }
-                    }));
+                        }),
+                    );
                 }
                 Ok(out)
             })
@@ -314,7 +310,11 @@ impl Keyring {
         let s = self.load(name, false).await?;
         s.type_supports(s.key_type().supports_signing(), "signature verification")?;
         let s = self
-            .load_for_versions(name, KeyOp::Verify, items.iter().map(|i| i.signature.version))
+            .load_for_versions(
+                name,
+                KeyOp::Verify,
+                items.iter().map(|i| i.signature.version),
+            )
             .await?;
         let t = s.key_type();
         check_params(t, &p)?;

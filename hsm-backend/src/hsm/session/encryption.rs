@@ -88,9 +88,11 @@ impl SessionCtx<'_> {
             self.session.decrypt(&oaep(), key, ciphertext),
         )
         .map_err(|e| match e.rv() {
-            Some(cryptoki::error::RvError::EncryptedDataInvalid
-            | cryptoki::error::RvError::EncryptedDataLenRange
-            | cryptoki::error::RvError::GeneralError) => Error::Integrity("oaep"),
+            Some(
+                cryptoki::error::RvError::EncryptedDataInvalid
+                | cryptoki::error::RvError::EncryptedDataLenRange
+                | cryptoki::error::RvError::GeneralError,
+            ) => Error::Integrity("oaep"),
             _ => e,
         })?;
         Ok(Zeroizing::new(pt))

@@ -38,7 +38,11 @@ impl SessionCtx<'_> {
         key: ObjectHandle,
         data: &[u8],
     ) -> Result<Vec<u8>> {
-        counted(self.metrics, HsmOp::Sign, self.session.sign(mechanism, key, data))
+        counted(
+            self.metrics,
+            HsmOp::Sign,
+            self.session.sign(mechanism, key, data),
+        )
     }
 
     /// Verifies `signature` over `data` with `key` and `mechanism` inside the HSM: `Ok(false)`

@@ -58,7 +58,11 @@ async fn hash_with(
     let sum = match b.format.as_deref() {
         None | Some("" | "hex") => sum.iter().map(|x| format!("{x:02x}")).collect(),
         Some("base64") => B64.encode(&sum),
-        Some(o) => return Err(ApiError::bad_request(format!("unsupported encoding format {o}"))),
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "unsupported encoding format {o}"
+            )))
+        }
     };
     Ok(ok(HashOut { sum }))
 }

@@ -124,7 +124,10 @@ fn public_key(t: KeyType, spki: &[u8]) -> String {
     use base64::Engine as _;
     if t == KeyType::Ed25519 {
         // A 44-byte Ed25519 SPKI ends with the 32-byte key.
-        return B64.encode(spki.get(spki.len().saturating_sub(32)..).unwrap_or_default());
+        return B64.encode(
+            spki.get(spki.len().saturating_sub(32)..)
+                .unwrap_or_default(),
+        );
     }
     let b = B64.encode(spki);
     let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
@@ -237,9 +240,7 @@ pub(super) fn check_key_type(t: Option<&str>) -> Result<KeyType, ApiError> {
                  CKM_CHACHA20_POLY1305 mechanism",
             ),
             "managed_key" | "aes128-cmac" | "aes256-cmac" | "ml-dsa" | "slh-dsa" => {
-                ApiError::bad_request(format!(
-                    "key type {name:?} is not supported by rootseal"
-                ))
+                ApiError::bad_request(format!("key type {name:?} is not supported by rootseal"))
             }
             _ => ApiError::bad_request(format!("unknown key type {name}")),
         }),

@@ -39,7 +39,9 @@ fn source(s: &str) -> Result<Source, ApiError> {
         "" | "all" => Ok(Source::All),
         "platform" => Ok(Source::Platform),
         "seal" => Ok(Source::Seal),
-        o => Err(ApiError::bad_request(format!("unsupported entropy source {o:?}"))),
+        o => Err(ApiError::bad_request(format!(
+            "unsupported entropy source {o:?}"
+        ))),
     }
 }
 
@@ -73,7 +75,12 @@ async fn random_with(
 ) -> Result<Response, ApiError> {
     let raw = st.read_body(body).await?;
     let b: RandomBody = parse_body(&raw)?;
-    let mut src = b.source.as_deref().map(source).transpose()?.unwrap_or(Source::All);
+    let mut src = b
+        .source
+        .as_deref()
+        .map(source)
+        .transpose()?
+        .unwrap_or(Source::All);
     let mut n = b.bytes.map_or(Ok(32), |v| {
         usize::try_from(v.0).map_err(|_| ApiError::bad_request("invalid bytes value"))
     })?;
@@ -96,12 +103,18 @@ async fn random_with(
     }
     let max = rootseal_hsm::MAX_RANDOM_BYTES;
     if n > max {
-        return Err(ApiError::bad_request(format!("exceeded maximum of {max} bytes")));
+        return Err(ApiError::bad_request(format!(
+            "exceeded maximum of {max} bytes"
+        )));
     }
     let hex = match b.format.as_deref() {
         None | Some("" | "base64") => false,
         Some("hex") => true,
-        Some(o) => return Err(ApiError::bad_request(format!("unsupported encoding format {o}"))),
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "unsupported encoding format {o}"
+            )))
+        }
     };
     let platform = || -> Result<Zeroizing<Vec<u8>>, ApiError> {
         let mut v = Zeroizing::new(vec![0u8; n]);

@@ -33,9 +33,7 @@ pub(super) struct SignOptions {
 impl SignOptions {
     /// The HMAC algorithm a `verify` body names (`algorithm`, then `hash_algorithm`).
     pub(super) fn hmac_algorithm(&self) -> Option<&str> {
-        self.algorithm
-            .as_deref()
-            .or(self.hash_algorithm.as_deref())
+        self.algorithm.as_deref().or(self.hash_algorithm.as_deref())
     }
 
     /// The parameters, with the hash from the path (`url_hash`) winning over the body.
@@ -121,13 +119,11 @@ pub(super) fn format_signature(s: &Signature, m: Marshaling) -> String {
 pub(super) fn parse_signature(s: &str, m: Marshaling) -> Result<Signature, ItemError> {
     let bad = || ItemError::bad_request("invalid signature");
     let mut parts = s.splitn(3, ':');
-    let (Some("vault"), Some(v), Some(payload)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (Some("vault"), Some(v), Some(payload)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad());
     };
     let digits = v.strip_prefix('v').ok_or_else(bad)?;
-    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit())
-    {
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     let version: u32 = digits.parse().map_err(|_| bad())?;
