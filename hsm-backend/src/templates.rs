@@ -26,7 +26,7 @@
 //! templates carry exactly those attributes, so no code path asks the token for anything else.
 //!
 //! Why private keys are token objects and not blobs under L0 (probed on SoftHSM2 2.6.1,
-//! `hsm-backend/tests/key_classes.rs` and the C probe in `docs/api.md`): SoftHSM2 enforces an
+//! a C probe of the unwrap and wrap calls; `docs/api.md`, "Key types"): SoftHSM2 enforces an
 //! unwrap template by requiring every one of its attributes in the caller's template, and a
 //! private key has no `CKA_WRAP` attribute, so no private key unwraps under L0's template
 //! (`CKR_ATTRIBUTE_TYPE_INVALID` with `CKA_WRAP`, `CKR_TEMPLATE_INCONSISTENT` without); and
