@@ -42,14 +42,19 @@ pub use hsm::{Hsm, HsmRelease};
 pub use keyring::admin::{init_root, root_attributes, root_status, InitOutcome, RootStatus};
 #[cfg(feature = "test-hooks")]
 pub use keyring::admin::{testing_init_previous_release_root, testing_new_l0};
-pub use keyring::api::{CreateOptions, DecryptItem, EncryptItem, KeyConfigUpdate, KeyInfo, Sealed};
+pub use keyring::api::{
+    CreateOptions, DecryptItem, EncryptItem, HashAlg, KeyConfigUpdate, KeyInfo, Marshaling,
+    RsaPadding, SaltLength, Sealed, SignParams, Signature, VerifyItem,
+};
 pub use keyring::batch::BatchKey;
 pub use keyring::governance::{
     is_governance_name, read_bootstrap_record, write_bootstrap_record, GOVERNANCE_FORMAT,
     GOVERNANCE_PREFIX, GOVERNANCE_VERSION,
 };
+pub use keyring::crypto::MAX_DATA_KEYS;
 pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
 pub use keyring::rotation::{rotate_root, RootRotationReport};
+pub use keyring::sign::MAX_RANDOM_BYTES;
 pub use keyring::Keyring;
 pub use metrics::{HsmMetrics, HsmOp};
 pub use root::{RootAttributes, RootInfo, RootRole};
@@ -60,5 +65,5 @@ pub use softhsm::{SoftHsmDir, SoftHsmError};
 pub use store::{
     valid_key_name, BoxFuture, FileStore, KekStore, RoutedStore, StoreError, StoredRecord,
 };
-pub use types::{KeyOp, RootId, TokenIdentity};
+pub use types::{KeyOp, KeyType, RootId, TokenIdentity};
 pub use uri::{Pkcs11Uri, UriError};

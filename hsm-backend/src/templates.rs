@@ -10,6 +10,11 @@
 //! | root MAC key | the User, right after its L0 | private token object | [`root_mac_key`] |
 //! | new L1 (only to be wrapped under L0 once) | key create, rotate | session object, destroyed at once | [`l1_new`] |
 //! | L1 in use (unwrapped from its blob) | every use of a key, root rotation | session object, cached | [`l1_in_use`] |
+//! | new AES-128 L1 (`aes128-gcm96`) | key create, rotate | session object, destroyed at once | [`l1_new_aes`] |
+//! | new HMAC L1 (`hmac`, a generic secret) | key create, rotate | session object, destroyed at once | [`l1_hmac_new`] |
+//! | HMAC L1 in use | `hmac`, `verify` with `hmac` | session object, cached | [`l1_hmac_in_use`] |
+//! | signing private key (`ed25519`, `ecdsa-*`, `rsa-*`) | key create, rotate | private token object, never extractable | [`signing_private`] |
+//! | its public key | key create, rotate | private token object | [`signing_public`] |
 //! | root self-test key | root self-test | session object, destroyed at once | [`self_test_key`] |
 //! | store registry entry | every keyring, once per store | private token data object | [`store_registry_entry`] |
 //!
@@ -19,6 +24,16 @@
 //! holder of the User PIN — gets a sensitive, private session key that can be wrapped only by a
 //! trusted key (another L0), never read, never derived from, never used to wrap. The L1
 //! templates carry exactly those attributes, so no code path asks the token for anything else.
+//!
+//! Why private keys are token objects and not blobs under L0 (probed on SoftHSM2 2.6.1,
+//! a C probe of the unwrap and wrap calls; `docs/api.md`, "Key types"): SoftHSM2 enforces an
+//! unwrap template by requiring every one of its attributes in the caller's template, and a
+//! private key has no `CKA_WRAP` attribute, so no private key unwraps under L0's template
+//! (`CKR_ATTRIBUTE_TYPE_INVALID` with `CKA_WRAP`, `CKR_TEMPLATE_INCONSISTENT` without); and
+//! SoftHSM2 cannot wrap an EdDSA private key at all (`CKR_KEY_NOT_WRAPPABLE`). Loosening L0's
+//! template would loosen it for every L1. So a private key is generated on the token and never
+//! leaves it in any form (`CKA_EXTRACTABLE=false`, `CKA_NEVER_EXTRACTABLE`), bound to its
+//! record by `CKA_ID` and the record MAC.
 
 use cryptoki::mechanism::MechanismType;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
@@ -122,13 +137,13 @@ pub(crate) fn root_mac_key(id: &RootId, label: &str, allowed_mechanisms: bool) -
     t
 }
 
-/// The attributes every L1 carries, new or in use: a private session object, sensitive,
-/// extractable only under a trusted key (so only an L0 can wrap it), never wrap/unwrap/sign/
-/// verify/derive. Each L1 template ends with `CKA_MODIFIABLE=false` ([`fixed`]).
-fn l1_common() -> Vec<Attribute> {
+/// The attributes every L1 carries, new or in use: a private session object of `key_type`,
+/// sensitive, extractable only under a trusted key (so only an L0 can wrap it), never
+/// wrap/unwrap/derive. Each L1 template ends with `CKA_MODIFIABLE=false` ([`fixed`]).
+fn l1_common(key_type: KeyType) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
+        Attribute::KeyType(key_type),
         Attribute::Token(false),
         Attribute::Private(true),
         Attribute::Sensitive(true),
@@ -136,24 +151,139 @@ fn l1_common() -> Vec<Attribute> {
         Attribute::WrapWithTrusted(true),
         Attribute::Wrap(false),
         Attribute::Unwrap(false),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
         Attribute::Derive(false),
     ]
 }
 
-/// A new L1 (`CKM_AES_KEY_GEN`): [`l1_common`], not copyable, with no usage of its own; wrapped
-/// under L0 at once, then destroyed.
+/// A new L1 (`CKM_AES_KEY_GEN`, AES-256): [`l1_common`], not copyable, with no usage of its own;
+/// wrapped under L0 at once, then destroyed.
 pub(crate) fn l1_new() -> Vec<Attribute> {
-    let mut t = l1_common();
+    l1_new_aes(KEY_LEN)
+}
+
+/// A new AES L1 of `len` bytes (16 for `aes128-gcm96`, 32), as [`l1_new`].
+pub(crate) fn l1_new_aes(len: u64) -> Vec<Attribute> {
+    let mut t = l1_common(KeyType::AES);
     t.extend([
-        Attribute::ValueLen(KEY_LEN.into()),
+        Attribute::ValueLen(len.into()),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
         Attribute::Encrypt(false),
         Attribute::Decrypt(false),
         Attribute::Copyable(false),
     ]);
     fixed(t)
 }
+
+/// A new HMAC L1 (`CKM_GENERIC_SECRET_KEY_GEN`, `len` bytes, Vault's `key_size`):
+/// [`l1_common`] as a generic secret, not copyable, no usage of its own; wrapped under L0 at
+/// once, then destroyed.
+pub(crate) fn l1_hmac_new(len: u64) -> Vec<Attribute> {
+    let mut t = l1_common(KeyType::GENERIC_SECRET);
+    t.extend([
+        Attribute::ValueLen(len.into()),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Copyable(false),
+    ]);
+    fixed(t)
+}
+
+/// An HMAC L1 unwrapped from its blob: [`l1_common`] as a generic secret, sign and verify only
+/// (`CKM_SHA*_HMAC`), never encrypt or decrypt. Not `CKA_COPYABLE=false`, as [`l1_in_use`].
+pub(crate) fn l1_hmac_in_use() -> Vec<Attribute> {
+    let mut t = l1_common(KeyType::GENERIC_SECRET);
+    t.extend([
+        Attribute::Sign(true),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+    ]);
+    fixed(t)
+}
+
+/// What a signing key pair is: its PKCS#11 key type and its generation attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PairKind {
+    /// Ed25519 (`CKM_EC_EDWARDS_KEY_PAIR_GEN`).
+    Ed25519,
+    /// ECDSA over the curve with this DER-encoded OID (`CKM_EC_KEY_PAIR_GEN`).
+    Ec(&'static [u8]),
+    /// RSA with this modulus size in bits (`CKM_RSA_PKCS_KEY_PAIR_GEN`, e = 65537).
+    Rsa(u64),
+}
+
+impl PairKind {
+    fn key_type(self) -> KeyType {
+        match self {
+            PairKind::Ed25519 => KeyType::EC_EDWARDS,
+            PairKind::Ec(_) => KeyType::EC,
+            PairKind::Rsa(_) => KeyType::RSA,
+        }
+    }
+}
+
+/// The id and label every signing key object carries: `CKA_ID` (16 random bytes from the HSM,
+/// named in the key's record) and a label naming the key and version.
+fn pair_common(kind: PairKind, id: &[u8; 16], label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::KeyType(kind.key_type()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Derive(false),
+    ]
+}
+
+/// A signing private key (`ed25519`, `ecdsa-*`, `rsa-*`), made on the token by
+/// `C_GenerateKeyPair`: a private token object, sensitive, never extractable (not even under a
+/// trusted key), never copyable or modifiable, sign only (RSA: sign and decrypt, for OAEP),
+/// never unwrap, derive or sign-recover.
+pub(crate) fn signing_private(kind: PairKind, id: &[u8; 16], label: &str) -> Vec<Attribute> {
+    let mut t = pair_common(kind, id, label);
+    t.extend([
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::SignRecover(false),
+        Attribute::Decrypt(matches!(kind, PairKind::Rsa(_))),
+        Attribute::Unwrap(false),
+        Attribute::Copyable(false),
+    ]);
+    fixed(t)
+}
+
+/// The public half of [`signing_private`]: a private token object (its name is not for anyone
+/// without the PIN), verify only (RSA: verify and encrypt), never wrap, derive or
+/// verify-recover; with the curve or the modulus size.
+pub(crate) fn signing_public(kind: PairKind, id: &[u8; 16], label: &str) -> Vec<Attribute> {
+    let mut t = pair_common(kind, id, label);
+    t.extend([
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::Verify(true),
+        Attribute::VerifyRecover(false),
+        Attribute::Encrypt(matches!(kind, PairKind::Rsa(_))),
+        Attribute::Wrap(false),
+        Attribute::Copyable(false),
+    ]);
+    match kind {
+        // The curve by name, as SoftHSM2 and PKCS#11 v3.0 accept it: PrintableString "edwards25519".
+        PairKind::Ed25519 => t.push(Attribute::EcParams(ED25519_PARAMS.to_vec())),
+        PairKind::Ec(oid) => t.push(Attribute::EcParams(oid.to_vec())),
+        PairKind::Rsa(bits) => t.extend([
+            Attribute::ModulusBits(bits.into()),
+            Attribute::PublicExponent(vec![1, 0, 1]),
+        ]),
+    }
+    fixed(t)
+}
+
+/// `CKA_EC_PARAMS` of Ed25519: the DER PrintableString `edwards25519`.
+const ED25519_PARAMS: &[u8] = b"\x13\x0cedwards25519";
 
 /// Ends `t` with `CKA_MODIFIABLE=false`. Last, because SoftHSM2 2.6.1 applies the attributes of a
 /// `C_UnwrapKey` template in order and refuses any that comes after `CKA_MODIFIABLE=false`
@@ -173,8 +303,13 @@ fn fixed(mut t: Vec<Attribute>) -> Vec<Attribute> {
 /// non-sensitive or wrappable under an untrusted key, and the object is visible to this process
 /// only.
 pub(crate) fn l1_in_use() -> Vec<Attribute> {
-    let mut t = l1_common();
-    t.extend([Attribute::Encrypt(true), Attribute::Decrypt(true)]);
+    let mut t = l1_common(KeyType::AES);
+    t.extend([
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+    ]);
     fixed(t)
 }
 

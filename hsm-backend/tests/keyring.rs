@@ -177,7 +177,7 @@ async fn allowed_operations_are_enforced() {
         Err(KeyringError::PolicyDenied("decrypt"))
     ));
     assert!(matches!(
-        k.generate_data_key("enc-only", 32).await,
+        k.generate_data_key("enc-only", 32, None).await,
         Err(KeyringError::PolicyDenied(_))
     ));
     assert!(matches!(
@@ -209,12 +209,13 @@ async fn tampered_record_or_blob_is_refused_and_other_keys_keep_working() {
         Err(KeyringError::Integrity(_))
     ));
     // 2. A newer record format: named error, nothing guessed.
-    let newer = text.replace("\"format_version\":1", "\"format_version\":2");
+    // (Version 2 is this release's format for the new key types; 3 is from the future.)
+    let newer = text.replace("\"format_version\":1", "\"format_version\":3");
     std::fs::write(&path, newer).unwrap();
     let fresh = Keyring::open(f.hsm.clone(), f.store.clone()).await.unwrap();
     assert!(matches!(
         fresh.key_info("victim").await,
-        Err(KeyringError::UnsupportedFormat(2))
+        Err(KeyringError::UnsupportedFormat(3))
     ));
     // 3. Not a record at all.
     f.store.delete("victim").await.unwrap();
@@ -297,9 +298,36 @@ async fn data_keys_and_batch_keys() {
     let k = &f.keyring;
     k.create_key("dk", CreateOptions::default()).await.unwrap();
     for len in [16, 32, 64] {
-        let (pt, sealed) = k.generate_data_key("dk", len).await.unwrap();
+        let (pt, sealed) = k.generate_data_key("dk", len, None).await.unwrap();
         assert_eq!(pt.len(), len);
         assert_eq!(dec(k, "dk", &sealed, b"").await.unwrap(), pt.to_vec());
+    }
+    // `key_version` is honoured (the one wrong answer: v1 was asked, the latest used).
+    k.rotate_key("dk").await.unwrap();
+    let (pt, sealed) = k.generate_data_key("dk", 32, Some(1)).await.unwrap();
+    assert_eq!(sealed.version, 1);
+    assert_eq!(dec(k, "dk", &sealed, b"").await.unwrap(), pt.to_vec());
+    assert_eq!(
+        k.generate_data_key("dk", 32, None).await.unwrap().1.version,
+        2
+    );
+    assert!(matches!(
+        k.generate_data_key("dk", 32, Some(3)).await,
+        Err(KeyringError::InvalidRequest(_))
+    ));
+    // `datakeys`: `count` distinct keys, one HSM job, each under the asked version.
+    let many = k.generate_data_keys("dk", 16, Some(1), 5).await.unwrap();
+    assert_eq!(many.len(), 5);
+    for (pt, sealed) in &many {
+        assert_eq!(sealed.version, 1);
+        assert_eq!(dec(k, "dk", sealed, b"").await.unwrap(), pt.to_vec());
+    }
+    assert_ne!(many[0].0, many[1].0);
+    for bad in [0, 1001] {
+        assert!(matches!(
+            k.generate_data_keys("dk", 16, None, bad).await,
+            Err(KeyringError::InvalidRequest(_))
+        ));
     }
     let bk = k.new_batch_key("dk").await.unwrap();
     let opened = k

@@ -233,7 +233,8 @@ async fn key_lifecycle_shapes() {
 
     // Unsupported key types and options.
     for body in [
-        json!({"type": "rsa-2048"}),
+        json!({"type": "chacha20-poly1305"}),
+        json!({"type": "rsa-1024"}),
         json!({"exportable": true}),
         json!({"derived": "true"}),
         json!({"auto_rotate_period": "10m"}),

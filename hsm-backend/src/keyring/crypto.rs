@@ -8,7 +8,8 @@ use cryptoki::object::ObjectHandle;
 use zeroize::Zeroizing;
 
 use super::api::{CreateOptions, DecryptItem, EncryptItem, Sealed};
-use super::state::{BlobRef, KeyState};
+use super::sign::rsa_max_plaintext;
+use super::state::{BlobRef, KeyState, PairRef};
 use super::{aad, jobs};
 use super::{Keyring, Result};
 use crate::error::{Error as HsmError, KeyringError, Recovery};
@@ -17,6 +18,8 @@ use crate::types::KeyOp;
 
 /// Largest Level 2 data key, in bytes.
 const MAX_DATA_KEY: usize = 64;
+/// Most data keys one `datakeys` request may ask for.
+pub const MAX_DATA_KEYS: usize = 1000;
 
 impl Keyring {
     /// Encrypts `items` under key `name` (version `version`, default the latest), inside the HSM
@@ -39,8 +42,14 @@ impl Keyring {
             }
             r => r?,
         };
+        s.type_supports(s.key_type().supports_encryption(), "encryption")?;
         s.allows(KeyOp::Encrypt)?;
         let v = s.encrypt_version(version)?;
+        if s.key_type().is_rsa() {
+            return self
+                .rsa(&s, Some(v), items.into_iter().map(Rsa::Encrypt).collect())
+                .await;
+        }
         let blob = s.blob(v)?;
         Ok(self
             .inner
@@ -72,6 +81,16 @@ impl Keyring {
         let s = self
             .load_for_versions(name, KeyOp::Decrypt, items.iter().map(|i| i.sealed.version))
             .await?;
+        if s.key_type().is_rsa() {
+            let out = self
+                .rsa(&s, None, items.into_iter().map(Rsa::Decrypt).collect())
+                .await?;
+            return Ok(out
+                .into_iter()
+                .map(|r| r.map(|sealed| Zeroizing::new(sealed.bytes)))
+                .collect());
+        }
+        s.type_supports(s.key_type().is_aes(), "decryption")?;
         let min = s.record.config.min_decryption_version;
         let blobs = s.blobs.clone();
         Ok(self
@@ -104,6 +123,12 @@ impl Keyring {
             .await?;
         s.allows(KeyOp::Encrypt)?;
         let v = s.encrypt_version(version)?;
+        if s.key_type().is_rsa() {
+            return self
+                .rsa(&s, Some(v), items.into_iter().map(Rsa::Rewrap).collect())
+                .await;
+        }
+        s.type_supports(s.key_type().is_aes(), "rewrap")?;
         let target = s.blob(v)?;
         let min = s.record.config.min_decryption_version;
         let blobs = s.blobs.clone();
@@ -124,34 +149,133 @@ impl Keyring {
             .await?)
     }
 
-    /// A new Level 2 data key of `len` bytes from the HSM RNG, and its ciphertext under the latest
-    /// version of key `name` (one HSM job).
+    /// A new Level 2 data key of `len` bytes from the HSM RNG, and its ciphertext under version
+    /// `version` of key `name` (default the latest; Vault's `key_version` rules), in one HSM job.
     ///
     /// # Errors
-    /// `NotFound`, `PolicyDenied`, HSM errors.
+    /// `NotFound`, `PolicyDenied`, `InvalidRequest` (bad length or version), HSM errors.
     pub async fn generate_data_key(
         &self,
         name: &str,
         len: usize,
+        version: Option<u32>,
     ) -> Result<(Zeroizing<Vec<u8>>, Sealed)> {
+        let mut keys = self.generate_data_keys(name, len, version, 1).await?;
+        keys.pop()
+            .ok_or_else(|| KeyringError::internal("no data key generated"))
+    }
+
+    /// `count` new Level 2 data keys of `len` bytes each (Vault's `datakeys`), each sealed under
+    /// version `version` of key `name` (default the latest), in one HSM job.
+    ///
+    /// # Errors
+    /// `NotFound`, `PolicyDenied`, `InvalidRequest` (bad length, version or count), HSM errors.
+    pub async fn generate_data_keys(
+        &self,
+        name: &str,
+        len: usize,
+        version: Option<u32>,
+        count: usize,
+    ) -> Result<Vec<(Zeroizing<Vec<u8>>, Sealed)>> {
         if !(1..=MAX_DATA_KEY).contains(&len) {
             return Err(KeyringError::InvalidRequest(
                 "invalid data key length".into(),
             ));
         }
+        if !(1..=MAX_DATA_KEYS).contains(&count) {
+            return Err(KeyringError::InvalidRequest(format!(
+                "count must be between 1 and {MAX_DATA_KEYS}"
+            )));
+        }
         let s = self.load(name, false).await?;
+        s.type_supports(s.key_type().is_aes(), "data key generation")?;
         s.allows(KeyOp::Datakey)?;
-        let v = s.default_encrypt_version();
+        let v = s.encrypt_version(version)?;
         let blob = s.blob(v)?;
         Ok(self
             .inner
             .hsm
             .run(move |ctx| {
                 let k = jobs::l1_handle(ctx, &blob)?;
-                let mut dk = Zeroizing::new(vec![0u8; len]);
-                ctx.pooled_random(&mut dk)?;
-                let bytes = ctx.gcm_encrypt(k, &[], &dk)?;
-                Ok((dk, Sealed { version: v, bytes }))
+                let mut out = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let mut dk = Zeroizing::new(vec![0u8; len]);
+                    ctx.pooled_random(&mut dk)?;
+                    let bytes = ctx.gcm_encrypt(k, &[], &dk)?;
+                    out.push((dk, Sealed { version: v, bytes }));
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+
+    /// RSA-OAEP encrypt, decrypt or rewrap of `items` under RSA key `s` inside the HSM, in one
+    /// job (`target`: the version new ciphertexts use). A decrypt answers its plaintext in
+    /// [`Sealed::bytes`].
+    async fn rsa(
+        &self,
+        s: &KeyState,
+        target: Option<u32>,
+        items: Vec<Rsa>,
+    ) -> Result<Vec<Result<Sealed>>> {
+        let t = s.key_type();
+        let max = rsa_max_plaintext(t);
+        let min = s.record.config.min_decryption_version;
+        let pairs = s.pairs.clone();
+        let target = match target {
+            Some(v) => Some((v, s.pair(v)?)),
+            None => None,
+        };
+        Ok(self
+            .inner
+            .hsm
+            .run(move |ctx| {
+                let mut out = Vec::with_capacity(items.len());
+                for it in &items {
+                    let opened = match it {
+                        Rsa::Encrypt(e) => {
+                            if !e.aad.is_empty() {
+                                out.push(Err(KeyringError::InvalidRequest(
+                                    "associated_data is not supported by rsa keys".into(),
+                                )));
+                                continue;
+                            }
+                            Ok(Zeroizing::new(e.plaintext.to_vec()))
+                        }
+                        Rsa::Decrypt(d) | Rsa::Rewrap(d) => rsa_open(ctx, &pairs, min, d)?,
+                    };
+                    let pt = match opened {
+                        Ok(pt) => pt,
+                        Err(e) => {
+                            out.push(Err(e));
+                            continue;
+                        }
+                    };
+                    if let Rsa::Decrypt(d) = it {
+                        out.push(Ok(Sealed {
+                            version: d.sealed.version,
+                            bytes: pt.to_vec(),
+                        }));
+                        continue;
+                    }
+                    if pt.len() > max {
+                        out.push(Err(KeyringError::InvalidRequest(format!(
+                            "plaintext too long: an rsa key of this size encrypts at most {max} bytes"
+                        ))));
+                        continue;
+                    }
+                    let Some((v, pair)) = &target else {
+                        out.push(Err(KeyringError::internal("no target version")));
+                        continue;
+                    };
+                    let (_, public) = jobs::pair_handles(ctx, &pair.id)?;
+                    out.push(match ctx.oaep_encrypt(public, &pt) {
+                        Ok(bytes) => Ok(Sealed { version: *v, bytes }),
+                        Err(e) if e.recovery() != Recovery::None => return Err(e),
+                        Err(e) => Err(KeyringError::from(e)),
+                    });
+                }
+                Ok(out)
             })
             .await?)
     }
@@ -219,6 +343,44 @@ fn decrypt_one(
         Err(e) if e.recovery() != Recovery::None => Err(e),
         Err(e) => {
             tracing::debug!(error = %e, "ciphertext failed to verify");
+            Ok(Err(KeyringError::InvalidCiphertext))
+        }
+    }
+}
+
+/// One RSA item.
+enum Rsa {
+    Encrypt(EncryptItem),
+    Decrypt(DecryptItem),
+    Rewrap(DecryptItem),
+}
+
+/// Opens one RSA-OAEP ciphertext with the private key of its version (the one opaque
+/// `InvalidCiphertext` for every way it can fail).
+fn rsa_open(
+    ctx: &mut SessionCtx<'_>,
+    pairs: &BTreeMap<u32, Arc<PairRef>>,
+    min: u32,
+    it: &DecryptItem,
+) -> std::result::Result<Result<Zeroizing<Vec<u8>>>, HsmError> {
+    if !it.aad.is_empty() {
+        return Ok(Err(KeyringError::InvalidRequest(
+            "associated_data is not supported by rsa keys".into(),
+        )));
+    }
+    let v = it.sealed.version;
+    if v < min {
+        return Ok(Err(KeyringError::VersionTooOld));
+    }
+    let Some(p) = pairs.get(&v) else {
+        return Ok(Err(KeyringError::InvalidCiphertext));
+    };
+    let (private, _) = jobs::pair_handles(ctx, &p.id)?;
+    match ctx.oaep_decrypt(private, &it.sealed.bytes) {
+        Ok(pt) => Ok(Ok(pt)),
+        Err(e) if e.recovery() != Recovery::None => Err(e),
+        Err(e) => {
+            tracing::debug!(error = %e, "rsa ciphertext failed to open");
             Ok(Err(KeyringError::InvalidCiphertext))
         }
     }

@@ -12,7 +12,24 @@ use super::state::KeyState;
 use super::{Keyring, Result, CAS_ATTEMPTS};
 use crate::error::KeyringError;
 use crate::store::StoreError;
-use crate::types::KeyOp;
+use crate::types::KeyType;
+
+/// Vault's default `key_size` of an `hmac` key, in bytes.
+const DEFAULT_HMAC_KEY_SIZE: u32 = 32;
+/// Vault's smallest `key_size` of an `hmac` key.
+const MIN_HMAC_KEY_SIZE: u32 = 32;
+/// Vault's largest `key_size` of an `hmac` key.
+const MAX_HMAC_KEY_SIZE: u32 = 512;
+
+/// The record entry of a version just made.
+fn entry(version: u32, made: jobs::NewVersion) -> VersionEntry {
+    let mut e = VersionEntry::sealed(version, now(), made.blob);
+    if let Some((id, spki)) = made.pair {
+        e.object_id = Some(crate::types::RootId(id).to_hex());
+        e.public_key = Some(B64.encode(spki));
+    }
+    e
+}
 
 impl Keyring {
     /// Creates key `name` (version 1) unless it exists; returns its description.
@@ -37,12 +54,28 @@ impl Keyring {
         name: &str,
         opts: CreateOptions,
     ) -> Result<Arc<KeyState>> {
-        let ops = opts.allowed_ops.unwrap_or_else(|| KeyOp::ALL.to_vec());
+        let key_type = opts.key_type;
+        let ops = opts.allowed_ops.unwrap_or_else(|| key_type.default_ops());
         if ops.is_empty() {
             return Err(KeyringError::InvalidRequest(
                 "allowed operations may not be empty".into(),
             ));
         }
+        let key_size = match (key_type, opts.key_size) {
+            (KeyType::Hmac, None) => DEFAULT_HMAC_KEY_SIZE,
+            (KeyType::Hmac, Some(n)) if (MIN_HMAC_KEY_SIZE..=MAX_HMAC_KEY_SIZE).contains(&n) => n,
+            (KeyType::Hmac, Some(_)) => {
+                return Err(KeyringError::InvalidRequest(format!(
+                    "invalid key_size: must be between {MIN_HMAC_KEY_SIZE} and {MAX_HMAC_KEY_SIZE} bytes"
+                )))
+            }
+            (_, None | Some(0)) => 0,
+            (_, Some(_)) => {
+                return Err(KeyringError::InvalidRequest(
+                    "key_size is only valid for hmac keys".into(),
+                ))
+            }
+        };
         let owned = name.to_owned();
         let config = KeyConfig {
             min_decryption_version: 1,
@@ -51,18 +84,16 @@ impl Keyring {
             auto_rotate_period_secs: opts.auto_rotate_period_secs,
             allowed_ops: ops.clone(),
             created: now(),
+            key_type,
+            key_size,
         };
         let record = self
             .inner
             .hsm
             .run(move |ctx| {
                 let target = jobs::required_seal_target(ctx)?;
-                let raw = jobs::seal_new_l1(ctx, &target, &owned, 1, &ops)?;
-                let first = VersionEntry {
-                    version: 1,
-                    created: now(),
-                    blob: B64.encode(raw),
-                };
+                let made = jobs::new_version(ctx, &target, &owned, 1, &ops, key_type, key_size)?;
+                let first = entry(1, made);
                 let mut record = Record::new(&owned, config.clone(), first);
                 jobs::mac_record(ctx, &mut record, &target)?;
                 Ok(record)
@@ -73,8 +104,40 @@ impl Keyring {
                 tracing::info!(key = name, "key created");
                 self.written(record, version)
             }
-            Err(StoreError::Conflict { .. }) => self.load(name, true).await,
-            Err(e) => Err(e.into()),
+            Err(StoreError::Conflict { .. }) => {
+                self.discard_pairs(&record).await;
+                self.load(name, true).await
+            }
+            Err(e) => {
+                self.discard_pairs(&record).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Destroys the token key pairs of `record`'s versions (a record that was never stored, or
+    /// a key being deleted). Failures are logged: an orphan pair is unusable without its record.
+    async fn discard_pairs(&self, record: &Record) {
+        let ids: Vec<[u8; 16]> = record
+            .versions
+            .iter()
+            .filter_map(|v| v.object_id.as_deref().and_then(super::state::parse_id))
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let r = self
+            .inner
+            .hsm
+            .run(move |ctx| {
+                for id in &ids {
+                    jobs::destroy_pair(ctx, id)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(key = %record.name, error = %e, "cannot destroy a key's token key pairs");
         }
     }
 
@@ -107,6 +170,7 @@ impl Keyring {
         }
         self.inner.store.delete(name).await?;
         self.forget(name);
+        self.discard_pairs(&s.record).await;
         tracing::info!(key = name, "key deleted");
         Ok(())
     }
@@ -138,6 +202,7 @@ impl Keyring {
                 return Ok(s);
             };
             let ops = record.config.allowed_ops.clone();
+            let (key_type, key_size) = (record.config.key_type, record.config.key_size);
             let owned = name.to_owned();
             let next = s.latest() + 1;
             let record = self
@@ -147,12 +212,10 @@ impl Keyring {
                     let target = jobs::required_seal_target(ctx)?;
                     let mut r = record.clone();
                     if new_version {
-                        let raw = jobs::seal_new_l1(ctx, &target, &owned, next, &ops)?;
-                        r.versions.push(VersionEntry {
-                            version: next,
-                            created: now(),
-                            blob: B64.encode(raw),
-                        });
+                        let made = jobs::new_version(
+                            ctx, &target, &owned, next, &ops, key_type, key_size,
+                        )?;
+                        r.versions.push(entry(next, made));
                     }
                     // The record MAC follows the seal target (the `next` root during a rotation).
                     jobs::mac_record(ctx, &mut r, &target)?;
@@ -168,12 +231,27 @@ impl Keyring {
                 Ok(version) => return self.written(record, version),
                 Err(StoreError::Conflict { .. }) => {
                     tracing::info!(key = name, "check-and-set conflict; retrying");
+                    if new_version {
+                        self.discard_new_pair(&record).await;
+                    }
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    if new_version {
+                        self.discard_new_pair(&record).await;
+                    }
+                    return Err(e.into());
+                }
             }
         }
         Err(KeyringError::Conflict)
+    }
+
+    /// Destroys the key pair of the newest version of `record` (a rotation that was not stored).
+    async fn discard_new_pair(&self, record: &Record) {
+        let mut last = record.clone();
+        last.versions = record.versions.last().cloned().into_iter().collect();
+        self.discard_pairs(&last).await;
     }
 
     /// Adds a new version to key `name`.
@@ -221,7 +299,7 @@ impl Keyring {
         root: crate::types::RootId,
     ) -> Result<KeyInfo> {
         let owned = name.to_owned();
-        let ops = KeyOp::ALL.to_vec();
+        let ops = crate::types::KeyOp::ALL.to_vec();
         let config = KeyConfig {
             min_decryption_version: 1,
             min_encryption_version: 0,
@@ -229,18 +307,26 @@ impl Keyring {
             auto_rotate_period_secs: 0,
             allowed_ops: ops.clone(),
             created: now(),
+            key_type: KeyType::Aes256Gcm96,
+            key_size: 0,
         };
         let record = self
             .inner
             .hsm
             .run(move |ctx| {
+                use cryptoki::mechanism::Mechanism;
                 let template = crate::templates::previous_release::l1_new();
-                let raw = jobs::seal_generated_l1(ctx, &root, &owned, 1, &ops, &template)?;
-                let first = VersionEntry {
-                    version: 1,
-                    created: now(),
-                    blob: B64.encode(raw),
-                };
+                let raw = jobs::seal_generated_l1(
+                    ctx,
+                    &root,
+                    &owned,
+                    1,
+                    &ops,
+                    &Mechanism::AesKeyGen,
+                    &template,
+                    "aes-256-gcm",
+                )?;
+                let first = VersionEntry::sealed(1, now(), B64.encode(raw));
                 let mut record = Record::new(&owned, config.clone(), first);
                 jobs::mac_record(ctx, &mut record, &root)?;
                 Ok(record)
@@ -279,6 +365,46 @@ impl Keyring {
                     out.push((class, a?));
                 }
                 Ok(out)
+            })
+            .await?)
+    }
+}
+
+#[cfg(feature = "test-hooks")]
+impl Keyring {
+    /// Reads back, as the token reports them, the attributes of the latest version of key `name`
+    /// (`test-hooks` only): its L1 in use (symmetric types), or its private and public token
+    /// objects (signing types).
+    ///
+    /// # Errors
+    /// `NotFound`, HSM errors.
+    pub async fn testing_key_attributes(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(&'static str, crate::root::RootAttributes)>> {
+        let s = self.load(name, false).await?;
+        let v = s.latest();
+        if s.key_type().is_asymmetric() {
+            let pair = s.pair(v)?;
+            return Ok(self
+                .inner
+                .hsm
+                .run(move |ctx| {
+                    let (private, public) = jobs::pair_handles(ctx, &pair.id)?;
+                    Ok(vec![
+                        ("private", crate::root::object_attributes(ctx, private)?),
+                        ("public", crate::root::object_attributes(ctx, public)?),
+                    ])
+                })
+                .await?);
+        }
+        let blob = s.blob(v)?;
+        Ok(self
+            .inner
+            .hsm
+            .run(move |ctx| {
+                let h = jobs::l1_handle(ctx, &blob)?;
+                Ok(vec![("l1_in_use", crate::root::object_attributes(ctx, h)?)])
             })
             .await?)
     }

@@ -10,6 +10,8 @@
 //! * [`jobs`]: what runs on an HSM worker (unwrap an L1, seal a new one, MAC a record);
 //! * [`keys`]: create, read, list, delete, rotate, configure;
 //! * [`crypto`]: encrypt, decrypt, rewrap, data keys;
+//! * [`sign`]: sign, verify, HMAC, random bytes;
+//! * [`der`]: the DER of public keys and signatures;
 //! * [`batch`]: bulk-seal batch keys;
 //! * [`rotation`]: root rotation, re-sealing every record under a new root;
 //! * [`admin`]: root administration (init, status, attributes), which needs no keyring.
@@ -33,12 +35,14 @@ pub(crate) mod aad;
 pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod batch;
-mod crypto;
+pub(crate) mod crypto;
+mod der;
 pub(crate) mod governance;
 mod jobs;
 mod keys;
 pub(crate) mod record;
 pub(crate) mod rotation;
+pub(crate) mod sign;
 mod state;
 
 use record::Record;

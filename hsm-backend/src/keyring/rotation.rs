@@ -26,7 +26,6 @@ use crate::error::{Error as HsmError, KeyringError};
 use crate::registry;
 use crate::root::{self, RootRole};
 use crate::store::{leaf_stores, open_by_locator, KekStore, StoreError};
-use crate::templates;
 use crate::types::RootId;
 
 /// What a root rotation did.
@@ -223,7 +222,10 @@ impl Keyring {
                 .run(move |ctx| {
                     let mut r = record.clone();
                     let new_root = root::handles(ctx, &next)?;
-                    for (entry, (v, b)) in r.versions.iter_mut().zip(blobs.iter()) {
+                    // Signing key versions have no blob (their key pairs stay on the token): only
+                    // the record MAC moves to the new root.
+                    let sealed = r.versions.iter_mut().filter(|e| !e.blob.is_empty());
+                    for (entry, (v, b)) in sealed.zip(blobs.iter()) {
                         if entry.version != *v {
                             return Err(HsmError::Foreign("record versions out of order".into()));
                         }
@@ -235,8 +237,8 @@ impl Keyring {
                         ctx.hmac_verify(old.mac, &b.parsed.signed, &b.parsed.mac)?;
                         // The same template as every use: sensitive, wrappable only under a trusted
                         // key, so only the new L0 can wrap it; destroyed right after.
-                        let k =
-                            ctx.unwrap_kwp(old.wrap, &b.parsed.wrapped, &templates::l1_in_use())?;
+                        let template = jobs::in_use_template(&b.parsed)?;
+                        let k = ctx.unwrap_kwp(old.wrap, &b.parsed.wrapped, &template)?;
                         let wrapped = ctx.wrap_kwp(new_root.wrap, k);
                         ctx.destroy_transient(k, "L1 re-wrapped by root rotation");
                         let mut header = b.parsed.header.clone();

@@ -11,7 +11,7 @@ use super::api::KeyInfo;
 use super::record::Record;
 use crate::blob::{self, BlobError, SealedBlob};
 use crate::error::KeyringError;
-use crate::types::KeyOp;
+use crate::types::{KeyOp, KeyType};
 
 /// A parsed blob ready for the HSM, with the digest that keys the L1 session-object cache.
 pub(super) struct BlobRef {
@@ -30,13 +30,26 @@ impl BlobRef {
     }
 }
 
+/// A signing key version: the `CKA_ID` of its token key pair and its public key (DER SPKI).
+pub(super) struct PairRef {
+    pub(super) id: [u8; 16],
+    pub(super) public_key: Vec<u8>,
+}
+
 /// A loaded key: its record (whose MAC was verified, or which this process wrote), the store
-/// version it was read at, and its parsed blobs by version.
+/// version it was read at, and its parsed blobs (symmetric types) or key pairs (signing types)
+/// by version.
 pub(super) struct KeyState {
     pub(super) record: Record,
     pub(super) store_version: u64,
     pub(super) blobs: BTreeMap<u32, Arc<BlobRef>>,
+    pub(super) pairs: BTreeMap<u32, Arc<PairRef>>,
     pub(super) loaded_at: Instant,
+}
+
+/// Parses a 32-hex-digit `CKA_ID`.
+pub(super) fn parse_id(s: &str) -> Option<[u8; 16]> {
+    crate::types::RootId::from_hex(s).map(|r| r.0)
 }
 
 impl KeyState {
@@ -47,8 +60,29 @@ impl KeyState {
         store_version: u64,
     ) -> Result<KeyState, KeyringError> {
         let name = record.name.as_str();
+        let key_type = record.config.key_type;
         let mut blobs = BTreeMap::new();
+        let mut pairs = BTreeMap::new();
         for v in &record.versions {
+            if key_type.is_asymmetric() {
+                let (Some(id), Some(pk)) = (&v.object_id, &v.public_key) else {
+                    return Err(KeyringError::integrity(format!(
+                        "key {name} v{}: a signing key version without its key pair",
+                        v.version
+                    )));
+                };
+                let id = parse_id(id).ok_or_else(|| {
+                    KeyringError::integrity(format!("key {name} v{}: bad object id", v.version))
+                })?;
+                let public_key = B64.decode(pk).map_err(|_| {
+                    KeyringError::integrity(format!(
+                        "key {name} v{}: public key is not base64",
+                        v.version
+                    ))
+                })?;
+                pairs.insert(v.version, Arc::new(PairRef { id, public_key }));
+                continue;
+            }
             let raw = B64.decode(&v.blob).map_err(|_| {
                 KeyringError::integrity(format!("key {name} v{}: blob is not base64", v.version))
             })?;
@@ -65,9 +99,15 @@ impl KeyState {
                     v.version
                 )));
             }
+            if Some(b.parsed.header.algorithm.as_str()) != key_type.blob_algorithm() {
+                return Err(KeyringError::integrity(format!(
+                    "key {name} v{}: blob algorithm {:?} is not the key's type {key_type}",
+                    v.version, b.parsed.header.algorithm
+                )));
+            }
             blobs.insert(v.version, Arc::new(b));
         }
-        if blobs.is_empty() {
+        if blobs.is_empty() && pairs.is_empty() {
             return Err(KeyringError::integrity(format!(
                 "key {name}: record has no versions"
             )));
@@ -76,6 +116,7 @@ impl KeyState {
             record,
             store_version,
             blobs,
+            pairs,
             loaded_at: Instant::now(),
         })
     }
@@ -86,13 +127,16 @@ impl KeyState {
             record: self.record.clone(),
             store_version: self.store_version,
             blobs: self.blobs.clone(),
+            pairs: self.pairs.clone(),
             loaded_at: Instant::now(),
         }
     }
 
     /// The newest version.
     pub(super) fn latest(&self) -> u32 {
-        self.blobs.keys().next_back().copied().unwrap_or(0)
+        let b = self.blobs.keys().next_back().copied().unwrap_or(0);
+        let p = self.pairs.keys().next_back().copied().unwrap_or(0);
+        b.max(p)
     }
 
     /// The version new ciphertexts use when the caller names none: the latest, or
@@ -122,12 +166,40 @@ impl KeyState {
         self.blobs.get(&v).cloned().ok_or(KeyringError::NotFound)
     }
 
+    /// The key pair of version `v`.
+    pub(super) fn pair(&self, v: u32) -> Result<Arc<PairRef>, KeyringError> {
+        self.pairs.get(&v).cloned().ok_or(KeyringError::NotFound)
+    }
+
+    /// The key's type.
+    pub(super) fn key_type(&self) -> KeyType {
+        self.record.config.key_type
+    }
+
+    /// Refuses `what` (an operation's name) unless `ok` holds for the key's type.
+    pub(super) fn type_supports(&self, ok: bool, what: &str) -> Result<(), KeyringError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(KeyringError::InvalidRequest(format!(
+                "{what} is not supported by key type {}",
+                self.key_type()
+            )))
+        }
+    }
+
     /// The description Vault's `GET transit/keys/:name` gives.
     pub(super) fn info(&self) -> KeyInfo {
         let c = &self.record.config;
         KeyInfo {
             name: self.record.name.clone(),
-            key_type: "aes256-gcm96",
+            key_type: c.key_type,
+            key_size: c.key_size,
+            public_keys: self
+                .pairs
+                .iter()
+                .map(|(v, p)| (*v, p.public_key.clone()))
+                .collect(),
             latest_version: self.latest(),
             min_decryption_version: c.min_decryption_version,
             min_encryption_version: c.min_encryption_version,

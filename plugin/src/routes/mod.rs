@@ -11,7 +11,13 @@
 //! | `POST`/`PUT` | `/v1/{mount}/encrypt/{name}` | encrypt (single or `batch_input`), upsert | token |
 //! | `POST`/`PUT` | `/v1/{mount}/decrypt/{name}` | decrypt | token |
 //! | `POST`/`PUT` | `/v1/{mount}/rewrap/{name}` | decrypt + encrypt under the latest version | token |
-//! | `POST`/`PUT` | `/v1/{mount}/datakey/{plaintext\|wrapped}/{name}` | Level 2 data key | token |
+//! | `POST`/`PUT` | `/v1/{mount}/datakey/{plaintext\|wrapped}/{name}` | Level 2 data key (`key_version`) | token |
+//! | `POST`/`PUT` | `/v1/{mount}/datakeys/{plaintext\|wrapped}/{name}` | `count` data keys | token |
+//! | `POST`/`PUT` | `/v1/{mount}/sign/{name}(/{hash})` | sign in the HSM | token |
+//! | `POST`/`PUT` | `/v1/{mount}/verify/{name}(/{hash})` | verify a `signature` or an `hmac` | token |
+//! | `POST`/`PUT` | `/v1/{mount}/hmac/{name}(/{algorithm})` | HMAC in the HSM | token |
+//! | `POST`/`PUT` | `/v1/{mount}/random(/{source})(/{bytes})` | random bytes (HSM RNG) | token |
+//! | `POST`/`PUT` | `/v1/{mount}/hash(/{algorithm})` | digest (software) | token |
 //! | `POST` | `/v1/{mount}/bulk-seal/{name}`, `/bulk-unseal/{name}` | bulk seal (`routes/bulk.rs`) | token |
 //! | `PUT`/`POST` | `/v1/auth/token/renew-self` | Vault's answer for a non-renewable token | token |
 //! | `GET`/`POST` | `/v1/auth/token/lookup-self` | the caller's token and grant, Vault's shape | token |
@@ -375,7 +381,9 @@ async fn method_not_allowed() -> Response {
 
 /// The routes of the transit mount, relative to `/v1/{mount}` (no auth, no state yet).
 fn transit_routes() -> Router<AppState> {
-    use transit::{config, datakey, decrypt, encrypt, keys, rewrap, rotate};
+    use transit::{
+        config, datakey, decrypt, encrypt, hash, hmac, keys, random, rewrap, rotate, sign, verify,
+    };
     Router::new()
         .route(
             "/keys",
@@ -413,6 +421,33 @@ fn transit_routes() -> Router<AppState> {
             "/datakey/{kind}/{name}",
             post(datakey::datakey).put(datakey::datakey),
         )
+        .route(
+            "/datakeys/{kind}/{name}",
+            post(datakey::datakeys).put(datakey::datakeys),
+        )
+        .route("/sign/{name}", post(sign::sign).put(sign::sign))
+        .route(
+            "/sign/{name}/{hash}",
+            post(sign::sign_hash).put(sign::sign_hash),
+        )
+        .route("/verify/{name}", post(verify::verify).put(verify::verify))
+        .route(
+            "/verify/{name}/{hash}",
+            post(verify::verify_hash).put(verify::verify_hash),
+        )
+        .route("/hmac/{name}", post(hmac::hmac).put(hmac::hmac))
+        .route(
+            "/hmac/{name}/{alg}",
+            post(hmac::hmac_alg).put(hmac::hmac_alg),
+        )
+        .route("/random", post(random::random).put(random::random))
+        .route("/random/{a}", post(random::random1).put(random::random1))
+        .route(
+            "/random/{a}/{b}",
+            post(random::random2).put(random::random2),
+        )
+        .route("/hash", post(hash::hash).put(hash::hash))
+        .route("/hash/{alg}", post(hash::hash_alg).put(hash::hash_alg))
 }
 
 /// Extra routes under the transit mount (relative to `/v1/{mount}`), behind the same token check

@@ -1,4 +1,4 @@
-//! AES-256-GCM inside the HSM (`C_EncryptInit`/`C_Encrypt`, `C_DecryptInit`/`C_Decrypt`).
+//! AES-GCM and RSA-OAEP inside the HSM (`C_EncryptInit`/`C_Encrypt`, `C_DecryptInit`/`C_Decrypt`).
 
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
@@ -64,4 +64,48 @@ impl SessionCtx<'_> {
         .map_err(|e| integrity(e, "gcm tag"))?;
         Ok(Zeroizing::new(pt))
     }
+
+    /// RSA-OAEP (SHA-1, MGF1-SHA-1: the only OAEP SoftHSM2 2.6.1 has) encryption with a public
+    /// key object.
+    pub(crate) fn oaep_encrypt(&mut self, key: ObjectHandle, plaintext: &[u8]) -> Result<Vec<u8>> {
+        counted(
+            self.metrics,
+            HsmOp::Encrypt,
+            self.session.encrypt(&oaep(), key, plaintext),
+        )
+    }
+
+    /// RSA-OAEP decryption with a private key object. A ciphertext that does not decrypt is
+    /// [`Error::Integrity`].
+    pub(crate) fn oaep_decrypt(
+        &mut self,
+        key: ObjectHandle,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let pt = counted(
+            self.metrics,
+            HsmOp::Decrypt,
+            self.session.decrypt(&oaep(), key, ciphertext),
+        )
+        .map_err(|e| match e.rv() {
+            Some(
+                cryptoki::error::RvError::EncryptedDataInvalid
+                | cryptoki::error::RvError::EncryptedDataLenRange
+                | cryptoki::error::RvError::GeneralError,
+            ) => Error::Integrity("oaep"),
+            _ => e,
+        })?;
+        Ok(Zeroizing::new(pt))
+    }
+}
+
+/// The OAEP mechanism rootseal uses.
+fn oaep() -> Mechanism<'static> {
+    use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+    use cryptoki::mechanism::MechanismType;
+    Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+        MechanismType::SHA1,
+        PkcsMgfType::MGF1_SHA1,
+        PkcsOaepSource::empty(),
+    ))
 }

@@ -21,6 +21,21 @@ impl SessionCtx<'_> {
         )
     }
 
+    /// Generates a key pair with `mechanism` and the (public, private) templates (from
+    /// [`crate::templates`]); returns (public, private).
+    pub(crate) fn generate_key_pair(
+        &mut self,
+        mechanism: &Mechanism,
+        public: &[Attribute],
+        private: &[Attribute],
+    ) -> Result<(ObjectHandle, ObjectHandle)> {
+        counted(
+            self.metrics,
+            HsmOp::GenerateKey,
+            self.session.generate_key_pair(mechanism, public, private),
+        )
+    }
+
     /// Generates a key with `template` and the attribute-array attribute `CKA_UNWRAP_TEMPLATE =
     /// unwrap` (through [`crate::hsm::raw`]: cryptoki does not wrap array attributes).
     pub(crate) fn generate_with_unwrap_template(
@@ -38,21 +53,6 @@ impl SessionCtx<'_> {
             unwrap,
         )
         .inspect_err(|_| self.metrics.error())
-    }
-
-    /// Generates a key pair with `mechanism` and the (public, private) templates (one of
-    /// [`crate::templates`]). Returns (public, private).
-    pub(crate) fn generate_key_pair(
-        &mut self,
-        mechanism: &Mechanism,
-        public: &[Attribute],
-        private: &[Attribute],
-    ) -> Result<(ObjectHandle, ObjectHandle)> {
-        counted(
-            self.metrics,
-            HsmOp::GenerateKey,
-            self.session.generate_key_pair(mechanism, public, private),
-        )
     }
 
     /// Wraps `key` under `wrapping` with CKM_AES_KEY_WRAP_PAD.

@@ -1,8 +1,11 @@
-//! HMAC-SHA256 and EdDSA inside the HSM (`C_Sign`, `C_Verify`).
+//! Signatures and MACs inside the HSM (`C_Sign`, `C_Verify`): HMAC-SHA256 for blobs and
+//! records, EdDSA for operator keys, and any mechanism for transit `sign`, `verify` and `hmac`.
 
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectHandle;
+
+use cryptoki::error::RvError;
 
 use super::{counted, integrity, SessionCtx};
 use crate::error::Result;
@@ -40,5 +43,46 @@ impl SessionCtx<'_> {
                 data,
             ),
         )
+    }
+
+    /// Signs `data` with `key` and `mechanism` inside the HSM.
+    pub(crate) fn sign_with(
+        &mut self,
+        mechanism: &Mechanism<'_>,
+        key: ObjectHandle,
+        data: &[u8],
+    ) -> Result<Vec<u8>> {
+        counted(
+            self.metrics,
+            HsmOp::Sign,
+            self.session.sign(mechanism, key, data),
+        )
+    }
+
+    /// Verifies `signature` over `data` with `key` and `mechanism` inside the HSM: `Ok(false)`
+    /// when it does not verify.
+    pub(crate) fn verify_with(
+        &mut self,
+        mechanism: &Mechanism<'_>,
+        key: ObjectHandle,
+        data: &[u8],
+        signature: &[u8],
+    ) -> Result<bool> {
+        match counted(
+            self.metrics,
+            HsmOp::Verify,
+            self.session.verify(mechanism, key, data, signature),
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) => match e.rv() {
+                Some(
+                    RvError::SignatureInvalid
+                    | RvError::SignatureLenRange
+                    | RvError::DataLenRange
+                    | RvError::DataInvalid,
+                ) => Ok(false),
+                _ => Err(e),
+            },
+        }
     }
 }

@@ -10,23 +10,37 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rootseal_hsm::KeyringError;
-use rootseal_hsm::{CreateOptions, KeyInfo, KeyOp};
+use rootseal_hsm::{CreateOptions, KeyInfo, KeyOp, KeyType};
 use serde::{Deserialize, Serialize};
 
 use super::key_name;
-use crate::routes::de::{parse_body, DurationSecs, WeakBool};
+use crate::routes::de::{parse_body, DurationSecs, WeakBool, WeakU64};
 use crate::routes::{ok, ApiError, AppState};
 
-/// The only key type rootseal has.
-pub(crate) const KEY_TYPE: &str = "aes256-gcm96";
+/// One version of a signing key in `keys` (Vault's shape).
+#[derive(Serialize)]
+struct PublicVersion {
+    creation_time: String,
+    name: &'static str,
+    public_key: String,
+}
+
+/// `keys` of a key description: creation times (symmetric types), or each version's public key
+/// (signing types).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Versions<'a> {
+    Symmetric(&'a BTreeMap<u32, u64>),
+    Public(BTreeMap<u32, PublicVersion>),
+}
 
 /// `data` of `GET keys/{name}`.
 #[derive(Serialize)]
 pub(crate) struct KeyData<'a> {
     name: &'a str,
     #[serde(rename = "type")]
-    key_type: &'a str,
-    keys: &'a BTreeMap<u32, u64>,
+    key_type: &'static str,
+    keys: Versions<'a>,
     latest_version: u32,
     min_available_version: u32,
     min_decryption_version: u32,
@@ -41,6 +55,8 @@ pub(crate) struct KeyData<'a> {
     supports_derivation: bool,
     supports_signing: bool,
     auto_rotate_period: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_size: Option<u32>,
     /// rootseal's extension: the operations the key allows.
     allowed_operations: Vec<&'static str>,
 }
@@ -48,10 +64,30 @@ pub(crate) struct KeyData<'a> {
 impl<'a> KeyData<'a> {
     /// Vault's description of `k`.
     pub(crate) fn from_info(k: &'a KeyInfo) -> Self {
+        let t = k.key_type;
+        let keys = if t.is_asymmetric() {
+            Versions::Public(
+                k.public_keys
+                    .iter()
+                    .map(|(v, spki)| {
+                        (
+                            *v,
+                            PublicVersion {
+                                creation_time: rfc3339(k.versions.get(v).copied().unwrap_or(0)),
+                                name: public_key_name(t),
+                                public_key: public_key(t, spki),
+                            },
+                        )
+                    })
+                    .collect(),
+            )
+        } else {
+            Versions::Symmetric(&k.versions)
+        };
         KeyData {
             name: &k.name,
-            key_type: k.key_type,
-            keys: &k.versions,
+            key_type: t.name(),
+            keys,
             latest_version: k.latest_version,
             min_available_version: 0,
             min_decryption_version: k.min_decryption_version,
@@ -61,14 +97,68 @@ impl<'a> KeyData<'a> {
             exportable: false,
             allow_plaintext_backup: false,
             imported_key: false,
-            supports_encryption: k.allowed_ops.contains(&KeyOp::Encrypt),
-            supports_decryption: k.allowed_ops.contains(&KeyOp::Decrypt),
+            supports_encryption: t.supports_encryption() && k.allowed_ops.contains(&KeyOp::Encrypt),
+            supports_decryption: t.supports_encryption() && k.allowed_ops.contains(&KeyOp::Decrypt),
             supports_derivation: false,
-            supports_signing: false,
+            supports_signing: t.supports_signing() && k.allowed_ops.contains(&KeyOp::Sign),
             auto_rotate_period: k.auto_rotate_period_secs,
+            key_size: (t == KeyType::Hmac).then_some(k.key_size),
             allowed_operations: k.allowed_ops.iter().map(|o| o.name()).collect(),
         }
     }
+}
+
+/// Vault's `name` of a signing key version.
+fn public_key_name(t: KeyType) -> &'static str {
+    match t {
+        KeyType::EcdsaP256 => "P-256",
+        KeyType::EcdsaP384 => "P-384",
+        KeyType::EcdsaP521 => "P-521",
+        other => other.name(),
+    }
+}
+
+/// Vault's `public_key`: the raw key in base64 for Ed25519, PEM SubjectPublicKeyInfo otherwise.
+fn public_key(t: KeyType, spki: &[u8]) -> String {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
+    if t == KeyType::Ed25519 {
+        // A 44-byte Ed25519 SPKI ends with the 32-byte key.
+        return B64.encode(
+            spki.get(spki.len().saturating_sub(32)..)
+                .unwrap_or_default(),
+        );
+    }
+    let b = B64.encode(spki);
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in b.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    pem
+}
+
+/// Unix seconds as RFC 3339 UTC (`2024-01-02T03:04:05Z`).
+pub(crate) fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil from days (H. Hinnant), for dates after 1970.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 pub(super) fn key_response(k: &KeyInfo) -> Response {
@@ -125,6 +215,7 @@ struct CreateBody {
     convergent_encryption: Option<WeakBool>,
     allow_plaintext_backup: Option<WeakBool>,
     auto_rotate_period: Option<DurationSecs>,
+    key_size: Option<WeakU64>,
 }
 
 pub(super) fn refuse_true(field: &str, v: Option<WeakBool>) -> Result<(), ApiError> {
@@ -136,16 +227,23 @@ pub(super) fn refuse_true(field: &str, v: Option<WeakBool>) -> Result<(), ApiErr
     Ok(())
 }
 
-/// Checks a requested key type (`None` or `aes256-gcm96`).
+/// The requested key type (`None` or empty: `aes256-gcm96`).
 ///
 /// # Errors
-/// 400 for any other type.
-pub(super) fn check_key_type(t: Option<&str>) -> Result<(), ApiError> {
+/// 400 for a type rootseal does not make, naming why.
+pub(super) fn check_key_type(t: Option<&str>) -> Result<KeyType, ApiError> {
     match t {
-        None | Some("" | KEY_TYPE) => Ok(()),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "unsupported key type {other:?}: rootseal keys are {KEY_TYPE}"
-        ))),
+        None | Some("") => Ok(KeyType::Aes256Gcm96),
+        Some(name) => KeyType::from_name(name).ok_or_else(|| match name {
+            "chacha20-poly1305" => ApiError::bad_request(
+                "key type chacha20-poly1305 is not supported: the HSM token lacks the \
+                 CKM_CHACHA20_POLY1305 mechanism",
+            ),
+            "managed_key" | "aes128-cmac" | "aes256-cmac" | "ml-dsa" | "slh-dsa" => {
+                ApiError::bad_request(format!("key type {name:?} is not supported by rootseal"))
+            }
+            _ => ApiError::bad_request(format!("unknown key type {name}")),
+        }),
     }
 }
 
@@ -158,7 +256,11 @@ pub(crate) async fn create(
     let name = key_name(name)?;
     let raw = st.read_body(body).await?;
     let b: CreateBody = parse_body(&raw)?;
-    check_key_type(b.key_type.as_deref())?;
+    let key_type = check_key_type(b.key_type.as_deref())?;
+    let key_size = match b.key_size {
+        None | Some(WeakU64(0)) => None,
+        Some(n) => Some(n.to_u32("key_size")?),
+    };
     refuse_true("exportable", b.exportable)?;
     refuse_true("allow_plaintext_backup", b.allow_plaintext_backup)?;
     if b.derived.is_some_and(|d| d.0) || b.convergent_encryption.is_some_and(|d| d.0) {
@@ -178,6 +280,8 @@ pub(crate) async fn create(
             &name,
             CreateOptions {
                 auto_rotate_period_secs: period,
+                key_type,
+                key_size,
                 ..CreateOptions::default()
             },
         )

@@ -6,7 +6,10 @@
 //! * [`rotate`] — `keys/{name}/rotate`.
 //! * [`encrypt`], [`decrypt`], [`rewrap`]: single items and `batch_input`, through [`batch`]
 //!   (a single item is a batch of one) and [`input`] (an item's field decoding).
-//! * [`datakey`] — `datakey/{plaintext|wrapped}/{name}`.
+//! * [`datakey`] — `datakey/{plaintext|wrapped}/{name}`, `datakeys/{plaintext|wrapped}/{name}`.
+//! * [`sign`], [`verify`] — `sign/{name}(/{hash})`, `verify/{name}(/{hash})` (signatures and
+//!   HMACs); [`hmac`] — `hmac/{name}(/{algorithm})`.
+//! * [`random`] — `random(/{source})(/{bytes})`; [`hash`] — `hash(/{algorithm})`.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
@@ -18,10 +21,15 @@ pub(crate) mod config;
 pub(crate) mod datakey;
 pub(crate) mod decrypt;
 pub(crate) mod encrypt;
+pub(crate) mod hash;
+pub(crate) mod hmac;
 pub(crate) mod input;
 pub(crate) mod keys;
+pub(crate) mod random;
 pub(crate) mod rewrap;
 pub(crate) mod rotate;
+pub(crate) mod sign;
+pub(crate) mod verify;
 
 /// The `{name}` of a path, or a 400 in the envelope.
 pub(crate) fn key_name(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
