@@ -42,6 +42,12 @@ pub enum TokenOp {
     Rotate,
     /// `keys/{key}/config` (CO).
     Config,
+    /// `sign/{key}` (User).
+    Sign,
+    /// `verify/{key}`: signatures and HMACs (User).
+    Verify,
+    /// `hmac/{key}` (User).
+    Hmac,
 }
 
 impl TokenOp {
@@ -57,6 +63,9 @@ impl TokenOp {
             TokenOp::Create => "create",
             TokenOp::Rotate => "rotate",
             TokenOp::Config => "config",
+            TokenOp::Sign => "sign",
+            TokenOp::Verify => "verify",
+            TokenOp::Hmac => "hmac",
         }
     }
 
@@ -72,6 +81,9 @@ impl TokenOp {
             TokenOp::Create,
             TokenOp::Rotate,
             TokenOp::Config,
+            TokenOp::Sign,
+            TokenOp::Verify,
+            TokenOp::Hmac,
         ]
         .into_iter()
         .find(|o| o.name() == s)
@@ -84,7 +96,10 @@ impl TokenOp {
             | TokenOp::Decrypt
             | TokenOp::Rewrap
             | TokenOp::Datakey
-            | TokenOp::Bulk => Role::User,
+            | TokenOp::Bulk
+            | TokenOp::Sign
+            | TokenOp::Verify
+            | TokenOp::Hmac => Role::User,
             TokenOp::Read | TokenOp::Create | TokenOp::Rotate | TokenOp::Config => Role::Co,
         }
     }

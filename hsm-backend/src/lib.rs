@@ -47,11 +47,11 @@ pub use keyring::api::{
     RsaPadding, SaltLength, Sealed, SignParams, Signature, VerifyItem,
 };
 pub use keyring::batch::BatchKey;
+pub use keyring::crypto::MAX_DATA_KEYS;
 pub use keyring::governance::{
     is_governance_name, read_bootstrap_record, write_bootstrap_record, GOVERNANCE_FORMAT,
     GOVERNANCE_PREFIX, GOVERNANCE_VERSION,
 };
-pub use keyring::crypto::MAX_DATA_KEYS;
 pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
 pub use keyring::rotation::{rotate_root, RootRotationReport};
 pub use keyring::sign::MAX_RANDOM_BYTES;

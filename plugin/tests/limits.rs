@@ -26,10 +26,7 @@ async fn json_bulk_and_transit_bodies_obey_max_request_bytes() {
     );
     let item = format!(r#"{{"plaintext":"{}"}}"#, "QUFB".repeat(300));
     let small = format!(r#"{{"batch_input":[{item}]}}"#);
-    let big = format!(
-        r#"{{"batch_input":[{}]}}"#,
-        [item.as_str(); 10].join(",")
-    );
+    let big = format!(r#"{{"batch_input":[{}]}}"#, [item.as_str(); 10].join(","));
     assert!(small.len() < 4096 && big.len() > 4096);
     for path in ["/v1/transit/bulk-seal/k", "/v1/transit/encrypt/k"] {
         for (body, want) in [

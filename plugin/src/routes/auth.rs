@@ -137,8 +137,24 @@ enum Need {
 
 fn need(route: &str, method: &Method) -> Need {
     let has = |s: &str| route.ends_with(s);
-    if route.starts_with("/v1/auth/") {
+    let keyless = [
+        "/random",
+        "/random/{a}",
+        "/random/{a}/{b}",
+        "/hash",
+        "/hash/{alg}",
+    ];
+    if route.starts_with("/v1/auth/") || keyless.iter().any(|k| has(k)) {
+        // No key involved: `random` and `hash` use no key material.
         Need::Any
+    } else if has("/sign/{name}") || has("/sign/{name}/{hash}") {
+        Need::Key(TokenOp::Sign)
+    } else if has("/verify/{name}") || has("/verify/{name}/{hash}") {
+        Need::Key(TokenOp::Verify)
+    } else if has("/hmac/{name}") || has("/hmac/{name}/{alg}") {
+        Need::Key(TokenOp::Hmac)
+    } else if has("/datakeys/{kind}/{name}") {
+        Need::Key(TokenOp::Datakey)
     } else if has("/keys") || has("/keys/") {
         Need::List
     } else if has("/encrypt/{name}") {
@@ -294,4 +310,44 @@ pub async fn lookup_self(req: Request) -> Response {
         None => return ApiError::PermissionDenied.into_response(),
     };
     super::ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(route: &str, m: &Method) -> Option<&'static str> {
+        match need(route, m) {
+            Need::Key(o) => Some(o.name()),
+            Need::Any => Some("any"),
+            Need::List => Some("list"),
+            Need::Never => None,
+        }
+    }
+
+    /// Every transit route asks for the operation its grant names; keyless routes need only a
+    /// valid token; anything unknown is refused (fail closed). A mount name never changes it.
+    #[test]
+    fn each_route_needs_its_operation() {
+        let p = Method::POST;
+        for mount in ["/v1/transit", "/v1/hash/random"] {
+            let r = |s: &str| format!("{mount}{s}");
+            assert_eq!(op(&r("/encrypt/{name}"), &p), Some("encrypt"));
+            assert_eq!(op(&r("/decrypt/{name}"), &p), Some("decrypt"));
+            assert_eq!(op(&r("/rewrap/{name}"), &p), Some("rewrap"));
+            assert_eq!(op(&r("/datakey/{kind}/{name}"), &p), Some("datakey"));
+            assert_eq!(op(&r("/datakeys/{kind}/{name}"), &p), Some("datakey"));
+            assert_eq!(op(&r("/sign/{name}"), &p), Some("sign"));
+            assert_eq!(op(&r("/sign/{name}/{hash}"), &p), Some("sign"));
+            assert_eq!(op(&r("/verify/{name}/{hash}"), &p), Some("verify"));
+            assert_eq!(op(&r("/hmac/{name}/{alg}"), &p), Some("hmac"));
+            assert_eq!(op(&r("/bulk-seal/{name}"), &p), Some("bulk"));
+            assert_eq!(op(&r("/keys/{name}/rotate"), &p), Some("rotate"));
+            assert_eq!(op(&r("/keys/{name}"), &Method::GET), Some("read"));
+            assert_eq!(op(&r("/keys/{name}"), &Method::DELETE), None);
+            assert_eq!(op(&r("/random/{a}"), &p), Some("any"));
+            assert_eq!(op(&r("/hash/{alg}"), &p), Some("any"));
+            assert_eq!(op(&r("/something/{name}"), &p), None);
+        }
+    }
 }
