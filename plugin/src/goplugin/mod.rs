@@ -16,6 +16,7 @@
 //!   plugin must never outlive its host). SIGINT is ignored, as go-plugin plugins do: a Ctrl-C in
 //!   the host's terminal reaches the whole process group, and the host decides when we stop.
 
+pub mod broker;
 pub mod tls;
 
 use std::io::Write;
@@ -189,9 +190,22 @@ pub fn handshake_line(env: &PluginEnv, socket: &std::path::Path, cert: &[u8]) ->
 pub async fn serve(
     env: PluginEnv,
     routes: tonic::service::Routes,
+    handshake_out: impl Write + Send,
+) -> Result<StopReason, ServeError> {
+    let identity = Arc::new(tls::PluginIdentity::generate()?);
+    serve_with(env, identity, broker::BrokerConns::new(), routes, handshake_out).await
+}
+
+/// [`serve`] as `identity` (the AutoMTLS certificate announced in the handshake line), recording
+/// the host's broker announcements in `conns`: for a plugin that dials back to services the host
+/// serves through the broker ([`broker::BrokerDialer`], the secrets-engine plugin's storage).
+pub async fn serve_with(
+    env: PluginEnv,
+    identity: Arc<tls::PluginIdentity>,
+    conns: broker::BrokerConns,
+    routes: tonic::service::Routes,
     mut handshake_out: impl Write + Send,
 ) -> Result<StopReason, ServeError> {
-    let identity = tls::PluginIdentity::generate()?;
     let tls_cfg = Arc::new(tls::server_config(&identity, env.host_cert.clone())?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_cfg);
 
@@ -251,6 +265,7 @@ pub async fn serve(
     });
     let broker = proto::grpc_broker_server::GrpcBrokerServer::new(Broker {
         stop: stop_rx.clone(),
+        conns,
     });
 
     // Watchers: parent death, SIGTERM; SIGINT is swallowed.
@@ -413,6 +428,7 @@ impl proto::grpc_stdio_server::GrpcStdio for Stdio {
 
 struct Broker {
     stop: watch::Receiver<Option<StopReason>>,
+    conns: broker::BrokerConns,
 }
 
 #[tonic::async_trait]
@@ -424,12 +440,15 @@ impl proto::grpc_broker_server::GrpcBroker for Broker {
         req: tonic::Request<tonic::Streaming<proto::ConnInfo>>,
     ) -> Result<tonic::Response<Self::StartStreamStream>, tonic::Status> {
         let mut inbound = req.into_inner();
+        let conns = self.conns.clone();
         tokio::spawn(async move {
-            // The KMS protocol uses no broker callbacks: drain and ignore what the host sends.
+            // Announcements of host-side services, kept for a plugin that dials them (the KMS
+            // protocol uses none).
             while let Some(msg) = inbound.next().await {
                 match msg {
                     Ok(info) => {
-                        tracing::debug!(service_id = info.service_id, "broker message ignored")
+                        tracing::debug!(service_id = info.service_id, "broker announcement");
+                        conns.record(info);
                     }
                     Err(_) => break,
                 }

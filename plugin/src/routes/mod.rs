@@ -411,6 +411,20 @@ pub fn bulk_routes() -> Router<AppState> {
     bulk::router::<AppState, Keyring>()
 }
 
+/// The transit paths (and bulk seal) at the root of the router (`/keys/{name}`,
+/// `/encrypt/{name}`, …) over `state`, with the edge (one log line per error, panic guard,
+/// counters) and the 404/405 envelopes, but **without rootseal's token check**: for a face whose
+/// host authenticates and authorises every request before it arrives (the secrets-engine plugin,
+/// behind OpenBao's tokens, ACL policies and audit devices).
+pub fn transit_router(state: AppState) -> Router {
+    transit_routes()
+        .merge(bulk_routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
 /// The whole API.
 ///
 /// # Errors
