@@ -53,8 +53,10 @@ pub fn install(exe: &Path, plugin_dir: &Path) -> Result<String, KmsConfigError> 
         "# rootseal secrets-engine plugin installed as {dest}.\n\
          # The OpenBao server config must name its directory:\n\
          #   plugin_directory = \"{dir}\"\n\
-         # Register and mount it (add -env=NAME=VALUE to the register command for what the\n\
-         # PKCS#11 module needs, e.g. -env=SOFTHSM2_CONF=/etc/softhsm/softhsm2.conf):\n\
+         # Register and mount it. OpenBao gives a plugin no environment of its own: when the\n\
+         # PKCS#11 module needs a variable (SoftHSM2: SOFTHSM2_CONF), register through the API\n\
+         # instead, with env:\n\
+         #   bao write sys/plugins/catalog/secret/{PLUGIN_BINARY} sha256={sum} version={version} command={PLUGIN_BINARY} env=SOFTHSM2_CONF=/etc/softhsm2.conf\n\
          bao plugin register -sha256={sum} -version={version} secret {PLUGIN_BINARY}\n\
          bao secrets enable -path={MOUNT} {PLUGIN_BINARY}\n\
          # Point the mount at the HSM token (needs sudo on {MOUNT}/config/hsm). The PIN is read by\n\

@@ -3,7 +3,8 @@
 //!
 //! Write: `module` (PKCS#11 library path on the OpenBao host), `token_label` **or**
 //! `token_serial`, `pin_file` (a file on the OpenBao host holding the User PIN) **or** `pin_env`
-//! (the name of an environment variable of the plugin process: `bao plugin register -env=…`),
+//! (the name of an environment variable of the plugin process: the `env` of its plugin catalog
+//! entry),
 //! `pool_size` (HSM sessions, default 2). A `pin` (or any other PIN-like field) is refused: the
 //! PIN is read by the plugin process where it runs and is never stored in OpenBao storage, never
 //! returned, never logged. Read: the same fields and the token's identity, never the PIN.
@@ -73,8 +74,8 @@ pub enum HsmConfigError {
     /// A PIN in the request.
     #[error(
         "field {0:?} is not accepted: the HSM PIN is never stored in OpenBao; give pin_file (a \
-         file on the OpenBao host) or pin_env (an environment variable of the plugin, set with \
-         bao plugin register -env=NAME=…)"
+         file on the OpenBao host) or pin_env (an environment variable of the plugin, set in \
+         the env of its plugin catalog entry)"
     )]
     PinGiven(String),
     /// Unknown fields.
@@ -245,7 +246,8 @@ impl HsmEntry {
                 Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
                 _ => Err(HsmConfigError::Pin(format!(
                     "pin_env {name}: the plugin process has no such environment variable \
-                     (register the plugin with bao plugin register -env={name}=…)"
+                     (set it in the env of the plugin's catalog entry: bao write \
+                     sys/plugins/catalog/secret/rootseal … env={name}=…)"
                 ))),
             },
         }

@@ -19,10 +19,13 @@
 //! | 200 `{"data":…,"warnings":…}` | a response with that `data` and `warnings` (200) |
 //! | 204 | no response (204) |
 //! | 404 `{"errors":[]}` | for `read`/`list`, no response (404 `{"errors":[]}`); else unsupported path (404) |
-//! | 4xx/5xx `{"errors":[m]}` | a coded error with the same status and message (`{"errors":[m]}`) |
+//! | 400 `{"errors":[m]}` | an error response (`logical.ErrorResponse(m)` with `ErrInvalidRequest`, as Vault's transit answers): 400 `{"errors":[m]}` |
+//! | other 4xx `{"errors":[m]}` | a raw response with the same status and body |
+//! | 5xx `{"errors":[m]}` | a coded error with the same status (OpenBao logs and audits it as an error) |
 //! | 4xx with `data` (a batch with failed items) | a raw response with the same status and body |
 //!
-//! So a client gets the same status and error text through OpenBao as from rootseal's listener.
+//! So a client gets the same status and error text through OpenBao as from rootseal's listener
+//! (a 400 is also recorded as an error by OpenBao's audit devices).
 
 use axum::body::Body;
 use axum::Router;
@@ -37,6 +40,7 @@ const MAX_ANSWER: usize = 64 << 20;
 /// `sdk/plugin/pb` error types (openbao `sdk/plugin/pb/translation.go`).
 mod err_type {
     pub(super) const CODED: u32 = 3;
+    pub(super) const INVALID_REQUEST: u32 = 7;
     pub(super) const UNSUPPORTED_OPERATION: u32 = 5;
     pub(super) const UNSUPPORTED_PATH: u32 = 6;
 }
@@ -71,6 +75,28 @@ impl Reply {
     /// An error with HTTP status `status` and message `msg` (`logical.CodedError`).
     pub fn coded(status: u16, msg: impl Into<String>) -> Self {
         Self::error(err_type::CODED, status, msg.into())
+    }
+
+    /// `logical.ErrorResponse(msg)` with `logical.ErrInvalidRequest`: 400 `{"errors":[msg]}`.
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        let mut r = Self::error(err_type::INVALID_REQUEST, 0, "invalid request".into());
+        r.response = Some(pb::Response {
+            data: serde_json::json!({ "error": msg.into() }).to_string(),
+            ..pb::Response::default()
+        });
+        r
+    }
+
+    /// A raw HTTP answer (`logical.RespondWithStatusCode`): `status` and a JSON `body`.
+    pub fn raw(status: u16, body: &str) -> Self {
+        Self::data(
+            &serde_json::json!({
+                "http_status_code": status,
+                "http_content_type": "application/json",
+                "http_raw_body": body,
+            }),
+            Vec::new(),
+        )
     }
 
     /// `logical.ErrUnsupportedOperation` (405).
@@ -177,15 +203,7 @@ pub async fn from_http(resp: http::Response<Body>, operation: &str) -> Reply {
     }
     // A batch answer with failed items keeps its status and body (`logical.RespondWithStatusCode`).
     if v.get("data").is_some_and(|d| !d.is_null()) {
-        let raw = String::from_utf8_lossy(&body).into_owned();
-        return Reply::data(
-            &serde_json::json!({
-                "http_status_code": status.as_u16(),
-                "http_content_type": "application/json",
-                "http_raw_body": raw,
-            }),
-            Vec::new(),
-        );
+        return Reply::raw(status.as_u16(), &String::from_utf8_lossy(&body));
     }
     let errors: Vec<String> = v
         .get("errors")
@@ -208,7 +226,14 @@ pub async fn from_http(resp: http::Response<Body>, operation: &str) -> Reply {
             return Reply::unsupported_operation();
         }
     }
-    Reply::coded(status.as_u16(), errors.join("; "))
+    let msg = errors.join("; ");
+    if status == http::StatusCode::BAD_REQUEST {
+        Reply::bad_request(msg)
+    } else if status.is_client_error() {
+        Reply::raw(status.as_u16(), &String::from_utf8_lossy(&body))
+    } else {
+        Reply::coded(status.as_u16(), msg)
+    }
 }
 
 /// Answers `req` through `router` (the transit paths).
@@ -302,8 +327,21 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(
             from_http(bad, "update").await,
-            Reply::coded(400, "missing plaintext to encrypt")
+            Reply::bad_request("missing plaintext to encrypt")
         );
+        let big = http::Response::builder()
+            .status(413)
+            .body(Body::from(r#"{"errors":["too large"]}"#))
+            .unwrap_or_default();
+        let r = from_http(big, "update").await.response.unwrap_or_default();
+        let v: Value = serde_json::from_str(&r.data).unwrap_or_default();
+        assert_eq!(v["http_status_code"], 413);
+        assert_eq!(v["http_raw_body"], r#"{"errors":["too large"]}"#);
+        let down = http::Response::builder()
+            .status(503)
+            .body(Body::from(r#"{"errors":["HSM unavailable"]}"#))
+            .unwrap_or_default();
+        assert_eq!(from_http(down, "update").await, Reply::coded(503, "HSM unavailable"));
 
         let gone = || {
             http::Response::builder()

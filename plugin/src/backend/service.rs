@@ -75,12 +75,11 @@ enum EngineError {
 impl EngineError {
     fn reply(&self) -> Reply {
         match self {
-            Self::NotConfigured => Reply::coded(
-                400,
+            Self::NotConfigured => Reply::bad_request(
                 "this mount has no HSM yet: write config/hsm (module, token_label or \
                  token_serial, pin_file or pin_env)",
             ),
-            Self::Refused(m) => Reply::coded(400, m.clone()),
+            Self::Refused(m) => Reply::bad_request(m.clone()),
             Self::Unavailable(m) => Reply::coded(503, m.clone()),
         }
     }
@@ -223,11 +222,11 @@ impl Mount {
         let data = match serde_json::from_str::<Value>(req.data.trim()) {
             Ok(Value::Object(m)) => m,
             Ok(Value::Null) => serde_json::Map::new(),
-            _ => return Reply::coded(400, "request data must be a JSON object"),
+            _ => return Reply::bad_request("request data must be a JSON object"),
         };
         let entry = match HsmEntry::parse(&data) {
             Ok(e) => e,
-            Err(e) => return Reply::coded(400, e.to_string()),
+            Err(e) => return Reply::bad_request(e.to_string()),
         };
         let _g = self.opening.lock().await;
         let existing = match self.first_key().await {
@@ -325,7 +324,7 @@ impl pb::backend_server::Backend for BackendService {
     ) -> Result<Response<pb::HandleRequestReply>, Status> {
         let args = request.into_inner();
         let Some(req) = args.request else {
-            return Ok(Response::new(proto_reply(Reply::coded(400, "no request"))));
+            return Ok(Response::new(proto_reply(Reply::bad_request("no request"))));
         };
         let reply = match self.mount().await {
             Some(m) => m.handle(&req).await,
