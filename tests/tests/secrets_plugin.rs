@@ -31,6 +31,25 @@ fn init_root(token: &TestToken) {
     rt.block_on(token.init_root());
 }
 
+/// Run by a human (or with a wrong cookie), the plugin explains itself and exits 1.
+fn started_by_hand() {
+    let out = Command::new(rootseal_bin())
+        .args(["openbao", "secrets-plugin"])
+        .env_remove("VAULT_BACKEND_PLUGIN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("VAULT_BACKEND_PLUGIN") && err.contains("secrets-config"), "{err}");
+    assert!(out.stdout.is_empty());
+    let out = Command::new(rootseal_bin())
+        .env("VAULT_BACKEND_PLUGIN", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+}
+
 /// A running OpenBao with its root token and unseal key.
 struct Bao {
     server: OpenBao,
@@ -202,6 +221,7 @@ fn secrets_plugin_end_to_end() {
     std::fs::write(&pin_a, format!("{}\n", a.pin)).unwrap();
     std::fs::write(&pin_b, format!("{}\n", b.pin)).unwrap();
 
+    started_by_hand();
     let plugins = tmp.path().join("plugins");
     let (sum, version) = secrets_config(&plugins);
     let plugins = std::fs::canonicalize(&plugins).unwrap();
