@@ -40,7 +40,10 @@ fn started_by_hand() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("VAULT_BACKEND_PLUGIN") && err.contains("secrets-config"), "{err}");
+    assert!(
+        err.contains("VAULT_BACKEND_PLUGIN") && err.contains("secrets-config"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
     let out = Command::new(rootseal_bin())
         .env("VAULT_BACKEND_PLUGIN", "wrong")
@@ -62,14 +65,21 @@ impl Bao {
     /// `bao` as root; panics with the server log on failure.
     fn ok(&self, args: &[&str]) -> String {
         let (ok, out, err) = bao(&self.server.addr, Some(&self.root), args);
-        assert!(ok, "bao {args:?} failed: {err}\n{out}\n{}", tail(&self.server.log()));
+        assert!(
+            ok,
+            "bao {args:?} failed: {err}\n{out}\n{}",
+            tail(&self.server.log())
+        );
         out
     }
 
     /// `bao -format=json` as `token`, parsed.
     fn json(&self, token: &str, args: &[&str]) -> Value {
         // `-format` goes after the (sub)command words.
-        let at = if matches!(args[0], "secrets" | "token" | "policy" | "plugin" | "operator") {
+        let at = if matches!(
+            args[0],
+            "secrets" | "token" | "policy" | "plugin" | "operator"
+        ) {
             2
         } else {
             1
@@ -78,7 +88,11 @@ impl Bao {
         a.push("-format=json");
         a.extend_from_slice(&args[at..]);
         let (ok, out, err) = bao(&self.server.addr, Some(token), &a);
-        assert!(ok, "bao {a:?} failed: {err}\n{out}\n{}", tail(&self.server.log()));
+        assert!(
+            ok,
+            "bao {a:?} failed: {err}\n{out}\n{}",
+            tail(&self.server.log())
+        );
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("bao {a:?}: not JSON ({e}): {out}"))
     }
 
@@ -122,9 +136,16 @@ fn secrets_config(plugins: &Path) -> (String, String) {
         .arg(plugins)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.contains("bao secrets enable -path=hsm rootseal\n"), "{text}");
+    assert!(
+        text.contains("bao secrets enable -path=hsm rootseal\n"),
+        "{text}"
+    );
     assert!(text.contains("path \"hsm/encrypt/app\""), "{text}");
     let line = text
         .lines()
@@ -138,7 +159,10 @@ fn secrets_config(plugins: &Path) -> (String, String) {
     };
     assert!(line.ends_with(" secret rootseal"), "{line}");
     let sum = field("-sha256=");
-    let installed = Command::new("sha256sum").arg(plugins.join("rootseal")).output().unwrap();
+    let installed = Command::new("sha256sum")
+        .arg(plugins.join("rootseal"))
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&installed.stdout).starts_with(&sum));
     (sum, field("-version="))
 }
@@ -172,7 +196,11 @@ fn b64(s: &str) -> String {
 fn encrypt(b: &Bao, token: &str, mount: &str, key: &str, pt: &str) -> String {
     let v = b.json(
         token,
-        &["write", &format!("{mount}/encrypt/{key}"), &format!("plaintext={}", b64(pt))],
+        &[
+            "write",
+            &format!("{mount}/encrypt/{key}"),
+            &format!("plaintext={}", b64(pt)),
+        ],
     );
     v["data"]["ciphertext"].as_str().unwrap().to_owned()
 }
@@ -180,9 +208,15 @@ fn encrypt(b: &Bao, token: &str, mount: &str, key: &str, pt: &str) -> String {
 fn decrypt(b: &Bao, token: &str, mount: &str, key: &str, ct: &str) -> String {
     let v = b.json(
         token,
-        &["write", &format!("{mount}/decrypt/{key}"), &format!("ciphertext={ct}")],
+        &[
+            "write",
+            &format!("{mount}/decrypt/{key}"),
+            &format!("ciphertext={ct}"),
+        ],
     );
-    let pt = B64.decode(v["data"]["plaintext"].as_str().unwrap()).unwrap();
+    let pt = B64
+        .decode(v["data"]["plaintext"].as_str().unwrap())
+        .unwrap();
     String::from_utf8(pt).unwrap()
 }
 
@@ -243,7 +277,13 @@ fn secrets_plugin_end_to_end() {
     let (ok, out, err) = bao(
         &b_.server.addr,
         None,
-        &["operator", "init", "-key-shares=1", "-key-threshold=1", "-format=json"],
+        &[
+            "operator",
+            "init",
+            "-key-shares=1",
+            "-key-threshold=1",
+            "-format=json",
+        ],
     );
     assert!(ok, "init: {err}");
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -272,7 +312,11 @@ fn secrets_plugin_end_to_end() {
     b_.ok(&["secrets", "enable", "-path=hsm", "rootseal"]);
     let mounts = b_.json(&b_.root.clone(), &["secrets", "list"]);
     assert_eq!(mounts["hsm/"]["type"], "rootseal", "{mounts}");
-    assert_eq!(mounts["hsm/"]["running_plugin_version"], version.as_str(), "{mounts}");
+    assert_eq!(
+        mounts["hsm/"]["running_plugin_version"],
+        version.as_str(),
+        "{mounts}"
+    );
 
     let root = b_.root.clone();
     // Before config/hsm: a clear 400.
@@ -282,16 +326,31 @@ fn secrets_plugin_end_to_end() {
     let module = a.module.display().to_string();
     let e = b_.fails(
         &root,
-        &["write", "hsm/config/hsm", &format!("module={module}"), &format!("token_label={}", a.label), &format!("pin={}", a.pin)],
+        &[
+            "write",
+            "hsm/config/hsm",
+            &format!("module={module}"),
+            &format!("token_label={}", a.label),
+            &format!("pin={}", a.pin),
+        ],
     );
     assert!(e.contains("Code: 400") && !e.contains(&a.pin), "{e}");
     let cfg = b_.json(
         &root,
-        &["write", "hsm/config/hsm", &format!("module={module}"), &format!("token_label={}", a.label), &format!("pin_file={}", pin_a.display())],
+        &[
+            "write",
+            "hsm/config/hsm",
+            &format!("module={module}"),
+            &format!("token_label={}", a.label),
+            &format!("pin_file={}", pin_a.display()),
+        ],
     );
     assert_eq!(cfg["data"]["token_label"], a.label.as_str(), "{cfg}");
     let read = b_.json(&root, &["read", "hsm/config/hsm"]);
-    assert_eq!(read["data"]["pin_file"], pin_a.display().to_string().as_str());
+    assert_eq!(
+        read["data"]["pin_file"],
+        pin_a.display().to_string().as_str()
+    );
     assert!(!read.to_string().contains(&a.pin));
 
     lifecycle(&b_, &root);
@@ -312,15 +371,30 @@ fn secrets_plugin_end_to_end() {
     b_.start();
     b_.unseal();
     let survived = wait_for(Duration::from_secs(30), || {
-        let (ok, out, _) = bao(&b_.server.addr, Some(&root), &["write", "-format=json", "hsm/decrypt/keep", &format!("ciphertext={ct}")]);
+        let (ok, out, _) = bao(
+            &b_.server.addr,
+            Some(&root),
+            &[
+                "write",
+                "-format=json",
+                "hsm/decrypt/keep",
+                &format!("ciphertext={ct}"),
+            ],
+        );
         ok.then_some(out)
     });
-    assert!(survived.is_some_and(|o| o.contains(&b64("survivor"))), "{}", tail(&b_.server.log()));
+    assert!(
+        survived.is_some_and(|o| o.contains(&b64("survivor"))),
+        "{}",
+        tail(&b_.server.log())
+    );
 
     let pids = plugin_pids(&plugins);
     assert!(!pids.is_empty(), "no plugin process");
     for pid in &pids {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
     assert!(wait_for(Duration::from_secs(10), || {
         let now = plugin_pids(&plugins);
@@ -333,14 +407,26 @@ fn secrets_plugin_end_to_end() {
     // `bao plugin reload` restarts the mount's plugin; the keys stay.
     b_.ok(&["plugin", "reload", "-plugin=rootseal"]);
     let reloaded = wait_for(Duration::from_secs(30), || {
-        let (ok, out, _) = bao(&b_.server.addr, Some(&root), &["write", "-format=json", "hsm/decrypt/keep", &format!("ciphertext={ct}")]);
+        let (ok, out, _) = bao(
+            &b_.server.addr,
+            Some(&root),
+            &[
+                "write",
+                "-format=json",
+                "hsm/decrypt/keep",
+                &format!("ciphertext={ct}"),
+            ],
+        );
         ok.then_some(out)
     });
     assert!(reloaded.is_some(), "{}", tail(&b_.server.log()));
 
     b_.server.stop();
     assert!(
-        wait_for(Duration::from_secs(10), || plugin_pids(&plugins).is_empty().then_some(())).is_some(),
+        wait_for(Duration::from_secs(10), || plugin_pids(&plugins)
+            .is_empty()
+            .then_some(()))
+        .is_some(),
         "plugin processes outlived OpenBao: {:?}",
         plugin_pids(&plugins)
     );
@@ -360,7 +446,10 @@ fn lifecycle(b: &Bao, root: &str) {
     let info = b.json(root, &["read", "hsm/keys/app"]);
     assert_eq!(info["data"]["latest_version"], 2, "{info}");
 
-    let rw = b.json(root, &["write", "hsm/rewrap/app", &format!("ciphertext={ct}")]);
+    let rw = b.json(
+        root,
+        &["write", "hsm/rewrap/app", &format!("ciphertext={ct}")],
+    );
     let ct2 = rw["data"]["ciphertext"].as_str().unwrap().to_owned();
     assert!(ct2.starts_with("vault:v2:"), "{rw}");
     assert_eq!(decrypt(b, root, "hsm", "app", &ct2), "hello");
@@ -368,7 +457,10 @@ fn lifecycle(b: &Bao, root: &str) {
     let dk = b.json(root, &["write", "-f", "hsm/datakey/plaintext/app"]);
     let dk_pt = dk["data"]["plaintext"].as_str().unwrap().to_owned();
     let dk_ct = dk["data"]["ciphertext"].as_str().unwrap().to_owned();
-    let back = b.json(root, &["write", "hsm/decrypt/app", &format!("ciphertext={dk_ct}")]);
+    let back = b.json(
+        root,
+        &["write", "hsm/decrypt/app", &format!("ciphertext={dk_ct}")],
+    );
     assert_eq!(back["data"]["plaintext"], dk_pt.as_str());
     let wrapped = b.json(root, &["write", "-f", "hsm/datakey/wrapped/app"]);
     assert!(wrapped["data"].get("plaintext").is_none(), "{wrapped}");
@@ -378,10 +470,14 @@ fn lifecycle(b: &Bao, root: &str) {
     let body = dir.path().join("batch.json");
     std::fs::write(
         &body,
-        serde_json::json!({"batch_input": [{"plaintext": b64("one")}, {"plaintext": b64("two")}]}).to_string(),
+        serde_json::json!({"batch_input": [{"plaintext": b64("one")}, {"plaintext": b64("two")}]})
+            .to_string(),
     )
     .unwrap();
-    let batch = b.json(root, &["write", "hsm/encrypt/app", &format!("@{}", body.display())]);
+    let batch = b.json(
+        root,
+        &["write", "hsm/encrypt/app", &format!("@{}", body.display())],
+    );
     let results = batch["data"]["batch_results"].as_array().unwrap();
     assert_eq!(results.len(), 2, "{batch}");
     let ct_two = results[1]["ciphertext"].as_str().unwrap();
@@ -390,15 +486,29 @@ fn lifecycle(b: &Bao, root: &str) {
     // list, config, delete.
     b.ok(&["write", "-f", "hsm/keys/other"]);
     let list = b.json(root, &["list", "hsm/keys"]);
-    let names: Vec<&str> = list.as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     assert!(names.contains(&"app") && names.contains(&"other"), "{list}");
     let e = b.fails(root, &["delete", "hsm/keys/other"]);
-    assert!(e.contains("Code: 400"), "deletion must need deletion_allowed: {e}");
-    let cfg = b.json(root, &["write", "hsm/keys/other/config", "deletion_allowed=true"]);
+    assert!(
+        e.contains("Code: 400"),
+        "deletion must need deletion_allowed: {e}"
+    );
+    let cfg = b.json(
+        root,
+        &["write", "hsm/keys/other/config", "deletion_allowed=true"],
+    );
     assert_eq!(cfg["data"]["deletion_allowed"], true, "{cfg}");
     b.ok(&["delete", "hsm/keys/other"]);
     let (ok, out, err) = bao(&b.server.addr, Some(root), &["read", "hsm/keys/other"]);
-    assert!(!ok && (err.contains("No value found") || out.contains("No value found")), "{out} {err}");
+    assert!(
+        !ok && (err.contains("No value found") || out.contains("No value found")),
+        "{out} {err}"
+    );
     let list = b.json(root, &["list", "hsm/keys"]);
     assert!(!list.to_string().contains("\"other\""), "{list}");
 }
@@ -407,34 +517,71 @@ fn lifecycle(b: &Bao, root: &str) {
 fn policies(b: &Bao, root: &str) {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("enc.hcl");
-    std::fs::write(&policy, "path \"hsm/encrypt/app\" {\n  capabilities = [\"update\"]\n}\n").unwrap();
+    std::fs::write(
+        &policy,
+        "path \"hsm/encrypt/app\" {\n  capabilities = [\"update\"]\n}\n",
+    )
+    .unwrap();
     b.ok(&["policy", "write", "enc-only", &policy.display().to_string()]);
     let t = b.json(root, &["token", "create", "-policy=enc-only"]);
     let app = t["auth"]["client_token"].as_str().unwrap().to_owned();
 
     let ct = encrypt(b, &app, "hsm", "app", "secret");
     assert!(ct.starts_with("vault:v2:"));
-    let e = b.fails(&app, &["write", "hsm/decrypt/app", &format!("ciphertext={ct}")]);
-    assert!(e.contains("Code: 403") && e.contains("permission denied"), "{e}");
-    let e = b.fails(&app, &["write", "hsm/encrypt/other", &format!("plaintext={}", b64("x"))]);
+    let e = b.fails(
+        &app,
+        &["write", "hsm/decrypt/app", &format!("ciphertext={ct}")],
+    );
+    assert!(
+        e.contains("Code: 403") && e.contains("permission denied"),
+        "{e}"
+    );
+    let e = b.fails(
+        &app,
+        &[
+            "write",
+            "hsm/encrypt/other",
+            &format!("plaintext={}", b64("x")),
+        ],
+    );
     assert!(e.contains("Code: 403"), "{e}");
     let e = b.fails(&app, &["read", "hsm/keys/app"]);
     assert!(e.contains("Code: 403"), "{e}");
 
     // Upsert: encrypting under a key that does not exist yet is a `create` (the existence check
     // says the key is absent), which this policy does not grant; `update` alone is not enough.
-    std::fs::write(&policy, "path \"hsm/encrypt/*\" {\n  capabilities = [\"update\"]\n}\n").unwrap();
-    b.ok(&["policy", "write", "enc-update", &policy.display().to_string()]);
+    std::fs::write(
+        &policy,
+        "path \"hsm/encrypt/*\" {\n  capabilities = [\"update\"]\n}\n",
+    )
+    .unwrap();
+    b.ok(&[
+        "policy",
+        "write",
+        "enc-update",
+        &policy.display().to_string(),
+    ]);
     let t = b.json(root, &["token", "create", "-policy=enc-update"]);
     let upd = t["auth"]["client_token"].as_str().unwrap().to_owned();
-    let e = b.fails(&upd, &["write", "hsm/encrypt/brand-new", &format!("plaintext={}", b64("x"))]);
+    let e = b.fails(
+        &upd,
+        &[
+            "write",
+            "hsm/encrypt/brand-new",
+            &format!("plaintext={}", b64("x")),
+        ],
+    );
     assert!(e.contains("Code: 403"), "{e}");
     assert!(encrypt(b, &upd, "hsm", "app", "ok").starts_with("vault:"));
     let (ok, _, _) = bao(&b.server.addr, Some(root), &["read", "hsm/keys/brand-new"]);
     assert!(!ok, "the denied upsert must not have made the key");
 
     // config/hsm is a root path: update alone does not reach it.
-    std::fs::write(&policy, "path \"hsm/*\" {\n  capabilities = [\"create\", \"read\", \"update\"]\n}\n").unwrap();
+    std::fs::write(
+        &policy,
+        "path \"hsm/*\" {\n  capabilities = [\"create\", \"read\", \"update\"]\n}\n",
+    )
+    .unwrap();
     b.ok(&["policy", "write", "broad", &policy.display().to_string()]);
     let t = b.json(root, &["token", "create", "-policy=broad"]);
     let broad = t["auth"]["client_token"].as_str().unwrap().to_owned();
@@ -445,19 +592,27 @@ fn policies(b: &Bao, root: &str) {
 /// The file audit device recorded the plugin's requests, with fields HMACed.
 fn audit_records(audit: &Path) {
     let log = std::fs::read_to_string(audit).unwrap();
-    let entries: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let entries: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let enc = entries.iter().find(|e| {
         e["type"] == "response"
             && e["request"]["path"] == "hsm/encrypt/app"
             && e["request"]["mount_type"] == "rootseal"
     });
-    let enc = enc.unwrap_or_else(|| panic!("no audited encrypt response in {} entries", entries.len()));
+    let enc =
+        enc.unwrap_or_else(|| panic!("no audited encrypt response in {} entries", entries.len()));
     let ct = enc["response"]["data"]["ciphertext"].as_str().unwrap();
     assert!(ct.starts_with("hmac-sha256:"), "{enc}");
     let pt = enc["request"]["data"]["plaintext"].as_str().unwrap();
     assert!(pt.starts_with("hmac-sha256:"), "{enc}");
-    assert!(entries.iter().any(|e| e["request"]["path"] == "hsm/decrypt/app"
-        && e["error"].as_str().is_some_and(|x| x.contains("permission denied"))));
+    assert!(entries
+        .iter()
+        .any(|e| e["request"]["path"] == "hsm/decrypt/app"
+            && e["error"]
+                .as_str()
+                .is_some_and(|x| x.contains("permission denied"))));
 }
 
 /// A second mount has its own keys.
@@ -474,8 +629,14 @@ fn two_mounts(b: &Bao, root: &str, a: &TestToken, pin: &Path) {
     assert!(!ok, "hsm2 must start empty");
     let ct1 = encrypt(b, root, "hsm", "app", "mount one");
     let ct2 = encrypt(b, root, "hsm2", "app", "mount two");
-    assert!(ct2.starts_with("vault:v1:"), "hsm2's app is its own key: {ct2}");
-    let e = b.fails(root, &["write", "hsm2/decrypt/app", &format!("ciphertext={ct1}")]);
+    assert!(
+        ct2.starts_with("vault:v1:"),
+        "hsm2's app is its own key: {ct2}"
+    );
+    let e = b.fails(
+        root,
+        &["write", "hsm2/decrypt/app", &format!("ciphertext={ct1}")],
+    );
     assert!(e.contains("Code: 400"), "{e}");
     assert_eq!(decrypt(b, root, "hsm2", "app", &ct2), "mount two");
     let list = b.json(root, &["list", "hsm2/keys"]);
@@ -496,12 +657,34 @@ fn wrong_hsm(b: &Bao, root: &str, other: &TestToken, pin: &Path) {
     );
     assert!(e.contains("Code: 400") && e.contains("wrong HSM"), "{e}");
     let read = b.json(root, &["read", "hsm/config/hsm"]);
-    assert_ne!(read["data"]["token_label"], other.label.as_str(), "refused config was stored");
+    assert_ne!(
+        read["data"]["token_label"],
+        other.label.as_str(),
+        "refused config was stored"
+    );
     assert!(encrypt(b, root, "hsm", "app", "still here").starts_with("vault:"));
     // A missing token and a wrong PIN file are 400s too.
-    let e = b.fails(root, &["write", "hsm2/config/hsm", &format!("module={}", other.module.display()), "token_label=nope", &format!("pin_file={}", pin.display())]);
+    let e = b.fails(
+        root,
+        &[
+            "write",
+            "hsm2/config/hsm",
+            &format!("module={}", other.module.display()),
+            "token_label=nope",
+            &format!("pin_file={}", pin.display()),
+        ],
+    );
     assert!(e.contains("Code: 400"), "{e}");
-    let e = b.fails(root, &["write", "hsm2/config/hsm", &format!("module={}", other.module.display()), &format!("token_label={}", other.label), "pin_file=/nonexistent/pin"]);
+    let e = b.fails(
+        root,
+        &[
+            "write",
+            "hsm2/config/hsm",
+            &format!("module={}", other.module.display()),
+            &format!("token_label={}", other.label),
+            "pin_file=/nonexistent/pin",
+        ],
+    );
     assert!(e.contains("Code: 400"), "{e}");
 }
 
@@ -529,7 +712,10 @@ fn same_4xx_as_http(b: &Bao, root: &str, tmp: &Path) {
     for (path, body) in cases {
         let (hs, hb) = post(&format!("{http}/{path}"), "devroot", body);
         let (ps, pb) = post(&format!("{plugin}/{path}"), root, body);
-        assert!((400..500).contains(&hs), "{path} {body}: HTTP face answered {hs} {hb}");
+        assert!(
+            (400..500).contains(&hs),
+            "{path} {body}: HTTP face answered {hs} {hb}"
+        );
         assert_eq!((ps, &pb["errors"]), (hs, &hb["errors"]), "{path} {body}");
     }
     drop(dev);

@@ -89,7 +89,10 @@ pub enum HsmConfigError {
     Pin(String),
 }
 
-fn string_field(data: &serde_json::Map<String, Value>, k: &str) -> Result<Option<String>, HsmConfigError> {
+fn string_field(
+    data: &serde_json::Map<String, Value>,
+    k: &str,
+) -> Result<Option<String>, HsmConfigError> {
     match data.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
@@ -120,25 +123,36 @@ impl HsmEntry {
         }
         let module = string_field(data, "module")?
             .map(PathBuf::from)
-            .ok_or_else(|| HsmConfigError::Invalid("module is required (the PKCS#11 library path)".into()))?;
+            .ok_or_else(|| {
+                HsmConfigError::Invalid("module is required (the PKCS#11 library path)".into())
+            })?;
         if !module.is_absolute() {
-            return Err(HsmConfigError::Invalid("module must be an absolute path".into()));
+            return Err(HsmConfigError::Invalid(
+                "module must be an absolute path".into(),
+            ));
         }
-        let (token_label, token_serial) =
-            match (string_field(data, "token_label")?, string_field(data, "token_serial")?) {
-                (Some(l), None) => (Some(l), None),
-                (None, Some(s)) => (None, Some(s)),
-                _ => {
-                    return Err(HsmConfigError::Invalid(
-                        "set exactly one of token_label and token_serial".into(),
-                    ))
-                }
-            };
-        let pin = match (string_field(data, "pin_file")?, string_field(data, "pin_env")?) {
+        let (token_label, token_serial) = match (
+            string_field(data, "token_label")?,
+            string_field(data, "token_serial")?,
+        ) {
+            (Some(l), None) => (Some(l), None),
+            (None, Some(s)) => (None, Some(s)),
+            _ => {
+                return Err(HsmConfigError::Invalid(
+                    "set exactly one of token_label and token_serial".into(),
+                ))
+            }
+        };
+        let pin = match (
+            string_field(data, "pin_file")?,
+            string_field(data, "pin_env")?,
+        ) {
             (Some(f), None) => {
                 let f = PathBuf::from(f);
                 if !f.is_absolute() {
-                    return Err(HsmConfigError::Invalid("pin_file must be an absolute path".into()));
+                    return Err(HsmConfigError::Invalid(
+                        "pin_file must be an absolute path".into(),
+                    ));
                 }
                 PinSource::File(f)
             }
@@ -209,7 +223,10 @@ impl HsmEntry {
     /// What `read config/hsm` returns: everything but the PIN (which is never here anyway).
     pub fn public(&self) -> Value {
         let mut m = serde_json::Map::new();
-        m.insert("module".into(), Value::from(self.module.display().to_string()));
+        m.insert(
+            "module".into(),
+            Value::from(self.module.display().to_string()),
+        );
         if let Some(l) = &self.token_label {
             m.insert("token_label".into(), Value::from(l.clone()));
         }
@@ -271,11 +288,22 @@ impl HsmEntry {
 
 fn read_pin_file(path: &Path) -> Result<SecretString, HsmConfigError> {
     let raw = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        HsmConfigError::Pin(format!("pin_file {}: cannot read it: {}", path.display(), e.kind()))
+        HsmConfigError::Pin(format!(
+            "pin_file {}: cannot read it: {}",
+            path.display(),
+            e.kind()
+        ))
     })?);
-    let pin = raw.lines().next().unwrap_or_default().trim_end_matches('\r');
+    let pin = raw
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('\r');
     if pin.is_empty() {
-        return Err(HsmConfigError::Pin(format!("pin_file {} is empty", path.display())));
+        return Err(HsmConfigError::Pin(format!(
+            "pin_file {} is empty",
+            path.display()
+        )));
     }
     Ok(SecretString::from(pin.to_owned()))
 }
@@ -316,16 +344,28 @@ mod tests {
         assert!(HsmEntry::parse(&data(base.clone())).is_ok());
         let mut with_pin = data(base.clone());
         with_pin.insert("pin".into(), Value::from("1234"));
-        let err = HsmEntry::parse(&with_pin).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = HsmEntry::parse(&with_pin)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("\"pin\"") && !err.contains("1234"), "{err}");
         let mut both = data(base.clone());
         both.insert("token_serial".into(), Value::from("s"));
         assert!(HsmEntry::parse(&both).is_err());
         let mut unknown = data(base.clone());
         unknown.insert("slot".into(), Value::from(1));
-        assert!(matches!(HsmEntry::parse(&unknown), Err(HsmConfigError::Unknown(_))));
-        assert!(HsmEntry::parse(&data(serde_json::json!({"module": "rel.so", "token_label": "t", "pin_env": "P"}))).is_err());
-        assert!(HsmEntry::parse(&data(serde_json::json!({"module": "/m.so", "token_label": "t"}))).is_err());
+        assert!(matches!(
+            HsmEntry::parse(&unknown),
+            Err(HsmConfigError::Unknown(_))
+        ));
+        assert!(HsmEntry::parse(&data(
+            serde_json::json!({"module": "rel.so", "token_label": "t", "pin_env": "P"})
+        ))
+        .is_err());
+        assert!(HsmEntry::parse(&data(
+            serde_json::json!({"module": "/m.so", "token_label": "t"})
+        ))
+        .is_err());
         let mut pool = data(base);
         pool.insert("pool_size".into(), Value::from(0));
         assert!(HsmEntry::parse(&pool).is_err());
@@ -333,7 +373,9 @@ mod tests {
 
     #[test]
     fn stored_form_round_trips_and_holds_no_pin() {
-        let e = HsmEntry::parse(&data(serde_json::json!({"module": "/m.so", "token_serial": "s1", "pin_env": "P"})));
+        let e = HsmEntry::parse(&data(
+            serde_json::json!({"module": "/m.so", "token_serial": "s1", "pin_env": "P"}),
+        ));
         let e = e.ok();
         let raw = e.as_ref().map(HsmEntry::encode).unwrap_or_default();
         assert_eq!(HsmEntry::decode(&raw).ok(), e);

@@ -11,7 +11,7 @@
 //! * [`paths`]: logical requests into the HTTP face's transit router and back (one
 //!   implementation of the transit API for both faces);
 //! * [`storage`]: the host's `Storage` service through the broker, and the [`storage::PluginKekStore`];
-//! * [`hsm_config`]: `config/hsm`;
+//! * [`hsm_config`]: the `config/hsm` path;
 //! * [`deploy`]: `rootseal openbao secrets-config`.
 
 pub mod deploy;

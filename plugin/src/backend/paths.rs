@@ -157,8 +157,8 @@ fn uri_path(path: &str) -> String {
 ///
 /// # Errors
 /// The [`Reply`] to send instead (an unsupported operation).
-pub fn to_http(req: &pb::Request) -> Result<http::Request<Body>, Reply> {
-    let method = method(&req.operation).ok_or_else(Reply::unsupported_operation)?;
+pub fn to_http(req: &pb::Request) -> Result<http::Request<Body>, Box<Reply>> {
+    let method = method(&req.operation).ok_or_else(|| Box::new(Reply::unsupported_operation()))?;
     let body = if method == http::Method::POST {
         match req.data.trim() {
             "" | "null" => Body::from("{}"),
@@ -172,7 +172,7 @@ pub fn to_http(req: &pb::Request) -> Result<http::Request<Body>, Reply> {
         .uri(uri_path(&req.path))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(body)
-        .map_err(|_| Reply::unsupported_path())
+        .map_err(|_| Box::new(Reply::unsupported_path()))
 }
 
 /// The logical reply for the router's answer to a request with `operation`.
@@ -240,7 +240,7 @@ pub async fn from_http(resp: http::Response<Body>, operation: &str) -> Reply {
 pub async fn forward(router: Router, req: &pb::Request) -> Reply {
     let http_req = match to_http(req) {
         Ok(r) => r,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     match router.oneshot(http_req).await {
         Ok(resp) => from_http(resp, &req.operation).await,
@@ -299,12 +299,21 @@ mod tests {
     fn operations_become_methods() {
         let r = to_http(&req("update", "encrypt/app", r#"{"plaintext":"aGk="}"#));
         let r = r.ok();
-        assert_eq!(r.as_ref().map(|r| r.method().clone()), Some(http::Method::POST));
-        assert_eq!(r.map(|r| r.uri().path().to_owned()), Some("/encrypt/app".into()));
-        let l = to_http(&req("list", "keys/", "null")).ok();
-        assert_eq!(l.map(|r| r.method().as_str().to_owned()), Some("LIST".into()));
         assert_eq!(
-            to_http(&req("rollback", "", "")).err(),
+            r.as_ref().map(|r| r.method().clone()),
+            Some(http::Method::POST)
+        );
+        assert_eq!(
+            r.map(|r| r.uri().path().to_owned()),
+            Some("/encrypt/app".into())
+        );
+        let l = to_http(&req("list", "keys/", "null")).ok();
+        assert_eq!(
+            l.map(|r| r.method().as_str().to_owned()),
+            Some("LIST".into())
+        );
+        assert_eq!(
+            to_http(&req("rollback", "", "")).err().map(|r| *r),
             Some(Reply::unsupported_operation())
         );
         assert_eq!(uri_path("keys/a b%"), "/keys/a%20b%25");
@@ -314,7 +323,9 @@ mod tests {
     async fn answers_become_replies() {
         let ok = http::Response::builder()
             .status(200)
-            .body(Body::from(r#"{"data":{"ciphertext":"vault:v1:x"},"warnings":["w"]}"#))
+            .body(Body::from(
+                r#"{"data":{"ciphertext":"vault:v1:x"},"warnings":["w"]}"#,
+            ))
             .unwrap_or_default();
         let r = from_http(ok, "update").await;
         let resp = r.response.unwrap_or_default();
@@ -341,7 +352,10 @@ mod tests {
             .status(503)
             .body(Body::from(r#"{"errors":["HSM unavailable"]}"#))
             .unwrap_or_default();
-        assert_eq!(from_http(down, "update").await, Reply::coded(503, "HSM unavailable"));
+        assert_eq!(
+            from_http(down, "update").await,
+            Reply::coded(503, "HSM unavailable")
+        );
 
         let gone = || {
             http::Response::builder()
@@ -356,7 +370,10 @@ mod tests {
             .status(400)
             .body(Body::from(r#"{"data":{"batch_results":[{"error":"x"}]}}"#))
             .unwrap_or_default();
-        let r = from_http(partial, "update").await.response.unwrap_or_default();
+        let r = from_http(partial, "update")
+            .await
+            .response
+            .unwrap_or_default();
         let v: Value = serde_json::from_str(&r.data).unwrap_or_default();
         assert_eq!(v["http_status_code"], 400);
     }

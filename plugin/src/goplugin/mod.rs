@@ -193,7 +193,14 @@ pub async fn serve(
     handshake_out: impl Write + Send,
 ) -> Result<StopReason, ServeError> {
     let identity = Arc::new(tls::PluginIdentity::generate()?);
-    serve_with(env, identity, broker::BrokerConns::new(), routes, handshake_out).await
+    serve_with(
+        env,
+        identity,
+        broker::BrokerConns::new(),
+        routes,
+        handshake_out,
+    )
+    .await
 }
 
 /// [`serve`] as `identity` (the AutoMTLS certificate announced in the handshake line), recording
