@@ -2,12 +2,13 @@
 //!
 //! This crate is the `rootseal` binary's library: the HTTP face that speaks Vault's transit API
 //! and the bulk-seal endpoints of [`rootseal_bulk`] (`routes/`), the OpenBao KMS plugin face
-//! (`goplugin/`, `kms/`) and the CLI (`cli/`). All of them call [`rootseal_hsm::Keyring`].
+//! (`goplugin/`, `kms/`), the secrets-engine plugin face (`backend/`) and the CLI (`cli/`). All of them call [`rootseal_hsm::Keyring`].
 //!
 //! Modules are private; this list is the crate's public interface (what the binary, the
 //! integration tests and the benchmarks use).
 #![forbid(unsafe_code)]
 
+mod backend;
 mod cli;
 mod goplugin;
 mod kms;

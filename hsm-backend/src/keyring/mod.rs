@@ -167,6 +167,13 @@ impl Keyring {
         &self.inner.store
     }
 
+    /// Drops what this process cached about key `name`, so that its next use reads and verifies
+    /// the stored record again: for a store that another writer changes (OpenBao's
+    /// `InvalidateKey` on a standby node, a second writer of the same store).
+    pub fn invalidate(&self, name: &str) {
+        self.forget(name);
+    }
+
     fn check_name(name: &str) -> Result<()> {
         if governance::is_governance_name(name) {
             return Err(KeyringError::InvalidRequest(format!(

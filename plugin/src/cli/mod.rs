@@ -160,15 +160,53 @@ enum OpenbaoCmd {
     KmsConfig(admin::KmsConfigArgs),
     /// The KMS plugin server (started by OpenBao, never by hand).
     KmsPlugin,
+    /// Copy this binary into DIR and print the bao commands that register and mount it as a
+    /// secrets engine, and a policy for an application.
+    SecretsConfig(SecretsConfigArgs),
+    /// The secrets-engine plugin server (started by OpenBao, never by hand; OpenBao runs the
+    /// binary without arguments and the handshake environment selects this).
+    SecretsPlugin,
+}
+
+/// `rootseal openbao secrets-config`.
+#[derive(Debug, Args)]
+pub struct SecretsConfigArgs {
+    /// OpenBao's plugin_directory; this binary is copied into it.
+    #[arg(long)]
+    plugin_dir: PathBuf,
+}
+
+/// Which plugin the handshake environment asks for, when the binary runs without arguments
+/// (how OpenBao executes a registered secrets plugin).
+fn plugin_from_env() -> Option<OpenbaoCmd> {
+    if std::env::args_os().len() > 1 {
+        return None;
+    }
+    if crate::backend::started_as_backend_plugin() {
+        Some(OpenbaoCmd::SecretsPlugin)
+    } else if std::env::var_os(crate::kms::HANDSHAKE.cookie_key).is_some() {
+        Some(OpenbaoCmd::KmsPlugin)
+    } else {
+        None
+    }
 }
 
 /// Runs the CLI.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // `kms-plugin` is started by OpenBao with its own handshake rules, exit codes and logging,
-    // and must set up its lifetime watcher before any other thread exists (the runtime's).
+    let cli = match plugin_from_env() {
+        Some(plugin) => Cli {
+            command: Command::Openbao(plugin),
+        },
+        None => Cli::parse(),
+    };
+    // The plugins are started by OpenBao with their own handshake rules, exit codes and
+    // logging, and must set up their lifetime watcher before any other thread exists (the
+    // runtime's).
     if let Command::Openbao(OpenbaoCmd::KmsPlugin) = cli.command {
         return crate::kms::kms_plugin_main();
+    }
+    if let Command::Openbao(OpenbaoCmd::SecretsPlugin) = cli.command {
+        return crate::backend::secrets_plugin_main();
     }
     crate::telemetry::init();
     // Things that must happen while the process has one thread.
@@ -218,7 +256,12 @@ pub fn main() -> ExitCode {
             Command::Key(KeyCmd::List(c)) => admin::key_list(&c.config).await,
             Command::Vault(VaultCmd::SealConfig(a)) => admin::seal_config(&a),
             Command::Openbao(OpenbaoCmd::KmsConfig(a)) => admin::kms_config(&a),
-            Command::Openbao(OpenbaoCmd::KmsPlugin) => Ok(()),
+            Command::Openbao(OpenbaoCmd::KmsPlugin | OpenbaoCmd::SecretsPlugin) => Ok(()),
+            Command::Openbao(OpenbaoCmd::SecretsConfig(a)) => {
+                crate::backend::secrets_config_command(&a.plugin_dir)
+                    .map(|out| println!("{out}"))
+                    .map_err(|e| e.to_string())
+            }
             Command::Bulk(c) => bulk::run(c).await,
             Command::Operator(governance::OperatorCmd::Key { signer }) => {
                 governance::operator_key(&signer).await

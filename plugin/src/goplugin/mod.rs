@@ -17,6 +17,7 @@
 //!   a hard deadline). SIGINT is ignored, as go-plugin plugins do: a Ctrl-C in the host's
 //!   terminal reaches the whole process group, and the host decides when we stop.
 
+pub mod broker;
 pub mod lifetime;
 pub mod tls;
 
@@ -199,10 +200,32 @@ pub fn handshake_line(env: &PluginEnv, socket: &std::path::Path, cert: &[u8]) ->
 pub async fn serve(
     env: PluginEnv,
     routes: tonic::service::Routes,
+    handshake_out: impl Write + Send,
+    lifetime: &Lifetime,
+) -> Result<StopReason, ServeError> {
+    let identity = Arc::new(tls::PluginIdentity::generate()?);
+    serve_with(
+        env,
+        identity,
+        broker::BrokerConns::new(),
+        routes,
+        handshake_out,
+        lifetime,
+    )
+    .await
+}
+
+/// [`serve`] as `identity` (the AutoMTLS certificate announced in the handshake line), recording
+/// the host's broker announcements in `conns`: for a plugin that dials back to services the host
+/// serves through the broker ([`broker::BrokerDialer`], the secrets-engine plugin's storage).
+pub async fn serve_with(
+    env: PluginEnv,
+    identity: Arc<tls::PluginIdentity>,
+    conns: broker::BrokerConns,
+    routes: tonic::service::Routes,
     mut handshake_out: impl Write + Send,
     lifetime: &Lifetime,
 ) -> Result<StopReason, ServeError> {
-    let identity = tls::PluginIdentity::generate()?;
     let tls_cfg = Arc::new(tls::server_config(&identity, env.host_cert.clone())?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_cfg);
 
@@ -261,6 +284,7 @@ pub async fn serve(
     });
     let broker = proto::grpc_broker_server::GrpcBrokerServer::new(Broker {
         stop: stop_rx.clone(),
+        conns,
     });
 
     // Tell the host where we are only once everything is ready.
@@ -390,6 +414,7 @@ impl proto::grpc_stdio_server::GrpcStdio for Stdio {
 
 struct Broker {
     stop: watch::Receiver<Option<StopReason>>,
+    conns: broker::BrokerConns,
 }
 
 #[tonic::async_trait]
@@ -401,12 +426,15 @@ impl proto::grpc_broker_server::GrpcBroker for Broker {
         req: tonic::Request<tonic::Streaming<proto::ConnInfo>>,
     ) -> Result<tonic::Response<Self::StartStreamStream>, tonic::Status> {
         let mut inbound = req.into_inner();
+        let conns = self.conns.clone();
         tokio::spawn(async move {
-            // The KMS protocol uses no broker callbacks: drain and ignore what the host sends.
+            // Announcements of host-side services, kept for a plugin that dials them (the KMS
+            // protocol uses none).
             while let Some(msg) = inbound.next().await {
                 match msg {
                     Ok(info) => {
-                        tracing::debug!(service_id = info.service_id, "broker message ignored")
+                        tracing::debug!(service_id = info.service_id, "broker announcement");
+                        conns.record(info);
                     }
                     Err(_) => break,
                 }

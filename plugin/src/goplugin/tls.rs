@@ -244,9 +244,8 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCertVerifier {
     }
 }
 
-/// A client config that presents `identity` and pins `server_cert` (used to dial a plugin in
-/// tests, the way the go-plugin host does).
-#[cfg(test)]
+/// A client config that presents `identity` and pins `server_cert`: the plugin dialing the
+/// host's broker connections, and tests dialing a plugin the way the go-plugin host does.
 pub fn client_config(
     identity: &PluginIdentity,
     server_cert: CertificateDer<'static>,

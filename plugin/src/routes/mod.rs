@@ -456,6 +456,21 @@ pub fn bulk_routes(max_body_bytes: usize) -> Router<AppState> {
     bulk::router::<AppState, Keyring>(max_body_bytes)
 }
 
+/// The transit paths (and bulk seal) at the root of the router (`/keys/{name}`,
+/// `/encrypt/{name}`, …) over `state`, with the edge (one log line per error, panic guard,
+/// counters) and the 404/405 envelopes, but **without rootseal's token check**: for a face whose
+/// host authenticates and authorises every request before it arrives (the secrets-engine plugin,
+/// behind OpenBao's tokens, ACL policies and audit devices).
+pub fn transit_router(state: AppState) -> Router {
+    let limit = state.config().max_body_bytes;
+    transit_routes()
+        .merge(bulk_routes(limit))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
 /// The whole API.
 ///
 /// # Errors
