@@ -15,6 +15,7 @@
 // which allows it for itself with a SAFETY comment on every block.
 #![deny(unsafe_code)]
 
+mod audit_key;
 mod blob;
 mod config;
 mod custody;
@@ -30,6 +31,7 @@ mod templates;
 mod types;
 
 // The public interface is:
+pub use audit_key::{ensure_audit_key, AUDIT_KEY_LABEL};
 pub use blob::BlobError;
 pub use config::{default_softhsm_module, HsmConfig, TokenSelector};
 pub use custody::{Custody, CustodyReport, RootCustody};

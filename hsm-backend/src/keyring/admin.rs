@@ -91,8 +91,9 @@ pub(crate) async fn complete_root(hsm: &Hsm, id: RootId) -> Result<(), KeyringEr
     Ok(())
 }
 
-/// Creates the root on the token unless one exists: the L0 by the Security Officer (`so_pin`),
-/// then its MAC key by the User. Idempotent, and a root cut short by a crash between the two
+/// Creates the root on the token unless one exists: the L0 and the audit signing key
+/// (`rootseal-audit`) by the Security Officer (`so_pin`), then its MAC key by the User. A token
+/// whose root predates the audit log gets its audit key. Idempotent, and a root cut short by a crash between the two
 /// keys is completed.
 ///
 /// # Errors
@@ -106,6 +107,8 @@ pub async fn init_root(
         hsm.run(root::list).await?
     };
     if let Some(r) = roots.iter().rev().find(|r| r.complete) {
+        // An installation made before the audit log gets its audit key now.
+        crate::audit_key::ensure_audit_key(cfg, so_pin).await?;
         return Ok(InitOutcome::Exists(r.id));
     }
     // A trusted L0 whose MAC key is missing: the SO made it, the process died before the User
@@ -119,6 +122,8 @@ pub async fn init_root(
         Some(id) => id,
         None => new_l0(cfg, so_pin).await?,
     };
+    // The audit key is made with the root, by the same Security Officer.
+    crate::audit_key::ensure_audit_key(cfg, so_pin).await?;
     let hsm = open_user(cfg).await?;
     complete_root(&hsm, id).await?;
     Ok(InitOutcome::Created(id))

@@ -71,6 +71,8 @@ pub async fn rotate_root(
     if !roots.iter().any(|r| r.complete) {
         return Err(KeyringError::NoRoot);
     }
+    // An installation made before the audit log gets its audit key while the SO PIN is here.
+    crate::audit_key::ensure_audit_key(cfg, so_pin).await?;
     let next = roots
         .iter()
         .rev()

@@ -21,6 +21,21 @@ impl SessionCtx<'_> {
         )
     }
 
+    /// Generates a key pair with `mechanism` and the public and private templates (one of
+    /// [`crate::templates`]); returns (public, private).
+    pub(crate) fn generate_pair(
+        &mut self,
+        mechanism: &Mechanism,
+        public: &[Attribute],
+        private: &[Attribute],
+    ) -> Result<(ObjectHandle, ObjectHandle)> {
+        counted(
+            self.metrics,
+            HsmOp::GenerateKey,
+            self.session.generate_key_pair(mechanism, public, private),
+        )
+    }
+
     /// Generates a key with `template` and the attribute-array attribute `CKA_UNWRAP_TEMPLATE =
     /// unwrap` (through [`crate::hsm::raw`]: cryptoki does not wrap array attributes).
     pub(crate) fn generate_with_unwrap_template(

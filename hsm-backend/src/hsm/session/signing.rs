@@ -1,4 +1,4 @@
-//! HMAC-SHA256 inside the HSM (`C_Sign`, `C_Verify`).
+//! HMAC-SHA256 and Ed25519 inside the HSM (`C_Sign`, `C_Verify`).
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectHandle;
@@ -14,6 +14,20 @@ impl SessionCtx<'_> {
             self.metrics,
             HsmOp::Sign,
             self.session.sign(&Mechanism::Sha256Hmac, key, data),
+        )
+    }
+
+    /// An Ed25519 signature (`CKM_EDDSA`, pure) of `data` by the private key `key`.
+    pub(crate) fn sign_eddsa(&mut self, key: ObjectHandle, data: &[u8]) -> Result<Vec<u8>> {
+        use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+        counted(
+            self.metrics,
+            HsmOp::Sign,
+            self.session.sign(
+                &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                key,
+                data,
+            ),
         )
     }
 
