@@ -387,7 +387,10 @@ mod tests {
                 let r1 = root_of(&d[..m as usize]);
                 assert!(verify_consistency(m, n as u64, &r1, &root, &p), "{m}->{n}");
                 let wrong = node_hash(&r1, &r1);
-                assert!(!verify_consistency(m, n as u64, &wrong, &root, &p), "{m}->{n}");
+                assert!(
+                    !verify_consistency(m, n as u64, &wrong, &root, &p),
+                    "{m}->{n}"
+                );
             }
         }
     }

@@ -76,9 +76,9 @@ impl Note {
         }
         let mut signatures = Vec::new();
         for line in sigs[..sigs.len() - 1].split('\n') {
-            let rest = line
-                .strip_prefix(DASH)
-                .ok_or(NoteError::Malformed("a signature line does not start with an em dash"))?;
+            let rest = line.strip_prefix(DASH).ok_or(NoteError::Malformed(
+                "a signature line does not start with an em dash",
+            ))?;
             let (name, b64) = rest
                 .split_once(' ')
                 .ok_or(NoteError::Malformed("a signature line has no signature"))?;

@@ -119,7 +119,9 @@ pub fn check(p: &Proof) -> Result<Vec<(u64, Hash)>, String> {
             if merkle::verify_inclusion(&leaf, *seq, *size, &hashes(proof)?, &root) {
                 Ok(vec![(*size, root)])
             } else {
-                Err(format!("the inclusion proof of record {seq} in the tree of {size} fails"))
+                Err(format!(
+                    "the inclusion proof of record {seq} in the tree of {size} fails"
+                ))
             }
         }
         Proof::Consistency {
@@ -137,7 +139,9 @@ pub fn check(p: &Proof) -> Result<Vec<(u64, Hash)>, String> {
             if merkle::verify_consistency(*size1, *size2, &r1, &r2, &hashes(proof)?) {
                 Ok(vec![(*size1, r1), (*size2, r2)])
             } else {
-                Err(format!("the consistency proof from {size1} to {size2} fails"))
+                Err(format!(
+                    "the consistency proof from {size1} to {size2} fails"
+                ))
             }
         }
     }

@@ -140,8 +140,14 @@ mod tests {
         let line = encode(7, "2026-01-01T00:00:00.000Z", Some(&[1u8; 32]), &e)
             .unwrap_or_else(|e| panic!("{e}"));
         let s = String::from_utf8(line.clone()).unwrap_or_default();
-        assert!(s.starts_with(r#"{"event":{"items":3,"key":"k1","type":"transit.encrypt"},"prev":""#), "{s}");
-        assert!(s.ends_with(r#","seq":7,"time":"2026-01-01T00:00:00.000Z","v":1}"#), "{s}");
+        assert!(
+            s.starts_with(r#"{"event":{"items":3,"key":"k1","type":"transit.encrypt"},"prev":""#),
+            "{s}"
+        );
+        assert!(
+            s.ends_with(r#","seq":7,"time":"2026-01-01T00:00:00.000Z","v":1}"#),
+            "{s}"
+        );
         match parse_line(&line) {
             Ok(Line::Record { v: 1, seq: 7, prev }) => assert_eq!(prev, Some([1u8; 32])),
             other => panic!("{other:?}"),

@@ -42,7 +42,13 @@ mod tests {
     #[test]
     fn known_dates() {
         assert_eq!(format_unix_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_unix_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(format_unix_millis(1_798_761_599_999), "2026-12-31T23:59:59.999Z");
+        assert_eq!(
+            format_unix_millis(951_782_400_123),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            format_unix_millis(1_798_761_599_999),
+            "2026-12-31T23:59:59.999Z"
+        );
     }
 }

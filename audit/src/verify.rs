@@ -127,7 +127,11 @@ impl State {
 ///
 /// # Errors
 /// [`VerifyError`] when verification cannot run (the verdict on the log is in the [`Report`]).
-pub fn verify(data: &[u8], public_key: &[u8; 32], opts: &Options<'_>) -> Result<Report, VerifyError> {
+pub fn verify(
+    data: &[u8],
+    public_key: &[u8; 32],
+    opts: &Options<'_>,
+) -> Result<Report, VerifyError> {
     let trusted = match opts.trusted {
         None => None,
         Some(t) => {
@@ -209,7 +213,9 @@ pub fn verify(data: &[u8], public_key: &[u8; 32], opts: &Options<'_>) -> Result<
                     return Ok(st.report(
                         verdict,
                         Some(expected),
-                        format!("{what}: line {line_no} holds seq {seq} where {expected} was expected"),
+                        format!(
+                            "{what}: line {line_no} holds seq {seq} where {expected} was expected"
+                        ),
                     ));
                 }
                 if prev != st.prev {
@@ -218,7 +224,9 @@ pub fn verify(data: &[u8], public_key: &[u8; 32], opts: &Options<'_>) -> Result<
                     return Ok(st.report(
                         Verdict::Changed,
                         Some(bad),
-                        format!("record {bad} was changed (record {seq} names another hash for it)"),
+                        format!(
+                            "record {bad} was changed (record {seq} names another hash for it)"
+                        ),
                     ));
                 }
                 let h = leaf_hash(line);
@@ -357,11 +365,7 @@ pub fn verify(data: &[u8], public_key: &[u8; 32], opts: &Options<'_>) -> Result<
         }
     }
     let n = st.frontier.size();
-    Ok(st.report(
-        Verdict::Intact,
-        None,
-        format!("{n} records intact"),
-    ))
+    Ok(st.report(Verdict::Intact, None, format!("{n} records intact")))
 }
 
 /// Whether a record with `seq` appears in `rest` (a cheap scan for reordering).

@@ -281,6 +281,24 @@ impl AuditLog {
             .open(&cfg.path)
             .map_err(|e| AuditError::Open(format!("cannot open {}: {e}", cfg.path.display())))?;
         let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+        // One writer per log: a second process appending would break the sequence.
+        if regular {
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(AuditError::Open(format!(
+                        "the audit log {} is in use by another rootseal process",
+                        cfg.path.display()
+                    )))
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(AuditError::Open(format!(
+                        "cannot lock {}: {e}",
+                        cfg.path.display()
+                    )))
+                }
+            }
+        }
         // A log that is not a regular file (a pipe to a shipper, a device) is written, never read.
         let tail = if regular {
             recover(&mut file, &cfg.path)?
@@ -462,8 +480,8 @@ struct Group {
 impl Writer {
     fn run(&mut self, rx: mpsc::Receiver<Msg>) {
         let mut last_cp = Instant::now();
-        let mut since_cp = self.committed.frontier.size()
-            - self.committed.last_cp.map_or(0, |(s, _)| s);
+        let mut since_cp =
+            self.committed.frontier.size() - self.committed.last_cp.map_or(0, |(s, _)| s);
         // The start checkpoint, unless the log already ends with one of its size.
         let mut want_cp = since_cp > 0 || self.committed.last_cp.is_none();
         let mut closing = false;
@@ -499,7 +517,10 @@ impl Writer {
             };
             let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
             if dropped > 0 {
-                self.append(&mut g, &Event::new("audit.dropped").with("records", dropped));
+                self.append(
+                    &mut g,
+                    &Event::new("audit.dropped").with("records", dropped),
+                );
             }
             let size_before = g.frontier.size();
             for m in msgs {

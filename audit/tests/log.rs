@@ -10,8 +10,7 @@ use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use rootseal_audit::checkpoint::Checkpoint;
 use rootseal_audit::note::{check_ed25519, KeyVerdict, Note, NoteSignature, SIG_ED25519};
 use rootseal_audit::{
-    merkle, proof, verify, AuditConfig, AuditLog, CheckpointSigner, Event, Mode, Options,
-    Verdict,
+    merkle, proof, verify, AuditConfig, AuditLog, CheckpointSigner, Event, Mode, Options, Verdict,
 };
 
 struct SoftSigner {
@@ -56,7 +55,11 @@ async fn write_log(path: &Path, signer: &Arc<SoftSigner>, n: u64, every: u64) {
     let log = AuditLog::open(&cfg(path, every), ORIGIN.into(), Some(signer.clone())).unwrap();
     for i in 0..n {
         let seq = log
-            .record(Event::new("transit.encrypt").with("key", format!("k{i}")).with("items", 1))
+            .record(
+                Event::new("transit.encrypt")
+                    .with("key", format!("k{i}"))
+                    .with("items", 1),
+            )
             .await
             .unwrap();
         assert_eq!(seq, Some(i));
@@ -99,7 +102,15 @@ fn check(path: &Path, key: &[u8; 32], trusted: Option<&str>) -> (Verdict, Option
     (r.verdict, r.first_bad_seq, r.message)
 }
 
-async fn fixture(n: u64, every: u64) -> (tempfile::TempDir, std::path::PathBuf, Arc<SoftSigner>, [u8; 32]) {
+async fn fixture(
+    n: u64,
+    every: u64,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<SoftSigner>,
+    [u8; 32],
+) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let signer = SoftSigner::new("rootseal-audit/serial1");
@@ -132,7 +143,10 @@ async fn reopening_continues_the_tree_and_the_checkpoint_chain() {
     let (v, _, m) = check(&path, &key, None);
     assert_eq!(v, Verdict::Intact, "{m}");
     let data = std::fs::read(&path).unwrap();
-    assert_eq!(verify(&data, &key, &Options::default()).unwrap().records, 13);
+    assert_eq!(
+        verify(&data, &key, &Options::default()).unwrap().records,
+        13
+    );
 }
 
 async fn write_log_more(path: &Path, signer: &Arc<SoftSigner>, from: u64, n: u64) {
@@ -195,7 +209,11 @@ async fn a_truncated_tail_is_missing() {
     let data = std::fs::read(&path).unwrap();
     let l = lines(&path);
     // Cut in the middle of record 27's line.
-    let offset: usize = l[..line_of(&l, 27)].iter().map(|x| x.len() + 1).sum::<usize>() + 20;
+    let offset: usize = l[..line_of(&l, 27)]
+        .iter()
+        .map(|x| x.len() + 1)
+        .sum::<usize>()
+        + 20;
     std::fs::write(&path, &data[..offset]).unwrap();
     let (v, seq, m) = check(&path, &key, None);
     assert_eq!((v, seq), (Verdict::Missing, Some(27)), "{m}");
@@ -211,7 +229,9 @@ async fn a_torn_line_is_cut_off_and_recorded_when_the_writer_reopens() {
     let (v, _, m) = check(&path, &key, None);
     assert_eq!(v, Verdict::Intact, "{m}");
     // Record 12 is the repair itself.
-    assert!(lines(&path).iter().any(|l| l.contains("audit.torn_tail") && l.contains("\"seq\":12,")));
+    assert!(lines(&path)
+        .iter()
+        .any(|l| l.contains("audit.torn_tail") && l.contains("\"seq\":12,")));
 }
 
 #[tokio::test]
@@ -240,11 +260,15 @@ async fn records_and_a_checkpoint_signed_by_another_key_are_a_bad_signature() {
 async fn a_forged_signature_under_the_right_key_id_is_a_bad_signature() {
     let (_d, path, _s, key) = fixture(20, 10).await;
     let mut l = lines(&path);
-    let i = l.iter().rposition(|x| x.contains("\"checkpoint\"")).unwrap();
+    let i = l
+        .iter()
+        .rposition(|x| x.contains("\"checkpoint\""))
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&l[i]).unwrap();
     let mut note = Note::parse(v["checkpoint"].as_str().unwrap()).unwrap();
     note.signatures[0].sig[3] ^= 1;
-    l[i] = String::from_utf8(rootseal_audit::record::encode_checkpoint(&note.render()).unwrap()).unwrap();
+    l[i] = String::from_utf8(rootseal_audit::record::encode_checkpoint(&note.render()).unwrap())
+        .unwrap();
     write_lines(&path, &l);
     // The records the bad checkpoint alone covers start at 10.
     let (v, seq, m) = check(&path, &key, None);
@@ -284,8 +308,14 @@ async fn a_fork_against_a_trusted_checkpoint_is_inconsistent() {
     assert_eq!((v, seq), (Verdict::Inconsistent, Some(19)), "{m}");
     assert_eq!(Verdict::Inconsistent.exit_code(), 12);
     // The genuine checkpoint of that size is consistent, and so is an older one.
-    assert_eq!(check(&path, &key, Some(&checkpoint_at(&path, 20))).0, Verdict::Intact);
-    assert_eq!(check(&path, &key, Some(&checkpoint_at(&path, 10))).0, Verdict::Intact);
+    assert_eq!(
+        check(&path, &key, Some(&checkpoint_at(&path, 20))).0,
+        Verdict::Intact
+    );
+    assert_eq!(
+        check(&path, &key, Some(&checkpoint_at(&path, 10))).0,
+        Verdict::Intact
+    );
 }
 
 #[tokio::test]
@@ -326,7 +356,15 @@ async fn a_trusted_checkpoint_by_another_key_is_refused() {
 async fn proofs_from_the_log_verify_against_its_checkpoints() {
     let (_d, path, _s, key) = fixture(37, 10).await;
     let data = std::fs::read(&path).unwrap();
-    let r = verify(&data, &key, &Options { trusted: None, keep_leaves: true }).unwrap();
+    let r = verify(
+        &data,
+        &key,
+        &Options {
+            trusted: None,
+            keep_leaves: true,
+        },
+    )
+    .unwrap();
     for seq in [0, 9, 20, 36] {
         let p = proof::inclusion(&r.leaves, seq, 37).unwrap();
         let roots = proof::check(&p).unwrap();
@@ -340,9 +378,24 @@ async fn proofs_from_the_log_verify_against_its_checkpoints() {
     let (cp30, _) = Checkpoint::parse_note(&checkpoint_at(&path, 30)).unwrap();
     assert_eq!(roots, vec![(10, cp10.root), (30, cp30.root)]);
     // A tampered proof fails.
-    if let proof::Proof::Consistency { mut proof, size1, size2, root1, root2, v } = c {
+    if let proof::Proof::Consistency {
+        mut proof,
+        size1,
+        size2,
+        root1,
+        root2,
+        v,
+    } = c
+    {
         proof.swap(0, 1);
-        let bad = proof::Proof::Consistency { proof, size1, size2, root1, root2, v };
+        let bad = proof::Proof::Consistency {
+            proof,
+            size1,
+            size2,
+            root1,
+            root2,
+            v,
+        };
         assert!(proof::check(&bad).is_err());
     }
 }
@@ -360,7 +413,12 @@ async fn group_commit_writes_concurrent_records_with_unique_seqs() {
         tasks.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for i in 0..50 {
-                seqs.push(log.record(Event::new("e").with("t", t).with("i", i)).await.unwrap().unwrap());
+                seqs.push(
+                    log.record(Event::new("e").with("t", t).with("i", i))
+                        .await
+                        .unwrap()
+                        .unwrap(),
+                );
             }
             seqs
         }));

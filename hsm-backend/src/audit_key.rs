@@ -101,7 +101,9 @@ pub(crate) fn check(ctx: &mut SessionCtx<'_>) -> Result<Vec<String>> {
         match have.iter().find(|(ht, _)| *ht == t) {
             Some((_, v)) if *v == expected => {}
             Some((_, v)) => failures.push(format!("audit key {t} is {v} (expected {expected})")),
-            None => failures.push(format!("audit key {t} cannot be read (expected {expected})")),
+            None => failures.push(format!(
+                "audit key {t} cannot be read (expected {expected})"
+            )),
         }
     }
     if let Ok(attrs) = ctx.attributes(h, &[AttributeType::AllowedMechanisms]) {
@@ -124,7 +126,10 @@ pub(crate) fn check(ctx: &mut SessionCtx<'_>) -> Result<Vec<String>> {
 ///
 /// # Errors
 /// HSM errors; a wrong SO PIN.
-pub async fn ensure_audit_key(cfg: &HsmConfig, so_pin: &SecretString) -> Result<bool, KeyringError> {
+pub async fn ensure_audit_key(
+    cfg: &HsmConfig,
+    so_pin: &SecretString,
+) -> Result<bool, KeyringError> {
     let made = crate::keyring::admin::as_so(cfg, so_pin, ensure).await?;
     if made {
         tracing::info!("Security Officer made the audit signing key rootseal-audit");

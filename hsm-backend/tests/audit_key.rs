@@ -13,7 +13,11 @@ async fn init_makes_the_audit_key_and_it_signs_checkpoints_that_verify_offline()
     let t = TestToken::new();
     t.init_root().await;
     let hsm = t.open().await;
-    let public = hsm.audit_public_key().await.unwrap().expect("audit key made by init");
+    let public = hsm
+        .audit_public_key()
+        .await
+        .unwrap()
+        .expect("audit key made by init");
     assert_eq!(hsm.audit_key_check().await.unwrap(), Vec::<String>::new());
     let msg = b"rootseal/serial/root\n1\nAAAA\ntime t\n".to_vec();
     let sig = hsm.audit_sign(msg.clone()).await.unwrap();
@@ -71,9 +75,13 @@ async fn the_user_can_neither_read_nor_change_the_audit_key() {
         "the audit private key was readable: {v:?}"
     );
     // It cannot be made extractable or turned into a decryption key.
-    assert!(s.update_attributes(k, &[Attribute::Extractable(true)]).is_err());
+    assert!(s
+        .update_attributes(k, &[Attribute::Extractable(true)])
+        .is_err());
     assert!(s.update_attributes(k, &[Attribute::Sign(false)]).is_err());
-    assert!(s.update_attributes(k, &[Attribute::Label(b"x".to_vec())]).is_err());
+    assert!(s
+        .update_attributes(k, &[Attribute::Label(b"x".to_vec())])
+        .is_err());
     // A holder of the User PIN could destroy it and make another key of the same label:
     // what makes that detectable is the public key the verifier pins (a checkpoint by any
     // other key is exit 13, `audit/tests/log.rs`).

@@ -5,6 +5,7 @@
 //! ([`goplugin`], [`kms`]) and the CLI ([`cli`]). All of them call [`rootseal_hsm::Keyring`].
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod goplugin;
 pub mod kms;

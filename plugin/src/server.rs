@@ -249,7 +249,15 @@ pub async fn serve_listener(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-        let svc = TowerToHyperService::new(router.clone());
+        // The client's address, for the audit log (`ConnectInfo`, as axum's own serve does).
+        let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        ));
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         let mut stop = stop_rx.clone();

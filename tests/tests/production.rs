@@ -835,7 +835,9 @@ fn previous_release_install(rs: &Rs, label: &str, n: usize) -> Vec<(String, Stri
         let mut cts = Vec::new();
         for i in 0..n {
             let name = format!("old{i:02}");
-            k.testing_create_key_previous_release(&name, old).await.unwrap();
+            k.testing_create_key_previous_release(&name, old)
+                .await
+                .unwrap();
             let pt = format!("0.1.0 secret {i}").into_bytes();
             let sealed = k
                 .encrypt(
@@ -868,12 +870,18 @@ fn a_previous_release_root_is_refused_then_hardened_by_rotation_under_sigkill() 
     let cts = previous_release_install(&rs, "prod", 12);
     let old_id = rs.roots()[0].0.clone();
     let status = rs.ok(&["root", "status"]);
-    assert!(status.contains("Custody: weak") && status.contains("CKA_TRUSTED"), "{status}");
+    assert!(
+        status.contains("Custody: weak") && status.contains("CKA_TRUSTED"),
+        "{status}"
+    );
 
     // serve refuses, naming the way out; it never listens.
     let (ok, code, _, err) = rs.run(&["serve"]);
     assert!(!ok && code == Some(1), "{err}");
-    assert!(err.contains("root rotate") && err.contains("--allow-weak-root"), "{err}");
+    assert!(
+        err.contains("root rotate") && err.contains("--allow-weak-root"),
+        "{err}"
+    );
 
     let check_all = |round: &str| {
         let mut srv = rs.serve_with(&["--allow-weak-root"], &format!("serve-{round}.log"));
@@ -882,7 +890,8 @@ fn a_previous_release_root_is_refused_then_hardened_by_rotation_under_sigkill() 
             let (s, b) = api.decrypt(name, ct);
             assert_eq!(s, 200, "after {round}: {name} {ct}: {b}\n{}", srv.output());
             assert_eq!(
-                B64.decode(b["data"]["plaintext"].as_str().unwrap()).unwrap(),
+                B64.decode(b["data"]["plaintext"].as_str().unwrap())
+                    .unwrap(),
                 *pt
             );
         }
@@ -907,7 +916,10 @@ fn a_previous_release_root_is_refused_then_hardened_by_rotation_under_sigkill() 
     eprintln!("previous-release migration: {mid_rotation} kills mid-rotation");
     let roots = rs.roots();
     assert_eq!(roots.len(), 1, "{roots:?}");
-    assert!(roots[0].1.contains("Current") && roots[0].1.contains("trusted"), "{roots:?}");
+    assert!(
+        roots[0].1.contains("Current") && roots[0].1.contains("trusted"),
+        "{roots:?}"
+    );
     assert_ne!(roots[0].0, old_id);
     let status = rs.ok(&["root", "status"]);
     assert!(status.contains("Custody: hardened"), "{status}");

@@ -111,6 +111,18 @@ struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     transit: RawTransit,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<PathBuf>,
+    mode: Option<String>,
+    checkpoint_every: Option<u64>,
+    checkpoint_interval_secs: Option<u64>,
+    queue: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +190,8 @@ pub struct Config {
     pub storage: StorageSettings,
     /// `[transit]`.
     pub transit: TransitSettings,
+    /// `[audit]`: the tamper-evident audit log.
+    pub audit: AuditSettings,
 }
 
 /// `[listener]`: where the HTTP API listens.
@@ -295,6 +309,72 @@ pub struct TransitSettings {
     pub allow_upsert: bool,
 }
 
+/// `[audit]`: the audit log (`docs/audit.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// `path` (default `audit.log` beside rootseal.toml).
+    pub path: PathBuf,
+    /// `mode`: `"block"` (default: a response waits for its record's fsync), `"best-effort"`
+    /// (development), `"off"` (no log; benchmarks' anchor).
+    pub mode: rootseal_audit::Mode,
+    /// `checkpoint_every` (default 1000): a signed checkpoint after this many records.
+    pub checkpoint_every: u64,
+    /// `checkpoint_interval_secs` (default 10): a checkpoint this often when records came in.
+    pub checkpoint_interval: std::time::Duration,
+    /// `queue` (default 65536): records that may wait for the writer.
+    pub queue: usize,
+}
+
+impl AuditSettings {
+    /// The writer's configuration.
+    pub fn audit_config(&self) -> rootseal_audit::AuditConfig {
+        rootseal_audit::AuditConfig {
+            path: self.path.clone(),
+            mode: self.mode,
+            checkpoint_every: self.checkpoint_every,
+            checkpoint_interval: self.checkpoint_interval,
+            queue: self.queue,
+        }
+    }
+}
+
+fn validate_audit(
+    raw: RawAudit,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<AuditSettings, ConfigError> {
+    let mode = match raw.mode.as_deref() {
+        None => rootseal_audit::Mode::Block,
+        Some(m) => rootseal_audit::Mode::parse(m).ok_or_else(|| {
+            invalid(
+                "audit.mode",
+                "must be \"block\", \"best-effort\" or \"off\"",
+            )
+        })?,
+    };
+    let every = raw.checkpoint_every.unwrap_or(1000);
+    if every == 0 {
+        return Err(invalid("audit.checkpoint_every", "must be at least 1"));
+    }
+    let secs = raw.checkpoint_interval_secs.unwrap_or(10);
+    if secs == 0 {
+        return Err(invalid(
+            "audit.checkpoint_interval_secs",
+            "must be at least 1",
+        ));
+    }
+    let queue = raw.queue.unwrap_or(65_536);
+    if queue == 0 {
+        return Err(invalid("audit.queue", "must be at least 1"));
+    }
+    Ok(AuditSettings {
+        path: resolve(raw.path.unwrap_or_else(|| PathBuf::from("audit.log"))),
+        mode,
+        checkpoint_every: every,
+        checkpoint_interval: std::time::Duration::from_secs(secs),
+        queue,
+    })
+}
+
 impl Config {
     /// Load and validate `path`, taking secrets from the files it names or from the process
     /// environment.
@@ -360,6 +440,7 @@ impl Config {
             )?,
             allow_upsert: raw.transit.allow_upsert.unwrap_or(true),
         };
+        let audit = validate_audit(raw.audit, &resolve)?;
         Ok(Self {
             source: source.to_owned(),
             listener,
@@ -367,6 +448,7 @@ impl Config {
             auth,
             storage,
             transit,
+            audit,
         })
     }
 

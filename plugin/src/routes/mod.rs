@@ -14,6 +14,7 @@
 //! | `POST`/`PUT` | `/v1/{mount}/datakey/{plaintext\|wrapped}/{name}` | Level 2 data key | token |
 //! | `POST` | `/v1/{mount}/bulk-seal/{name}`, `/bulk-unseal/{name}` | bulk seal (`routes/bulk.rs`) | token |
 //! | `PUT`/`POST` | `/v1/auth/token/renew-self` | Vault's answer for a non-renewable token | token |
+//! | `GET` | `/v1/rootseal/audit/checkpoint` | the latest signed audit checkpoint (`routes/audit.rs`) | token |
 //! | `GET` | `/v1/sys/health` | 200 when the HSM answers, 503 otherwise | none |
 //! | `GET` | `/metrics` | Prometheus text | none |
 //!
@@ -41,6 +42,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tracing::Instrument;
 
+pub mod audit;
 pub(crate) mod bulk;
 pub mod ciphertext;
 pub mod de;
@@ -133,6 +135,8 @@ struct StateInner {
     token_digest: [u8; 32],
     cfg: ApiConfig,
     metrics: metrics::HttpMetrics,
+    /// The audit log every request is recorded in (`None`: not recorded).
+    audit: Option<rootseal_audit::AuditLog>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -155,6 +159,16 @@ impl AppState {
     /// A state over `keyring`, accepting `root_token`. `cfg.mount` should be normalised
     /// ([`ApiConfig::validate`]).
     pub fn new(keyring: Keyring, root_token: SecretString, cfg: ApiConfig) -> Self {
+        Self::with_audit(keyring, root_token, cfg, None)
+    }
+
+    /// Like [`AppState::new`], recording every request in `audit`.
+    pub fn with_audit(
+        keyring: Keyring,
+        root_token: SecretString,
+        cfg: ApiConfig,
+        audit: Option<rootseal_audit::AuditLog>,
+    ) -> Self {
         let token_digest = sha256(root_token.expose_secret().as_bytes());
         Self {
             inner: Arc::new(StateInner {
@@ -163,6 +177,7 @@ impl AppState {
                 token_digest,
                 cfg,
                 metrics: metrics::HttpMetrics::default(),
+                audit,
             }),
         }
     }
@@ -175,6 +190,11 @@ impl AppState {
     /// The API configuration.
     pub fn config(&self) -> &ApiConfig {
         &self.inner.cfg
+    }
+
+    /// The audit log, when requests are recorded.
+    pub fn audit(&self) -> Option<&rootseal_audit::AuditLog> {
+        self.inner.audit.as_ref()
     }
 
     /// The HTTP counters.
@@ -408,11 +428,24 @@ pub fn bulk_routes() -> Router<AppState> {
 pub fn try_app(
     keyring: Keyring,
     root_token: SecretString,
+    cfg: ApiConfig,
+) -> Result<Router, ApiConfigError> {
+    try_app_audited(keyring, root_token, cfg, None)
+}
+
+/// The whole API, recording every request in `audit` (`routes/audit.rs`).
+///
+/// # Errors
+/// [`ApiConfigError`] when `cfg` is invalid.
+pub fn try_app_audited(
+    keyring: Keyring,
+    root_token: SecretString,
     mut cfg: ApiConfig,
+    audit: Option<rootseal_audit::AuditLog>,
 ) -> Result<Router, ApiConfigError> {
     let mount = cfg.validate()?;
     cfg.mount.clone_from(&mount);
-    let state = AppState::new(keyring, root_token, cfg);
+    let state = AppState::with_audit(keyring, root_token, cfg, audit);
     let authed = Router::new()
         .nest(
             &format!("/v1/{mount}"),
@@ -422,6 +455,7 @@ pub fn try_app(
             "/v1/auth/token/renew-self",
             post(sys::renew_self).put(sys::renew_self),
         )
+        .route("/v1/rootseal/audit/checkpoint", get(audit::checkpoint))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let open = Router::new()
         .route("/v1/sys/health", get(sys::health))
@@ -430,6 +464,10 @@ pub fn try_app(
         .merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit::record_requests,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state))
 }

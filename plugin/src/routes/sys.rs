@@ -29,6 +29,10 @@ struct Health {
     /// The custody check of the token's roots: `hardened`, `weak`, or `unknown` while the HSM
     /// does not answer. rootseal's own field (Vault clients ignore unknown fields).
     custody: &'static str,
+    /// The audit log: `block`, `best-effort` (development: requests never wait for it), `off`,
+    /// `unsigned` (the audit key is missing: no checkpoints), or `failing` (block mode, the log
+    /// cannot be written: requests get 503). rootseal's own field.
+    audit: &'static str,
 }
 
 /// `GET /v1/sys/health`: 200 when the HSM answers and holds a complete root, 503
@@ -61,6 +65,12 @@ pub async fn health(State(st): State<AppState>) -> Response {
         cluster_name: "rootseal",
         hsm: if hsm_ok { "ok" } else { "unavailable" },
         custody: custody.map_or("unknown", |c| c.as_str()),
+        audit: match st.audit().map(rootseal_audit::AuditLog::status) {
+            None => "off",
+            Some(a) if a.failing.is_some() => "failing",
+            Some(a) if a.mode != rootseal_audit::Mode::Off && !a.signed => "unsigned",
+            Some(a) => a.mode.as_str(),
+        },
     };
     let status = if hsm_ok {
         StatusCode::OK
