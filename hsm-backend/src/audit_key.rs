@@ -5,10 +5,8 @@
 
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use secrecy::SecretString;
 
-use crate::config::HsmConfig;
-use crate::error::{Error, KeyringError, Result};
+use crate::error::{Error, Result};
 use crate::hsm::{Hsm, SessionCtx};
 use crate::templates;
 
@@ -118,23 +116,6 @@ pub(crate) fn check(ctx: &mut SessionCtx<'_>) -> Result<Vec<String>> {
         }
     }
     Ok(failures)
-}
-
-/// Makes the audit key as the Security Officer unless the token has one (`rootseal init`,
-/// `root rotate`, `dev`). Returns true when it made it. Call it while no [`Hsm`] of this token is
-/// open as User in the process.
-///
-/// # Errors
-/// HSM errors; a wrong SO PIN.
-pub async fn ensure_audit_key(
-    cfg: &HsmConfig,
-    so_pin: &SecretString,
-) -> Result<bool, KeyringError> {
-    let made = crate::keyring::admin::as_so(cfg, so_pin, ensure).await?;
-    if made {
-        tracing::info!("Security Officer made the audit signing key rootseal-audit");
-    }
-    Ok(made)
 }
 
 impl Hsm {

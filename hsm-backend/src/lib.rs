@@ -31,13 +31,15 @@ mod templates;
 mod types;
 
 // The public interface is:
-pub use audit_key::{ensure_audit_key, AUDIT_KEY_LABEL};
+pub use audit_key::AUDIT_KEY_LABEL;
 pub use blob::BlobError;
 pub use config::{default_softhsm_module, HsmConfig, TokenSelector};
 pub use custody::{Custody, CustodyReport, RootCustody};
 pub use error::{Cause, Error, KeyringError};
 pub use hsm::Hsm;
-pub use keyring::admin::{init_root, root_attributes, root_status, InitOutcome, RootStatus};
+pub use keyring::admin::{
+    ensure_audit_key, init_root, root_attributes, root_status, InitOutcome, RootStatus,
+};
 #[cfg(feature = "test-hooks")]
 pub use keyring::admin::{testing_init_previous_release_root, testing_new_l0};
 pub use keyring::api::{CreateOptions, DecryptItem, EncryptItem, KeyConfigUpdate, KeyInfo, Sealed};

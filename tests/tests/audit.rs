@@ -34,7 +34,13 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn post(c: &reqwest::Client, base: &str, token: &str, path: &str, body: Value) -> (u16, Value) {
+async fn post(
+    c: &reqwest::Client,
+    base: &str,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
     match c
         .post(format!("{base}/v1/{path}"))
         .header("X-Vault-Token", token)
@@ -59,7 +65,11 @@ fn public_key(data: &Path) -> std::path::PathBuf {
         .env_remove("SOFTHSM2_CONF")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pem = String::from_utf8(out.stdout).unwrap();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
     let p = data.parent().unwrap().join("audit.pem");
@@ -78,8 +88,7 @@ fn verify(log: &Path, key: &Path) -> (i32, String) {
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
 
@@ -93,7 +102,10 @@ fn records(log: &Path) -> Vec<Value> {
 }
 
 fn stop(mut p: Proc) {
-    assert!(p.signal("TERM", Duration::from_secs(20)).is_some(), "rootseal did not stop");
+    assert!(
+        p.signal("TERM", Duration::from_secs(20)).is_some(),
+        "rootseal did not stop"
+    );
 }
 
 #[test]
@@ -107,7 +119,12 @@ fn kill9_during_a_burst_leaves_a_record_for_every_answer_and_a_log_that_verifies
     let rt = rt();
     let answered: Vec<String> = rt.block_on(async {
         let c = reqwest::Client::new();
-        assert!(matches!(post(&c, &base, TOKEN, "transit/keys/burst", json!({})).await.0, 200 | 204));
+        assert!(matches!(
+            post(&c, &base, TOKEN, "transit/keys/burst", json!({}))
+                .await
+                .0,
+            200 | 204
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for t in 0..16 {
@@ -129,7 +146,9 @@ fn kill9_during_a_burst_leaves_a_record_for_every_answer_and_a_log_that_verifies
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
         // kill -9 while the burst runs.
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::SeqCst);
         let mut all = Vec::new();
@@ -139,14 +158,21 @@ fn kill9_during_a_burst_leaves_a_record_for_every_answer_and_a_log_that_verifies
         all
     });
     drop(srv);
-    assert!(answered.len() > 50, "the burst got only {} answers", answered.len());
+    assert!(
+        answered.len() > 50,
+        "the burst got only {} answers",
+        answered.len()
+    );
     let log = data.join("audit.log");
     let logged: BTreeSet<String> = records(&log)
         .iter()
         .filter_map(|r| r["event"]["request_id"].as_str().map(str::to_owned))
         .collect();
     for id in &answered {
-        assert!(logged.contains(id), "request {id} was answered but has no audit record");
+        assert!(
+            logged.contains(id),
+            "request {id} was answered but has no audit record"
+        );
     }
     let key = public_key(&data);
     let (code, out) = verify(&log, &key);
@@ -190,14 +216,24 @@ fn block_mode_on_a_full_disk_answers_503_and_nothing_unaudited_then_resumes() {
         _ => None,
     })
     .unwrap_or_else(|| panic!("dev did not start:\n{}", shell.output()));
-    let srv = Pid::of(&format!("^{} dev --listen 127.0.0.1:{port} ", bin.display()));
+    let srv = Pid::of(&format!(
+        "^{} dev --listen 127.0.0.1:{port} ",
+        bin.display()
+    ));
     let log = data.join("audit.log");
     let rt = rt();
     let c = reqwest::Client::new();
     let enc = |n: u32| {
         let (c, base) = (c.clone(), base.clone());
         async move {
-            post(&c, &base, TOKEN, "transit/encrypt/disk", json!({"plaintext": B64.encode(format!("p{n}"))})).await
+            post(
+                &c,
+                &base,
+                TOKEN,
+                "transit/encrypt/disk",
+                json!({"plaintext": B64.encode(format!("p{n}"))}),
+            )
+            .await
         }
     };
     let mut ok_ids = Vec::new();
@@ -227,8 +263,16 @@ fn block_mode_on_a_full_disk_answers_503_and_nothing_unaudited_then_resumes() {
     });
     let (_, h) = http_get(&health).unwrap();
     assert!(h.contains("\"audit\":\"failing\""), "{h}");
-    assert_eq!(records(&log).len(), before, "records were written past a full disk");
-    assert_eq!(std::fs::metadata(&log).unwrap().len(), size, "a partial write was left behind");
+    assert_eq!(
+        records(&log).len(),
+        before,
+        "records were written past a full disk"
+    );
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        size,
+        "a partial write was left behind"
+    );
     // Space returns: the next request is answered (after the resume record).
     let st = Command::new("prlimit")
         .arg(format!("--pid={}", srv.0))
@@ -251,7 +295,10 @@ fn block_mode_on_a_full_disk_answers_503_and_nothing_unaudited_then_resumes() {
         .iter()
         .filter(|r| r["event"]["type"] == "transit.encrypt" && r["event"]["result"] == "ok")
         .count();
-    assert_eq!(ok_records, 2, "exactly the two answered encrypts are recorded");
+    assert_eq!(
+        ok_records, 2,
+        "exactly the two answered encrypts are recorded"
+    );
     for id in &ok_ids {
         assert!(recs.iter().any(|r| r["event"]["request_id"] == id.as_str()));
     }
@@ -268,14 +315,22 @@ fn a_full_run_writes_no_secret_to_the_audit_log() {
     let base = format!("http://127.0.0.1:{port}");
     let pin = "pin-7d3a91e2";
     let mut cmd = Command::new(rootseal_bin());
-    cmd.args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--dev-root-token", TOKEN])
-        .args(["--dev-hsm-pin", pin, "--data-dir"])
-        .arg(&data)
-        .env_remove("SOFTHSM2_CONF");
+    cmd.args([
+        "dev",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--dev-root-token",
+        TOKEN,
+    ])
+    .args(["--dev-hsm-pin", pin, "--data-dir"])
+    .arg(&data)
+    .env_remove("SOFTHSM2_CONF");
     let srv = Proc::spawn("rootseal", cmd, &tmp.path().join("dev.log"));
-    wait_for(Duration::from_secs(30), || match http_get(&format!("{base}/v1/sys/health")) {
-        Some((200, _)) => Some(()),
-        _ => None,
+    wait_for(Duration::from_secs(30), || {
+        match http_get(&format!("{base}/v1/sys/health")) {
+            Some((200, _)) => Some(()),
+            _ => None,
+        }
     })
     .unwrap_or_else(|| panic!("dev did not start:\n{}", srv.output()));
     let so_pin = std::fs::read_to_string(data.join("dev-hsm-so-pin")).unwrap();
@@ -291,28 +346,71 @@ fn a_full_run_writes_no_secret_to_the_audit_log() {
     ];
     rt().block_on(async {
         let c = reqwest::Client::new();
-        let (s, v) = post(&c, &base, TOKEN, "transit/encrypt/app", json!({"plaintext": B64.encode(plaintext)})).await;
+        let (s, v) = post(
+            &c,
+            &base,
+            TOKEN,
+            "transit/encrypt/app",
+            json!({"plaintext": B64.encode(plaintext)}),
+        )
+        .await;
         assert_eq!(s, 200, "{v}");
         let ct = v["data"]["ciphertext"].as_str().unwrap().to_owned();
         secrets.push(ct.clone());
-        let (s, v) = post(&c, &base, TOKEN, "transit/decrypt/app", json!({"ciphertext": ct})).await;
+        let (s, v) = post(
+            &c,
+            &base,
+            TOKEN,
+            "transit/decrypt/app",
+            json!({"ciphertext": ct}),
+        )
+        .await;
         assert_eq!(s, 200, "{v}");
         let (s, v) = post(&c, &base, TOKEN, "transit/datakey/plaintext/app", json!({})).await;
         assert_eq!(s, 200, "{v}");
         secrets.push(v["data"]["plaintext"].as_str().unwrap().to_owned());
         secrets.push(v["data"]["ciphertext"].as_str().unwrap().to_owned());
-        let (s, _) = post(&c, &base, wrong_token, "transit/encrypt/app", json!({"plaintext": B64.encode(plaintext)})).await;
+        let (s, _) = post(
+            &c,
+            &base,
+            wrong_token,
+            "transit/encrypt/app",
+            json!({"plaintext": B64.encode(plaintext)}),
+        )
+        .await;
         assert_eq!(s, 403);
-        assert_eq!(post(&c, &base, TOKEN, "transit/keys/app/rotate", json!({})).await.0, 200);
+        assert_eq!(
+            post(&c, &base, TOKEN, "transit/keys/app/rotate", json!({}))
+                .await
+                .0,
+            200
+        );
     });
     stop(srv);
     let text = std::fs::read_to_string(data.join("audit.log")).unwrap();
     for s in &secrets {
-        assert!(!text.contains(s.as_str()), "the audit log contains a secret ({} chars)", s.len());
+        assert!(
+            !text.contains(s.as_str()),
+            "the audit log contains a secret ({} chars)",
+            s.len()
+        );
     }
     // What it does hold: every operation, the auth failure, start and stop.
-    for kind in ["transit.encrypt", "transit.decrypt", "transit.datakey.plaintext", "auth.failure", "key.rotate", "server.start", "server.stop", "kek.write", "custody.check"] {
-        assert!(text.contains(&format!("\"type\":\"{kind}\"")), "no {kind} record");
+    for kind in [
+        "transit.encrypt",
+        "transit.decrypt",
+        "transit.datakey.plaintext",
+        "auth.failure",
+        "key.rotate",
+        "server.start",
+        "server.stop",
+        "kek.write",
+        "custody.check",
+    ] {
+        assert!(
+            text.contains(&format!("\"type\":\"{kind}\"")),
+            "no {kind} record"
+        );
     }
     let key = public_key(&data);
     assert_eq!(verify(&data.join("audit.log"), &key).0, 0);
@@ -330,7 +428,9 @@ fn a_kek_record_restored_to_an_older_version_is_refused_and_named_in_the_log() {
     rt().block_on(async {
         let c = reqwest::Client::new();
         for k in ["victim", "other"] {
-            let s = post(&c, &base, TOKEN, &format!("transit/keys/{k}"), json!({})).await.0;
+            let s = post(&c, &base, TOKEN, &format!("transit/keys/{k}"), json!({}))
+                .await
+                .0;
             assert!(matches!(s, 200 | 204), "{s}");
         }
     });
@@ -338,7 +438,12 @@ fn a_kek_record_restored_to_an_older_version_is_refused_and_named_in_the_log() {
     copy_dir(&keys, &snapshot);
     rt().block_on(async {
         let c = reqwest::Client::new();
-        assert_eq!(post(&c, &base, TOKEN, "transit/keys/victim/rotate", json!({})).await.0, 200);
+        assert_eq!(
+            post(&c, &base, TOKEN, "transit/keys/victim/rotate", json!({}))
+                .await
+                .0,
+            200
+        );
     });
     stop(srv);
     // ... restored later: the victim's record goes back to its version 1.
@@ -346,11 +451,28 @@ fn a_kek_record_restored_to_an_older_version_is_refused_and_named_in_the_log() {
     let srv = rootseal_dev(&data, port, TOKEN, &tmp.path().join("dev2.log"));
     rt().block_on(async {
         let c = reqwest::Client::new();
-        let (s, v) = post(&c, &base, TOKEN, "transit/encrypt/victim", json!({"plaintext": "aGk="})).await;
+        let (s, v) = post(
+            &c,
+            &base,
+            TOKEN,
+            "transit/encrypt/victim",
+            json!({"plaintext": "aGk="}),
+        )
+        .await;
         assert!(s >= 400, "a rolled-back record was used: {s} {v}");
         let text = v.to_string();
-        assert!(!text.contains("rolled back"), "the detail stays in the log: {text}");
-        let (s, v) = post(&c, &base, TOKEN, "transit/encrypt/other", json!({"plaintext": "aGk="})).await;
+        assert!(
+            !text.contains("rolled back"),
+            "the detail stays in the log: {text}"
+        );
+        let (s, v) = post(
+            &c,
+            &base,
+            TOKEN,
+            "transit/encrypt/other",
+            json!({"plaintext": "aGk="}),
+        )
+        .await;
         assert_eq!(s, 200, "another key stopped working: {v}");
     });
     stop(srv);
@@ -360,7 +482,13 @@ fn a_kek_record_restored_to_an_older_version_is_refused_and_named_in_the_log() {
         .find(|r| r["event"]["type"] == "kek.rollback")
         .expect("no kek.rollback record");
     assert_eq!(rb["event"]["name"], "victim");
-    assert!(rb["event"]["reason"].as_str().unwrap().contains("rolled back"), "{rb}");
+    assert!(
+        rb["event"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back"),
+        "{rb}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -379,7 +507,10 @@ struct Pid(u32);
 
 impl Pid {
     fn of(pattern: &str) -> Pid {
-        let out = Command::new("pgrep").args(["-f", pattern]).output().unwrap();
+        let out = Command::new("pgrep")
+            .args(["-f", pattern])
+            .output()
+            .unwrap();
         let pids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
@@ -390,7 +521,9 @@ impl Pid {
 
     /// SIGTERM, then waits for it to exit.
     fn stop(&self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .status();
         let gone = wait_for(Duration::from_secs(20), || {
             (!Path::new(&format!("/proc/{}", self.0)).exists()).then_some(())
         });
@@ -400,6 +533,8 @@ impl Pid {
 
 impl Drop for Pid {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
     }
 }

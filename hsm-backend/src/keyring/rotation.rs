@@ -72,7 +72,7 @@ pub async fn rotate_root(
         return Err(KeyringError::NoRoot);
     }
     // An installation made before the audit log gets its audit key while the SO PIN is here.
-    crate::audit_key::ensure_audit_key(cfg, so_pin).await?;
+    super::admin::ensure_audit_key(cfg, so_pin).await?;
     let next = roots
         .iter()
         .rev()

@@ -86,7 +86,10 @@ pub async fn open(
     };
     let status = rootseal_hsm::root_status(hsm)
         .await
-        .map_err(|e| format!("cannot read the roots: {}", crate::cli::explain(&e)))?;
+        .map_err(|e| match e.cause() {
+            Some(c) => format!("cannot read the roots: {e} ({c})"),
+            None => format!("cannot read the roots: {e}"),
+        })?;
     let root = status
         .roots
         .iter()

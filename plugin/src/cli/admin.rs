@@ -51,6 +51,18 @@ async fn keyring_over(
 pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
     let cfg = load(path)?;
     let hsm = open_hsm(&cfg).await?;
+    let has_root = rootseal_hsm::root_status(&hsm)
+        .await
+        .map_err(|e| super::explain(&e))?
+        .roots
+        .iter()
+        .any(|r| r.complete);
+    if !has_root {
+        return Err(format!(
+            "the HSM token has no rootseal root key: run `rootseal init --config {}` first",
+            cfg.source.display()
+        ));
+    }
     let audit_cfg = cfg.audit.audit_config();
     let audit_key = if audit_cfg.mode == rootseal_audit::Mode::Off {
         tracing::warn!("[audit] mode = \"off\": no audit log");
