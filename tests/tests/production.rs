@@ -1399,3 +1399,58 @@ fn a_kv_record_rolled_back_in_openbao_is_refused_with_the_audit_log_naming_it() 
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn root_operations_from_the_cli_are_in_the_audit_log_unless_a_server_holds_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rs = file_rs(tmp.path());
+    rs.ok(&["init"]);
+    let log = rs.dir.join("audit.log");
+    let events = || -> Vec<Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|r| r.get("event").cloned())
+            .collect()
+    };
+    let init = events();
+    let i = init
+        .iter()
+        .find(|e| e["type"] == "root.init")
+        .expect("no root.init record");
+    assert_eq!(i["outcome"], "created");
+    assert!(init.iter().any(|e| e["type"] == "cli.start"));
+    assert!(init.iter().any(|e| e["type"] == "cli.stop"));
+    let (ok, _, _, err) = rs.run(&["root", "rotate", "--grace-secs", "0"]);
+    assert!(ok, "{err}");
+    let r = events()
+        .into_iter()
+        .find(|e| e["type"] == "root.rotate")
+        .expect("no root.rotate record");
+    assert_eq!(r["old_roots_destroyed"], true);
+    // While a server holds the log, the command says its event is not in it.
+    let mut srv = rs.serve("serve.log");
+    let (ok, _, _, err) = rs.run(&["root", "rotate", "--grace-secs", "0"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("root.rotate is not in the audit log") && err.contains("in use"),
+        "{err}"
+    );
+    assert!(srv.signal("TERM", Duration::from_secs(20)).is_some());
+    let pem = rs.ok(&["audit", "public-key"]);
+    std::fs::write(rs.dir.join("audit.pem"), pem).unwrap();
+    let out = Command::new(rootseal_bin())
+        .args(["audit", "verify", "--log"])
+        .arg(&log)
+        .arg("--public-key")
+        .arg(rs.dir.join("audit.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

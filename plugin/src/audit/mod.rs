@@ -52,13 +52,15 @@ pub enum KeyState {
 
 /// Opens the log of `cfg` over `hsm`'s token: the HSM signer (when the audit key exists), the
 /// writer, and the per-key newest record writes the log has seen (for
-/// [`store::AuditedStore`]). Writes the `server.start` record and the start checkpoint.
+/// [`store::AuditedStore`]). Writes the `<who>.start` record (`server`, or `cli` for an admin
+/// command) and the start checkpoint.
 ///
 /// # Errors
 /// A message for the operator.
 pub async fn open(
     cfg: &AuditConfig,
     hsm: &Hsm,
+    who: &str,
 ) -> Result<(AuditLog, KeyState, HashMap<String, store::Seen>), String> {
     let public = hsm
         .audit_public_key()
@@ -106,7 +108,7 @@ pub async fn open(
         .audit_key_check()
         .await
         .unwrap_or_else(|e| vec![e.to_string()]);
-    let start = Event::new("server.start")
+    let start = Event::new(&format!("{who}.start"))
         .with("version", env!("CARGO_PKG_VERSION"))
         .with("audit_mode", cfg.mode.as_str())
         .with("token_serial", hsm.identity().serial.trim())
@@ -141,9 +143,9 @@ pub async fn record_custody(log: &AuditLog, keyring: &Keyring) {
     }
 }
 
-/// Writes the stop record and the final checkpoint.
-pub async fn close(log: &AuditLog) {
-    if let Err(e) = log.record(Event::new("server.stop")).await {
+/// Writes the `<who>.stop` record and the final checkpoint.
+pub async fn close(log: &AuditLog, who: &str) {
+    if let Err(e) = log.record(Event::new(&format!("{who}.stop"))).await {
         tracing::error!(error = %e, "cannot write the stop record");
     }
     log.close().await;

@@ -88,7 +88,7 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
             "audit key missing: serving with unsigned audit records (--allow-weak-root)"
         );
     }
-    let (log, _, seen) = crate::audit::open(&audit_cfg, &hsm).await?;
+    let (log, _, seen) = crate::audit::open(&audit_cfg, &hsm, "server").await?;
     let store = rootseal_vault_config::open_store(&cfg)
         .await
         .map_err(|e| e.to_string())?;
@@ -145,8 +145,35 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
     )
     .await
     .map_err(|e| format!("server error: {e}"));
-    crate::audit::close(&log).await;
+    crate::audit::close(&log, "server").await;
     served
+}
+
+/// Records an admin command's event in the audit log of `cfg`, when no server holds it (one
+/// writer per log); otherwise says so on stderr (the operation is in the tracing log, and the
+/// server records what it finds at its next start).
+async fn audit_cli_event(cfg: &Config, ev: rootseal_audit::Event) {
+    let audit_cfg = cfg.audit.audit_config();
+    if audit_cfg.mode == rootseal_audit::Mode::Off {
+        return;
+    }
+    let kind = ev.kind().to_owned();
+    let hsm = match open_hsm(cfg).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("note: {kind} is not in the audit log: {e}");
+            return;
+        }
+    };
+    match crate::audit::open(&audit_cfg, &hsm, "cli").await {
+        Ok((log, _, _)) => {
+            if let Err(e) = log.record(ev).await {
+                eprintln!("note: {kind} is not in the audit log: {e}");
+            }
+            crate::audit::close(&log, "cli").await;
+        }
+        Err(e) => eprintln!("note: {kind} is not in the audit log: {e}"),
+    }
 }
 
 /// `rootseal init --config FILE [--so-pin-file FILE]`.
@@ -199,6 +226,19 @@ pub async fn init(path: &Path, so: &super::SoPinArg) -> CliResult {
         .await
         .map_err(|e| super::explain(&e))?;
     print_custody(&st.custody);
+    drop(hsm);
+    let (what, id) = match &outcome {
+        InitOutcome::Created(id) => ("created", id.to_string()),
+        InitOutcome::Exists(id) => ("exists", id.to_string()),
+    };
+    audit_cli_event(
+        &cfg,
+        rootseal_audit::Event::new("root.init")
+            .with("outcome", what)
+            .with("root", id)
+            .with("custody", st.custody.verdict().as_str()),
+    )
+    .await;
     Ok(())
 }
 
@@ -258,6 +298,17 @@ pub async fn root_rotate(path: &Path, so: &super::SoPinArg, grace_secs: u64) -> 
             super::explain(&e)
         )
     })?;
+    audit_cli_event(
+        &cfg,
+        rootseal_audit::Event::new("root.rotate")
+            .with("new_root", r.new_root.clone())
+            .with("old_roots", r.old_roots.clone())
+            .with("resealed", r.resealed)
+            .with("already_done", r.already_done)
+            .with("stores", r.stores.clone())
+            .with("old_roots_destroyed", r.destroyed),
+    )
+    .await;
     let old = if r.old_roots.is_empty() {
         "(none left)".to_owned()
     } else {

@@ -193,7 +193,7 @@ pub async fn run(p: Prepared) -> CliResult {
     let hsm = open_dev_hsm(&cfg).await?;
     let audit_cfg =
         rootseal_audit::AuditConfig::new(crate::audit::dev_log_path(&p.data_dir), p.audit_mode);
-    let (log, _, seen) = crate::audit::open(&audit_cfg, &hsm).await?;
+    let (log, _, seen) = crate::audit::open(&audit_cfg, &hsm, "server").await?;
     let store: Arc<dyn rootseal_hsm::KekStore> = Arc::new(crate::audit::store::AuditedStore::new(
         store,
         log.clone(),
@@ -261,7 +261,7 @@ pub async fn run(p: Prepared) -> CliResult {
     crate::server::serve_listener(listener, None, router, shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
-    crate::audit::close(&log).await;
+    crate::audit::close(&log, "server").await;
     tracing::info!("rootseal dev stopped");
     Ok(())
 }
