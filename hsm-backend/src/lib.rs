@@ -15,6 +15,7 @@
 // which allows it for itself with a SAFETY comment on every block.
 #![deny(unsafe_code)]
 
+mod audit_key;
 mod blob;
 mod config;
 mod custody;
@@ -32,6 +33,7 @@ mod types;
 mod uri;
 
 // The public interface is:
+pub use audit_key::AUDIT_KEY_LABEL;
 pub use blob::BlobError;
 pub use config::{
     default_softhsm_module, HsmConfig, TokenSelector, DEFAULT_JOB_TIMEOUT, DEFAULT_QUEUE_LIMIT,
@@ -39,7 +41,9 @@ pub use config::{
 pub use custody::{Custody, CustodyReport, RootCustody};
 pub use error::{Cause, Error, KeyringError};
 pub use hsm::{Hsm, HsmRelease};
-pub use keyring::admin::{init_root, root_attributes, root_status, InitOutcome, RootStatus};
+pub use keyring::admin::{
+    ensure_audit_key, init_root, root_attributes, root_status, InitOutcome, RootStatus,
+};
 #[cfg(feature = "test-hooks")]
 pub use keyring::admin::{testing_init_previous_release_root, testing_new_l0};
 pub use keyring::api::{

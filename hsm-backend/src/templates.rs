@@ -17,6 +17,7 @@
 //! | its public key | key create, rotate | private token object | [`signing_public`] |
 //! | root self-test key | root self-test | session object, destroyed at once | [`self_test_key`] |
 //! | store registry entry | every keyring, once per store | private token data object | [`store_registry_entry`] |
+//! | audit signing key (Ed25519 pair) | the Security Officer, with the root (`init`, `root rotate`) | public token objects | [`audit_signing_key`] |
 //!
 //! Why the L0 looks like this (probed on SoftHSM2 2.6.1, `shared/probes/`): only the SO can make a
 //! `CKA_TRUSTED` key, and the SO cannot make private objects, so L0 is public. Its
@@ -330,6 +331,55 @@ pub(crate) fn store_registry_entry(label: &str, locator: &str) -> Vec<Attribute>
         Attribute::Application(APPLICATION.as_bytes().to_vec()),
         Attribute::Value(locator.as_bytes().to_vec()),
     ]
+}
+
+/// DER of the curve OID id-Ed25519 (1.3.101.112, RFC 8410), the `CKA_EC_PARAMS` of the audit key.
+pub(crate) const ED25519_OID_DER: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
+
+/// The audit signing key `rootseal-audit` (`CKM_EC_EDWARDS_KEY_PAIR_GEN`, made in an SO session):
+/// an Ed25519 pair that signs the audit log's checkpoints with `CKM_EDDSA`. Returns the public
+/// and the private template.
+///
+/// The private key is a token object, sensitive, never extractable, never modifiable or
+/// copyable, sign only (with `CKM_EDDSA` as its only mechanism when `allowed_mechanisms`). Like
+/// the L0 it is public (`CKA_PRIVATE=false`: the SO cannot make private objects), so the SO made
+/// it and nobody can change it afterwards; a holder of the User PIN can use it to sign, never
+/// read it. The public key is a public token object, verify only, also never modifiable.
+pub(crate) fn audit_signing_key(
+    id: &[u8],
+    label: &str,
+    allowed_mechanisms: bool,
+) -> (Vec<Attribute>, Vec<Attribute>) {
+    let public = vec![
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Modifiable(false),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::EcParams(ED25519_OID_DER.to_vec()),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Derive(false),
+    ];
+    let mut private = vec![
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Modifiable(false),
+        Attribute::Copyable(false),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ];
+    if allowed_mechanisms {
+        private.push(Attribute::AllowedMechanisms(vec![MechanismType::EDDSA]));
+    }
+    (public, private)
 }
 
 /// The templates of the previous release (0.1.0), kept verbatim for the tests that migrate an

@@ -8,6 +8,7 @@
 //! integration tests and the benchmarks use).
 #![forbid(unsafe_code)]
 
+mod audit;
 mod backend;
 mod cli;
 mod goplugin;

@@ -398,9 +398,12 @@ pub async fn serve_listener_with(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let activity = Activity::new();
+        // The client's address travels with each request (`ConnectInfo`, as axum's own serve
+        // does), for the audit log.
         let svc = Counted {
             router: router.clone(),
             activity: activity.clone(),
+            peer,
         };
         let builder = builder.clone();
         let acceptor = acceptor.clone();
@@ -450,6 +453,7 @@ pub async fn serve_listener_with(
 struct Counted {
     router: Router,
     activity: Arc<Activity>,
+    peer: SocketAddr,
 }
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Counted {
@@ -461,7 +465,10 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Counted {
 
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         let guard = InFlight::new(&self.activity);
-        let call = self.router.clone().oneshot(req.map(axum::body::Body::new));
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        let call = self.router.clone().oneshot(req);
         Box::pin(async move {
             let resp = call.await?;
             Ok(resp.map(|inner| CountedBody {

@@ -1288,3 +1288,136 @@ fn root_rotation_rerun_is_not_blocked_by_a_killed_writers_lock() {
         "key rotate blocked by a dead process's lock (exit {code:?}):\n{out}\n{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Audit log: a KV record rolled back with OpenBao's own `kv rollback` is refused (issue 12)
+
+#[test]
+fn a_kv_record_rolled_back_in_openbao_is_refused_with_the_audit_log_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = softhsm(tmp.path(), &["prod"]);
+    let kv = dev_bao(&tmp.path().join("kv"), free_port(), "kv-root", "bao.log");
+    let rs = kv_rs(&tmp.path().join("rs"), &conf, "prod", &kv.addr, &kv.token);
+    rs.ok(&["init"]);
+    let mut srv = rs.serve("serve-1.log");
+    let api = rs.api();
+    api.create("victim");
+    api.create("bystander");
+    let old_ct = api.encrypt_ok("victim", b"before");
+    let (_, v1) = kv_record(&kv, "victim");
+    api.rotate("victim");
+    let (rec, v2) = kv_record(&kv, "victim");
+    assert!(v2 > v1);
+    assert_eq!(rec["versions"].as_array().unwrap().len(), 2);
+    assert!(srv.signal("TERM", Duration::from_secs(20)).is_some());
+    // Someone with KV access puts the old, validly MACed record back (a new KV version).
+    let (ok, _, err) = bao(
+        &kv.addr,
+        Some(&kv.token),
+        &[
+            "kv",
+            "rollback",
+            &format!("-version={v1}"),
+            "secret/rootseal/victim",
+        ],
+    );
+    assert!(ok, "bao kv rollback: {err}");
+    let (rec, v3) = kv_record(&kv, "victim");
+    assert!(v3 > v2, "KV rollback writes a new version");
+    assert_eq!(rec["versions"].as_array().unwrap().len(), 1);
+    let mut srv = rs.serve("serve-2.log");
+    // A fresh client: the old one pools a connection to the stopped server.
+    let api = rs.api();
+    let (s, b) = api.encrypt("victim", b"after");
+    assert!(s >= 400, "a rolled-back record served: {s} {b}");
+    assert!(!b.to_string().contains("rolled back"), "detail leaked: {b}");
+    let (s, _) = api.decrypt("victim", &old_ct);
+    assert!(s >= 400);
+    // Other keys keep working.
+    api.encrypt_ok("bystander", b"fine");
+    assert!(srv.signal("TERM", Duration::from_secs(20)).is_some());
+    let log = std::fs::read_to_string(rs.dir.join("audit.log")).unwrap();
+    let rb: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["event"]["type"] == "kek.rollback")
+        .collect();
+    assert!(!rb.is_empty(), "no kek.rollback record");
+    assert_eq!(rb[0]["event"]["name"], "victim");
+    let reason = rb[0]["event"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("latest key version is 1") && reason.contains("has seen 2"),
+        "{reason}"
+    );
+    // The log itself verifies.
+    let pem = rs.ok(&["audit", "public-key"]);
+    std::fs::write(rs.dir.join("audit.pem"), pem).unwrap();
+    let out = Command::new(rootseal_bin())
+        .args(["audit", "verify", "--log"])
+        .arg(rs.dir.join("audit.log"))
+        .arg("--public-key")
+        .arg(rs.dir.join("audit.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn root_operations_from_the_cli_are_in_the_audit_log_unless_a_server_holds_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rs = file_rs(tmp.path());
+    rs.ok(&["init"]);
+    let log = rs.dir.join("audit.log");
+    let events = || -> Vec<Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|r| r.get("event").cloned())
+            .collect()
+    };
+    let init = events();
+    let i = init
+        .iter()
+        .find(|e| e["type"] == "root.init")
+        .expect("no root.init record");
+    assert_eq!(i["outcome"], "created");
+    assert!(init.iter().any(|e| e["type"] == "cli.start"));
+    assert!(init.iter().any(|e| e["type"] == "cli.stop"));
+    let (ok, _, _, err) = rs.run(&["root", "rotate", "--grace-secs", "0"]);
+    assert!(ok, "{err}");
+    let r = events()
+        .into_iter()
+        .find(|e| e["type"] == "root.rotate")
+        .expect("no root.rotate record");
+    assert_eq!(r["old_roots_destroyed"], true);
+    // While a server holds the log, the command says its event is not in it.
+    let mut srv = rs.serve("serve.log");
+    let (ok, _, _, err) = rs.run(&["root", "rotate", "--grace-secs", "0"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("root.rotate is not in the audit log") && err.contains("in use"),
+        "{err}"
+    );
+    assert!(srv.signal("TERM", Duration::from_secs(20)).is_some());
+    let pem = rs.ok(&["audit", "public-key"]);
+    std::fs::write(rs.dir.join("audit.pem"), pem).unwrap();
+    let out = Command::new(rootseal_bin())
+        .args(["audit", "verify", "--log"])
+        .arg(&log)
+        .arg("--public-key")
+        .arg(rs.dir.join("audit.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -113,6 +113,8 @@ struct RawConfig {
     #[serde(default)]
     transit: RawTransit,
     governance: Option<RawGovernance>,
+    #[serde(default)]
+    audit: RawAudit,
 }
 
 /// `governance = "off"|"on"`, or a `[governance]` table.
@@ -130,6 +132,16 @@ struct RawGovernanceTable {
     allow_requester_approval: Option<bool>,
     #[serde(default)]
     quorum: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<PathBuf>,
+    mode: Option<String>,
+    checkpoint_every: Option<u64>,
+    checkpoint_interval_secs: Option<u64>,
+    queue: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +254,8 @@ pub struct Config {
     pub transit: TransitSettings,
     /// `governance` / `[governance]`.
     pub governance: GovernanceSettings,
+    /// `[audit]`: the tamper-evident audit log.
+    pub audit: AuditSettings,
 }
 
 /// `governance = "off"` or `[governance]` (on by default): dual control of SO actions by signed
@@ -389,6 +403,72 @@ pub struct TransitSettings {
     pub allow_upsert: bool,
 }
 
+/// `[audit]`: the audit log (`docs/audit.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// `path` (default `audit.log` beside rootseal.toml).
+    pub path: PathBuf,
+    /// `mode`: `"block"` (default: a response waits for its record's fsync), `"best-effort"`
+    /// (development), `"off"` (no log; benchmarks' anchor).
+    pub mode: rootseal_audit::Mode,
+    /// `checkpoint_every` (default 1000): a signed checkpoint after this many records.
+    pub checkpoint_every: u64,
+    /// `checkpoint_interval_secs` (default 10): a checkpoint this often when records came in.
+    pub checkpoint_interval: std::time::Duration,
+    /// `queue` (default 65536): records that may wait for the writer.
+    pub queue: usize,
+}
+
+impl AuditSettings {
+    /// The writer's configuration.
+    pub fn audit_config(&self) -> rootseal_audit::AuditConfig {
+        rootseal_audit::AuditConfig {
+            path: self.path.clone(),
+            mode: self.mode,
+            checkpoint_every: self.checkpoint_every,
+            checkpoint_interval: self.checkpoint_interval,
+            queue: self.queue,
+        }
+    }
+}
+
+fn validate_audit(
+    raw: RawAudit,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<AuditSettings, ConfigError> {
+    let mode = match raw.mode.as_deref() {
+        None => rootseal_audit::Mode::Block,
+        Some(m) => rootseal_audit::Mode::parse(m).ok_or_else(|| {
+            invalid(
+                "audit.mode",
+                "must be \"block\", \"best-effort\" or \"off\"",
+            )
+        })?,
+    };
+    let every = raw.checkpoint_every.unwrap_or(1000);
+    if every == 0 {
+        return Err(invalid("audit.checkpoint_every", "must be at least 1"));
+    }
+    let secs = raw.checkpoint_interval_secs.unwrap_or(10);
+    if secs == 0 {
+        return Err(invalid(
+            "audit.checkpoint_interval_secs",
+            "must be at least 1",
+        ));
+    }
+    let queue = raw.queue.unwrap_or(65_536);
+    if queue == 0 {
+        return Err(invalid("audit.queue", "must be at least 1"));
+    }
+    Ok(AuditSettings {
+        path: resolve(raw.path.unwrap_or_else(|| PathBuf::from("audit.log"))),
+        mode,
+        checkpoint_every: every,
+        checkpoint_interval: std::time::Duration::from_secs(secs),
+        queue,
+    })
+}
+
 impl Config {
     /// Load and validate `path`, taking secrets from the files it names or from the process
     /// environment.
@@ -464,6 +544,7 @@ impl Config {
             )?,
             allow_upsert: raw.transit.allow_upsert.unwrap_or(true),
         };
+        let audit = validate_audit(raw.audit, &resolve)?;
         Ok(Self {
             source: source.to_owned(),
             listener,
@@ -472,6 +553,7 @@ impl Config {
             storage,
             transit,
             governance,
+            audit,
         })
     }
 

@@ -19,8 +19,8 @@ mod render;
 
 // The public interface is:
 pub use config::{
-    AuthSettings, Config, ConfigError, GovernanceSettings, HsmSettings, ListenerSettings,
-    StorageSettings, TlsFiles, TransitSettings, VaultSettings,
+    AuditSettings, AuthSettings, Config, ConfigError, GovernanceSettings, HsmSettings,
+    ListenerSettings, StorageSettings, TlsFiles, TransitSettings, VaultSettings,
 };
 pub use kv::{SetupError, VaultKvStore};
 pub use render::{

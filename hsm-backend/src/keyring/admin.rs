@@ -62,6 +62,23 @@ where
     )
 }
 
+/// Makes the audit key as the Security Officer unless the token has one (`rootseal init`,
+/// `root rotate`, `dev`). Returns true when it made it. Call it while no [`Hsm`] of this token is
+/// open as User in the process.
+///
+/// # Errors
+/// HSM errors; a wrong SO PIN.
+pub async fn ensure_audit_key(
+    cfg: &HsmConfig,
+    so_pin: &SecretString,
+) -> Result<bool, KeyringError> {
+    let made = as_so(cfg, so_pin, crate::audit_key::ensure).await?;
+    if made {
+        tracing::info!("Security Officer made the audit signing key rootseal-audit");
+    }
+    Ok(made)
+}
+
 /// Makes a new L0 as the Security Officer, with a generation above every root the SO sees.
 pub(crate) async fn new_l0(cfg: &HsmConfig, so_pin: &SecretString) -> Result<RootId, KeyringError> {
     let id = as_so(cfg, so_pin, |ctx| {
@@ -91,8 +108,9 @@ pub(crate) async fn complete_root(hsm: &Hsm, id: RootId) -> Result<(), KeyringEr
     Ok(())
 }
 
-/// Creates the root on the token unless one exists: the L0 by the Security Officer (`so_pin`),
-/// then its MAC key by the User. Idempotent, and a root cut short by a crash between the two
+/// Creates the root on the token unless one exists: the L0 and the audit signing key
+/// (`rootseal-audit`) by the Security Officer (`so_pin`), then its MAC key by the User. A token
+/// whose root predates the audit log gets its audit key. Idempotent, and a root cut short by a crash between the two
 /// keys is completed.
 ///
 /// # Errors
@@ -106,6 +124,8 @@ pub async fn init_root(
         hsm.run(root::list).await?
     };
     if let Some(r) = roots.iter().rev().find(|r| r.complete) {
+        // An installation made before the audit log gets its audit key now.
+        ensure_audit_key(cfg, so_pin).await?;
         return Ok(InitOutcome::Exists(r.id));
     }
     // A trusted L0 whose MAC key is missing: the SO made it, the process died before the User
@@ -119,6 +139,8 @@ pub async fn init_root(
         Some(id) => id,
         None => new_l0(cfg, so_pin).await?,
     };
+    // The audit key is made with the root, by the same Security Officer.
+    ensure_audit_key(cfg, so_pin).await?;
     let hsm = open_user(cfg).await?;
     complete_root(&hsm, id).await?;
     Ok(InitOutcome::Created(id))

@@ -70,6 +70,8 @@ pub async fn rotate_root(
     if !roots.iter().any(|r| r.complete) {
         return Err(KeyringError::NoRoot);
     }
+    // An installation made before the audit log gets its audit key while the SO PIN is here.
+    super::admin::ensure_audit_key(cfg, so_pin).await?;
     let next = roots
         .iter()
         .rev()

@@ -30,6 +30,14 @@ async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
     let store = rootseal_vault_config::open_store(cfg)
         .await
         .map_err(|e| e.to_string())?;
+    keyring_over(cfg, hsm, store).await
+}
+
+async fn keyring_over(
+    cfg: &Config,
+    hsm: Hsm,
+    store: std::sync::Arc<dyn rootseal_hsm::KekStore>,
+) -> Result<Keyring, String> {
     Keyring::open(hsm, store).await.map_err(|e| match e {
         KeyringError::NoRoot => format!(
             "the HSM token has no rootseal root key: run `rootseal init --config {}` first",
@@ -42,7 +50,53 @@ async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
 /// `rootseal serve --config FILE [--allow-weak-root]`.
 pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
     let cfg = load(path)?;
-    let keyring = open_keyring(&cfg).await?;
+    let hsm = open_hsm(&cfg).await?;
+    let has_root = rootseal_hsm::root_status(&hsm)
+        .await
+        .map_err(|e| super::explain(&e))?
+        .roots
+        .iter()
+        .any(|r| r.complete);
+    if !has_root {
+        return Err(format!(
+            "the HSM token has no rootseal root key: run `rootseal init --config {}` first",
+            cfg.source.display()
+        ));
+    }
+    let audit_cfg = cfg.audit.audit_config();
+    let audit_key = if audit_cfg.mode == rootseal_audit::Mode::Off {
+        tracing::warn!("[audit] mode = \"off\": no audit log");
+        true
+    } else {
+        hsm.audit_public_key()
+            .await
+            .map_err(|e| format!("HSM: {e}"))?
+            .is_some()
+    };
+    if !audit_key {
+        if !allow_weak_root {
+            return Err(format!(
+                "audit key missing: the HSM token has no rootseal-audit signing key (it predates \
+                 the audit log), so the audit log's checkpoints cannot be signed. Run `rootseal \
+                 root rotate --config {p}` or `rootseal init --config {p}` as the Security \
+                 Officer to create it (or start with --allow-weak-root to serve with unsigned \
+                 records)",
+                p = cfg.source.display()
+            ));
+        }
+        tracing::warn!(
+            "audit key missing: serving with unsigned audit records (--allow-weak-root)"
+        );
+    }
+    let (log, _, seen) = crate::audit::open(&audit_cfg, &hsm, "server").await?;
+    let store = rootseal_vault_config::open_store(&cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    let store: std::sync::Arc<dyn rootseal_hsm::KekStore> = std::sync::Arc::new(
+        crate::audit::store::AuditedStore::new(store, log.clone(), seen),
+    );
+    let keyring = keyring_over(&cfg, hsm, store).await?;
+    crate::audit::record_custody(&log, &keyring).await;
     let custody = keyring.custody();
     if custody.verdict() == Custody::Weak {
         for f in custody.failures() {
@@ -79,6 +133,7 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
             allow_upsert: cfg.transit.allow_upsert,
             max_body_bytes: cfg.listener.max_request_bytes,
         },
+        Some(log.clone()),
     )
     .map_err(|e| e.to_string())?;
     let tls = cfg.listener.tls.as_ref().map(|t| crate::server::TlsFiles {
@@ -92,7 +147,7 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
         mount = %cfg.transit.mount,
         "rootseal serving"
     );
-    crate::server::serve(
+    let served = crate::server::serve(
         crate::server::ListenerConfig {
             addr: cfg.listener.address,
             tls,
@@ -107,7 +162,36 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
         super::dev::shutdown_signal(),
     )
     .await
-    .map_err(|e| format!("server error: {e}"))
+    .map_err(|e| format!("server error: {e}"));
+    crate::audit::close(&log, "server").await;
+    served
+}
+
+/// Records an admin command's event in the audit log of `cfg`, when no server holds it (one
+/// writer per log); otherwise says so on stderr (the operation is in the tracing log, and the
+/// server records what it finds at its next start).
+async fn audit_cli_event(cfg: &Config, ev: rootseal_audit::Event) {
+    let audit_cfg = cfg.audit.audit_config();
+    if audit_cfg.mode == rootseal_audit::Mode::Off {
+        return;
+    }
+    let kind = ev.kind().to_owned();
+    let hsm = match open_hsm(cfg).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("note: {kind} is not in the audit log: {e}");
+            return;
+        }
+    };
+    match crate::audit::open(&audit_cfg, &hsm, "cli").await {
+        Ok((log, _, _)) => {
+            if let Err(e) = log.record(ev).await {
+                eprintln!("note: {kind} is not in the audit log: {e}");
+            }
+            crate::audit::close(&log, "cli").await;
+        }
+        Err(e) => eprintln!("note: {kind} is not in the audit log: {e}"),
+    }
 }
 
 /// `rootseal init --config FILE [--so-pin-file FILE] [--operators FILE]`.
@@ -126,18 +210,32 @@ pub async fn init(path: &Path, so: &super::SoPinArg, operators: Option<&Path>) -
         return Err("--operators needs governance on (remove governance = \"off\")".into());
     }
     // The SO PIN is needed only to make a root: a run on a token that has one reports it.
-    let existing = {
+    let (existing, audit_key) = {
         let hsm = open_hsm(&cfg).await?;
-        rootseal_hsm::root_status(&hsm)
+        let root = rootseal_hsm::root_status(&hsm)
             .await
             .map_err(|e| super::explain(&e))?
             .roots
             .into_iter()
             .rev()
-            .find(|r| r.complete)
+            .find(|r| r.complete);
+        let key = hsm
+            .audit_public_key()
+            .await
+            .map_err(|e| format!("HSM: {e}"))?
+            .is_some();
+        (root, key)
     };
     let outcome = match existing {
-        Some(r) => InitOutcome::Exists(r.id),
+        Some(r) if audit_key => InitOutcome::Exists(r.id),
+        Some(_) => {
+            // A root made before the audit log: the SO makes its audit key now.
+            let o = rootseal_hsm::init_root(&cfg.hsm_config(), &super::so_pin(so)?)
+                .await
+                .map_err(|e| super::explain(&e))?;
+            println!("Created the audit signing key rootseal-audit (Ed25519, made by the Security Officer)");
+            o
+        }
         None => rootseal_hsm::init_root(&cfg.hsm_config(), &super::so_pin(so)?)
             .await
             .map_err(|e| super::explain(&e))?,
@@ -158,6 +256,19 @@ pub async fn init(path: &Path, so: &super::SoPinArg, operators: Option<&Path>) -
         .await
         .map_err(|e| super::explain(&e))?;
     print_custody(&st.custody);
+    drop(hsm);
+    let (what, id) = match &outcome {
+        InitOutcome::Created(id) => ("created", id.to_string()),
+        InitOutcome::Exists(id) => ("exists", id.to_string()),
+    };
+    audit_cli_event(
+        &cfg,
+        rootseal_audit::Event::new("root.init")
+            .with("outcome", what)
+            .with("root", id)
+            .with("custody", st.custody.verdict().as_str()),
+    )
+    .await;
     Ok(())
 }
 
@@ -223,6 +334,17 @@ pub async fn root_rotate(path: &Path, so: &super::SoPinArg, grace_secs: u64) -> 
             super::explain(&e)
         )
     })?;
+    audit_cli_event(
+        &cfg,
+        rootseal_audit::Event::new("root.rotate")
+            .with("new_root", r.new_root.clone())
+            .with("old_roots", r.old_roots.clone())
+            .with("resealed", r.resealed)
+            .with("already_done", r.already_done)
+            .with("stores", r.stores.clone())
+            .with("old_roots_destroyed", r.destroyed),
+    )
+    .await;
     let old = if r.old_roots.is_empty() {
         "(none left)".to_owned()
     } else {

@@ -39,6 +39,10 @@ pub struct DevArgs {
     /// Transit mount path served under /v1/.
     #[arg(long, default_value = "transit")]
     mount: String,
+    /// The audit log's mode (`DIR/audit.log`): `block` (a response waits for its record's
+    /// fsync), `best-effort`, or `off`.
+    #[arg(long, default_value = "block", value_parser = ["block", "best-effort", "off"])]
+    audit_mode: String,
 }
 
 /// What `prepare` set up before the runtime started.
@@ -53,6 +57,7 @@ pub struct Prepared {
     so_pin: SecretString,
     token: SecretString,
     mount: String,
+    audit_mode: rootseal_audit::Mode,
 }
 
 fn random_hex(n: usize) -> Result<String, String> {
@@ -147,6 +152,8 @@ pub fn prepare(args: &DevArgs) -> Result<Prepared, String> {
         so_pin,
         token,
         mount: args.mount.trim_matches('/').to_owned(),
+        audit_mode: rootseal_audit::Mode::parse(&args.audit_mode)
+            .ok_or("--audit-mode must be block, best-effort or off")?,
     })
 }
 
@@ -178,17 +185,37 @@ pub async fn run(p: Prepared) -> CliResult {
         rootseal_hsm::rotate_root(&cfg, &p.so_pin, store.clone(), std::time::Duration::ZERO)
             .await
             .map_err(|e| format!("cannot harden the dev root: {}", super::explain(&e)))?;
-        keyring = open_dev_keyring(&cfg, store).await?;
+        keyring = open_dev_keyring(&cfg, store.clone()).await?;
     }
-    let router = crate::routes::app(
+    // The audit log, then the keyring over an audited store (every record write on the log).
+    drop(keyring);
+    let hsm = open_dev_hsm(&cfg).await?;
+    let audit_cfg =
+        rootseal_audit::AuditConfig::new(crate::audit::dev_log_path(&p.data_dir), p.audit_mode);
+    let (log, _, seen) = crate::audit::open(&audit_cfg, &hsm, "server").await?;
+    let store: Arc<dyn rootseal_hsm::KekStore> = Arc::new(crate::audit::store::AuditedStore::new(
+        store,
+        log.clone(),
+        seen,
+    ));
+    let keyring = Keyring::open(hsm, store)
+        .await
+        .map_err(|e| super::explain(&e))?;
+    crate::audit::record_custody(&log, &keyring).await;
+    let router = crate::routes::try_app_with(
         keyring,
-        p.token.clone(),
+        &crate::routes::auth::AuthConfig {
+            root_token: Some(p.token.clone()),
+            governance: false,
+        },
         crate::routes::ApiConfig {
             mount: p.mount.clone(),
             allow_upsert: true,
             max_body_bytes: 32 * 1024 * 1024,
         },
-    );
+        Some(log.clone()),
+    )
+    .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(p.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", p.listen))?;
@@ -211,7 +238,8 @@ pub async fn run(p: Prepared) -> CliResult {
          \x20 Root token:     {token}\n\
          \x20 HSM token:      SoftHSM2 label {label:?}, User PIN {pin}\n\
          \x20 SOFTHSM2_CONF:  {conf}\n\
-         \x20 Data dir:       {data}{temp}\n\n\
+         \x20 Data dir:       {data}{temp}\n\
+         \x20 Audit log:      {audit} (mode {audit_mode})\n\n\
          Try:\n\
          \x20 export BAO_ADDR={url} BAO_TOKEN={token}\n\
          \x20 bao write {mount}/encrypt/demo plaintext=$(printf hello | base64)\n\n\
@@ -227,12 +255,15 @@ pub async fn run(p: Prepared) -> CliResult {
             ""
         },
         mount = p.mount,
+        audit = audit_cfg.path.display(),
+        audit_mode = p.audit_mode.as_str(),
     );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     crate::server::serve_listener(listener, None, router, shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
+    crate::audit::close(&log, "server").await;
     tracing::info!("rootseal dev stopped");
     Ok(())
 }
@@ -258,6 +289,36 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// The [`HsmConfig`] of the dev token in `data_dir` (its PIN from `DIR/dev-hsm-pin`), for
+/// admin commands run beside a `rootseal dev` (`SOFTHSM2_CONF` must point at
+/// `DIR/softhsm/softhsm2.conf`).
+///
+/// # Errors
+/// A message when the directory is not a dev data directory.
+pub fn hsm_config_for(data_dir: &Path) -> Result<HsmConfig, String> {
+    let pin = std::fs::read_to_string(data_dir.join("dev-hsm-pin")).map_err(|e| {
+        format!(
+            "{} is not a `rootseal dev` data directory ({e})",
+            data_dir.display()
+        )
+    })?;
+    let module = default_softhsm_module()
+        .ok_or("libsofthsm2.so not found: install the Debian package softhsm2")?;
+    Ok(HsmConfig::new(
+        module,
+        TokenSelector::Label(DEV_TOKEN_LABEL.into()),
+        SecretString::from(pin.trim().to_owned()),
+    ))
+}
+
+async fn open_dev_hsm(cfg: &HsmConfig) -> Result<Hsm, String> {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || Hsm::open(cfg))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open the dev HSM token: {e}"))
 }
 
 async fn open_dev_keyring(

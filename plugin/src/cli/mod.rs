@@ -1,4 +1,5 @@
-//! The command line: `rootseal dev`, `serve`, `init`, `root`, `key`, `vault`, `openbao`, `bulk`.
+//! The command line: `rootseal dev`, `serve`, `init`, `root`, `key`, `vault`, `openbao`, `bulk`,
+//! `audit`.
 //!
 //! `main` parses arguments, does what must happen while the process has one thread (SoftHSM2's
 //! `SOFTHSM2_CONF` for `dev`), then starts the tokio runtime. Secrets never come from argv except
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod admin;
+mod audit;
 mod bulk;
 mod dev;
 mod governance;
@@ -55,6 +57,9 @@ enum Command {
     /// Scoped API tokens (the User and CO roles over HTTP).
     #[command(subcommand)]
     Token(governance::TokenCmd),
+    /// The tamper-evident audit log: verify (offline), public-key, prove, cosign.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
 }
 
 /// `--config FILE`.
@@ -218,8 +223,22 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         },
+        Command::Audit(audit::AuditCmd::PublicKey(a)) => {
+            if let Some(d) = &a.data_dir {
+                // The dev token's SoftHSM2 directory, before the module loads (one thread).
+                std::env::set_var("SOFTHSM2_CONF", d.join("softhsm").join("softhsm2.conf"));
+            }
+            None
+        }
         _ => None,
     };
+    // Offline commands: no runtime, their own exit codes.
+    match &cli.command {
+        Command::Audit(audit::AuditCmd::Verify(a)) => return audit::verify(a),
+        Command::Audit(audit::AuditCmd::Prove(a)) => return finish(audit::prove(a)),
+        Command::Audit(audit::AuditCmd::Cosign(a)) => return finish(audit::cosign(a)),
+        _ => {}
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -288,8 +307,14 @@ pub fn main() -> ExitCode {
             Command::Token(governance::TokenCmd::Revoke { who, config }) => {
                 governance::token_revoke(&config.config, &who).await
             }
+            Command::Audit(audit::AuditCmd::PublicKey(a)) => audit::public_key(&a).await,
+            Command::Audit(_) => Ok(()),
         }
     });
+    finish(result)
+}
+
+fn finish(result: CliResult) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

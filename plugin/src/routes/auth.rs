@@ -198,7 +198,9 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     if auth.is_root(presented) {
         let mut req = req;
         req.extensions_mut().insert(Caller::Root);
-        return next.run(req).await;
+        let mut resp = next.run(req).await;
+        resp.extensions_mut().insert(Caller::Root);
+        return resp;
     }
     if !auth.governance {
         tracing::warn!(len = presented.len(), "wrong token");
@@ -245,8 +247,12 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         return ApiError::PermissionDenied.into_response();
     }
     let mut req = Request::from_parts(parts, body);
-    req.extensions_mut().insert(Caller::Scoped(Arc::new(grant)));
-    next.run(req).await
+    let caller = Caller::Scoped(Arc::new(grant));
+    req.extensions_mut().insert(caller.clone());
+    // On the response too, for the audit layer outside this one (it records the token's name).
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(caller);
+    resp
 }
 
 /// `GET|POST /v1/auth/token/lookup-self`: the caller's token in Vault's shape, with its grant

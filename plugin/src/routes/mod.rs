@@ -21,6 +21,7 @@
 //! | `POST` | `/v1/{mount}/bulk-seal/{name}`, `/bulk-unseal/{name}` | bulk seal (`routes/bulk.rs`) | token |
 //! | `PUT`/`POST` | `/v1/auth/token/renew-self` | Vault's answer for a non-renewable token | token |
 //! | `GET`/`POST` | `/v1/auth/token/lookup-self` | the caller's token and grant, Vault's shape | token |
+//! | `GET` | `/v1/rootseal/audit/checkpoint` | the latest signed audit checkpoint (`routes/audit.rs`) | token |
 //! | `GET` | `/v1/sys/health` | 200 when the HSM answers, 503 otherwise | none |
 //! | `GET` | `/metrics` | Prometheus text | none |
 //!
@@ -47,6 +48,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 use tracing::Instrument;
 
+pub mod audit;
 pub mod auth;
 pub(crate) mod bulk;
 pub mod ciphertext;
@@ -140,6 +142,8 @@ struct StateInner {
     cfg: ApiConfig,
     metrics: metrics::HttpMetrics,
     health: sys::HealthCache,
+    /// The audit log every request is recorded in (`None`: not recorded).
+    audit: Option<rootseal_audit::AuditLog>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -169,11 +173,18 @@ impl AppState {
                 governance: false,
             },
             cfg,
+            None,
         )
     }
 
-    /// A state over `keyring` authenticating as `auth` says (root token, scoped tokens).
-    pub fn with_auth(keyring: Keyring, auth: &auth::AuthConfig, cfg: ApiConfig) -> Self {
+    /// A state over `keyring` authenticating as `auth` says (root token, scoped tokens),
+    /// recording every request in `audit` (`None`: not recorded).
+    pub fn with_auth(
+        keyring: Keyring,
+        auth: &auth::AuthConfig,
+        cfg: ApiConfig,
+        audit: Option<rootseal_audit::AuditLog>,
+    ) -> Self {
         Self {
             inner: Arc::new(StateInner {
                 keyring,
@@ -181,6 +192,7 @@ impl AppState {
                 cfg,
                 metrics: metrics::HttpMetrics::default(),
                 health: sys::HealthCache::new(),
+                audit,
             }),
         }
     }
@@ -193,6 +205,11 @@ impl AppState {
     /// The API configuration.
     pub fn config(&self) -> &ApiConfig {
         &self.inner.cfg
+    }
+
+    /// The audit log, when requests are recorded.
+    pub fn audit(&self) -> Option<&rootseal_audit::AuditLog> {
+        self.inner.audit.as_ref()
     }
 
     /// The HTTP counters.
@@ -487,10 +504,12 @@ pub fn try_app(
             governance: false,
         },
         cfg,
+        None,
     )
 }
 
-/// The whole API, authenticating as `auth` says.
+/// The whole API, authenticating as `auth` says and recording every request in `audit`
+/// (`routes/audit.rs`; `None`: not recorded).
 ///
 /// # Errors
 /// [`ApiConfigError`] when `cfg` is invalid.
@@ -498,11 +517,12 @@ pub fn try_app_with(
     keyring: Keyring,
     auth: &auth::AuthConfig,
     mut cfg: ApiConfig,
+    audit: Option<rootseal_audit::AuditLog>,
 ) -> Result<Router, ApiConfigError> {
     let mount = cfg.validate()?;
     cfg.mount.clone_from(&mount);
     let max_body_bytes = cfg.max_body_bytes;
-    let state = AppState::with_auth(keyring, auth, cfg);
+    let state = AppState::with_auth(keyring, auth, cfg, audit);
     let authed = Router::new()
         .nest(
             &format!("/v1/{mount}"),
@@ -516,6 +536,7 @@ pub fn try_app_with(
             "/v1/auth/token/lookup-self",
             get(auth::lookup_self).post(auth::lookup_self),
         )
+        .route("/v1/rootseal/audit/checkpoint", get(audit::checkpoint))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let open = Router::new()
         .route("/v1/sys/health", get(sys::health))
@@ -524,6 +545,10 @@ pub fn try_app_with(
         .merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            audit::record_requests,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state))
 }

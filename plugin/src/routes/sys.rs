@@ -126,6 +126,10 @@ struct Health {
     governance: &'static str,
     /// Whether the root token is accepted (`on`/`off`). rootseal's own.
     root_token: &'static str,
+    /// The audit log: `block`, `best-effort` (development: requests never wait for it), `off`,
+    /// `unsigned` (the audit key is missing: no checkpoints), or `failing` (block mode, the log
+    /// cannot be written: requests get 503). rootseal's own field.
+    audit: &'static str,
 }
 
 /// `GET /v1/sys/health`: 200 when the HSM answers and holds a complete root, 503
@@ -150,6 +154,12 @@ pub async fn health(State(st): State<AppState>) -> Response {
         custody: custody.map_or("unknown", |c| c.as_str()),
         governance: if st.governance() { "on" } else { "off" },
         root_token: if st.root_token_enabled() { "on" } else { "off" },
+        audit: match st.audit().map(rootseal_audit::AuditLog::status) {
+            None => "off",
+            Some(a) if a.failing.is_some() => "failing",
+            Some(a) if a.mode != rootseal_audit::Mode::Off && !a.signed => "unsigned",
+            Some(a) => a.mode.as_str(),
+        },
     };
     let status = if hsm_ok {
         StatusCode::OK

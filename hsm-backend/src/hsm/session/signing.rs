@@ -1,5 +1,6 @@
 //! Signatures and MACs inside the HSM (`C_Sign`, `C_Verify`): HMAC-SHA256 for blobs and
-//! records, EdDSA for operator keys, and any mechanism for transit `sign`, `verify` and `hmac`.
+//! records, Ed25519 for operator and audit keys, and any mechanism for transit `sign`, `verify`
+//! and `hmac`.
 
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::Mechanism;
