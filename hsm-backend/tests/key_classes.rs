@@ -437,7 +437,10 @@ async fn new_key_types_survive_a_reopen() {
     }
     let sig = sign1(&f, "ed25519", b"m", SignParams::default()).await;
     // A fresh keyring over the same store reads the version 2 records back (MAC checked).
-    let (_hsm, k2) = f.token.keyring(&f.dir.path().join("keys")).await;
+    let store = rootseal_hsm::FileStore::open(f.dir.path().join("keys")).unwrap();
+    let k2 = rootseal_hsm::Keyring::open(f.hsm.clone(), std::sync::Arc::new(store))
+        .await
+        .unwrap();
     for t in [KeyType::Hmac, KeyType::Ed25519, KeyType::Aes128Gcm96] {
         assert_eq!(k2.key_info(t.name()).await.unwrap().key_type, t);
     }

@@ -1155,7 +1155,8 @@ fn foreign_and_newer_kv_entries_are_named_errors() {
     assert!(ok, "{err}");
     // A record of a newer format version.
     let (mut rec, kv_version) = kv_record(&kv, "nv");
-    rec["format_version"] = json!(2);
+    // (3: version 2 is this release's format for the newer key types.)
+    rec["format_version"] = json!(3);
     kv_put_record(&kv, "nv", &serde_json::to_vec(&rec).unwrap());
     let kv_version = kv_version + 1;
 
@@ -1170,12 +1171,12 @@ fn foreign_and_newer_kv_entries_are_named_errors() {
         let (ok, code, _, err) = rs.run(args);
         assert!(!ok && code == Some(1), "{args:?}: {err}");
         assert!(err.contains("nv"), "{args:?} must name the key: {err}");
-        assert!(err.contains("format version 2"), "{args:?}: {err}");
+        assert!(err.contains("format version 3"), "{args:?}: {err}");
     }
     // Nothing written: both entries unchanged in KV.
     let (rec_now, v_now) = kv_record(&kv, "nv");
     assert_eq!(v_now, kv_version, "the newer record was overwritten");
-    assert_eq!(rec_now["format_version"], 2);
+    assert_eq!(rec_now["format_version"], 3);
     let x = kv_entry(&kv, "x").unwrap();
     assert_eq!(x["data"], json!({"password": "hunter2"}));
     assert_eq!(x["metadata"]["version"], 1);

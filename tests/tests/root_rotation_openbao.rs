@@ -73,7 +73,7 @@ fn root_rotation_with_a_vault_backend_keeps_both_kms_plugins_unsealing() {
     std::fs::write(
         &config,
         format!(
-            "[listener]\naddress = \"127.0.0.1:0\"\n\
+            "governance = \"off\"\n[listener]\naddress = \"127.0.0.1:0\"\n\
              [hsm]\nmodule = \"{module}\"\ntoken_label = \"{label}\"\npin_file = \"{pin}\"\n\
              [auth]\nroot_token_file = \"{tok}\"\n\
              [storage]\nbackend = \"vault\"\naddress = \"{kv}\"\ntoken_file = \"{vt}\"\n\

@@ -701,7 +701,10 @@ fn same_4xx_as_http(b: &Bao, root: &str, tmp: &Path) {
         ("encrypt/app", r#"{"plaintext":"not base64!"}"#),
         ("encrypt/app", r#"{"plaintext":5}"#),
         ("encrypt/app", r#"{"plaintext":"aGk=","key_version":99}"#),
-        ("encrypt/app", r#"{"plaintext":"aGk=","type":"rsa-2048"}"#),
+        (
+            "encrypt/app",
+            r#"{"plaintext":"aGk=","type":"chacha20-poly1305"}"#,
+        ),
         ("decrypt/app", r#"{"ciphertext":"vault:v1:AAAA"}"#),
         ("decrypt/app", r#"{"ciphertext":"garbage"}"#),
         ("decrypt/missing", r#"{"ciphertext":"vault:v1:AAAA"}"#),

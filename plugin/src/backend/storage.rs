@@ -262,6 +262,14 @@ fn encode_entry(data: &[u8], version: u64) -> Result<Vec<u8>, StoreError> {
 }
 
 impl KekStore for PluginKekStore {
+    /// `openbao-plugin:<backend uuid>`: registered on the token like every store, so that
+    /// `rootseal root rotate`, which cannot reach a mount's storage from outside OpenBao, counts
+    /// it as unreachable and keeps the old root instead of destroying the root these records
+    /// are sealed under.
+    fn locator(&self) -> Option<String> {
+        Some(format!("openbao-plugin:{}", self.backend))
+    }
+
     fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<StoredRecord>, StoreError>> {
         Box::pin(self.read(name))
     }

@@ -16,10 +16,7 @@ use super::router;
 
 fn app(keyring: Keyring) -> Router {
     Router::new()
-        .nest(
-            "/v1/{mount}",
-            router::<Keyring, Keyring>(crate::routes::DEFAULT_MAX_BODY_BYTES),
-        )
+        .nest("/v1/{mount}", router::<Keyring, Keyring>(128 << 20))
         .with_state(keyring)
 }
 
