@@ -421,6 +421,41 @@ fn secrets_plugin_end_to_end() {
     });
     assert!(reloaded.is_some(), "{}", tail(&b_.server.log()));
 
+    // Issue 17: OpenBao killed with SIGKILL while the mount's plugin runs: no plugin process is
+    // left 3 s later, and a fresh OpenBao on the same data serves the keys through a new one.
+    for round in 0..2 {
+        let before = plugin_pids(&plugins);
+        assert!(!before.is_empty(), "round {round}: no plugin running");
+        if let Some(p) = b_.server.proc.as_mut() {
+            p.signal("KILL", Duration::from_secs(5));
+        }
+        b_.server.proc = None;
+        assert!(
+            wait_for(Duration::from_secs(3), || plugin_pids(&plugins)
+                .is_empty()
+                .then_some(()))
+            .is_some(),
+            "round {round}: plugin processes outlived a SIGKILLed OpenBao: {:?}",
+            plugin_pids(&plugins)
+        );
+        b_.start();
+        b_.unseal();
+        let again = wait_for(Duration::from_secs(30), || {
+            let (ok, out, _) = bao(
+                &b_.server.addr,
+                Some(&root),
+                &[
+                    "write",
+                    "-format=json",
+                    "hsm/decrypt/keep",
+                    &format!("ciphertext={ct}"),
+                ],
+            );
+            ok.then_some(out)
+        });
+        assert!(again.is_some(), "round {round}: {}", tail(&b_.server.log()));
+    }
+
     b_.server.stop();
     assert!(
         wait_for(Duration::from_secs(10), || plugin_pids(&plugins)

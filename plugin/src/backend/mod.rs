@@ -61,62 +61,11 @@ pub fn started_as_backend_plugin() -> bool {
 /// them); stdout carries only the handshake line. Returns 1, after a message for a human, when
 /// not started by OpenBao.
 pub fn secrets_plugin_main() -> ExitCode {
-    use crate::goplugin::lifetime::FORCED_EXIT_STATUS;
-    use crate::goplugin::{Lifetime, StopReason};
-    use rootseal_hsm::HsmRelease;
-    let lifetime = match Lifetime::start() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("rootseal openbao secrets-plugin: cannot watch the plugin host: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(crate::goplugin::lifetime::LogWriter)
-        .log_internal_errors(false)
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROOTSEAL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
-    let env = match crate::goplugin::PluginEnv::from_env(&HANDSHAKE, |k| std::env::var(k).ok()) {
-        Ok(env) => env,
-        Err(e) => {
-            eprintln!("rootseal openbao secrets-plugin: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rootseal openbao secrets-plugin: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let code = rt.block_on(run_secrets_plugin(env, &lifetime));
-    if lifetime.reason().is_none() {
-        lifetime.stop(StopReason::Failed);
-    }
-    let code = u8::from(code != ExitCode::SUCCESS);
-    // As the KMS plugin: sessions closed and the module finalised, or an exit without
-    // destructors when an HSM call is stuck. The runtime is never dropped.
-    match rootseal_hsm::Hsm::shutdown_all(lifetime.release_deadline()) {
-        HsmRelease::Clean => {
-            tracing::info!(reason = ?lifetime.reason(), "secrets plugin exiting: HSM sessions closed, module finalised");
-            lifetime.exit(code.into(), true)
-        }
-        other => {
-            tracing::error!(
-                ?other,
-                "HSM release did not finish; exiting without finalising the module"
-            );
-            lifetime.exit(FORCED_EXIT_STATUS, false)
-        }
-    }
+    crate::goplugin::lifetime::plugin_main(
+        "secrets-plugin",
+        &HANDSHAKE,
+        |env, lifetime| async move { run_secrets_plugin(env, &lifetime).await == ExitCode::SUCCESS },
+    )
 }
 
 /// Serves the secrets plugin until `lifetime` says stop.

@@ -364,3 +364,80 @@ fn watch(lt: Lifetime, signals: Signals, parent: u32) {
         }
     }
 }
+
+/// The `main` of a plugin process (`what`: the command, for messages): starts the [`Lifetime`]
+/// watcher before any other thread exists, installs logging that never fails on a closed
+/// stderr, reads the go-plugin environment for `handshake`, runs `serve` on a new runtime, and
+/// exits: after a clean release of the HSM (sessions closed, module finalised) with 0 when
+/// `serve` answered true, else 1; without destructors when an HSM call is stuck
+/// ([`FORCED_EXIT_STATUS`]). The runtime is never dropped (that would wait for its blocking
+/// threads). Every rootseal plugin (KMS, secrets engine) gets its process lifetime from here.
+pub fn plugin_main<F, Fut>(
+    what: &str,
+    handshake: &super::HandshakeConfig,
+    serve: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(super::PluginEnv, Lifetime) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    use rootseal_hsm::HsmRelease;
+    let lifetime = match Lifetime::start() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("rootseal openbao {what}: cannot watch the plugin host: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(LogWriter)
+        .log_internal_errors(false)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ROOTSEAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let env = match super::PluginEnv::from_env(handshake, |k| std::env::var(k).ok()) {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("rootseal openbao {what}: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rootseal openbao {what}: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let served = rt.block_on(serve(env, lifetime.clone()));
+    if lifetime.reason().is_none() {
+        // Serving failed by itself (the handshake could not be written, ...): wind down the same
+        // way, under the same deadline.
+        lifetime.stop(StopReason::Failed);
+    }
+    let code = if served { 0 } else { 1 };
+    match rootseal_hsm::Hsm::shutdown_all(lifetime.release_deadline()) {
+        HsmRelease::Clean => {
+            tracing::info!(plugin = what, reason = ?lifetime.reason(), "plugin exiting: HSM sessions closed, module finalised");
+            lifetime.exit(code, true)
+        }
+        HsmRelease::Stuck { threads } => {
+            tracing::error!(plugin = what, threads, "HSM call still running at the exit deadline; exiting without finalising the module");
+            lifetime.exit(FORCED_EXIT_STATUS, false)
+        }
+        other => {
+            tracing::error!(
+                plugin = what,
+                ?other,
+                "HSM release did not finish; exiting without finalising the module"
+            );
+            lifetime.exit(FORCED_EXIT_STATUS, false)
+        }
+    }
+}

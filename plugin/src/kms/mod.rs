@@ -18,9 +18,7 @@ pub mod service;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use rootseal_hsm::HsmRelease;
-
-use crate::goplugin::{Lifetime, StopReason};
+use crate::goplugin::Lifetime;
 
 pub use deploy::kms_config_command;
 
@@ -65,65 +63,9 @@ pub fn kms_plugin_main() -> ExitCode {
 
 /// [`kms_plugin_main`] with another [`backend::Opener`].
 pub fn kms_plugin_main_with(opener: Arc<dyn backend::Opener>) -> ExitCode {
-    let lifetime = match Lifetime::start() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("rootseal openbao kms-plugin: cannot watch the plugin host: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(crate::goplugin::lifetime::LogWriter)
-        .log_internal_errors(false)
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROOTSEAL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
-    let env = match crate::goplugin::PluginEnv::from_env(&HANDSHAKE, |k| std::env::var(k).ok()) {
-        Ok(env) => env,
-        Err(e) => {
-            eprintln!("rootseal openbao kms-plugin: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rootseal openbao kms-plugin: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let served = rt.block_on(serve_kms(env, opener, &lifetime));
-    if lifetime.reason().is_none() {
-        // Serving failed by itself (the handshake could not be written, ...): wind down the same
-        // way, under the same deadline.
-        lifetime.stop(StopReason::Failed);
-    }
-    let code = if served { 0 } else { 1 };
-    // Sessions closed and the module finalised, or, if an HSM call is stuck, an exit that runs
-    // no destructor. The runtime is never dropped: that would wait for its blocking threads.
-    match rootseal_hsm::Hsm::shutdown_all(lifetime.release_deadline()) {
-        HsmRelease::Clean => {
-            tracing::info!(reason = ?lifetime.reason(), "KMS plugin exiting: HSM sessions closed, module finalised");
-            lifetime.exit(code, true)
-        }
-        HsmRelease::Stuck { threads } => {
-            tracing::error!(threads, "HSM call still running at the exit deadline; exiting without finalising the module");
-            lifetime.exit(crate::goplugin::lifetime::FORCED_EXIT_STATUS, false)
-        }
-        other => {
-            tracing::error!(
-                ?other,
-                "HSM release did not finish; exiting without finalising the module"
-            );
-            lifetime.exit(crate::goplugin::lifetime::FORCED_EXIT_STATUS, false)
-        }
-    }
+    crate::goplugin::lifetime::plugin_main("kms-plugin", &HANDSHAKE, |env, lifetime| async move {
+        serve_kms(env, opener, &lifetime).await
+    })
 }
 
 /// Serves the `Wrapper` and `Metadata` services until `lifetime` says stop. Whether it ended

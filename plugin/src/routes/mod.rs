@@ -23,6 +23,8 @@
 //! | `GET`/`POST` | `/v1/auth/token/lookup-self` | the caller's token and grant, Vault's shape | token |
 //! | `GET` | `/v1/rootseal/audit/checkpoint` | the latest signed audit checkpoint (`routes/audit.rs`) | token |
 //! | `GET` | `/v1/sys/health` | 200 when the HSM answers, 503 otherwise | none |
+//! | `GET` | `/v1/sys/seal-status`, `/v1/sys/init`, `/v1/sys/leader` | Vault's shapes (`sealed` when keys cannot be served) | none |
+//! | `GET` | `/v1/sys/mounts` | the transit mount, so `bao secrets list` works | token |
 //! | `GET` | `/metrics` | Prometheus text | none |
 //!
 //! Everything else is 404 `{"errors":[]}`. Bodies are read as bytes and parsed as JSON whatever
@@ -537,9 +539,13 @@ pub fn try_app_with(
             get(auth::lookup_self).post(auth::lookup_self),
         )
         .route("/v1/rootseal/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/sys/mounts", get(sys::mounts))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let open = Router::new()
         .route("/v1/sys/health", get(sys::health))
+        .route("/v1/sys/seal-status", get(sys::seal_status))
+        .route("/v1/sys/init", get(sys::init_status))
+        .route("/v1/sys/leader", get(sys::leader))
         .route("/metrics", get(sys::metrics));
     Ok(authed
         .merge(open)

@@ -247,3 +247,81 @@ pub async fn renew_self(headers: HeaderMap) -> Response {
         Err(_) => error::envelope(StatusCode::INTERNAL_SERVER_ERROR, Some(error::INTERNAL)),
     }
 }
+
+/// `GET /v1/sys/seal-status` (unauthenticated, as Vault's): Vault's shape, so `bao status` and
+/// client libraries work. `sealed` is true whenever rootseal cannot serve keys (the HSM does not
+/// answer, or its token holds no root), from the same cached check as health.
+pub async fn seal_status(State(st): State<AppState>) -> Response {
+    let up = st.health_cache().status(st.keyring()).await.is_some();
+    let body = serde_json::json!({
+        "type": "rootseal-hsm",
+        "initialized": true,
+        "sealed": !up,
+        "t": 1,
+        "n": 1,
+        "progress": 0,
+        "nonce": "",
+        "version": env!("CARGO_PKG_VERSION"),
+        "build_date": "",
+        "migration": false,
+        "cluster_name": "rootseal",
+        "cluster_id": "",
+        "recovery_seal": false,
+        "storage_type": "rootseal",
+    });
+    error::json_bytes(StatusCode::OK, body.to_string().into_bytes())
+}
+
+/// `GET /v1/sys/init` (unauthenticated, as Vault's): `{"initialized": true}`. rootseal has no
+/// init step over HTTP: `rootseal init` (Security Officer) makes the root; a server runs only once
+/// it exists.
+pub async fn init_status() -> Response {
+    error::json_bytes(StatusCode::OK, br#"{"initialized":true}"#.to_vec())
+}
+
+/// `GET /v1/sys/mounts` (token): the transit mount in Vault's shape (each mount both at the top
+/// level and under `data`, as Vault answers), so `bao secrets list` works.
+pub async fn mounts(State(st): State<AppState>) -> Response {
+    let path = format!("{}/", st.config().mount);
+    let mount = serde_json::json!({
+        "type": "transit",
+        "description": "rootseal: keys inside the HSM",
+        "accessor": "transit_rootseal",
+        "uuid": "",
+        "config": {
+            "default_lease_ttl": 0,
+            "max_lease_ttl": 0,
+            "force_no_cache": false,
+        },
+        "options": null,
+        "local": false,
+        "seal_wrap": false,
+        "external_entropy_access": false,
+        "plugin_version": "",
+        "running_plugin_version": concat!("v", env!("CARGO_PKG_VERSION"), "+rootseal"),
+    });
+    let mut data = serde_json::Map::new();
+    data.insert(path, mount);
+    let mut top = data.clone();
+    top.insert("request_id".into(), super::request_id().into());
+    top.insert("data".into(), serde_json::Value::Object(data));
+    error::json_bytes(
+        StatusCode::OK,
+        serde_json::Value::Object(top).to_string().into_bytes(),
+    )
+}
+
+/// `GET /v1/sys/leader` (unauthenticated, as Vault's; `bao status` asks it): a single node, no
+/// high availability.
+pub async fn leader() -> Response {
+    let body = serde_json::json!({
+        "ha_enabled": false,
+        "is_self": true,
+        "active_time": "0001-01-01T00:00:00Z",
+        "leader_address": "",
+        "leader_cluster_address": "",
+        "performance_standby": false,
+        "performance_standby_last_remote_wal": 0,
+    });
+    error::json_bytes(StatusCode::OK, body.to_string().into_bytes())
+}
