@@ -1,9 +1,9 @@
 //! `rootseal openbao secrets-config --plugin-dir DIR`: install the binary into OpenBao's plugin
 //! directory and print the commands that register and mount it, and a policy for an application.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::kms::deploy::{sha256_file, KmsConfigError, PLUGIN_BINARY};
+use crate::kms::deploy::{KmsConfigError, PLUGIN_BINARY};
 
 /// The mount path the printed commands use.
 pub const MOUNT: &str = "hsm";
@@ -29,25 +29,7 @@ pub fn secrets_config_command(plugin_dir: &Path) -> Result<String, KmsConfigErro
 /// # Errors
 /// [`KmsConfigError::Io`].
 pub fn install(exe: &Path, plugin_dir: &Path) -> Result<String, KmsConfigError> {
-    std::fs::create_dir_all(plugin_dir).map_err(io(plugin_dir))?;
-    // OpenBao resolves symlinks in plugin_directory and requires the command to be inside it.
-    let plugin_dir = std::fs::canonicalize(plugin_dir).map_err(io(plugin_dir))?;
-    let dest: PathBuf = plugin_dir.join(PLUGIN_BINARY);
-    let same = std::fs::canonicalize(exe)
-        .ok()
-        .zip(std::fs::canonicalize(&dest).ok())
-        .is_some_and(|(a, b)| a == b);
-    if !same {
-        let tmp = plugin_dir.join(format!(".{PLUGIN_BINARY}.tmp.{}", std::process::id()));
-        std::fs::copy(exe, &tmp).map_err(io(&tmp))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-                .map_err(io(&tmp))?;
-        }
-        std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
-    }
-    let sum = sha256_file(&dest)?;
+    let (plugin_dir, dest, sum) = crate::kms::deploy::install_binary(exe, plugin_dir)?;
     let version = super::service::plugin_version();
     Ok(format!(
         "# rootseal secrets-engine plugin installed as {dest}.\n\
@@ -81,7 +63,8 @@ mod tests {
         let exe = tmp.path().join("bin");
         std::fs::write(&exe, b"binary").unwrap_or_else(|_| unreachable!());
         let out = install(&exe, &tmp.path().join("plugins")).unwrap_or_default();
-        let sum = sha256_file(&tmp.path().join("plugins/rootseal")).unwrap_or_default();
+        let sum = crate::kms::deploy::sha256_file(&tmp.path().join("plugins/rootseal"))
+            .unwrap_or_default();
         assert!(out.contains(&format!(
             "bao plugin register -sha256={sum} -version=v{} secret rootseal\n",
             env!("CARGO_PKG_VERSION")

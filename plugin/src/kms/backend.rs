@@ -62,6 +62,24 @@ pub enum OpenError {
     WeakRoot(String),
 }
 
+impl OpenError {
+    /// Whether trying again later can succeed: the token absent, or the keyring's HSM or store
+    /// unavailable, busy or in a concurrent write. Such a fault never disables the seal; a wrong
+    /// PIN, a bad config or a weak root does (until OpenBao restarts the plugin).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            OpenError::HsmAbsent(_)
+                | OpenError::Keyring(
+                    KeyringError::HsmUnavailable(_)
+                        | KeyringError::StoreUnavailable(_)
+                        | KeyringError::Conflict
+                        | KeyringError::Overloaded
+                )
+        )
+    }
+}
+
 /// Opens the [`SealKeys`] a stanza describes.
 pub trait Opener: Send + Sync + 'static {
     /// Open (HSM login, store, create the KEK if missing).
@@ -266,8 +284,8 @@ impl PendingKeys {
                 *st = Pending::Open(k.clone());
                 Ok(k)
             }
-            Err(OpenError::HsmAbsent(e)) => Err(KeyringError::HsmUnavailable(Cause::new(format!(
-                "HSM token still not available: {e}"
+            Err(e) if e.is_transient() => Err(KeyringError::HsmUnavailable(Cause::new(format!(
+                "HSM token or key store still not available: {e}"
             )))),
             Err(e) => {
                 tracing::error!(error = %e, "seal cannot open its HSM; not retrying (restart once fixed)");

@@ -60,11 +60,19 @@ pub fn kms_config_command(config: &Path, plugin_dir: &Path) -> Result<String, Km
     install(&exe, config, plugin_dir)
 }
 
-/// [`kms_config_command`] with an explicit binary (tests).
-pub fn install(exe: &Path, config: &Path, plugin_dir: &Path) -> Result<String, KmsConfigError> {
-    let config = std::fs::canonicalize(config).map_err(io(config))?;
+/// Copies `exe` into `plugin_dir` as [`PLUGIN_BINARY`] (atomically, mode 0755; nothing to do
+/// when it is already that file) and returns the canonical plugin directory (OpenBao resolves
+/// symlinks in `plugin_directory` and requires the command inside it), the installed path and
+/// its SHA-256 (hex), which OpenBao checks before it runs a plugin. Shared by every plugin's
+/// deploy command.
+///
+/// # Errors
+/// [`KmsConfigError::Io`].
+pub fn install_binary(
+    exe: &Path,
+    plugin_dir: &Path,
+) -> Result<(PathBuf, PathBuf, String), KmsConfigError> {
     std::fs::create_dir_all(plugin_dir).map_err(io(plugin_dir))?;
-    // OpenBao resolves symlinks in plugin_directory and requires the command to be inside it.
     let plugin_dir = std::fs::canonicalize(plugin_dir).map_err(io(plugin_dir))?;
     let dest = plugin_dir.join(PLUGIN_BINARY);
     let same = std::fs::canonicalize(exe)
@@ -82,6 +90,13 @@ pub fn install(exe: &Path, config: &Path, plugin_dir: &Path) -> Result<String, K
         std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
     }
     let sum = sha256_file(&dest)?;
+    Ok((plugin_dir, dest, sum))
+}
+
+/// [`kms_config_command`] with an explicit binary (tests).
+pub fn install(exe: &Path, config: &Path, plugin_dir: &Path) -> Result<String, KmsConfigError> {
+    let config = std::fs::canonicalize(config).map_err(io(config))?;
+    let (plugin_dir, _dest, sum) = install_binary(exe, plugin_dir)?;
     let version = format!("v{}", env!("CARGO_PKG_VERSION"));
     let config = config.to_string_lossy();
     let stanzas = rootseal_vault_config::render_kms_plugin_stanzas(

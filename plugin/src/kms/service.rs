@@ -8,7 +8,7 @@ use rootseal_hsm::Sealed;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use super::backend::{OpenError, Opener, PendingKeys, SealKeys};
+use super::backend::{Opener, PendingKeys, SealKeys};
 use super::config::{SealSettings, PIN_KEYS};
 use super::proto::{metadata, pb, wrapping};
 
@@ -108,8 +108,8 @@ impl pb::wrapper_server::Wrapper for WrapperService {
                         // The token is not there yet (HSM starting, token directory not
                         // mounted): configure anyway and open on use, so OpenBao starts,
                         // stays sealed, and unseals once the token is back.
-                        Err(OpenError::HsmAbsent(e)) => {
-                            tracing::warn!(error = %e, "HSM token not available: the seal will open it on use");
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!(error = %e, "HSM token or key store not available: the seal will open it on use");
                             Arc::new(PendingKeys::new(self.opener.clone(), settings.clone()))
                                 as Arc<dyn SealKeys>
                         }

@@ -459,3 +459,34 @@ async fn absent_token_is_retried_on_use_and_a_wrong_pin_is_not() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
 }
+
+/// A transient keyring fault while opening (store unavailable, HSM busy or unavailable, a
+/// concurrent write) never disables the seal: the next call opens again and works.
+#[tokio::test]
+async fn a_transient_keyring_fault_while_opening_is_retried() {
+    let opener = Arc::new(SoftOpener::default());
+    opener.fail.lock().unwrap().extend([
+        OpenError::Keyring(KeyringError::StoreUnavailable(rootseal_hsm::Cause::new(
+            "disk",
+        ))),
+        OpenError::Keyring(KeyringError::Conflict),
+        OpenError::Keyring(KeyringError::Overloaded),
+        OpenError::Keyring(KeyringError::HsmUnavailable(rootseal_hsm::Cause::new(
+            "gone",
+        ))),
+    ]);
+    let svc = WrapperService::new(opener.clone());
+    let id = configured(&svc, inline(&[])).await;
+    for _ in 0..2 {
+        let e = svc
+            .key_id(Request::new(pb::KeyIdRequest {
+                wrapper_id: id.clone(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+    }
+    let blob = encrypt(&svc, &id, b"root key", b"").await;
+    assert_eq!(decrypt(&svc, &id, blob, b"").await.unwrap(), b"root key");
+    assert_eq!(opener.opens.load(Ordering::SeqCst), 5);
+}
