@@ -189,6 +189,24 @@ fn plugin_pids(plugins: &Path) -> Vec<u32> {
     out
 }
 
+/// Waits (30 s) until `hsm/decrypt/keep` of `ct` answers through the bao CLI (a plugin process
+/// may be starting); its JSON output.
+fn decrypts_within_30s(b: &Bao, root: &str, ct: &str) -> Option<String> {
+    wait_for(Duration::from_secs(30), || {
+        let (ok, out, _) = bao(
+            &b.server.addr,
+            Some(root),
+            &[
+                "write",
+                "-format=json",
+                "hsm/decrypt/keep",
+                &format!("ciphertext={ct}"),
+            ],
+        );
+        ok.then_some(out)
+    })
+}
+
 fn b64(s: &str) -> String {
     B64.encode(s.as_bytes())
 }
@@ -370,19 +388,7 @@ fn secrets_plugin_end_to_end() {
     b_.server.stop();
     b_.start();
     b_.unseal();
-    let survived = wait_for(Duration::from_secs(30), || {
-        let (ok, out, _) = bao(
-            &b_.server.addr,
-            Some(&root),
-            &[
-                "write",
-                "-format=json",
-                "hsm/decrypt/keep",
-                &format!("ciphertext={ct}"),
-            ],
-        );
-        ok.then_some(out)
-    });
+    let survived = decrypts_within_30s(&b_, &root, &ct);
     assert!(
         survived.is_some_and(|o| o.contains(&b64("survivor"))),
         "{}",
@@ -406,19 +412,7 @@ fn secrets_plugin_end_to_end() {
 
     // `bao plugin reload` restarts the mount's plugin; the keys stay.
     b_.ok(&["plugin", "reload", "-plugin=rootseal"]);
-    let reloaded = wait_for(Duration::from_secs(30), || {
-        let (ok, out, _) = bao(
-            &b_.server.addr,
-            Some(&root),
-            &[
-                "write",
-                "-format=json",
-                "hsm/decrypt/keep",
-                &format!("ciphertext={ct}"),
-            ],
-        );
-        ok.then_some(out)
-    });
+    let reloaded = decrypts_within_30s(&b_, &root, &ct);
     assert!(reloaded.is_some(), "{}", tail(&b_.server.log()));
 
     // Issue 17: OpenBao killed with SIGKILL while the mount's plugin runs: no plugin process is
@@ -440,19 +434,7 @@ fn secrets_plugin_end_to_end() {
         );
         b_.start();
         b_.unseal();
-        let again = wait_for(Duration::from_secs(30), || {
-            let (ok, out, _) = bao(
-                &b_.server.addr,
-                Some(&root),
-                &[
-                    "write",
-                    "-format=json",
-                    "hsm/decrypt/keep",
-                    &format!("ciphertext={ct}"),
-                ],
-            );
-            ok.then_some(out)
-        });
+        let again = decrypts_within_30s(&b_, &root, &ct);
         assert!(again.is_some(), "round {round}: {}", tail(&b_.server.log()));
     }
 
