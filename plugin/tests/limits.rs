@@ -54,3 +54,34 @@ async fn json_bulk_and_transit_bodies_obey_max_request_bytes() {
         }
     }
 }
+
+/// A path segment that is not UTF-8 (`%FF`) is a 400 in Vault's envelope on every keyed path,
+/// never axum's plain-text rejection.
+#[tokio::test]
+async fn an_undecodable_key_name_is_a_400_in_the_envelope() {
+    let token = TestToken::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (_hsm, keyring) = token.keyring(&dir.path().join("keys")).await;
+    let router = app(keyring, SecretString::from("t"), ApiConfig::default());
+    for path in [
+        "/v1/transit/encrypt/%FF",
+        "/v1/transit/sign/%FF",
+        "/v1/transit/sign/%FF/sha2-256",
+        "/v1/transit/verify/%FF",
+        "/v1/transit/hmac/%FF/sha2-256",
+    ] {
+        let req = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("x-vault-token", "t")
+            .body(Body::from(r#"{"input":"aGk="}"#))
+            .unwrap();
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("{path}: not JSON: {}", String::from_utf8_lossy(&bytes)));
+        assert!(v["errors"][0].is_string(), "{path}: {v}");
+    }
+}

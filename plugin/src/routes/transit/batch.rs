@@ -251,6 +251,20 @@ pub(crate) fn check_len(n: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The items of `batch_input`, if given: a non-empty list.
+///
+/// # Errors
+/// 400 for an empty `batch_input`.
+pub(crate) fn inputs<T>(
+    b: Option<&crate::routes::de::BatchInput<T>>,
+) -> Result<Option<&[T]>, ApiError> {
+    let v = b.map(|crate::routes::de::BatchInput(v)| v.as_slice());
+    if let Some(v) = v {
+        check_len(v.len())?;
+    }
+    Ok(v)
+}
+
 /// The error for a keyring answer with fewer items than were sent (cannot happen).
 fn no_item() -> KeyringError {
     KeyringError::internal("the keyring answered fewer items than were sent")

@@ -52,11 +52,7 @@ impl DecryptBody<'_> {
     /// # Errors
     /// 400 for an empty `batch_input`.
     pub(super) fn batch(&self) -> Result<Option<&[DecryptIn]>, ApiError> {
-        let v = self.batch_input.as_ref().map(|BatchInput(v)| v.as_slice());
-        if let Some(v) = v {
-            batch::check_len(v.len())?;
-        }
-        Ok(v)
+        batch::inputs(self.batch_input.as_ref())
     }
 
     /// Decodes the single item or every batch item.

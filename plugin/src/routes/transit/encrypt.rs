@@ -115,10 +115,7 @@ pub(crate) async fn encrypt(
         nonce: b.nonce.as_deref(),
         key_version: None,
     };
-    let batch_in = b.batch_input.as_ref().map(|BatchInput(v)| v.as_slice());
-    if let Some(v) = batch_in {
-        batch::check_len(v.len())?;
-    }
+    let batch_in = batch::inputs(b.batch_input.as_ref())?;
     let mut p: Prepared<Sealed, EncryptItem> = match batch_in {
         None => Prepared::new(std::iter::once(single), |it| decode(it, version)),
         Some(v) => Prepared::new(

@@ -3,6 +3,7 @@
 //! `hmac` ([`super::verify`]).
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use rootseal_hsm::{Marshaling, Signature};
@@ -39,18 +40,20 @@ struct HmacOut {
 /// `POST hmac/{name}`.
 pub(crate) async fn hmac(
     st: State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let name = super::key_name(name)?;
     hmac_with(st, name, None, body).await
 }
 
 /// `POST hmac/{name}/{algorithm}`.
 pub(crate) async fn hmac_alg(
     st: State<AppState>,
-    Path((name, alg)): Path<(String, String)>,
+    params: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let (name, alg) = super::name_and(params)?;
     hmac_with(st, name, Some(alg), body).await
 }
 
@@ -64,10 +67,7 @@ async fn hmac_with(
     let b: HmacBody = parse_body(&raw)?;
     let alg = parse_hash(url_alg.as_deref().or(b.algorithm.as_deref()))?;
     let version = requested_version(b.key_version)?;
-    let batch_in = b.batch_input.as_ref().map(|BatchInput(v)| v.as_slice());
-    if let Some(v) = batch_in {
-        batch::check_len(v.len())?;
-    }
+    let batch_in = batch::inputs(b.batch_input.as_ref())?;
     let mut p: Prepared<Signature, Vec<u8>> = match batch_in {
         None => Prepared::new(std::iter::once(b.input.as_deref()), decode_input),
         Some(v) => Prepared::new(v.iter(), |i| decode_input(i.input.as_deref())),

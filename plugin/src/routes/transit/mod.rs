@@ -31,6 +31,15 @@ pub(crate) mod rotate;
 pub(crate) mod sign;
 pub(crate) mod verify;
 
+/// The `{name}` and the one more segment of a path (`sign/{name}/{hash}`, …), or a 400 in the
+/// envelope.
+pub(crate) fn name_and(
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|_| ApiError::bad_request("invalid path"))
+}
+
 /// The `{name}` of a path, or a 400 in the envelope.
 pub(crate) fn key_name(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     p.map(|Path(n)| n)

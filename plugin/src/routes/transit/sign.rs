@@ -4,6 +4,7 @@
 //! here ([`SignOptions`]).
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
@@ -173,18 +174,20 @@ struct SignOut {
 /// `POST sign/{name}`.
 pub(crate) async fn sign(
     st: State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let name = super::key_name(name)?;
     sign_with(st, name, None, body).await
 }
 
 /// `POST sign/{name}/{hash}`.
 pub(crate) async fn sign_hash(
     st: State<AppState>,
-    Path((name, hash)): Path<(String, String)>,
+    params: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let (name, hash) = super::name_and(params)?;
     sign_with(st, name, Some(hash), body).await
 }
 
@@ -198,10 +201,7 @@ async fn sign_with(
     let b: SignBody = parse_body(&raw)?;
     let params = b.opts.params(url_hash.as_deref())?;
     let version = requested_version(b.key_version)?;
-    let batch_in = b.batch_input.as_ref().map(|BatchInput(v)| v.as_slice());
-    if let Some(v) = batch_in {
-        batch::check_len(v.len())?;
-    }
+    let batch_in = batch::inputs(b.batch_input.as_ref())?;
     let mut p: Prepared<Signature, Vec<u8>> = match batch_in {
         None => Prepared::new(std::iter::once(b.input.as_deref()), decode_input),
         Some(v) => Prepared::new(v.iter(), |it| {

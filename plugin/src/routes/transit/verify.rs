@@ -3,6 +3,7 @@
 //! time, by the token). `{"valid": bool}`; single items and `batch_input`.
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use rootseal_hsm::{Marshaling, VerifyItem};
@@ -73,18 +74,20 @@ fn item(
 /// `POST verify/{name}`.
 pub(crate) async fn verify(
     st: State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let name = super::key_name(name)?;
     verify_with(st, name, None, body).await
 }
 
 /// `POST verify/{name}/{hash}`.
 pub(crate) async fn verify_hash(
     st: State<AppState>,
-    Path((name, hash)): Path<(String, String)>,
+    params: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let (name, hash) = super::name_and(params)?;
     verify_with(st, name, Some(hash), body).await
 }
 
@@ -97,16 +100,13 @@ async fn verify_with(
     let raw = st.read_body(body).await?;
     let b: VerifyBody = parse_body(&raw)?;
     let params = b.opts.params(url_hash.as_deref())?;
-    let batch_in = b.batch_input.as_ref().map(|BatchInput(v)| v.as_slice());
+    let batch_in = batch::inputs(b.batch_input.as_ref())?;
     // One kind per request, as Vault: `hmac` anywhere makes it an HMAC check.
     let kind = match batch_in {
         None if b.hmac.is_some() => Kind::Hmac,
         Some(v) if v.iter().any(|i| i.hmac.is_some()) => Kind::Hmac,
         _ => Kind::Signature,
     };
-    if let Some(v) = batch_in {
-        batch::check_len(v.len())?;
-    }
     let m = params.marshaling;
     let mut p: Prepared<bool, VerifyItem> = match batch_in {
         None => Prepared::new(std::iter::once(()), |()| {
