@@ -55,8 +55,8 @@ async fn json_bulk_and_transit_bodies_obey_max_request_bytes() {
     }
 }
 
-/// A path segment that is not UTF-8 (`%FF`) is a 400 in Vault's envelope on every keyed path,
-/// never axum's plain-text rejection.
+/// A path segment that is not UTF-8 (`%FF`) is a 400 in Vault's envelope on every path that takes a
+/// segment, never axum's plain-text rejection.
 #[tokio::test]
 async fn an_undecodable_key_name_is_a_400_in_the_envelope() {
     let token = TestToken::new();
@@ -69,6 +69,15 @@ async fn an_undecodable_key_name_is_a_400_in_the_envelope() {
         "/v1/transit/sign/%FF/sha2-256",
         "/v1/transit/verify/%FF",
         "/v1/transit/hmac/%FF/sha2-256",
+        "/v1/transit/hash/%FF",
+        "/v1/transit/random/%FF",
+        "/v1/transit/random/%FF/32",
+        "/v1/transit/random/seal/%FF",
+        "/v1/transit/decrypt/%FF",
+        "/v1/transit/rewrap/%FF",
+        "/v1/transit/datakey/plaintext/%FF",
+        "/v1/transit/keys/%FF/rotate",
+        "/v1/transit/keys/%FF/config",
     ] {
         let req = Request::builder()
             .method("POST")

@@ -67,6 +67,8 @@ struct Inner {
     hsm: Hsm,
     store: Arc<dyn KekStore>,
     keys: RwLock<HashMap<String, Arc<KeyState>>>,
+    /// Most keys [`Inner::keys`] holds (0: no limit), as transit's `cache-config` sets it.
+    cache_size: std::sync::atomic::AtomicUsize,
     writes: tokio::sync::Mutex<()>,
     /// The last custody check (at open, and at every health check).
     custody: RwLock<CustodyReport>,
@@ -113,6 +115,7 @@ impl Keyring {
                 hsm,
                 store,
                 keys: RwLock::new(HashMap::new()),
+                cache_size: std::sync::atomic::AtomicUsize::new(0),
                 writes: tokio::sync::Mutex::new(()),
                 custody: RwLock::new(custody),
             }),
@@ -200,11 +203,46 @@ impl Keyring {
     }
 
     fn remember(&self, state: Arc<KeyState>) {
+        let limit = self.cache_size();
+        let mut keys = self.inner.keys.write().unwrap_or_else(|e| e.into_inner());
+        if limit > 0 && !keys.contains_key(&state.record.name) {
+            // Full: drop the entries loaded longest ago (a scan, only when the cache is full).
+            while keys.len() >= limit {
+                let Some(oldest) = keys
+                    .iter()
+                    .min_by_key(|(_, k)| k.loaded_at)
+                    .map(|(n, _)| n.clone())
+                else {
+                    break;
+                };
+                keys.remove(&oldest);
+            }
+        }
+        keys.insert(state.record.name.clone(), state);
+    }
+
+    /// Most keys kept loaded and verified in memory (0: no limit, the default); beyond it the key
+    /// loaded longest ago is dropped and read (and its MAC checked in the HSM) again when next used.
+    pub fn cache_size(&self) -> usize {
+        self.inner
+            .cache_size
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets [`Keyring::cache_size`]; a smaller limit takes effect as keys are next loaded.
+    pub fn set_cache_size(&self, n: usize) {
+        self.inner
+            .cache_size
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many keys are loaded in memory now.
+    pub fn cached_keys(&self) -> usize {
         self.inner
             .keys
-            .write()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(state.record.name.clone(), state);
+            .len()
     }
 
     fn forget(&self, name: &str) {

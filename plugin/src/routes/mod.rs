@@ -18,6 +18,8 @@
 //! | `POST`/`PUT` | `/v1/{mount}/hmac/{name}(/{algorithm})` | HMAC in the HSM | token |
 //! | `POST`/`PUT` | `/v1/{mount}/random(/{source})(/{bytes})` | random bytes (HSM RNG) | token |
 //! | `POST`/`PUT` | `/v1/{mount}/hash(/{algorithm})` | digest (software) | token |
+//! | `GET`/`POST` | `/v1/{mount}/config/keys` | `disable_upsert`, stored (`transit/config_keys.rs`) | root |
+//! | `GET`/`POST` | `/v1/{mount}/cache-config` | the key cache's `size`, stored (`transit/cache_config.rs`) | root |
 //! | `POST` | `/v1/{mount}/bulk-seal/{name}`, `/bulk-unseal/{name}` | bulk seal (`routes/bulk.rs`) | token |
 //! | `PUT`/`POST` | `/v1/auth/token/renew-self` | Vault's answer for a non-renewable token | token |
 //! | `GET`/`POST` | `/v1/auth/token/lookup-self` | the caller's token and grant, Vault's shape | token |
@@ -146,6 +148,8 @@ struct StateInner {
     health: sys::HealthCache,
     /// The audit log every request is recorded in (`None`: not recorded).
     audit: Option<rootseal_audit::AuditLog>,
+    /// The mount's stored settings (`config/keys`, `cache-config`), cached.
+    settings: transit::settings::SettingsCache,
 }
 
 impl std::fmt::Debug for AppState {
@@ -195,6 +199,7 @@ impl AppState {
                 metrics: metrics::HttpMetrics::default(),
                 health: sys::HealthCache::new(),
                 audit,
+                settings: transit::settings::SettingsCache::default(),
             }),
         }
     }
@@ -212,6 +217,11 @@ impl AppState {
     /// The audit log, when requests are recorded.
     pub fn audit(&self) -> Option<&rootseal_audit::AuditLog> {
         self.inner.audit.as_ref()
+    }
+
+    /// The mount's stored settings, cached.
+    pub(crate) fn settings(&self) -> &transit::settings::SettingsCache {
+        &self.inner.settings
     }
 
     /// The HTTP counters.
@@ -401,7 +411,8 @@ async fn method_not_allowed() -> Response {
 /// The routes of the transit mount, relative to `/v1/{mount}` (no auth, no state yet).
 fn transit_routes() -> Router<AppState> {
     use transit::{
-        config, datakey, decrypt, encrypt, hash, hmac, keys, random, rewrap, rotate, sign, verify,
+        cache_config, config, config_keys, datakey, decrypt, encrypt, hash, hmac, keys, random,
+        rewrap, rotate, sign, verify,
     };
     Router::new()
         .route(
@@ -467,6 +478,18 @@ fn transit_routes() -> Router<AppState> {
         )
         .route("/hash", post(hash::hash).put(hash::hash))
         .route("/hash/{alg}", post(hash::hash_alg).put(hash::hash_alg))
+        .route(
+            "/config/keys",
+            get(config_keys::read)
+                .post(config_keys::write)
+                .put(config_keys::write),
+        )
+        .route(
+            "/cache-config",
+            get(cache_config::read)
+                .post(cache_config::write)
+                .put(cache_config::write),
+        )
 }
 
 /// Extra routes under the transit mount (relative to `/v1/{mount}`), behind the same token check

@@ -131,7 +131,10 @@ pub(crate) async fn encrypt(
     };
     let items = p.take_items();
     if !items.is_empty() {
-        let upsert = st.config().allow_upsert;
+        let upsert = st
+            .settings()
+            .upsert(st.keyring(), st.config().allow_upsert)
+            .await;
         let results = st.keyring().encrypt(&name, version, items, upsert).await?;
         p.fill(results);
     }

@@ -2,6 +2,7 @@
 //! operation). `algorithm` defaults to `sha2-256`; `format` is `hex` (default) or `base64`.
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -34,9 +35,10 @@ pub(crate) async fn hash(st: State<AppState>, body: Body) -> Result<Response, Ap
 /// `POST hash/{algorithm}`.
 pub(crate) async fn hash_alg(
     st: State<AppState>,
-    Path(alg): Path<String>,
+    alg: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let alg = super::segment(alg)?;
     hash_with(st, Some(alg), body).await
 }
 

@@ -10,6 +10,8 @@
 //! * [`sign`], [`verify`] — `sign/{name}(/{hash})`, `verify/{name}(/{hash})` (signatures and
 //!   HMACs); [`hmac`] — `hmac/{name}(/{algorithm})`.
 //! * [`random`] — `random(/{source})(/{bytes})`; [`hash`] — `hash(/{algorithm})`.
+//! * [`config_keys`] — `config/keys`; [`cache_config`] — `cache-config`; both kept in the one
+//!   record of [`settings`].
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
@@ -17,7 +19,9 @@ use axum::extract::Path;
 use super::ApiError;
 
 pub(crate) mod batch;
+pub(crate) mod cache_config;
 pub(crate) mod config;
+pub(crate) mod config_keys;
 pub(crate) mod datakey;
 pub(crate) mod decrypt;
 pub(crate) mod encrypt;
@@ -28,6 +32,7 @@ pub(crate) mod keys;
 pub(crate) mod random;
 pub(crate) mod rewrap;
 pub(crate) mod rotate;
+pub(crate) mod settings;
 pub(crate) mod sign;
 pub(crate) mod verify;
 
@@ -36,6 +41,13 @@ pub(crate) mod verify;
 pub(crate) fn name_and(
     p: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<(String, String), ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|_| ApiError::bad_request("invalid path"))
+}
+
+/// A single path segment that is not a key name (`hash/{algorithm}`, `random/{a}`), or a 400 in
+/// the envelope.
+pub(crate) fn segment(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     p.map(|Path(v)| v)
         .map_err(|_| ApiError::bad_request("invalid path"))
 }

@@ -4,6 +4,7 @@
 //! does. `bytes` defaults to 32, at most 128 KiB; `format` is `base64` (default) or `hex`.
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use rootseal_hsm::KeyringError;
@@ -53,18 +54,20 @@ pub(crate) async fn random(st: State<AppState>, body: Body) -> Result<Response, 
 /// `POST random/{a}`: a source or a byte count.
 pub(crate) async fn random1(
     st: State<AppState>,
-    Path(a): Path<String>,
+    a: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let a = super::segment(a)?;
     random_with(st, vec![a], body).await
 }
 
 /// `POST random/{source}/{bytes}`.
 pub(crate) async fn random2(
     st: State<AppState>,
-    Path((a, b)): Path<(String, String)>,
+    ab: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let (a, b) = super::name_and(ab)?;
     random_with(st, vec![a, b], body).await
 }
 
