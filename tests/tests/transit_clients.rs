@@ -90,6 +90,34 @@ fn bao_cli_on_each_new_path() {
     assert_eq!(d["data"]["keys"].as_array().unwrap().len(), 3);
     let d = json(&["transit/datakey/plaintext/aes", "key_version=1"]);
     assert_eq!(d["data"]["key_version"], 1);
+    // config/keys and cache-config, written and read back with the CLI.
+    let c = json(&["transit/config/keys", "disable_upsert=true"]);
+    assert_eq!(c["data"]["disable_upsert"], true, "{c}");
+    let (ok, out, err) = bao(
+        &addr,
+        Some(TOKEN),
+        &["read", "-format=json", "transit/config/keys"],
+    );
+    assert!(ok, "{out} {err}");
+    assert!(out.contains("\"disable_upsert\": true"), "{out}");
+    let (ok, out, err) = bao(
+        &addr,
+        Some(TOKEN),
+        &[
+            "write",
+            "transit/encrypt/not-upserted",
+            &format!("plaintext={input}"),
+        ],
+    );
+    assert!(!ok && (out + &err).contains("encryption key not found"));
+    let c = json(&["transit/cache-config", "size=20"]);
+    assert_eq!(c["data"]["size"], 20, "{c}");
+    let (ok, out, err) = bao(
+        &addr,
+        Some(TOKEN),
+        &["write", "transit/cache-config", "size=3"],
+    );
+    assert!(!ok && (out + &err).contains("size must be 0 or a value greater or equal to 10"));
     // A client mistake is a 4xx with Vault's message, which the CLI prints.
     let (ok, out, err) = bao(
         &addr,
