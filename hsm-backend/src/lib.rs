@@ -56,6 +56,7 @@ pub use keyring::governance::{
     is_governance_name, read_bootstrap_record, write_bootstrap_record, GOVERNANCE_FORMAT,
     GOVERNANCE_PREFIX, GOVERNANCE_VERSION,
 };
+pub use keyring::import::ImportHash;
 pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
 pub use keyring::rotation::{rotate_root, RootRotationReport};
 pub use keyring::sign::MAX_RANDOM_BYTES;

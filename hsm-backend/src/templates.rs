@@ -205,6 +205,90 @@ pub(crate) fn l1_hmac_in_use() -> Vec<Attribute> {
     fixed(t)
 }
 
+/// An imported L1 (`C_UnwrapKey` under a BYOK ephemeral key, transit `keys/{name}/import`):
+/// [`l1_common`] of `key_type` (AES or generic secret), not copyable, with no usage of its own; wrapped
+/// under L0 at once, then destroyed, exactly as a new L1 ([`l1_new_aes`], [`l1_hmac_new`]).
+/// (No `CKA_VALUE_LEN`: SoftHSM2 2.6.1 refuses it in an unwrap template; the caller checks the
+/// length from the wrapped size.)
+pub(crate) fn l1_import(key_type: KeyType) -> Vec<Attribute> {
+    let mut t = l1_common(key_type);
+    t.extend([
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Copyable(false),
+    ]);
+    fixed(t)
+}
+
+/// The label of the BYOK wrapping key pair (transit `wrapping_key`).
+pub(crate) const BYOK_LABEL: &str = "rootseal-byok-wrap";
+
+/// The BYOK wrapping key's private half (RSA-4096, `C_GenerateKeyPair`): a private token object,
+/// sensitive, never extractable, copyable or modifiable, **unwrap only** (RSA-OAEP of a client's
+/// ephemeral AES key; never decrypt, so no plaintext ever comes out of it), never sign or derive.
+pub(crate) fn byok_private(id: &[u8; 16]) -> Vec<Attribute> {
+    fixed(vec![
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::RSA),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(BYOK_LABEL.as_bytes().to_vec()),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Unwrap(true),
+        Attribute::Decrypt(false),
+        Attribute::Sign(false),
+        Attribute::SignRecover(false),
+        Attribute::Derive(false),
+        Attribute::Copyable(false),
+    ])
+}
+
+/// The public half of [`byok_private`]: RSA-4096, e = 65537, a token object (the public key is
+/// for anyone), wrap only.
+pub(crate) fn byok_public(id: &[u8; 16]) -> Vec<Attribute> {
+    fixed(vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(KeyType::RSA),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Id(id.to_vec()),
+        Attribute::Label(BYOK_LABEL.as_bytes().to_vec()),
+        Attribute::ModulusBits(4096.into()),
+        Attribute::PublicExponent(vec![1, 0, 1]),
+        Attribute::Wrap(true),
+        Attribute::Encrypt(false),
+        Attribute::Verify(false),
+        Attribute::VerifyRecover(false),
+        Attribute::Derive(false),
+        Attribute::Copyable(false),
+    ])
+}
+
+/// A client's ephemeral AES-256 key, unwrapped under [`byok_private`]: a session object,
+/// sensitive, never extractable, unwrap only (the KWP-wrapped key that follows it), destroyed in
+/// the same HSM job.
+pub(crate) fn byok_ephemeral() -> Vec<Attribute> {
+    fixed(vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Unwrap(true),
+        Attribute::Wrap(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+    ])
+}
+
 /// What a signing key pair is: its PKCS#11 key type and its generation attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PairKind {

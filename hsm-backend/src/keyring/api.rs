@@ -47,6 +47,8 @@ pub struct KeyInfo {
     pub versions: BTreeMap<u32, u64>,
     /// Allowed operations.
     pub allowed_ops: Vec<KeyOp>,
+    /// The versions that were imported (BYOK) rather than made in the HSM.
+    pub imported_versions: Vec<u32>,
 }
 
 /// Changes to a key's configuration (`POST transit/keys/:name/config`); `None` leaves a field.

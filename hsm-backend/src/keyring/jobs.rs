@@ -137,7 +137,11 @@ pub(super) fn make_pair(
 }
 
 /// A public key object's DER SubjectPublicKeyInfo.
-fn public_spki(ctx: &mut SessionCtx<'_>, kind: PairKind, public: ObjectHandle) -> Result<Vec<u8>> {
+pub(super) fn public_spki(
+    ctx: &mut SessionCtx<'_>,
+    kind: PairKind,
+    public: ObjectHandle,
+) -> Result<Vec<u8>> {
     use cryptoki::object::{Attribute, AttributeType};
     let bad = || Error::TokenState("the token reported a malformed public key".into());
     match kind {
@@ -282,8 +286,28 @@ pub(super) fn seal_generated_l1(
     template: &[cryptoki::object::Attribute],
     algorithm: &str,
 ) -> Result<Vec<u8>> {
-    let root = root::handles(ctx, root_id)?;
     let k = ctx.generate(mechanism, template)?;
+    seal_l1(ctx, root_id, name, version, ops, k, algorithm)
+}
+
+/// Wraps the transient L1 object `k` (new or imported) under `root_id`, destroys it, and seals
+/// the wrapped bytes with a header naming `algorithm`. Returns the raw blob.
+pub(super) fn seal_l1(
+    ctx: &mut SessionCtx<'_>,
+    root_id: &RootId,
+    name: &str,
+    version: u32,
+    ops: &[KeyOp],
+    k: ObjectHandle,
+    algorithm: &str,
+) -> Result<Vec<u8>> {
+    let root = match root::handles(ctx, root_id) {
+        Ok(r) => r,
+        Err(e) => {
+            ctx.destroy_transient(k, "new L1");
+            return Err(e);
+        }
+    };
     let wrapped = ctx.wrap_kwp(root.wrap, k);
     ctx.destroy_transient(k, "new L1");
     let header = BlobHeader {

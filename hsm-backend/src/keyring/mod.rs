@@ -38,6 +38,7 @@ pub(crate) mod batch;
 pub(crate) mod crypto;
 mod der;
 pub(crate) mod governance;
+pub(crate) mod import;
 mod jobs;
 mod keys;
 pub(crate) mod record;

@@ -14,7 +14,8 @@
 //! key pair) and `public_key` (base64 DER SubjectPublicKeyInfo) instead of `blob`. An
 //! `aes256-gcm96` key is still written as version 1, byte for byte as before, so the previous
 //! release keeps reading it; a record of another type is version 2, which the previous release
-//! refuses by name. An unknown `format_version` is [`KeyringError::UnsupportedFormat`], never a
+//! refuses by name. A record with an imported version (`"imported": true` on it) is version 2 as
+//! well, whatever its type. An unknown `format_version` is [`KeyringError::UnsupportedFormat`], never a
 //! guess.
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,14 @@ pub(super) struct VersionEntry {
     /// A signing key's public key: DER SubjectPublicKeyInfo, base64 (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) public_key: Option<String>,
+    /// The version was imported (transit `keys/{name}/import`, `import_version`): its key existed
+    /// outside the HSM before (version 2; absent means made in the HSM).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(super) imported: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl VersionEntry {
@@ -81,6 +90,7 @@ impl VersionEntry {
             blob,
             object_id: None,
             public_key: None,
+            imported: false,
         }
     }
 }
@@ -103,7 +113,7 @@ impl Record {
     pub(super) fn new(name: &str, config: KeyConfig, first: VersionEntry) -> Record {
         Record {
             format: RECORD_FORMAT.into(),
-            format_version: if config.key_type == KeyType::Aes256Gcm96 {
+            format_version: if config.key_type == KeyType::Aes256Gcm96 && !first.imported {
                 RECORD_V1
             } else {
                 RECORD_VERSION

@@ -212,6 +212,13 @@ impl KeyState {
                 .map(|v| (v.version, v.created))
                 .collect(),
             allowed_ops: c.allowed_ops.clone(),
+            imported_versions: self
+                .record
+                .versions
+                .iter()
+                .filter(|v| v.imported)
+                .map(|v| v.version)
+                .collect(),
         }
     }
 

@@ -18,6 +18,8 @@
 //! | `POST`/`PUT` | `/v1/{mount}/hmac/{name}(/{algorithm})` | HMAC in the HSM | token |
 //! | `POST`/`PUT` | `/v1/{mount}/random(/{source})(/{bytes})` | random bytes (HSM RNG) | token |
 //! | `POST`/`PUT` | `/v1/{mount}/hash(/{algorithm})` | digest (software) | token |
+//! | `GET` | `/v1/{mount}/wrapping_key` | the BYOK RSA-4096 public key, made on the token (`transit/import.rs`) | root |
+//! | `POST` | `/v1/{mount}/keys/{name}/import`, `/import_version` | BYOK, unwrapped inside the HSM | root |
 //! | `GET`/`POST` | `/v1/{mount}/config/keys` | `disable_upsert`, stored (`transit/config_keys.rs`) | root |
 //! | `GET`/`POST` | `/v1/{mount}/cache-config` | the key cache's `size`, stored (`transit/cache_config.rs`) | root |
 //! | `POST` | `/v1/{mount}/bulk-seal/{name}`, `/bulk-unseal/{name}` | bulk seal (`routes/bulk.rs`) | token |
@@ -411,8 +413,8 @@ async fn method_not_allowed() -> Response {
 /// The routes of the transit mount, relative to `/v1/{mount}` (no auth, no state yet).
 fn transit_routes() -> Router<AppState> {
     use transit::{
-        cache_config, config, config_keys, datakey, decrypt, encrypt, hash, hmac, keys, random,
-        rewrap, rotate, sign, verify,
+        cache_config, config, config_keys, datakey, decrypt, encrypt, hash, hmac, import, keys,
+        random, rewrap, rotate, sign, verify,
     };
     Router::new()
         .route(
@@ -478,6 +480,15 @@ fn transit_routes() -> Router<AppState> {
         )
         .route("/hash", post(hash::hash).put(hash::hash))
         .route("/hash/{alg}", post(hash::hash_alg).put(hash::hash_alg))
+        .route("/wrapping_key", get(import::wrapping_key))
+        .route(
+            "/keys/{name}/import",
+            post(import::import).put(import::import),
+        )
+        .route(
+            "/keys/{name}/import_version",
+            post(import::import_version).put(import::import_version),
+        )
         .route(
             "/config/keys",
             get(config_keys::read)

@@ -85,4 +85,34 @@ impl SessionCtx<'_> {
         )
         .map_err(|e| integrity(e, "wrapped key"))
     }
+
+    /// Unwraps an RSA-OAEP ciphertext (`hash`, MGF1 with the same hash, no label) under the private
+    /// key `wrapping` into a new object with `template`. A ciphertext that does not decrypt is
+    /// [`crate::error::Error::Integrity`]; a hash the token lacks for OAEP is the token's own
+    /// error (`CKR_MECHANISM_PARAM_INVALID` and kin).
+    pub(crate) fn unwrap_oaep(
+        &mut self,
+        wrapping: ObjectHandle,
+        wrapped: &[u8],
+        hash: cryptoki::mechanism::MechanismType,
+        mgf: cryptoki::mechanism::rsa::PkcsMgfType,
+        template: &[Attribute],
+    ) -> Result<ObjectHandle> {
+        use cryptoki::mechanism::rsa::{PkcsOaepParams, PkcsOaepSource};
+        let mech = Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()));
+        counted(
+            self.metrics,
+            HsmOp::UnwrapKey,
+            self.session.unwrap_key(&mech, wrapping, wrapped, template),
+        )
+        .map_err(|e| match e.rv() {
+            Some(
+                cryptoki::error::RvError::EncryptedDataInvalid
+                | cryptoki::error::RvError::EncryptedDataLenRange
+                | cryptoki::error::RvError::WrappedKeyInvalid
+                | cryptoki::error::RvError::WrappedKeyLenRange,
+            ) => crate::error::Error::Integrity("oaep"),
+            _ => e,
+        })
+    }
 }

@@ -96,7 +96,7 @@ impl<'a> KeyData<'a> {
             derived: false,
             exportable: false,
             allow_plaintext_backup: false,
-            imported_key: false,
+            imported_key: !k.imported_versions.is_empty(),
             supports_encryption: t.supports_encryption() && k.allowed_ops.contains(&KeyOp::Encrypt),
             supports_decryption: t.supports_encryption() && k.allowed_ops.contains(&KeyOp::Decrypt),
             supports_derivation: false,

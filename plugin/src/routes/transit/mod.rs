@@ -10,6 +10,7 @@
 //! * [`sign`], [`verify`] — `sign/{name}(/{hash})`, `verify/{name}(/{hash})` (signatures and
 //!   HMACs); [`hmac`] — `hmac/{name}(/{algorithm})`.
 //! * [`random`] — `random(/{source})(/{bytes})`; [`hash`] — `hash(/{algorithm})`.
+//! * [`import`] — `wrapping_key`, `keys/{name}/import`, `keys/{name}/import_version` (BYOK).
 //! * [`config_keys`] — `config/keys`; [`cache_config`] — `cache-config`; both kept in the one
 //!   record of [`settings`].
 
@@ -27,6 +28,7 @@ pub(crate) mod decrypt;
 pub(crate) mod encrypt;
 pub(crate) mod hash;
 pub(crate) mod hmac;
+pub(crate) mod import;
 pub(crate) mod input;
 pub(crate) mod keys;
 pub(crate) mod random;
