@@ -155,7 +155,10 @@ async fn key_lifecycle_shapes() {
     assert_eq!(d["exportable"], false);
     assert_eq!(d["supports_encryption"], true);
     assert_eq!(d["supports_decryption"], true);
-    assert_eq!(d["supports_derivation"], false);
+    assert_eq!(
+        d["supports_derivation"], true,
+        "as Vault: AES keys can be derived"
+    );
     assert_eq!(d["supports_signing"], false);
     assert_eq!(d["auto_rotate_period"], 0);
     assert!(d["keys"]["1"].as_u64().unwrap() > 1_600_000_000);
@@ -236,7 +239,7 @@ async fn key_lifecycle_shapes() {
         json!({"type": "chacha20-poly1305"}),
         json!({"type": "rsa-1024"}),
         json!({"exportable": true}),
-        json!({"derived": "true"}),
+        json!({"derived": "true", "convergent_encryption": true}),
         json!({"auto_rotate_period": "10m"}),
     ] {
         let (s, v) = call(&e, "POST", "/v1/transit/keys/k9", Some(body.clone())).await;

@@ -25,6 +25,46 @@ pub(super) fn batch_key(name: &str, version: u32) -> Vec<u8> {
     a
 }
 
+/// The AAD of an item under a derived key (`derived=true`, Vault's `context`): the context and
+/// the client's AAD, length-prefixed, in the internal domain, so that a ciphertext made with one
+/// context opens with no other (and with no plain transit call, whose AAD may not start with the
+/// prefix). Checks the client AAD first.
+pub(super) fn derived(context: &[u8], client: &[u8]) -> Result<Vec<u8>, KeyringError> {
+    check_client(client)?;
+    let mut a = RESERVED_PREFIX.to_vec();
+    a.extend_from_slice(b"derived:v1:");
+    a.extend_from_slice(
+        &u32::try_from(context.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    a.extend_from_slice(context);
+    a.extend_from_slice(client);
+    Ok(a)
+}
+
+/// The AAD an item is sealed with: [`derived`] for a derived key (a context is required), the
+/// client's own otherwise (a context is refused, as it would be silently meaningless).
+pub(super) fn for_item(
+    is_derived: bool,
+    context: Option<&[u8]>,
+    client: &[u8],
+) -> Result<Vec<u8>, KeyringError> {
+    match (is_derived, context) {
+        (true, Some(c)) if !c.is_empty() => derived(c, client),
+        (true, _) => Err(KeyringError::InvalidRequest(
+            "missing 'context' for key derivation; the key was created using a derived key, which means additional, per-request information must be included in order to perform operations with the key".into(),
+        )),
+        (false, Some(c)) if !c.is_empty() => Err(KeyringError::InvalidRequest(
+            "key was not created as a derived key: 'context' is not allowed".into(),
+        )),
+        (false, _) => {
+            check_client(client)?;
+            Ok(client.to_vec())
+        }
+    }
+}
+
 /// Refuses client AAD in the internal domain.
 pub(super) fn check_client(aad: &[u8]) -> Result<(), KeyringError> {
     if aad.starts_with(RESERVED_PREFIX) {

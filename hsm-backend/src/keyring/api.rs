@@ -20,6 +20,8 @@ pub struct CreateOptions {
     pub key_type: KeyType,
     /// Key size in bytes of an `hmac` key (Vault's `key_size`, 32 to 512; `None`: 32).
     pub key_size: Option<u32>,
+    /// Vault's `derived` (AES types): every encrypt, decrypt and rewrap names a `context`.
+    pub derived: bool,
 }
 
 /// A key as Vault's `GET transit/keys/:name` describes it.
@@ -49,6 +51,8 @@ pub struct KeyInfo {
     pub allowed_ops: Vec<KeyOp>,
     /// The versions that were imported (BYOK) rather than made in the HSM.
     pub imported_versions: Vec<u32>,
+    /// Whether the key is derived (each item names a `context`).
+    pub derived: bool,
 }
 
 /// Changes to a key's configuration (`POST transit/keys/:name/config`); `None` leaves a field.

@@ -36,9 +36,33 @@ impl Keyring {
         items: Vec<EncryptItem>,
         create_if_missing: bool,
     ) -> Result<Vec<Result<Sealed>>> {
+        self.encrypt_in_context(name, version, items, Vec::new(), create_if_missing)
+            .await
+    }
+
+    /// [`Keyring::encrypt`] with Vault's `context` per item (`contexts[i]` for `items[i]`; empty:
+    /// none). A derived key requires one for each item and binds it into the item's AAD inside the
+    /// HSM (`aad::derived`); a key that is not derived refuses one. An upsert with contexts makes
+    /// a derived key, as Vault's.
+    ///
+    /// # Errors
+    /// As [`Keyring::encrypt`].
+    pub async fn encrypt_in_context(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        items: Vec<EncryptItem>,
+        contexts: Vec<Vec<u8>>,
+        create_if_missing: bool,
+    ) -> Result<Vec<Result<Sealed>>> {
+        check_contexts(items.len(), &contexts)?;
         let s = match self.load(name, false).await {
             Err(KeyringError::NotFound) if create_if_missing => {
-                self.create_missing(name, CreateOptions::default()).await?
+                let opts = CreateOptions {
+                    derived: !contexts.is_empty(),
+                    ..CreateOptions::default()
+                };
+                self.create_missing(name, opts).await?
             }
             r => r?,
         };
@@ -46,10 +70,18 @@ impl Keyring {
         s.allows(KeyOp::Encrypt)?;
         let v = s.encrypt_version(version)?;
         if s.key_type().is_rsa() {
+            if !contexts.is_empty() {
+                return Err(not_derived());
+            }
             return self
                 .rsa(&s, Some(v), items.into_iter().map(Rsa::Encrypt).collect())
                 .await;
         }
+        let aads = item_aads(
+            s.record.config.derived,
+            &contexts,
+            items.iter().map(|i| &i.aad),
+        );
         let blob = s.blob(v)?;
         Ok(self
             .inner
@@ -57,10 +89,10 @@ impl Keyring {
             .run(move |ctx| {
                 let k = jobs::l1_handle(ctx, &blob)?;
                 let mut out = Vec::with_capacity(items.len());
-                for it in &items {
-                    out.push(match aad::check_client(&it.aad) {
-                        Ok(()) => encrypt_one(ctx, k, v, &it.aad, &it.plaintext)?,
-                        Err(e) => Err(e),
+                for (it, aad) in items.iter().zip(&aads) {
+                    out.push(match aad {
+                        Ok(aad) => encrypt_one(ctx, k, v, aad, &it.plaintext)?,
+                        Err(m) => Err(KeyringError::InvalidRequest(m.clone())),
                     });
                 }
                 Ok(out)
@@ -78,10 +110,28 @@ impl Keyring {
         name: &str,
         items: Vec<DecryptItem>,
     ) -> Result<Vec<Result<Zeroizing<Vec<u8>>>>> {
+        self.decrypt_in_context(name, items, Vec::new()).await
+    }
+
+    /// [`Keyring::decrypt`] with Vault's `context` per item (see
+    /// [`Keyring::encrypt_in_context`]).
+    ///
+    /// # Errors
+    /// As [`Keyring::decrypt`].
+    pub async fn decrypt_in_context(
+        &self,
+        name: &str,
+        items: Vec<DecryptItem>,
+        contexts: Vec<Vec<u8>>,
+    ) -> Result<Vec<Result<Zeroizing<Vec<u8>>>>> {
+        check_contexts(items.len(), &contexts)?;
         let s = self
             .load_for_versions(name, KeyOp::Decrypt, items.iter().map(|i| i.sealed.version))
             .await?;
         if s.key_type().is_rsa() {
+            if !contexts.is_empty() {
+                return Err(not_derived());
+            }
             let out = self
                 .rsa(&s, None, items.into_iter().map(Rsa::Decrypt).collect())
                 .await?;
@@ -91,6 +141,11 @@ impl Keyring {
                 .collect());
         }
         s.type_supports(s.key_type().is_aes(), "decryption")?;
+        let aads = item_aads(
+            s.record.config.derived,
+            &contexts,
+            items.iter().map(|i| &i.aad),
+        );
         let min = s.record.config.min_decryption_version;
         let blobs = s.blobs.clone();
         Ok(self
@@ -98,8 +153,11 @@ impl Keyring {
             .hsm
             .run(move |ctx| {
                 let mut out = Vec::with_capacity(items.len());
-                for it in &items {
-                    out.push(decrypt_one(ctx, &blobs, min, it)?);
+                for (it, aad) in items.iter().zip(&aads) {
+                    out.push(match aad {
+                        Ok(aad) => decrypt_one(ctx, &blobs, min, it, aad)?,
+                        Err(m) => Err(KeyringError::InvalidRequest(m.clone())),
+                    });
                 }
                 Ok(out)
             })
@@ -118,17 +176,42 @@ impl Keyring {
         version: Option<u32>,
         items: Vec<DecryptItem>,
     ) -> Result<Vec<Result<Sealed>>> {
+        self.rewrap_in_context(name, version, items, Vec::new())
+            .await
+    }
+
+    /// [`Keyring::rewrap`] with Vault's `context` per item, the same for both halves (see
+    /// [`Keyring::encrypt_in_context`]).
+    ///
+    /// # Errors
+    /// As [`Keyring::rewrap`].
+    pub async fn rewrap_in_context(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        items: Vec<DecryptItem>,
+        contexts: Vec<Vec<u8>>,
+    ) -> Result<Vec<Result<Sealed>>> {
+        check_contexts(items.len(), &contexts)?;
         let s = self
             .load_for_versions(name, KeyOp::Decrypt, items.iter().map(|i| i.sealed.version))
             .await?;
         s.allows(KeyOp::Encrypt)?;
         let v = s.encrypt_version(version)?;
         if s.key_type().is_rsa() {
+            if !contexts.is_empty() {
+                return Err(not_derived());
+            }
             return self
                 .rsa(&s, Some(v), items.into_iter().map(Rsa::Rewrap).collect())
                 .await;
         }
         s.type_supports(s.key_type().is_aes(), "rewrap")?;
+        let aads = item_aads(
+            s.record.config.derived,
+            &contexts,
+            items.iter().map(|i| &i.aad),
+        );
         let target = s.blob(v)?;
         let min = s.record.config.min_decryption_version;
         let blobs = s.blobs.clone();
@@ -138,9 +221,16 @@ impl Keyring {
             .run(move |ctx| {
                 let k = jobs::l1_handle(ctx, &target)?;
                 let mut out = Vec::with_capacity(items.len());
-                for it in &items {
-                    out.push(match decrypt_one(ctx, &blobs, min, it)? {
-                        Ok(pt) => encrypt_one(ctx, k, v, &it.aad, &pt)?,
+                for (it, aad) in items.iter().zip(&aads) {
+                    let aad = match aad {
+                        Ok(a) => a,
+                        Err(m) => {
+                            out.push(Err(KeyringError::InvalidRequest(m.clone())));
+                            continue;
+                        }
+                    };
+                    out.push(match decrypt_one(ctx, &blobs, min, it, aad)? {
+                        Ok(pt) => encrypt_one(ctx, k, v, aad, &pt)?,
                         Err(e) => Err(e),
                     });
                 }
@@ -190,6 +280,12 @@ impl Keyring {
         let s = self.load(name, false).await?;
         s.type_supports(s.key_type().is_aes(), "data key generation")?;
         s.allows(KeyOp::Datakey)?;
+        if s.record.config.derived {
+            return Err(KeyringError::InvalidRequest(
+                "data keys under a derived key are not supported: use a key without derivation"
+                    .into(),
+            ));
+        }
         let v = s.encrypt_version(version)?;
         let blob = s.blob(v)?;
         Ok(self
@@ -301,6 +397,38 @@ impl Keyring {
     }
 }
 
+/// Each item's AAD ([`aad::for_item`]), checked before the HSM job; a refusal is its message (the
+/// job may run more than once, on a fresh session, so the results must be reusable).
+fn item_aads<'a>(
+    derived: bool,
+    contexts: &[Vec<u8>],
+    client: impl Iterator<Item = &'a Vec<u8>>,
+) -> Vec<std::result::Result<Vec<u8>, String>> {
+    client
+        .enumerate()
+        .map(|(i, a)| {
+            aad::for_item(derived, contexts.get(i).map(Vec::as_slice), a).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// Contexts come one per item or not at all.
+fn check_contexts(items: usize, contexts: &[Vec<u8>]) -> Result<()> {
+    if contexts.is_empty() || contexts.len() == items {
+        Ok(())
+    } else {
+        Err(KeyringError::InvalidRequest(
+            "context should be set either in all the request blocks or in none".into(),
+        ))
+    }
+}
+
+fn not_derived() -> KeyringError {
+    KeyringError::InvalidRequest(
+        "key was not created as a derived key: 'context' is not allowed".into(),
+    )
+}
+
 /// Encrypts one item under `key` (version `v`). A failure that recovery can mend fails the job
 /// (it is retried on a fresh session); any other fails only this item.
 fn encrypt_one(
@@ -325,10 +453,8 @@ fn decrypt_one(
     blobs: &BTreeMap<u32, Arc<BlobRef>>,
     min: u32,
     it: &DecryptItem,
+    aad: &[u8],
 ) -> std::result::Result<Result<Zeroizing<Vec<u8>>>, HsmError> {
-    if let Err(e) = aad::check_client(&it.aad) {
-        return Ok(Err(e));
-    }
     let v = it.sealed.version;
     if v < min {
         return Ok(Err(KeyringError::VersionTooOld));
@@ -338,7 +464,7 @@ fn decrypt_one(
         return Ok(Err(KeyringError::InvalidCiphertext));
     };
     let k = jobs::l1_handle(ctx, b)?;
-    match ctx.gcm_decrypt(k, &it.aad, &it.sealed.bytes) {
+    match ctx.gcm_decrypt(k, aad, &it.sealed.bytes) {
         Ok(pt) => Ok(Ok(pt)),
         Err(e) if e.recovery() != Recovery::None => Err(e),
         Err(e) => {

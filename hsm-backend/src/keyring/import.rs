@@ -172,6 +172,7 @@ impl Keyring {
                     created,
                     key_type,
                     key_size,
+                    derived: false,
                 };
                 let mut record = Record::new(&owned, config, imported_entry(1, blob));
                 jobs::mac_record(ctx, &mut record, &target)?;

@@ -76,6 +76,11 @@ impl Keyring {
                 ))
             }
         };
+        if opts.derived && !key_type.is_aes() {
+            return Err(KeyringError::InvalidRequest(format!(
+                "key derivation is supported for aes256-gcm96 and aes128-gcm96 keys, not {key_type}"
+            )));
+        }
         let owned = name.to_owned();
         let config = KeyConfig {
             min_decryption_version: 1,
@@ -86,6 +91,7 @@ impl Keyring {
             created: now(),
             key_type,
             key_size,
+            derived: opts.derived,
         };
         let record = self
             .inner
@@ -309,6 +315,7 @@ impl Keyring {
             created: now(),
             key_type: KeyType::Aes256Gcm96,
             key_size: 0,
+            derived: false,
         };
         let record = self
             .inner

@@ -46,6 +46,10 @@ pub(super) struct KeyConfig {
     /// The key size in bytes of an `hmac` key (version 2; 0 otherwise).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub(super) key_size: u32,
+    /// Vault's `derived`: every item carries a `context`, bound into its AAD inside the HSM
+    /// (version 2; absent means false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(super) derived: bool,
 }
 
 fn is_default_type(t: &KeyType) -> bool {
@@ -113,7 +117,10 @@ impl Record {
     pub(super) fn new(name: &str, config: KeyConfig, first: VersionEntry) -> Record {
         Record {
             format: RECORD_FORMAT.into(),
-            format_version: if config.key_type == KeyType::Aes256Gcm96 && !first.imported {
+            format_version: if config.key_type == KeyType::Aes256Gcm96
+                && !first.imported
+                && !config.derived
+            {
                 RECORD_V1
             } else {
                 RECORD_VERSION

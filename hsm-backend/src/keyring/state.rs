@@ -212,6 +212,7 @@ impl KeyState {
                 .map(|v| (v.version, v.created))
                 .collect(),
             allowed_ops: c.allowed_ops.clone(),
+            derived: c.derived,
             imported_versions: self
                 .record
                 .versions

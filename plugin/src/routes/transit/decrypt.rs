@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::batch::{self, Prepared};
-use super::input::decrypt_item;
+use super::input::{decrypt_item, split, InContext};
 use super::key_name;
 use crate::routes::de::{parse_body, BatchInput, SecretB64, WeakU64};
 use crate::routes::{ok, ApiError, AppState};
@@ -56,7 +56,10 @@ impl DecryptBody<'_> {
     }
 
     /// Decodes the single item or every batch item.
-    pub(super) fn prepare<T>(&self, batch: Option<&[DecryptIn]>) -> Prepared<T, DecryptItem> {
+    pub(super) fn prepare<T>(
+        &self,
+        batch: Option<&[DecryptIn]>,
+    ) -> Prepared<T, InContext<DecryptItem>> {
         match batch {
             None => Prepared::new(std::iter::once(()), |()| {
                 decrypt_item(
@@ -106,10 +109,13 @@ pub(crate) async fn decrypt(
     let raw = st.read_body(body).await?;
     let b: DecryptBody<'_> = parse_body(&raw)?;
     let batch_in = b.batch()?;
-    let mut p: Prepared<Zeroizing<Vec<u8>>, DecryptItem> = b.prepare(batch_in);
-    let items = p.take_items();
+    let mut p: Prepared<Zeroizing<Vec<u8>>, InContext<DecryptItem>> = b.prepare(batch_in);
+    let (items, contexts) = split(p.take_items());
     if !items.is_empty() {
-        let results = st.keyring().decrypt(&name, items).await?;
+        let results = st
+            .keyring()
+            .decrypt_in_context(&name, items, contexts)
+            .await?;
         p.fill(results);
     }
     match batch_in {

@@ -11,7 +11,9 @@ use rootseal_hsm::{EncryptItem, Sealed};
 use serde::{Deserialize, Serialize};
 
 use super::batch::{self, ItemError, Prepared};
-use super::input::{decode_aad, decode_secret, refuse_derivation, requested_version};
+use super::input::{
+    decode_aad, decode_context, decode_secret, requested_version, split, InContext,
+};
 use super::key_name;
 use super::keys::check_key_type;
 use crate::routes::ciphertext;
@@ -74,7 +76,7 @@ struct ItemIn<'a> {
     key_version: Option<WeakU64>,
 }
 
-fn decode(it: ItemIn<'_>, version: Option<u32>) -> Result<EncryptItem, ItemError> {
+fn decode(it: ItemIn<'_>, version: Option<u32>) -> Result<InContext<EncryptItem>, ItemError> {
     let item_version = requested_version(it.key_version)
         .map_err(|_| ItemError::bad_request("key_version is out of range"))?;
     if item_version.is_some() && item_version != version {
@@ -82,13 +84,16 @@ fn decode(it: ItemIn<'_>, version: Option<u32>) -> Result<EncryptItem, ItemError
             "per-item key_version must match the request's key_version",
         ));
     }
-    refuse_derivation(it.context, it.nonce)?;
+    let context = decode_context(it.context, it.nonce)?;
     let pt = it
         .plaintext
         .ok_or_else(|| ItemError::bad_request("missing plaintext to encrypt"))?;
-    Ok(EncryptItem {
-        plaintext: decode_secret(pt, "plaintext")?,
-        aad: decode_aad(it.associated_data)?,
+    Ok(InContext {
+        item: EncryptItem {
+            plaintext: decode_secret(pt, "plaintext")?,
+            aad: decode_aad(it.associated_data)?,
+        },
+        context,
     })
 }
 
@@ -116,7 +121,7 @@ pub(crate) async fn encrypt(
         key_version: None,
     };
     let batch_in = batch::inputs(b.batch_input.as_ref())?;
-    let mut p: Prepared<Sealed, EncryptItem> = match batch_in {
+    let mut p: Prepared<Sealed, InContext<EncryptItem>> = match batch_in {
         None => Prepared::new(std::iter::once(single), |it| decode(it, version)),
         Some(v) => Prepared::new(
             v.iter().map(|it| ItemIn {
@@ -129,13 +134,16 @@ pub(crate) async fn encrypt(
             |it| decode(it, version),
         ),
     };
-    let items = p.take_items();
+    let (items, contexts) = split(p.take_items());
     if !items.is_empty() {
         let upsert = st
             .settings()
             .upsert(st.keyring(), st.config().allow_upsert)
             .await;
-        let results = st.keyring().encrypt(&name, version, items, upsert).await?;
+        let results = st
+            .keyring()
+            .encrypt_in_context(&name, version, items, contexts, upsert)
+            .await?;
         p.fill(results);
     }
     match batch_in {

@@ -33,17 +33,44 @@ pub(super) fn decode_aad(s: Option<&str>) -> Result<Vec<u8>, ItemError> {
     }
 }
 
-/// rootseal keys are not derived: a non-empty `context` or `nonce` is refused.
-pub(super) fn refuse_derivation(
+/// An item and its Vault `context` (base64-decoded; empty when none was given).
+pub(crate) struct InContext<T> {
+    pub(crate) item: T,
+    pub(crate) context: Vec<u8>,
+}
+
+/// Decodes an item's `context`, and refuses a caller-supplied `nonce` (Vault's convergent
+/// version 1): rootseal never takes a nonce from the client.
+pub(super) fn decode_context(
     context: Option<&str>,
     nonce: Option<&str>,
-) -> Result<(), ItemError> {
-    if context.is_some_and(|c| !c.is_empty()) || nonce.is_some_and(|n| !n.is_empty()) {
+) -> Result<Vec<u8>, ItemError> {
+    if nonce.is_some_and(|n| !n.is_empty()) {
         return Err(ItemError::bad_request(
-            "key derivation (context, nonce) is not supported: keys are not derived",
+            "a caller-supplied nonce is not supported: nonces are made inside the HSM",
         ));
     }
-    Ok(())
+    match context {
+        None | Some("") => Ok(Vec::new()),
+        Some(c) => B64
+            .decode(c)
+            .map_err(|_| ItemError::bad_request("failed to base64-decode context")),
+    }
+}
+
+/// Splits items from their contexts; the contexts are empty when no item named one (so a key that
+/// is not derived sees none).
+pub(crate) fn split<T>(v: Vec<InContext<T>>) -> (Vec<T>, Vec<Vec<u8>>) {
+    let any = v.iter().any(|i| !i.context.is_empty());
+    let mut items = Vec::with_capacity(v.len());
+    let mut contexts = Vec::with_capacity(if any { v.len() } else { 0 });
+    for i in v {
+        items.push(i.item);
+        if any {
+            contexts.push(i.context);
+        }
+    }
+    (items, contexts)
 }
 
 /// A `vault:vN:` ciphertext string; anything else is the one opaque `invalid ciphertext`.
@@ -60,12 +87,15 @@ pub(super) fn decrypt_item(
     aad: Option<&str>,
     context: Option<&str>,
     nonce: Option<&str>,
-) -> Result<DecryptItem, ItemError> {
-    refuse_derivation(context, nonce)?;
+) -> Result<InContext<DecryptItem>, ItemError> {
+    let context = decode_context(context, nonce)?;
     let ct = ct.ok_or_else(|| ItemError::bad_request("missing ciphertext to decrypt"))?;
-    Ok(DecryptItem {
-        sealed: parse_ct(ct)?,
-        aad: decode_aad(aad)?,
+    Ok(InContext {
+        item: DecryptItem {
+            sealed: parse_ct(ct)?,
+            aad: decode_aad(aad)?,
+        },
+        context,
     })
 }
 

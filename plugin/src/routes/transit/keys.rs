@@ -93,13 +93,13 @@ impl<'a> KeyData<'a> {
             min_decryption_version: k.min_decryption_version,
             min_encryption_version: k.min_encryption_version,
             deletion_allowed: k.deletion_allowed,
-            derived: false,
+            derived: k.derived,
             exportable: false,
             allow_plaintext_backup: false,
             imported_key: !k.imported_versions.is_empty(),
             supports_encryption: t.supports_encryption() && k.allowed_ops.contains(&KeyOp::Encrypt),
             supports_decryption: t.supports_encryption() && k.allowed_ops.contains(&KeyOp::Decrypt),
-            supports_derivation: false,
+            supports_derivation: t.is_aes(),
             supports_signing: t.supports_signing() && k.allowed_ops.contains(&KeyOp::Sign),
             auto_rotate_period: k.auto_rotate_period_secs,
             key_size: (t == KeyType::Hmac).then_some(k.key_size),
@@ -263,11 +263,12 @@ pub(crate) async fn create(
     };
     refuse_true("exportable", b.exportable)?;
     refuse_true("allow_plaintext_backup", b.allow_plaintext_backup)?;
-    if b.derived.is_some_and(|d| d.0) || b.convergent_encryption.is_some_and(|d| d.0) {
+    if b.convergent_encryption.is_some_and(|d| d.0) {
         return Err(ApiError::bad_request(
-            "key derivation and convergent encryption are not supported",
+            "convergent encryption is not supported yet: its nonce key is not made in the HSM",
         ));
     }
+    let derived = b.derived.is_some_and(|d| d.0);
     let period = b.auto_rotate_period.map_or(0, |p| p.0);
     if period != 0 && period < 3600 {
         return Err(ApiError::bad_request(
@@ -282,6 +283,7 @@ pub(crate) async fn create(
                 auto_rotate_period_secs: period,
                 key_type,
                 key_size,
+                derived,
                 ..CreateOptions::default()
             },
         )

@@ -11,7 +11,7 @@ use rootseal_hsm::{DecryptItem, Sealed};
 use super::batch::{self, Prepared};
 use super::decrypt::{references, DecryptBody};
 use super::encrypt::SealedOut;
-use super::input::requested_version;
+use super::input::{requested_version, split, InContext};
 use super::key_name;
 use crate::routes::de::parse_body;
 use crate::routes::{ok, ApiError, AppState};
@@ -27,10 +27,13 @@ pub(crate) async fn rewrap(
     let b: DecryptBody<'_> = parse_body(&raw)?;
     let version = requested_version(b.key_version)?;
     let batch_in = b.batch()?;
-    let mut p: Prepared<Sealed, DecryptItem> = b.prepare(batch_in);
-    let items = p.take_items();
+    let mut p: Prepared<Sealed, InContext<DecryptItem>> = b.prepare(batch_in);
+    let (items, contexts) = split(p.take_items());
     if !items.is_empty() {
-        let results = st.keyring().rewrap(&name, version, items).await?;
+        let results = st
+            .keyring()
+            .rewrap_in_context(&name, version, items, contexts)
+            .await?;
         p.fill(results);
     }
     match batch_in {
