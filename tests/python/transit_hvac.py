@@ -136,6 +136,18 @@ for alg, f in [("sha2-256", hashlib.sha256), ("sha2-512", hashlib.sha512), ("sha
     s = t.hash_data(hash_input=b64(msg), algorithm=alg)["data"]["sum"]
     check(f"hash_data {alg}", s == f(msg).hexdigest(), s)
 
+# Derived keys: hvac's `derived` and `context`; a ciphertext opens under its own context only.
+t.create_key(name="derived", derived=True)
+check("create_key derived", t.read_key(name="derived")["data"]["derived"] is True)
+ctx_a, ctx_b = b64(b"tenant-a"), b64(b"tenant-b")
+ct = t.encrypt_data(name="derived", plaintext=b64(msg), context=ctx_a)["data"]["ciphertext"]
+pt = t.decrypt_data(name="derived", ciphertext=ct, context=ctx_a)["data"]["plaintext"]
+check("encrypt/decrypt with context", base64.b64decode(pt) == msg)
+refused("decrypt under another context", lambda: t.decrypt_data(name="derived", ciphertext=ct, context=ctx_b), "invalid ciphertext")
+refused("decrypt without context", lambda: t.decrypt_data(name="derived", ciphertext=ct), "missing 'context'")
+re = t.rewrap_data(name="derived", ciphertext=ct, context=ctx_a)["data"]["ciphertext"]
+check("rewrap with context", base64.b64decode(t.decrypt_data(name="derived", ciphertext=re, context=ctx_a)["data"]["plaintext"]) == msg)
+
 # Key material never leaves the HSM: export and backup are refused with a reason.
 refused("create exportable", lambda: t.create_key(name="x", exportable=True), "never leaves the HSM")
 refused("export_key", lambda: t.export_key(name="sig-ed25519", key_type="signing-key"), "")
