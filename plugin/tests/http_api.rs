@@ -239,7 +239,7 @@ async fn key_lifecycle_shapes() {
         json!({"type": "chacha20-poly1305"}),
         json!({"type": "rsa-1024"}),
         json!({"exportable": true}),
-        json!({"derived": "true", "convergent_encryption": true}),
+        json!({"derived": false, "convergent_encryption": true}),
         json!({"auto_rotate_period": "10m"}),
     ] {
         let (s, v) = call(&e, "POST", "/v1/transit/keys/k9", Some(body.clone())).await;

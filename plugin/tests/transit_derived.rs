@@ -227,9 +227,9 @@ async fn derived_keys_bind_the_context_inside_the_hsm() {
         ),
         ("/v1/transit/datakey/plaintext/d", json!({}), "derived key"),
         (
-            "/v1/transit/keys/conv",
-            json!({"derived": true, "convergent_encryption": true}),
-            "convergent",
+            "/v1/transit/keys/conv-no-derive",
+            json!({"convergent_encryption": true}),
+            "requires derivation",
         ),
         (
             "/v1/transit/keys/edd",
@@ -269,4 +269,142 @@ async fn derived_keys_bind_the_context_inside_the_hsm() {
     assert_eq!(s, StatusCode::OK);
     let (s, _) = call(&r2, "/v1/transit/decrypt/d", json!({"ciphertext": ct})).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+fn nonce_of(ct: &str) -> Vec<u8> {
+    B64.decode(ct.split(':').nth(2).unwrap()).unwrap()[..12].to_vec()
+}
+
+#[tokio::test]
+async fn convergent_keys_are_deterministic_per_context_aad_and_plaintext() {
+    let token = TestToken::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (_hsm, keyring) = token.keyring(&dir.path().join("keys")).await;
+    let r = app(keyring, SecretString::from("t"), ApiConfig::default());
+    let (s, k) = call(
+        &r,
+        "/v1/transit/keys/conv",
+        json!({"derived": true, "convergent_encryption": true}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{k}");
+    assert_eq!(k["data"]["convergent_encryption"], true, "{k}");
+
+    let enc = |body: Value| {
+        let r = r.clone();
+        async move {
+            let (s, v) = call(&r, "/v1/transit/encrypt/conv", body).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v["data"]["ciphertext"].as_str().unwrap().to_owned()
+        }
+    };
+    let a1 = enc(json!({"plaintext": b("same"), "context": b("ctx")})).await;
+    let a2 = enc(json!({"plaintext": b("same"), "context": b("ctx")})).await;
+    assert_eq!(a1, a2, "equal inputs, equal ciphertexts");
+    let other_ctx = enc(json!({"plaintext": b("same"), "context": b("ctx2")})).await;
+    let other_pt = enc(json!({"plaintext": b("diff"), "context": b("ctx")})).await;
+    let other_aad =
+        enc(json!({"plaintext": b("same"), "context": b("ctx"), "associated_data": b("a")})).await;
+    for (what, ct) in [
+        ("context", &other_ctx),
+        ("plaintext", &other_pt),
+        ("associated data", &other_aad),
+    ] {
+        assert_ne!(nonce_of(ct), nonce_of(&a1), "another {what}, another nonce");
+    }
+    let (s, d) = call(
+        &r,
+        "/v1/transit/decrypt/conv",
+        json!({"ciphertext": a1, "context": b("ctx")}),
+    )
+    .await;
+    assert_eq!(
+        (s, d["data"]["plaintext"].as_str()),
+        (StatusCode::OK, Some(b("same").as_str()))
+    );
+
+    // In a batch, equal items seal alike; after a rotation rewrap is deterministic too.
+    let (_, v) = call(&r, "/v1/transit/encrypt/conv", json!({"batch_input": [
+        {"plaintext": b("same"), "context": b("ctx")}, {"plaintext": b("same"), "context": b("ctx")}
+    ]})).await;
+    let res = v["data"]["batch_results"].as_array().unwrap();
+    assert_eq!(res[0]["ciphertext"], res[1]["ciphertext"]);
+    assert_eq!(res[0]["ciphertext"], json!(a1));
+    call(&r, "/v1/transit/keys/conv/rotate", json!({})).await;
+    let (_, w1) = call(
+        &r,
+        "/v1/transit/rewrap/conv",
+        json!({"ciphertext": a1, "context": b("ctx")}),
+    )
+    .await;
+    let (_, w2) = call(
+        &r,
+        "/v1/transit/rewrap/conv",
+        json!({"ciphertext": a1, "context": b("ctx")}),
+    )
+    .await;
+    assert!(w1["data"]["ciphertext"]
+        .as_str()
+        .unwrap()
+        .starts_with("vault:v2:"));
+    assert_eq!(w1["data"]["ciphertext"], w2["data"]["ciphertext"]);
+    assert_ne!(w1["data"]["ciphertext"], json!(a1));
+
+    // A key that is not convergent never repeats a nonce for equal inputs.
+    call(
+        &r,
+        "/v1/transit/keys/plainderived",
+        json!({"derived": true}),
+    )
+    .await;
+    let (_, p1) = call(
+        &r,
+        "/v1/transit/encrypt/plainderived",
+        json!({"plaintext": b("same"), "context": b("ctx")}),
+    )
+    .await;
+    let (_, p2) = call(
+        &r,
+        "/v1/transit/encrypt/plainderived",
+        json!({"plaintext": b("same"), "context": b("ctx")}),
+    )
+    .await;
+    assert_ne!(p1["data"]["ciphertext"], p2["data"]["ciphertext"]);
+
+    // Upsert of a convergent key, as Vault: with a context it is made convergent; without, 400.
+    let (s, v) = call(
+        &r,
+        "/v1/transit/encrypt/upconv",
+        json!({"plaintext": b("x"), "convergent_encryption": true}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(err(&v).contains("context is required"), "{v}");
+    let u1 = enc_path(
+        &r,
+        "/v1/transit/encrypt/upconv",
+        json!({"plaintext": b("x"), "context": b("c"), "convergent_encryption": true}),
+    )
+    .await;
+    let u2 = enc_path(
+        &r,
+        "/v1/transit/encrypt/upconv",
+        json!({"plaintext": b("x"), "context": b("c")}),
+    )
+    .await;
+    assert_eq!(u1, u2);
+    let (_, k) = call(&r, "/v1/transit/keys/upconv", Value::Null).await;
+    assert_eq!(
+        (
+            k["data"]["derived"].clone(),
+            k["data"]["convergent_encryption"].clone()
+        ),
+        (json!(true), json!(true))
+    );
+}
+
+async fn enc_path(r: &Router, path: &str, body: Value) -> String {
+    let (s, v) = call(r, path, body).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["data"]["ciphertext"].as_str().unwrap().to_owned()
 }

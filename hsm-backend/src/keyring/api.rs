@@ -22,6 +22,9 @@ pub struct CreateOptions {
     pub key_size: Option<u32>,
     /// Vault's `derived` (AES types): every encrypt, decrypt and rewrap names a `context`.
     pub derived: bool,
+    /// Vault's `convergent_encryption` (needs `derived`): the same plaintext, context and AAD
+    /// always give the same ciphertext.
+    pub convergent: bool,
 }
 
 /// A key as Vault's `GET transit/keys/:name` describes it.
@@ -53,6 +56,8 @@ pub struct KeyInfo {
     pub imported_versions: Vec<u32>,
     /// Whether the key is derived (each item names a `context`).
     pub derived: bool,
+    /// Whether the key's encryption is convergent.
+    pub convergent: bool,
 }
 
 /// Changes to a key's configuration (`POST transit/keys/:name/config`); `None` leaves a field.

@@ -82,6 +82,7 @@ impl Keyring {
             &contexts,
             items.iter().map(|i| &i.aad),
         );
+        let convergent = s.record.config.convergent;
         let blob = s.blob(v)?;
         Ok(self
             .inner
@@ -91,7 +92,7 @@ impl Keyring {
                 let mut out = Vec::with_capacity(items.len());
                 for (it, aad) in items.iter().zip(&aads) {
                     out.push(match aad {
-                        Ok(aad) => encrypt_one(ctx, k, v, aad, &it.plaintext)?,
+                        Ok(aad) => seal_one(ctx, k, v, convergent, aad, &it.plaintext)?,
                         Err(m) => Err(KeyringError::InvalidRequest(m.clone())),
                     });
                 }
@@ -212,6 +213,7 @@ impl Keyring {
             &contexts,
             items.iter().map(|i| &i.aad),
         );
+        let convergent = s.record.config.convergent;
         let target = s.blob(v)?;
         let min = s.record.config.min_decryption_version;
         let blobs = s.blobs.clone();
@@ -230,7 +232,7 @@ impl Keyring {
                         }
                     };
                     out.push(match decrypt_one(ctx, &blobs, min, it, aad)? {
-                        Ok(pt) => encrypt_one(ctx, k, v, aad, &pt)?,
+                        Ok(pt) => seal_one(ctx, k, v, convergent, aad, &pt)?,
                         Err(e) => Err(e),
                     });
                 }
@@ -427,6 +429,45 @@ fn not_derived() -> KeyringError {
     KeyringError::InvalidRequest(
         "key was not created as a derived key: 'context' is not allowed".into(),
     )
+}
+
+/// Encrypts one item, with the convergent nonce when the key is convergent.
+fn seal_one(
+    ctx: &mut SessionCtx<'_>,
+    key: ObjectHandle,
+    v: u32,
+    convergent: bool,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> std::result::Result<Result<Sealed>, HsmError> {
+    if !convergent {
+        return encrypt_one(ctx, key, v, aad, plaintext);
+    }
+    // The nonce is a pseudorandom function of everything the ciphertext authenticates: the first
+    // 96 bits of AES_L1(SHA-256(domain ‖ len(aad) ‖ aad ‖ plaintext)[..16]), the AES inside the
+    // HSM. Equal inputs give equal ciphertexts (the point of convergence); a nonce repeats only
+    // with its whole input, so GCM never sees one nonce with two messages. The AAD of a derived
+    // key holds its context.
+    let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    h.update(b"rootseal:convergent-nonce:v1:");
+    h.update(&u64::try_from(aad.len()).unwrap_or(u64::MAX).to_be_bytes());
+    h.update(aad);
+    h.update(plaintext);
+    let d = h.finish();
+    let mut block = [0u8; 16];
+    block.copy_from_slice(&d.as_ref()[..16]);
+    let nonce = match ctx.aes_block(key, &block) {
+        Ok(b) => b,
+        Err(e) if e.recovery() != Recovery::None => return Err(e),
+        Err(e) => return Ok(Err(KeyringError::from(e))),
+    };
+    let mut iv = [0u8; 12];
+    iv.copy_from_slice(&nonce[..12]);
+    match ctx.gcm_encrypt_with_iv(key, iv, aad, plaintext) {
+        Ok(bytes) => Ok(Ok(Sealed { version: v, bytes })),
+        Err(e) if e.recovery() != Recovery::None => Err(e),
+        Err(e) => Ok(Err(KeyringError::from(e))),
+    }
 }
 
 /// Encrypts one item under `key` (version `v`). A failure that recovery can mend fails the job

@@ -173,6 +173,7 @@ impl Keyring {
                     key_type,
                     key_size,
                     derived: false,
+                    convergent: false,
                 };
                 let mut record = Record::new(&owned, config, imported_entry(1, blob));
                 jobs::mac_record(ctx, &mut record, &target)?;

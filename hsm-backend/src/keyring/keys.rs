@@ -76,6 +76,11 @@ impl Keyring {
                 ))
             }
         };
+        if opts.convergent && !opts.derived {
+            return Err(KeyringError::InvalidRequest(
+                "convergent encryption requires derivation to be enabled".into(),
+            ));
+        }
         if opts.derived && !key_type.is_aes() {
             return Err(KeyringError::InvalidRequest(format!(
                 "key derivation is supported for aes256-gcm96 and aes128-gcm96 keys, not {key_type}"
@@ -92,6 +97,7 @@ impl Keyring {
             key_type,
             key_size,
             derived: opts.derived,
+            convergent: opts.convergent,
         };
         let record = self
             .inner
@@ -316,6 +322,7 @@ impl Keyring {
             key_type: KeyType::Aes256Gcm96,
             key_size: 0,
             derived: false,
+            convergent: false,
         };
         let record = self
             .inner

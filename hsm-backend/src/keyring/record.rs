@@ -50,6 +50,10 @@ pub(super) struct KeyConfig {
     /// (version 2; absent means false).
     #[serde(default, skip_serializing_if = "is_false")]
     pub(super) derived: bool,
+    /// Vault's `convergent_encryption` (derived keys only): the GCM nonce is a pseudorandom
+    /// function, inside the HSM, of the item's AAD and plaintext (version 2; absent means false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(super) convergent: bool,
 }
 
 fn is_default_type(t: &KeyType) -> bool {

@@ -213,6 +213,7 @@ impl KeyState {
                 .collect(),
             allowed_ops: c.allowed_ops.clone(),
             derived: c.derived,
+            convergent: c.convergent,
             imported_versions: self
                 .record
                 .versions

@@ -29,7 +29,19 @@ impl SessionCtx<'_> {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>> {
-        let mut iv = self.iv()?;
+        let iv = self.iv()?;
+        self.gcm_encrypt_with_iv(key, iv, aad, plaintext)
+    }
+
+    /// AES-GCM inside the HSM with the given IV (a convergent key's, derived inside the HSM by
+    /// [`SessionCtx::aes_block`]); returns `iv ‖ ct ‖ tag`.
+    pub(crate) fn gcm_encrypt_with_iv(
+        &mut self,
+        key: ObjectHandle,
+        mut iv: [u8; IV_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
         let params = GcmParams::new(&mut iv, aad, (TAG_LEN as u64 * 8).into())?;
         let ct = counted(
             self.metrics,
@@ -41,6 +53,18 @@ impl SessionCtx<'_> {
         out.extend_from_slice(&iv);
         out.extend_from_slice(&ct);
         Ok(out)
+    }
+
+    /// One AES block under `key` (`CKM_AES_ECB`), inside the HSM: the pseudorandom function of a
+    /// convergent key's nonce (its input is a SHA-256 digest, so it never meets a block GCM uses).
+    pub(crate) fn aes_block(&mut self, key: ObjectHandle, block: &[u8; 16]) -> Result<[u8; 16]> {
+        let out = counted(
+            self.metrics,
+            HsmOp::Encrypt,
+            self.session.encrypt(&Mechanism::AesEcb, key, block),
+        )?;
+        <[u8; 16]>::try_from(out.as_slice())
+            .map_err(|_| Error::Internal("AES-ECB returned another length".into()))
     }
 
     /// Opens `iv ‖ ct ‖ tag` inside the HSM. A bad tag is [`Error::Integrity`].

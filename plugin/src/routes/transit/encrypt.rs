@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use rootseal_hsm::{EncryptItem, Sealed};
+use rootseal_hsm::{CreateOptions, EncryptItem, Sealed};
 use serde::{Deserialize, Serialize};
 
 use super::batch::{self, ItemError, Prepared};
@@ -107,11 +107,7 @@ pub(crate) async fn encrypt(
     let raw = st.read_body(body).await?;
     let b: EncryptBody<'_> = parse_body(&raw)?;
     check_key_type(b.key_type.as_deref())?;
-    if b.convergent_encryption.is_some_and(|c| c.0) {
-        return Err(ApiError::bad_request(
-            "convergent encryption is not supported",
-        ));
-    }
+
     let version = requested_version(b.key_version)?;
     let single = ItemIn {
         plaintext: b.plaintext.as_deref(),
@@ -140,6 +136,25 @@ pub(crate) async fn encrypt(
             .settings()
             .upsert(st.keyring(), st.config().allow_upsert)
             .await;
+        if upsert && b.convergent_encryption.is_some_and(|c| c.0) {
+            // Vault's upsert of a convergent key: made first, derived and convergent (an
+            // existing key is left as it is, as Vault does).
+            if contexts.is_empty() {
+                return Err(ApiError::bad_request(
+                    "convergent encryption requires derivation to be enabled, so context is required",
+                ));
+            }
+            st.keyring()
+                .create_key(
+                    &name,
+                    CreateOptions {
+                        derived: true,
+                        convergent: true,
+                        ..CreateOptions::default()
+                    },
+                )
+                .await?;
+        }
         let results = st
             .keyring()
             .encrypt_in_context(&name, version, items, contexts, upsert)

@@ -47,6 +47,15 @@ pub(crate) struct KeyData<'a> {
     min_encryption_version: u32,
     deletion_allowed: bool,
     derived: bool,
+    /// Vault's, present for a derived key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kdf: Option<&'static str>,
+    /// Vault's, present for a derived key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    convergent_encryption: Option<bool>,
+    /// rootseal's convergence construction (see docs/api.md), present for a convergent key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    convergent_encryption_version: Option<i32>,
     exportable: bool,
     allow_plaintext_backup: bool,
     imported_key: bool,
@@ -94,6 +103,10 @@ impl<'a> KeyData<'a> {
             min_encryption_version: k.min_encryption_version,
             deletion_allowed: k.deletion_allowed,
             derived: k.derived,
+            // Not Vault's HKDF: the context is bound into the AAD inside the HSM (docs/api.md).
+            kdf: k.derived.then_some("rootseal-aad-v1"),
+            convergent_encryption: k.derived.then_some(k.convergent),
+            convergent_encryption_version: k.convergent.then_some(-1),
             exportable: false,
             allow_plaintext_backup: false,
             imported_key: !k.imported_versions.is_empty(),
@@ -263,12 +276,13 @@ pub(crate) async fn create(
     };
     refuse_true("exportable", b.exportable)?;
     refuse_true("allow_plaintext_backup", b.allow_plaintext_backup)?;
-    if b.convergent_encryption.is_some_and(|d| d.0) {
+    let derived = b.derived.is_some_and(|d| d.0);
+    let convergent = b.convergent_encryption.is_some_and(|d| d.0);
+    if convergent && !derived {
         return Err(ApiError::bad_request(
-            "convergent encryption is not supported yet: its nonce key is not made in the HSM",
+            "convergent encryption requires derivation to be enabled",
         ));
     }
-    let derived = b.derived.is_some_and(|d| d.0);
     let period = b.auto_rotate_period.map_or(0, |p| p.0);
     if period != 0 && period < 3600 {
         return Err(ApiError::bad_request(
@@ -284,6 +298,7 @@ pub(crate) async fn create(
                 key_type,
                 key_size,
                 derived,
+                convergent,
                 ..CreateOptions::default()
             },
         )
