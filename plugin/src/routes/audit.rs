@@ -579,4 +579,41 @@ mod tests {
         assert_eq!(ct_version("vault:v12:abc"), Some(12));
         assert_eq!(ct_version("vault:x"), None);
     }
+
+    /// A frame stream fed whole and one byte at a time gives the same counts: two SEALED, one
+    /// item ERROR, END; a request-level ERROR (item `u64::MAX`) is told apart.
+    #[test]
+    fn frame_counter_counts_items_across_chunk_boundaries() {
+        let rec = |kind: u8, body: &[u8]| {
+            let mut r = vec![kind];
+            r.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes());
+            r.extend_from_slice(body);
+            r
+        };
+        let mut s = b"RSBF\x01".to_vec();
+        s.extend(rec(0x02, &[0u8; 40]));
+        s.extend(rec(KIND_SEALED, &[1u8; 100]));
+        let mut err = 7u64.to_be_bytes().to_vec();
+        err.extend_from_slice(b"bad item");
+        s.extend(rec(KIND_ERROR, &err));
+        s.extend(rec(KIND_SEALED, &[2u8; 3]));
+        s.extend(rec(KIND_END, &3u64.to_be_bytes()));
+        for step in [s.len(), 1, 3, 7] {
+            let mut c = FrameCounter::default();
+            for chunk in s.chunks(step) {
+                c.feed(chunk);
+            }
+            assert_eq!((c.ok, c.failed, c.ended, c.request_error), (2, 1, Some(3), false));
+        }
+        let mut s = b"RSBF\x01".to_vec();
+        s.extend(rec(KIND_SEALED, &[1u8; 10]));
+        let mut err = u64::MAX.to_be_bytes().to_vec();
+        err.extend_from_slice(b"request failed");
+        s.extend(rec(KIND_ERROR, &err));
+        let mut c = FrameCounter::default();
+        for chunk in s.chunks(2) {
+            c.feed(chunk);
+        }
+        assert_eq!((c.ok, c.failed, c.ended, c.request_error), (1, 0, None, true));
+    }
 }
