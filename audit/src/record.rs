@@ -89,6 +89,17 @@ fn needs_general(v: &Value) -> bool {
     }
 }
 
+/// The length of a log's content: up to its first zero byte (the writer's padding, see
+/// [`crate::PREALLOCATE`], or the never-acknowledged tail of a crash; a record is JSON and never
+/// holds a zero byte). Also whether anything but zeros follows (a crash left part of a group
+/// whose sync never finished past the padding's start).
+pub fn content_len(data: &[u8]) -> (usize, bool) {
+    match data.iter().position(|&b| b == 0) {
+        None => (data.len(), false),
+        Some(end) => (end, data[end..].iter().any(|&b| b != 0)),
+    }
+}
+
 /// Serialises a checkpoint line `{"checkpoint":"<note>","v":1}`.
 ///
 /// # Errors
