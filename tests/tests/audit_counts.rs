@@ -77,7 +77,10 @@ fn batch_and_bulk_records_carry_their_item_counts() {
     };
     let json_post = |path: &str, v: Value| {
         let (s, b) = post(path, v.to_string().into_bytes(), "application/json");
-        (s, serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null))
+        (
+            s,
+            serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
+        )
     };
     let (s, v) = json_post("keys/k", json!({}));
     assert!((200..300).contains(&s), "create key: {s} {v}");
@@ -143,7 +146,10 @@ fn batch_and_bulk_records_carry_their_item_counts() {
             .map(|e| (*e).clone())
             .unwrap_or_else(|| panic!("no {form} end record in {ends:?}"))
     };
-    for (ends, starts) in [(&seal_ends, of("bulk.seal")), (&unseal_ends, of("bulk.unseal"))] {
+    for (ends, starts) in [
+        (&seal_ends, of("bulk.seal")),
+        (&unseal_ends, of("bulk.unseal")),
+    ] {
         let frames = by_form(ends, "frames");
         assert_eq!(frames["items"], 4, "{frames}");
         assert_eq!(frames["failed"], 0, "{frames}");

@@ -89,7 +89,11 @@ fn kms_seal_calls_are_audited_and_the_plugin_log_verifies() {
             "-format=json",
         ],
     );
-    assert!(ok, "bao operator init failed: {err}\n{out}\n{}", server.log());
+    assert!(
+        ok,
+        "bao operator init failed: {err}\n{out}\n{}",
+        server.log()
+    );
     let init: Value = serde_json::from_str(&out).unwrap();
     let recovery = init["recovery_keys_b64"][0].as_str().unwrap().to_owned();
     assert!(
