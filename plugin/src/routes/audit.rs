@@ -603,7 +603,10 @@ mod tests {
             for chunk in s.chunks(step) {
                 c.feed(chunk);
             }
-            assert_eq!((c.ok, c.failed, c.ended, c.request_error), (2, 1, Some(3), false));
+            assert_eq!(
+                (c.ok, c.failed, c.ended, c.request_error),
+                (2, 1, Some(3), false)
+            );
         }
         let mut s = b"RSBF\x01".to_vec();
         s.extend(rec(KIND_SEALED, &[1u8; 10]));
@@ -614,6 +617,9 @@ mod tests {
         for chunk in s.chunks(2) {
             c.feed(chunk);
         }
-        assert_eq!((c.ok, c.failed, c.ended, c.request_error), (1, 0, None, true));
+        assert_eq!(
+            (c.ok, c.failed, c.ended, c.request_error),
+            (1, 0, None, true)
+        );
     }
 }
