@@ -53,6 +53,19 @@ impl Event {
 /// # Errors
 /// A value that RFC 8785 cannot represent (a non-finite number).
 pub fn encode(seq: u64, time: &str, prev: Option<&Hash>, event: &Event) -> Result<Vec<u8>, String> {
+    encode_owned(seq, time, prev, event.clone())
+}
+
+/// [`encode`], taking the event (the writer's path: no copy of its fields).
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_owned(
+    seq: u64,
+    time: &str,
+    prev: Option<&Hash>,
+    event: Event,
+) -> Result<Vec<u8>, String> {
     let mut m = Map::new();
     m.insert("v".into(), RECORD_VERSION.into());
     m.insert("seq".into(), seq.into());
@@ -60,7 +73,7 @@ pub fn encode(seq: u64, time: &str, prev: Option<&Hash>, event: &Event) -> Resul
     if let Some(p) = prev {
         m.insert("prev".into(), B64.encode(p).into());
     }
-    m.insert("event".into(), Value::Object(event.0.clone()));
+    m.insert("event".into(), Value::Object(event.0));
     let v = Value::Object(m);
     if needs_general(&v) {
         serde_json_canonicalizer::to_vec(&v).map_err(|e| e.to_string())

@@ -354,7 +354,14 @@ impl AuditLog {
         shared.size.store(tail.frontier.size(), Ordering::SeqCst);
         let (tx, rx) = mpsc::channel();
         let torn = tail.torn;
+        // ROOTSEAL_AUDIT_PREALLOCATE: bytes of padding (0: none; for file systems where writing
+        // zeros ahead buys nothing, e.g. copy-on-write ones, and for benchmarks).
+        let prealloc = std::env::var("ROOTSEAL_AUDIT_PREALLOCATE")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(PREALLOCATE);
         let mut w = Writer {
+            prealloc,
             file,
             regular,
             alloc_end,
@@ -491,6 +498,8 @@ struct Writer {
     regular: bool,
     /// The file's length, padding included (regular files).
     alloc_end: u64,
+    /// Bytes of padding kept ahead ([`PREALLOCATE`] unless the environment says otherwise).
+    prealloc: u64,
     origin: String,
     signer: Option<Arc<dyn CheckpointSigner>>,
     committed: Tail,
@@ -553,16 +562,13 @@ impl Writer {
             };
             let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
             if dropped > 0 {
-                self.append(
-                    &mut g,
-                    &Event::new("audit.dropped").with("records", dropped),
-                );
+                self.append(&mut g, Event::new("audit.dropped").with("records", dropped));
             }
             let size_before = g.frontier.size();
             for m in msgs {
                 match m {
                     Msg::Record(ev, reply, permit) => {
-                        let seq = self.append(&mut g, &ev);
+                        let seq = self.append(&mut g, ev);
                         g.permits.push(permit);
                         if let (Some(r), Some(seq)) = (reply, seq) {
                             g.record_waiters.push((r, seq));
@@ -604,9 +610,9 @@ impl Writer {
     }
 
     /// Adds record `ev` to the group; its seq, or `None` when it cannot be encoded (logged).
-    fn append(&self, g: &mut Group, ev: &Event) -> Option<u64> {
+    fn append(&self, g: &mut Group, ev: Event) -> Option<u64> {
         let seq = g.frontier.size();
-        match record::encode(seq, &crate::time::now_rfc3339(), g.prev.as_ref(), ev) {
+        match record::encode_owned(seq, &crate::time::now_rfc3339(), g.prev.as_ref(), ev) {
             Ok(line) => {
                 let h = leaf_hash(&line);
                 g.frontier.push(h);
@@ -616,7 +622,7 @@ impl Writer {
                 Some(seq)
             }
             Err(e) => {
-                tracing::error!(error = %e, kind = ev.kind(), "cannot encode an audit record");
+                tracing::error!(error = %e, seq, "cannot encode an audit record");
                 None
             }
         }
@@ -658,13 +664,16 @@ impl Writer {
     /// Keeps [`PREALLOCATE`] bytes of written zeros ahead of a group that will end at `need`.
     /// A failure (disk full, file-size limit) is not the group's: it is written as an append.
     fn preallocate(&mut self, need: u64) {
-        if !self.regular || need + PREALLOCATE_LOW <= self.alloc_end {
+        if !self.regular
+            || self.prealloc == 0
+            || need + PREALLOCATE_LOW.min(self.prealloc / 2) <= self.alloc_end
+        {
             return;
         }
         use std::os::unix::fs::FileExt as _;
         static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let mut at = self.alloc_end.max(self.committed.len);
-        let target = need + PREALLOCATE;
+        let target = need + self.prealloc;
         while at < target {
             let n = (target - at).min(ZEROS.len() as u64) as usize;
             match self.file.write_all_at(&ZEROS[..n], at) {
