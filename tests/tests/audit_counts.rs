@@ -106,7 +106,9 @@ fn batch_and_bulk_records_carry_their_item_counts() {
     assert_eq!(s, 200);
     assert!(opened.ends_with(&[0x7F, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 4]));
     // One object as a stream.
-    let obj = vec![7u8; 200_000];
+    // An object that itself begins like a frame stream: still one object.
+    let mut obj = b"RSBF\x01".to_vec();
+    obj.resize(200_000, 7);
     let (s, sealed_obj) = post(
         "bulk-seal/k?mode=stream",
         obj.clone(),

@@ -180,6 +180,10 @@ pub async fn record_requests(State(st): State<AppState>, req: Request, next: Nex
     }
     ev.set("client", client.map_or(serde_json::Value::Null, Into::into));
     let mut versions = Vec::new();
+    let seal_object = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "mode=stream"));
     // A binary bulk request's first bytes say which form its response takes.
     let magic = Arc::new(Mutex::new(Vec::with_capacity(4)));
     let req = if op.stream {
@@ -253,10 +257,16 @@ pub async fn record_requests(State(st): State<AppState>, req: Request, next: Nex
     }
     let stream = op.stream.then(|| {
         let m = magic.lock().unwrap_or_else(|e| e.into_inner());
-        if m.as_slice() == rootseal_bulk::FRAME_MAGIC {
-            Form::Frames
+        // A seal's form is in its query (its body is any bytes); an unseal's in its body's magic.
+        let object = if op.kind == "bulk.seal" {
+            seal_object
         } else {
+            m.as_slice() != rootseal_bulk::FRAME_MAGIC
+        };
+        if object {
             Form::Object
+        } else {
+            Form::Frames
         }
     });
     finish(&log, ev, resp, block, versions, stream).await
