@@ -22,4 +22,6 @@ pub use checkpoint::Checkpoint;
 pub use record::Event;
 pub use time::now_rfc3339;
 pub use verify::{verify, Options, Report, Verdict, VerifyError};
-pub use writer::{AuditConfig, AuditError, AuditLog, AuditStatus, CheckpointSigner, Mode};
+pub use writer::{
+    AuditConfig, AuditError, AuditLog, AuditStatus, CheckpointSigner, Mode, PREALLOCATE,
+};

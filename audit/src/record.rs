@@ -53,6 +53,19 @@ impl Event {
 /// # Errors
 /// A value that RFC 8785 cannot represent (a non-finite number).
 pub fn encode(seq: u64, time: &str, prev: Option<&Hash>, event: &Event) -> Result<Vec<u8>, String> {
+    encode_owned(seq, time, prev, event.clone())
+}
+
+/// [`encode`], taking the event (the writer's path: no copy of its fields).
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_owned(
+    seq: u64,
+    time: &str,
+    prev: Option<&Hash>,
+    event: Event,
+) -> Result<Vec<u8>, String> {
     let mut m = Map::new();
     m.insert("v".into(), RECORD_VERSION.into());
     m.insert("seq".into(), seq.into());
@@ -60,7 +73,7 @@ pub fn encode(seq: u64, time: &str, prev: Option<&Hash>, event: &Event) -> Resul
     if let Some(p) = prev {
         m.insert("prev".into(), B64.encode(p).into());
     }
-    m.insert("event".into(), Value::Object(event.0.clone()));
+    m.insert("event".into(), Value::Object(event.0));
     let v = Value::Object(m);
     if needs_general(&v) {
         serde_json_canonicalizer::to_vec(&v).map_err(|e| e.to_string())
@@ -86,6 +99,17 @@ fn needs_general(v: &Value) -> bool {
         Value::Array(a) => a.iter().any(needs_general),
         Value::Object(o) => o.values().any(needs_general),
         _ => false,
+    }
+}
+
+/// The length of a log's content: up to its first zero byte (the writer's padding, see
+/// [`crate::PREALLOCATE`], or the never-acknowledged tail of a crash; a record is JSON and never
+/// holds a zero byte). Also whether anything but zeros follows (a crash left part of a group
+/// whose sync never finished past the padding's start).
+pub fn content_len(data: &[u8]) -> (usize, bool) {
+    match data.iter().position(|&b| b == 0) {
+        None => (data.len(), false),
+        Some(end) => (end, data[end..].iter().any(|&b| b != 0)),
     }
 }
 

@@ -163,6 +163,9 @@ pub fn verify(
         }
     }
     let trusted_size = trusted.as_ref().map(|(c, _)| c.size);
+    // The writer's zero padding is not content.
+    let (end, junk) = record::content_len(data);
+    let data = &data[..end];
     let mut pos = 0usize;
     let mut line_no = 0u64;
     while pos < data.len() {
@@ -318,6 +321,19 @@ pub fn verify(
                 st.last_note = Some(note);
             }
         }
+    }
+    if junk {
+        let size = st.frontier.size();
+        return Ok(st.report(
+            Verdict::Missing,
+            Some(size),
+            format!(
+                "after record {} the log holds bytes past its zero padding (a crash during a \
+                 write that was never acknowledged: `rootseal serve` cuts them off, and records \
+                 that, at its next start)",
+                size.saturating_sub(1)
+            ),
+        ));
     }
     if let Some((cp, _)) = &trusted {
         let size = st.frontier.size();

@@ -10,6 +10,12 @@
 //! again. In [`Mode::BestEffort`] nobody waits and a full queue drops the record (counted, and
 //! the drop itself recorded as an `audit.dropped` event).
 //!
+//! A regular log file is kept [`PREALLOCATE`] bytes ahead of its records with written zeros, so
+//! that a group's `fdatasync` flushes only data blocks already allocated, and no file-size or
+//! extent change (no journal commit): on ext4 that about halves its latency. The log's content
+//! ends at its first zero byte (a record is JSON and never contains one); readers ignore the
+//! padding ([`record::content_len`]), and a clean close cuts it off.
+//!
 //! Checkpoints are signed by a [`CheckpointSigner`] (in rootseal, the HSM's `rootseal-audit` key):
 //! every `checkpoint_every` records, every `checkpoint_interval` when records came in, at
 //! [`AuditLog::checkpoint`] (start, ceremonies) and at [`AuditLog::close`].
@@ -27,7 +33,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::checkpoint::{self, Checkpoint};
 use crate::merkle::{leaf_hash, Frontier, Hash};
 use crate::note::{Note, NoteSignature, SIG_ED25519};
-use crate::record::{self, Event, Line};
+use crate::record::{self, content_len, Event, Line};
 
 /// How requests wait for the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +191,11 @@ struct Tail {
     torn: u64,
 }
 
+/// Bytes of written zeros kept ahead of the records of a regular log file (see the module docs).
+pub const PREALLOCATE: u64 = 4 << 20;
+/// The padding is extended when less than this is left ahead of a group.
+const PREALLOCATE_LOW: u64 = 256 << 10;
+
 /// Reads an existing log: its tree, its last leaf and checkpoint, and the length of its complete
 /// lines (a final line cut short by a crash mid-write is cut off: it was never acknowledged).
 fn recover(file: &mut File, path: &Path) -> Result<Tail, AuditError> {
@@ -192,6 +203,7 @@ fn recover(file: &mut File, path: &Path) -> Result<Tail, AuditError> {
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.read_to_end(&mut data))
         .map_err(|e| AuditError::Open(format!("cannot read {}: {e}", path.display())))?;
+    let (end, junk) = content_len(&data);
     let mut t = Tail {
         frontier: Frontier::new(),
         prev: None,
@@ -199,6 +211,8 @@ fn recover(file: &mut File, path: &Path) -> Result<Tail, AuditError> {
         len: 0,
         torn: 0,
     };
+    let padded = data.len() as u64;
+    data.truncate(end);
     let mut pos = 0usize;
     while pos < data.len() {
         let Some(nl) = data[pos..].iter().position(|&b| b == b'\n') else {
@@ -238,6 +252,11 @@ fn recover(file: &mut File, path: &Path) -> Result<Tail, AuditError> {
         }
         pos += nl + 1;
         t.len = pos as u64;
+    }
+    if junk {
+        // Bytes of a group that never finished its sync, past the padding's start: cut off
+        // with the padding (it is made again).
+        t.torn = padded - t.len;
     }
     Ok(t)
 }
@@ -326,12 +345,26 @@ impl AuditLog {
             file.seek(SeekFrom::Start(tail.len))
                 .map_err(|e| AuditError::Open(format!("{}: {e}", cfg.path.display())))?;
         }
+        // The padding already there (a log not closed cleanly) is used as it is.
+        let alloc_end = if regular {
+            file.metadata().map(|m| m.len()).unwrap_or(tail.len)
+        } else {
+            0
+        };
         shared.size.store(tail.frontier.size(), Ordering::SeqCst);
         let (tx, rx) = mpsc::channel();
         let torn = tail.torn;
+        // ROOTSEAL_AUDIT_PREALLOCATE: bytes of padding (0: none; for file systems where writing
+        // zeros ahead buys nothing, e.g. copy-on-write ones, and for benchmarks).
+        let prealloc = std::env::var("ROOTSEAL_AUDIT_PREALLOCATE")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(PREALLOCATE);
         let mut w = Writer {
+            prealloc,
             file,
             regular,
+            alloc_end,
             origin,
             signer,
             committed: tail,
@@ -341,7 +374,14 @@ impl AuditLog {
         };
         std::thread::Builder::new()
             .name("rootseal-audit".into())
-            .spawn(move || w.run(rx))
+            .spawn(move || {
+                let closers = w.run(rx);
+                // Answered once the file (and its lock) is closed: a new writer may open it.
+                drop(w);
+                for c in closers {
+                    let _ = c.send(());
+                }
+            })
             .map_err(|e| AuditError::Open(format!("cannot start the audit writer: {e}")))?;
         let log = AuditLog {
             tx: Some(tx),
@@ -456,6 +496,10 @@ const MAX_GROUP: usize = 4096;
 struct Writer {
     file: File,
     regular: bool,
+    /// The file's length, padding included (regular files).
+    alloc_end: u64,
+    /// Bytes of padding kept ahead ([`PREALLOCATE`] unless the environment says otherwise).
+    prealloc: u64,
     origin: String,
     signer: Option<Arc<dyn CheckpointSigner>>,
     committed: Tail,
@@ -478,7 +522,8 @@ struct Group {
 }
 
 impl Writer {
-    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
+    /// Runs until closed; returns the waiters of [`AuditLog::close`].
+    fn run(&mut self, rx: mpsc::Receiver<Msg>) -> Vec<oneshot::Sender<()>> {
         let mut last_cp = Instant::now();
         let mut since_cp =
             self.committed.frontier.size() - self.committed.last_cp.map_or(0, |(s, _)| s);
@@ -517,16 +562,13 @@ impl Writer {
             };
             let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
             if dropped > 0 {
-                self.append(
-                    &mut g,
-                    &Event::new("audit.dropped").with("records", dropped),
-                );
+                self.append(&mut g, Event::new("audit.dropped").with("records", dropped));
             }
             let size_before = g.frontier.size();
             for m in msgs {
                 match m {
                     Msg::Record(ev, reply, permit) => {
-                        let seq = self.append(&mut g, &ev);
+                        let seq = self.append(&mut g, ev);
                         g.permits.push(permit);
                         if let (Some(r), Some(seq)) = (reply, seq) {
                             g.record_waiters.push((r, seq));
@@ -558,17 +600,19 @@ impl Writer {
                 last_cp = Instant::now();
             }
             want_cp = false;
-            self.commit(g);
+            let closers = self.commit(g);
             if closing {
-                return;
+                // (A dropped handle closes the channel without a Close: no final checkpoint, as
+                // after a crash; the padding stays for the next writer.)
+                return closers;
             }
         }
     }
 
     /// Adds record `ev` to the group; its seq, or `None` when it cannot be encoded (logged).
-    fn append(&self, g: &mut Group, ev: &Event) -> Option<u64> {
+    fn append(&self, g: &mut Group, ev: Event) -> Option<u64> {
         let seq = g.frontier.size();
-        match record::encode(seq, &crate::time::now_rfc3339(), g.prev.as_ref(), ev) {
+        match record::encode_owned(seq, &crate::time::now_rfc3339(), g.prev.as_ref(), ev) {
             Ok(line) => {
                 let h = leaf_hash(&line);
                 g.frontier.push(h);
@@ -578,7 +622,7 @@ impl Writer {
                 Some(seq)
             }
             Err(e) => {
-                tracing::error!(error = %e, kind = ev.kind(), "cannot encode an audit record");
+                tracing::error!(error = %e, seq, "cannot encode an audit record");
                 None
             }
         }
@@ -617,11 +661,54 @@ impl Writer {
         Ok(note)
     }
 
-    /// Writes and syncs the group, then answers its waiters.
-    fn commit(&mut self, g: Group) {
+    /// Keeps [`PREALLOCATE`] bytes of written zeros ahead of a group that will end at `need`.
+    /// A failure (disk full, file-size limit) is not the group's: it is written as an append.
+    fn preallocate(&mut self, need: u64) {
+        if !self.regular
+            || self.prealloc == 0
+            || need + PREALLOCATE_LOW.min(self.prealloc / 2) <= self.alloc_end
+        {
+            return;
+        }
+        use std::os::unix::fs::FileExt as _;
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut at = self.alloc_end.max(self.committed.len);
+        let target = need + self.prealloc;
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64) as usize;
+            match self.file.write_all_at(&ZEROS[..n], at) {
+                Ok(()) => at += n as u64,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot preallocate the audit log");
+                    at = self.file.metadata().map_or(at, |m| m.len());
+                    break;
+                }
+            }
+        }
+        self.alloc_end = at;
+    }
+
+    /// Cuts the padding off at a clean close.
+    fn trim(&mut self) {
+        if self.regular && self.alloc_end > self.committed.len {
+            match self
+                .file
+                .set_len(self.committed.len)
+                .and_then(|()| self.file.sync_data())
+            {
+                Ok(()) => self.alloc_end = self.committed.len,
+                Err(e) => tracing::warn!(error = %e, "cannot cut the audit log's padding off"),
+            }
+        }
+    }
+
+    /// Writes and syncs the group, then answers its waiters (all but the close waiters, which
+    /// it returns).
+    fn commit(&mut self, g: Group) -> Vec<oneshot::Sender<()>> {
         let written = if g.buf.is_empty() {
             Ok(())
         } else {
+            self.preallocate(self.committed.len + g.buf.len() as u64);
             self.file
                 .write_all(&g.buf)
                 .and_then(|()| self.file.sync_data())
@@ -629,6 +716,7 @@ impl Writer {
         match written {
             Ok(()) => {
                 self.committed.len += g.buf.len() as u64;
+                self.alloc_end = self.alloc_end.max(self.committed.len);
                 self.committed.frontier = g.frontier;
                 self.committed.prev = g.prev;
                 self.committed.last_cp = g.last_cp;
@@ -659,8 +747,13 @@ impl Writer {
                     self.file.seek(SeekFrom::Start(self.committed.len))?;
                     Ok(())
                 };
-                if let Err(e2) = if self.regular { cut() } else { Ok(()) } {
-                    tracing::error!(error = %e2, "cannot cut the audit log back after a failed write");
+                match if self.regular { cut() } else { Ok(()) } {
+                    // The padding went with it; it is made again when there is room.
+                    Ok(()) => self.alloc_end = self.committed.len,
+                    Err(e2) => {
+                        tracing::error!(error = %e2, "cannot cut the audit log back after a failed write");
+                        self.alloc_end = self.file.metadata().map_or(self.alloc_end, |m| m.len());
+                    }
                 }
                 *lock(&self.shared.failing) = Some(why.clone());
                 for (r, _) in g.record_waiters {
@@ -672,8 +765,9 @@ impl Writer {
             }
         }
         drop(g.permits);
-        for c in g.close {
-            let _ = c.send(());
+        if !g.close.is_empty() {
+            self.trim();
         }
+        g.close
     }
 }

@@ -456,3 +456,73 @@ async fn a_failing_write_fails_the_requests_and_the_next_good_write_resumes() {
     log.close().await;
     assert_eq!(check(&real, &key, None).0, Verdict::Intact);
 }
+
+/// A log that was not closed (a crash, `kill -9`) ends in the writer's zero padding: it
+/// verifies as it is, the writer continues it without a torn-tail record, and a clean close
+/// cuts the padding off.
+#[tokio::test]
+async fn the_zero_padding_of_an_unclosed_log_is_not_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let signer = SoftSigner::new("rootseal-audit/serial1");
+    let key = signer.public_key();
+    {
+        let log = AuditLog::open(&cfg(&path, 5), ORIGIN.into(), Some(signer.clone())).unwrap();
+        for _ in 0..12 {
+            log.record(Event::new("e")).await.unwrap();
+        }
+        // Not closed: the writer thread still holds the file; what is on disk is what a crash
+        // leaves.
+        let data = std::fs::read(&path).unwrap();
+        let (end, junk) = rootseal_audit::record::content_len(&data);
+        assert!(!junk);
+        assert!(
+            data.len() as u64 >= end as u64 + rootseal_audit::PREALLOCATE / 2,
+            "no padding: {} bytes, content {end}",
+            data.len()
+        );
+        assert_eq!(data[end - 1], b'\n');
+        let (v, _, m) = check(&path, &key, None);
+        assert_eq!(v, Verdict::Intact, "{m}");
+        drop(log);
+    }
+    // The writer thread of the dropped handle ends when its channel closes (no final
+    // checkpoint: as after a crash). Wait for its lock to go.
+    let log = loop {
+        match AuditLog::open(&cfg(&path, 5), ORIGIN.into(), Some(signer.clone())) {
+            Ok(l) => break l,
+            Err(e) if e.to_string().contains("in use") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(log.record(Event::new("after")).await.unwrap(), Some(12));
+    log.close().await;
+    let data = std::fs::read(&path).unwrap();
+    assert!(!data.contains(&0), "padding left after a clean close");
+    assert!(!lines(&path).iter().any(|l| l.contains("audit.torn_tail")));
+    let (v, _, m) = check(&path, &key, None);
+    assert_eq!(v, Verdict::Intact, "{m}");
+}
+
+/// Bytes past the padding's start (a group whose sync never finished, its pages written out of
+/// order by a power loss) are a missing tail for the verifier, and are cut off and recorded
+/// when the writer reopens.
+#[tokio::test]
+async fn bytes_past_the_padding_are_a_missing_tail_cut_off_at_reopen() {
+    let (_d, path, signer, key) = fixture(12, 5).await;
+    let mut data = std::fs::read(&path).unwrap();
+    data.extend_from_slice(&[0u8; 5000]);
+    data.extend_from_slice(b"\"seq\":99,\"time\":\"x\",\"v\":1}\n");
+    data.extend_from_slice(&[0u8; 3000]);
+    std::fs::write(&path, &data).unwrap();
+    let (v, seq, m) = check(&path, &key, None);
+    assert_eq!((v, seq), (Verdict::Missing, Some(12)), "{m}");
+    write_log_more(&path, &signer, 13, 2).await;
+    let (v, _, m) = check(&path, &key, None);
+    assert_eq!(v, Verdict::Intact, "{m}");
+    assert!(lines(&path)
+        .iter()
+        .any(|l| l.contains("audit.torn_tail") && l.contains("\"seq\":12,")));
+}

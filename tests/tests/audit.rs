@@ -243,7 +243,13 @@ fn block_mode_on_a_full_disk_answers_503_and_nothing_unaudited_then_resumes() {
         ok_ids.push(v["request_id"].as_str().unwrap().to_owned());
     });
     let before = records(&log).len();
-    let size = std::fs::metadata(&log).unwrap().len();
+    // The log's content ends where the writer's zero padding (4 MiB kept ahead of the records)
+    // begins: the limit is put there, so not even the padding can take another record.
+    let size = std::fs::read(&log)
+        .unwrap()
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or_else(|| panic!("no padding ahead of the records")) as u64;
     // The disk is full: not one more byte fits in the log.
     // The soft limit only: raising it back needs no privilege.
     let st = Command::new("prlimit")

@@ -36,6 +36,18 @@ pub trait SealKeys: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Zeroizing<Vec<u8>>, KeyringError>>;
     /// Non-secret facts for `SetConfig`'s metadata (token, store).
     fn describe(&self) -> Vec<(String, String)>;
+    /// Records `event` in the instance's audit log and waits until it is durable (block mode).
+    /// Instances without a log (tests' soft keys) record nothing.
+    ///
+    /// # Errors
+    /// The record could not be written: the call must not be answered.
+    fn record(
+        &self,
+        event: rootseal_audit::Event,
+    ) -> BoxFuture<'_, Result<(), rootseal_audit::AuditError>> {
+        let _ = event;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Why a seal instance could not be opened. Messages are for OpenBao's log: no secrets.
@@ -54,6 +66,9 @@ pub enum OpenError {
     /// The keyring refused (no root, wrong HSM, store trouble).
     #[error("rootseal keyring: {0}")]
     Keyring(#[from] KeyringError),
+    /// The audit log cannot be opened (unwritable, damaged, or in use by another process).
+    #[error("audit log: {0}")]
+    Audit(String),
     /// The token's root fails the custody check and the stanza does not allow that.
     #[error(
         "the HSM root is weak ({0}): run `rootseal root rotate` as the Security Officer to move \
@@ -70,6 +85,8 @@ impl OpenError {
         matches!(
             self,
             OpenError::HsmAbsent(_)
+                // Another plugin process (OpenBao restarting it) may still hold the log.
+                | OpenError::Audit(_)
                 | OpenError::Keyring(
                     KeyringError::HsmUnavailable(_)
                         | KeyringError::StoreUnavailable(_)
@@ -125,7 +142,23 @@ impl Opener for KeyringOpener {
             let store = FileStore::open(&key_dir)
                 .map_err(|e| OpenError::Config(format!("local key store: {e}")))?;
             let store_desc = store.describe();
-            let keyring = Keyring::open(hsm, Arc::new(store)).await?;
+            // The audit log (block mode): every seal call, and every write of the unseal KEK's
+            // record, is on it before it is answered; a rolled-back record is refused.
+            let audit_cfg = rootseal_audit::AuditConfig::new(
+                settings
+                    .audit_log
+                    .clone()
+                    .unwrap_or_else(|| key_dir.join(KMS_AUDIT_LOG)),
+                rootseal_audit::Mode::Block,
+            );
+            let (log, seen) = open_audit(&audit_cfg, &hsm).await?;
+            let store: Arc<dyn KekStore> = Arc::new(crate::audit::store::AuditedStore::new(
+                Arc::new(store),
+                log.clone(),
+                seen,
+            ));
+            let keyring = Keyring::open(hsm, store).await?;
+            crate::audit::record_custody(&log, &keyring).await;
             let custody = keyring.custody();
             if custody.verdict() == Custody::Weak {
                 let failures = custody.failures().join("; ");
@@ -145,8 +178,38 @@ impl Opener for KeyringOpener {
                 name: settings.key_name.clone(),
                 token,
                 store: store_desc,
+                audit: log,
             }) as Arc<dyn SealKeys>)
         })
+    }
+}
+
+/// The plugin's audit log in the local key store directory, unless the stanza names one.
+pub const KMS_AUDIT_LOG: &str = "kms-audit.log";
+
+/// Opens the plugin's audit log (`kms.start` record, start checkpoint). A log still held by
+/// another plugin process (OpenBao replacing one) is waited for a few seconds, then reported as
+/// [`OpenError::Audit`] (transient: the seal opens it on use).
+async fn open_audit(
+    cfg: &rootseal_audit::AuditConfig,
+    hsm: &rootseal_hsm::Hsm,
+) -> Result<
+    (
+        rootseal_audit::AuditLog,
+        std::collections::HashMap<String, crate::audit::store::Seen>,
+    ),
+    OpenError,
+> {
+    let mut tries = 0;
+    loop {
+        match crate::audit::open(cfg, hsm, "kms").await {
+            Ok((log, _, seen)) => return Ok((log, seen)),
+            Err(e) if e.contains("in use by another") && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(OpenError::Audit(e)),
+        }
     }
 }
 
@@ -184,6 +247,7 @@ struct KeyringKeys {
     name: String,
     token: String,
     store: String,
+    audit: rootseal_audit::AuditLog,
 }
 
 fn one<T>(v: Vec<Result<T, KeyringError>>) -> Result<T, KeyringError> {
@@ -238,6 +302,13 @@ impl SealKeys for KeyringKeys {
             ("token".to_owned(), self.token.clone()),
             ("key_store".to_owned(), self.store.clone()),
         ]
+    }
+
+    fn record(
+        &self,
+        event: rootseal_audit::Event,
+    ) -> BoxFuture<'_, Result<(), rootseal_audit::AuditError>> {
+        Box::pin(async move { self.audit.record(event).await.map(|_| ()) })
     }
 }
 
@@ -320,6 +391,24 @@ impl SealKeys for PendingKeys {
         aad: Vec<u8>,
     ) -> BoxFuture<'_, Result<Zeroizing<Vec<u8>>, KeyringError>> {
         Box::pin(async move { self.keys().await?.decrypt(sealed, aad).await })
+    }
+
+    fn record(
+        &self,
+        event: rootseal_audit::Event,
+    ) -> BoxFuture<'_, Result<(), rootseal_audit::AuditError>> {
+        Box::pin(async move {
+            let open = match &*self.state.lock().await {
+                Pending::Open(k) => Some(k.clone()),
+                _ => None,
+            };
+            match open {
+                Some(k) => k.record(event).await,
+                // Not open: the call it would record failed without touching a key, and
+                // there is no log yet to write to.
+                None => Ok(()),
+            }
+        })
     }
 
     fn describe(&self) -> Vec<(String, String)> {

@@ -5,7 +5,9 @@
 //!   inline: `module`, `token_label` or `token_serial`, `key_dir` (the local file store that holds
 //!   the sealed unseal KEK), `pin_file` (optional);
 //! * `key_name` (default `openbao-unseal`), `pool_size` (HSM sessions, default 1);
-//! * `allow_weak_root` (default `"false"`): serve from a root that fails the custody check.
+//! * `allow_weak_root` (default `"false"`): serve from a root that fails the custody check;
+//! * `audit_log`: the plugin's audit log (default `kms-audit.log` in the local key store
+//!   directory); every `Encrypt`/`Decrypt` is recorded there in block mode (`docs/audit.md`).
 //!
 //! The PIN comes from `ROOTSEAL_HSM_PIN` in the plugin's environment or from `pin_file`; a PIN in
 //! the stanza (`pin`, `hsm_pin`, …) is refused, because the server config is not a secret store.
@@ -31,6 +33,7 @@ const KNOWN_KEYS: &[&str] = &[
     "key_name",
     "pool_size",
     "allow_weak_root",
+    "audit_log",
 ];
 
 /// Where the HSM and key store settings come from.
@@ -83,6 +86,8 @@ pub struct SealSettings {
     /// **Security warning**: serve from a root that fails the custody check (made by rootseal
     /// 0.1.0: a User-PIN holder could read its L1 keys). `allow_weak_root = "true"`; default false.
     pub allow_weak_root: bool,
+    /// The plugin's audit log (`audit_log`; `None`: `kms-audit.log` in the key store directory).
+    pub audit_log: Option<PathBuf>,
 }
 
 /// A stanza that cannot be used. The message is shown by OpenBao: it names keys, never values.
@@ -187,6 +192,7 @@ impl SealSettings {
             pool_size,
             allow_env: !disallow_env,
             allow_weak_root,
+            audit_log: get("audit_log").map(PathBuf::from),
         })
     }
 }

@@ -182,46 +182,16 @@ impl pb::wrapper_server::Wrapper for WrapperService {
     ) -> Result<Response<pb::EncryptResponse>, Status> {
         let req = req.into_inner();
         let keys = self.instance(&req.wrapper_id)?;
-        let plaintext = Zeroizing::new(req.plaintext);
-        let opts = req.options.unwrap_or_default();
-        let version = if opts.with_key_id.is_empty() {
-            None
-        } else {
-            match parse_key_id(&opts.with_key_id) {
-                Some((name, v)) if name == keys.name() => Some(v),
-                _ => {
-                    return Err(Status::invalid_argument(format!(
-                        "Encrypt: key id {:?} is not a version of {:?}",
-                        opts.with_key_id,
-                        keys.name()
-                    )))
-                }
-            }
-        };
-        let sealed = keys
-            .encrypt(version, plaintext, opts.with_aad)
+        let out = encrypt_with(keys.as_ref(), req).await;
+        let version = out
+            .as_ref()
+            .ok()
+            .and_then(|r| r.ciphertext.as_ref()?.key_info.as_ref())
+            .and_then(|k| parse_key_id(&k.key_id))
+            .map(|(_, v)| v);
+        audited(keys.as_ref(), "kms.encrypt", version, out)
             .await
-            .map_err(|e| keyring_status(e, "Encrypt"))?;
-        if sealed.bytes.len() < IV_LEN + TAG_LEN {
-            tracing::error!(
-                len = sealed.bytes.len(),
-                "keyring returned a short ciphertext"
-            );
-            return Err(Status::internal("Encrypt: internal error"));
-        }
-        let mut bytes = sealed.bytes;
-        let ciphertext = bytes.split_off(IV_LEN);
-        Ok(Response::new(pb::EncryptResponse {
-            ciphertext: Some(wrapping::BlobInfo {
-                ciphertext,
-                iv: bytes,
-                key_info: Some(wrapping::KeyInfo {
-                    mechanism: MECHANISM_AES_GCM,
-                    key_id: key_id(keys.name(), sealed.version),
-                    wrapped_key: Vec::new(),
-                }),
-            }),
-        }))
+            .map(Response::new)
     }
 
     async fn decrypt(
@@ -230,32 +200,17 @@ impl pb::wrapper_server::Wrapper for WrapperService {
     ) -> Result<Response<pb::DecryptResponse>, Status> {
         let req = req.into_inner();
         let keys = self.instance(&req.wrapper_id)?;
-        let bad = |m: &str| Status::invalid_argument(format!("Decrypt: {m}"));
-        let blob = req.ciphertext.ok_or_else(|| bad("no ciphertext"))?;
-        let info = blob
-            .key_info
-            .ok_or_else(|| bad("ciphertext has no key info"))?;
-        let (name, version) =
-            parse_key_id(&info.key_id).ok_or_else(|| bad("ciphertext has no rootseal key id"))?;
-        if name != keys.name() {
-            return Err(bad("ciphertext was made by another key"));
-        }
-        if info.mechanism != MECHANISM_AES_GCM && info.mechanism != 0 {
-            return Err(bad("unsupported mechanism"));
-        }
-        if blob.iv.len() != IV_LEN || blob.ciphertext.len() < TAG_LEN {
-            return Err(bad("ciphertext is malformed"));
-        }
-        let mut bytes = blob.iv;
-        bytes.extend_from_slice(&blob.ciphertext);
-        let aad = req.options.map(|o| o.with_aad).unwrap_or_default();
-        let pt = keys
-            .decrypt(Sealed { version, bytes }, aad)
+        // The version the ciphertext names (recorded whether or not it decrypts).
+        let version = req
+            .ciphertext
+            .as_ref()
+            .and_then(|b| b.key_info.as_ref())
+            .and_then(|k| parse_key_id(&k.key_id))
+            .map(|(_, v)| v);
+        let out = decrypt_with(keys.as_ref(), req).await;
+        audited(keys.as_ref(), "kms.decrypt", version, out)
             .await
-            .map_err(|e| keyring_status(e, "Decrypt"))?;
-        Ok(Response::new(pb::DecryptResponse {
-            plaintext: pt.to_vec(),
-        }))
+            .map(Response::new)
     }
 
     async fn init(
@@ -279,6 +234,118 @@ impl pb::wrapper_server::Wrapper for WrapperService {
         match removed {
             Some(_) => Ok(Response::new(pb::FinalizeResponse {})),
             None => Err(Status::not_found("no such wrapper instance")),
+        }
+    }
+}
+
+/// `Encrypt` on `keys` (the instance already found).
+async fn encrypt_with(
+    keys: &dyn SealKeys,
+    req: pb::EncryptRequest,
+) -> Result<pb::EncryptResponse, Status> {
+    let plaintext = Zeroizing::new(req.plaintext);
+    let opts = req.options.unwrap_or_default();
+    let version = if opts.with_key_id.is_empty() {
+        None
+    } else {
+        match parse_key_id(&opts.with_key_id) {
+            Some((name, v)) if name == keys.name() => Some(v),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "Encrypt: key id {:?} is not a version of {:?}",
+                    opts.with_key_id,
+                    keys.name()
+                )))
+            }
+        }
+    };
+    let sealed = keys
+        .encrypt(version, plaintext, opts.with_aad)
+        .await
+        .map_err(|e| keyring_status(e, "Encrypt"))?;
+    if sealed.bytes.len() < IV_LEN + TAG_LEN {
+        tracing::error!(
+            len = sealed.bytes.len(),
+            "keyring returned a short ciphertext"
+        );
+        return Err(Status::internal("Encrypt: internal error"));
+    }
+    let mut bytes = sealed.bytes;
+    let ciphertext = bytes.split_off(IV_LEN);
+    Ok(pb::EncryptResponse {
+        ciphertext: Some(wrapping::BlobInfo {
+            ciphertext,
+            iv: bytes,
+            key_info: Some(wrapping::KeyInfo {
+                mechanism: MECHANISM_AES_GCM,
+                key_id: key_id(keys.name(), sealed.version),
+                wrapped_key: Vec::new(),
+            }),
+        }),
+    })
+}
+
+/// `Decrypt` on `keys` (the instance already found).
+async fn decrypt_with(
+    keys: &dyn SealKeys,
+    req: pb::DecryptRequest,
+) -> Result<pb::DecryptResponse, Status> {
+    let bad = |m: &str| Status::invalid_argument(format!("Decrypt: {m}"));
+    let blob = req.ciphertext.ok_or_else(|| bad("no ciphertext"))?;
+    let info = blob
+        .key_info
+        .ok_or_else(|| bad("ciphertext has no key info"))?;
+    let (name, version) =
+        parse_key_id(&info.key_id).ok_or_else(|| bad("ciphertext has no rootseal key id"))?;
+    if name != keys.name() {
+        return Err(bad("ciphertext was made by another key"));
+    }
+    if info.mechanism != MECHANISM_AES_GCM && info.mechanism != 0 {
+        return Err(bad("unsupported mechanism"));
+    }
+    if blob.iv.len() != IV_LEN || blob.ciphertext.len() < TAG_LEN {
+        return Err(bad("ciphertext is malformed"));
+    }
+    let mut bytes = blob.iv;
+    bytes.extend_from_slice(&blob.ciphertext);
+    let aad = req.options.map(|o| o.with_aad).unwrap_or_default();
+    let pt = keys
+        .decrypt(Sealed { version, bytes }, aad)
+        .await
+        .map_err(|e| keyring_status(e, "Decrypt"))?;
+    Ok(pb::DecryptResponse {
+        plaintext: pt.to_vec(),
+    })
+}
+
+/// Records a seal call in the instance's audit log (operation, key, version, result, gRPC
+/// code; never the plaintext, the ciphertext or the AAD) and answers only once the record is
+/// durable: a record that cannot be written turns the answer into `UNAVAILABLE`.
+async fn audited<T>(
+    keys: &dyn SealKeys,
+    kind: &str,
+    version: Option<u32>,
+    out: Result<T, Status>,
+) -> Result<T, Status> {
+    let code = match &out {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    };
+    let mut ev = rootseal_audit::Event::new(kind)
+        .with("key", keys.name())
+        .with("items", 1)
+        .with("client", "openbao")
+        .with("request_id", crate::routes::request_id())
+        .with("grpc_code", code as i32)
+        .with("result", if out.is_ok() { "ok" } else { "error" });
+    if let Some(v) = version {
+        ev.set("version", v);
+    }
+    match keys.record(ev).await {
+        Ok(()) => out,
+        Err(e) => {
+            tracing::error!(error = %e, kind, "seal call refused: the audit log cannot be written");
+            Err(Status::unavailable(format!("{kind}: {e}")))
         }
     }
 }

@@ -8,8 +8,14 @@
 //! *name* (`root`; never the token), and the client address. Bodies are read only to count and
 //! to find versions; no value from them (plaintext, ciphertext, context) is ever recorded.
 //!
-//! Bulk-seal streams are not buffered: their records carry no item count or versions (a gap the
-//! bulk handler could close by reporting them). `/v1/sys/health` and `/metrics` are not recorded.
+//! Bulk seal and unseal carry their item count too. A JSON batch's handler leaves its counts on
+//! the response ([`BulkCounts`]): one record with `items` and `failed`. A binary request is not
+//! buffered: its record (`"form": "frames"` or `"object"`) is written before the first byte of
+//! the response, and a second record, `bulk.seal.end` / `bulk.unseal.end` with the same request
+//! id, counts what the response carried (`items`, `failed`, `bytes`; `result` `"error"` when the
+//! stream ended in a request-level error or broke off). The response's last bytes are held until
+//! that record is durable (block mode), so no client holds a complete answer without its count on
+//! disk. `/v1/sys/health` and `/metrics` are not recorded.
 //!
 //! In `mode = "block"` a response leaves only after its record is durable; when the record
 //! cannot be written the client gets 503 with the reason instead of the response. While the log
@@ -17,19 +23,34 @@
 //! is answered unaudited, and the first write that succeeds resumes service.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rootseal_audit::{Event, Mode};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use rootseal_audit::{AuditLog, Event, Mode};
 use serde::Deserialize;
 
 use super::{error, AppState};
 
 /// The most bytes of a response the middleware reads to find key versions and the request id.
 const RESPONSE_PEEK_LIMIT: usize = 4 << 20;
+
+/// What a bulk JSON batch did: the bulk handler leaves it on its response, so the audit record
+/// counts the items without buffering the (possibly large) response.
+#[derive(Clone, Debug)]
+pub(crate) struct BulkCounts {
+    /// Items in the batch.
+    pub items: usize,
+    /// Items that failed.
+    pub failed: usize,
+    /// The response's `request_id`.
+    pub request_id: String,
+}
 
 /// An operation as the audit log names it.
 struct Op {
@@ -159,15 +180,31 @@ pub async fn record_requests(State(st): State<AppState>, req: Request, next: Nex
     }
     ev.set("client", client.map_or(serde_json::Value::Null, Into::into));
     let mut versions = Vec::new();
+    let seal_object = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "mode=stream"));
+    // A binary bulk request's first bytes say which form its response takes.
+    let magic = Arc::new(Mutex::new(Vec::with_capacity(4)));
     let req = if op.stream {
-        req
+        let (parts, body) = req.into_parts();
+        let m = magic.clone();
+        let body = body.into_data_stream().map(move |c| {
+            if let Ok(b) = &c {
+                let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+                let want = 4usize.saturating_sub(g.len());
+                g.extend_from_slice(b.get(..want.min(b.len())).unwrap_or_default());
+            }
+            c
+        });
+        Request::from_parts(parts, Body::from_stream(body))
     } else {
         let (parts, body) = req.into_parts();
         let bytes = match st.read_body(body).await {
             Ok(b) => b,
             Err(e) => {
                 let resp = e.into_response();
-                return finish(&log, ev, resp, block, Vec::new()).await;
+                return finish(&log, ev, resp, block, Vec::new(), None).await;
             }
         };
         if let Ok(p) = serde_json::from_slice::<RequestPeek>(&bytes) {
@@ -218,25 +255,239 @@ pub async fn record_requests(State(st): State<AppState>, req: Request, next: Nex
         ev.set("op", op.kind.as_str());
         ev.set("type", "auth.failure");
     }
-    finish(&log, ev, resp, block, versions).await
+    let stream = op.stream.then(|| {
+        let m = magic.lock().unwrap_or_else(|e| e.into_inner());
+        // A seal's form is in its query (its body is any bytes); an unseal's in its body's magic.
+        let object = if op.kind == "bulk.seal" {
+            seal_object
+        } else {
+            m.as_slice() != rootseal_bulk::FRAME_MAGIC
+        };
+        if object {
+            Form::Object
+        } else {
+            Form::Frames
+        }
+    });
+    finish(&log, ev, resp, block, versions, stream).await
+}
+
+/// The form of a binary bulk response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// A frame stream (`RSBF`): items are counted from its records.
+    Frames,
+    /// One object (`?mode=stream` seal, or the unseal of an `RSBS` object): one item.
+    Object,
+}
+
+impl Form {
+    fn as_str(self) -> &'static str {
+        match self {
+            Form::Frames => "frames",
+            Form::Object => "object",
+        }
+    }
+}
+
+/// Counts the records of a frame stream as it passes (`RSBF` ‖ version, then `kind:u8 ‖
+/// len:u32 ‖ body` records; `docs/bulk-seal.md` §4.2), reading no more than a record header and
+/// an `ERROR` record's item number.
+#[derive(Debug, Default)]
+struct FrameCounter {
+    /// Bytes of the stream header still to skip.
+    header: usize,
+    started: bool,
+    /// A record header (or an ERROR item number) being assembled.
+    buf: Vec<u8>,
+    /// Body bytes of the current record still to skip.
+    skip: usize,
+    /// The current record is an ERROR whose item number is being read.
+    in_error: bool,
+    ok: u64,
+    failed: u64,
+    request_error: bool,
+    ended: Option<u64>,
+}
+
+const KIND_SEALED: u8 = rootseal_bulk::Kind::Sealed as u8;
+const KIND_PLAIN: u8 = rootseal_bulk::Kind::Plain as u8;
+const KIND_ERROR: u8 = rootseal_bulk::Kind::Error as u8;
+const KIND_END: u8 = rootseal_bulk::Kind::End as u8;
+
+impl FrameCounter {
+    fn feed(&mut self, mut b: &[u8]) {
+        if !self.started {
+            self.started = true;
+            self.header = 5;
+        }
+        while !b.is_empty() {
+            if self.header > 0 {
+                let n = self.header.min(b.len());
+                self.header -= n;
+                b = &b[n..];
+                continue;
+            }
+            if self.skip > 0 && !self.in_error {
+                let n = self.skip.min(b.len());
+                self.skip -= n;
+                b = &b[n..];
+                continue;
+            }
+            let want = if self.in_error { 8 } else { 5 };
+            let n = (want - self.buf.len()).min(b.len());
+            self.buf.extend_from_slice(&b[..n]);
+            b = &b[n..];
+            if self.buf.len() < want {
+                continue;
+            }
+            if self.in_error {
+                let item = u64::from_be_bytes(self.buf[..8].try_into().unwrap_or([0; 8]));
+                if item == rootseal_bulk::REQUEST_ERROR {
+                    self.request_error = true;
+                } else {
+                    self.failed += 1;
+                }
+                self.in_error = false;
+                self.skip = self.skip.saturating_sub(8);
+                self.buf.clear();
+                continue;
+            }
+            let kind = self.buf[0];
+            let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap_or([0; 4])) as usize;
+            self.buf.clear();
+            self.skip = len;
+            match kind {
+                KIND_SEALED | KIND_PLAIN => self.ok += 1,
+                KIND_ERROR if len >= 8 => self.in_error = true,
+                KIND_ERROR => self.failed += 1,
+                KIND_END => self.ended = Some(self.ok + self.failed),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The end record of a binary bulk response, gating its last bytes (see the module docs).
+struct StreamEnd {
+    log: AuditLog,
+    event: Event,
+    form: Form,
+    block: bool,
+}
+
+impl StreamEnd {
+    /// Passes `body` through, counting it; before its last chunk leaves, writes the end record.
+    /// When that record cannot be written in block mode, the stream breaks off instead.
+    fn wrap(self, body: Body) -> Body {
+        struct St {
+            inner: axum::body::BodyDataStream,
+            held: Option<Bytes>,
+            end: Option<StreamEnd>,
+            frames: FrameCounter,
+            bytes: u64,
+        }
+        let st = St {
+            inner: body.into_data_stream(),
+            held: None,
+            end: Some(self),
+            frames: FrameCounter::default(),
+            bytes: 0,
+        };
+        let s = futures_util::stream::unfold(st, |mut st| async move {
+            let end = st.end.as_ref()?;
+            let form = end.form;
+            let broke = loop {
+                match st.inner.next().await {
+                    Some(Ok(c)) => {
+                        st.bytes += c.len() as u64;
+                        if form == Form::Frames {
+                            st.frames.feed(&c);
+                        }
+                        if let Some(prev) = st.held.replace(c) {
+                            return Some((Ok::<Bytes, std::io::Error>(prev), st));
+                        }
+                    }
+                    Some(Err(_)) => break true,
+                    None => break false,
+                }
+            };
+            let end = st.end.take()?;
+            let mut ev = end.event;
+            let kind = format!("{}.end", ev.kind());
+            ev.set("type", kind.as_str());
+            ev.set("form", form.as_str());
+            ev.set("bytes", st.bytes);
+            let ok = match form {
+                Form::Frames => {
+                    ev.set("items", st.frames.ok + st.frames.failed);
+                    ev.set("failed", st.frames.failed);
+                    !broke && !st.frames.request_error && st.frames.ended.is_some()
+                }
+                Form::Object => {
+                    ev.set("items", 1);
+                    ev.set("failed", u64::from(broke));
+                    !broke
+                }
+            };
+            ev.set("result", if ok { "ok" } else { "error" });
+            match end.log.record(ev).await {
+                Ok(_) => {}
+                Err(e) if end.block => {
+                    tracing::error!(error = %e, "bulk response broken off: the audit log cannot be written");
+                    return Some((Err(std::io::Error::other("audit log unavailable")), st));
+                }
+                Err(e) => tracing::warn!(error = %e, "audit record not written (best-effort)"),
+            }
+            if broke {
+                return Some((Err(std::io::Error::other("bulk response failed")), st));
+            }
+            st.held.take().map(|last| (Ok(last), st))
+        });
+        Body::from_stream(s)
+    }
 }
 
 /// Records `ev` with the response's result, then answers with the response, or 503 when the
 /// record could not be written in block mode.
 async fn finish(
-    log: &rootseal_audit::AuditLog,
+    log: &AuditLog,
     mut ev: Event,
     resp: Response,
     block: bool,
     mut versions: Vec<u64>,
+    stream: Option<Form>,
 ) -> Response {
     let status = resp.status();
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let ctype = resp.headers().get(header::CONTENT_TYPE);
+    let is_json = ctype.is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_binary = ctype.is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+    let counts = resp.extensions().get::<BulkCounts>().cloned();
     let (parts, body) = resp.into_parts();
-    let body = if is_json {
+    let mut end = None;
+    let counted = counts.is_some();
+    if let Some(c) = counts {
+        // A bulk JSON batch: counted by its handler, not buffered here.
+        ev.set("items", c.items);
+        ev.set("failed", c.failed);
+        ev.set("request_id", c.request_id);
+    } else if let Some(form) = stream {
+        if is_binary && status.is_success() {
+            ev.set("form", form.as_str());
+            end = Some(StreamEnd {
+                log: log.clone(),
+                event: Event::new(ev.kind())
+                    .with("key", ev.0.get("key").cloned().unwrap_or_default())
+                    .with("token", ev.0.get("token").cloned().unwrap_or_default()),
+                form,
+                block,
+            });
+        } else {
+            // Refused before any item was read.
+            ev.set("items", 0);
+        }
+    }
+    let body = if is_json && !counted {
         match axum::body::to_bytes(body, RESPONSE_PEEK_LIMIT).await {
             Ok(b) => {
                 if let Ok(p) = serde_json::from_slice::<ResponsePeek>(&b) {
@@ -269,6 +520,15 @@ async fn finish(
     add_versions(&mut ev, versions);
     ev.set("status", status.as_u16());
     ev.set("result", if status.is_success() { "ok" } else { "error" });
+    let body = match end {
+        Some(mut end) => {
+            if let Some(id) = ev.0.get("request_id") {
+                end.event.set("request_id", id.clone());
+            }
+            end.wrap(body)
+        }
+        None => body,
+    };
     match log.record(ev).await {
         Ok(_) => Response::from_parts(parts, body),
         Err(e) if block => unavailable(&e),
@@ -328,5 +588,48 @@ mod tests {
         assert_eq!(c(Method::GET, "/v1/sys/health"), None);
         assert_eq!(ct_version("vault:v12:abc"), Some(12));
         assert_eq!(ct_version("vault:x"), None);
+    }
+
+    /// A frame stream fed whole and one byte at a time gives the same counts: two SEALED, one
+    /// item ERROR, END; a request-level ERROR (item `u64::MAX`) is told apart.
+    #[test]
+    fn frame_counter_counts_items_across_chunk_boundaries() {
+        let rec = |kind: u8, body: &[u8]| {
+            let mut r = vec![kind];
+            r.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes());
+            r.extend_from_slice(body);
+            r
+        };
+        let mut s = b"RSBF\x01".to_vec();
+        s.extend(rec(0x02, &[0u8; 40]));
+        s.extend(rec(KIND_SEALED, &[1u8; 100]));
+        let mut err = 7u64.to_be_bytes().to_vec();
+        err.extend_from_slice(b"bad item");
+        s.extend(rec(KIND_ERROR, &err));
+        s.extend(rec(KIND_SEALED, &[2u8; 3]));
+        s.extend(rec(KIND_END, &3u64.to_be_bytes()));
+        for step in [s.len(), 1, 3, 7] {
+            let mut c = FrameCounter::default();
+            for chunk in s.chunks(step) {
+                c.feed(chunk);
+            }
+            assert_eq!(
+                (c.ok, c.failed, c.ended, c.request_error),
+                (2, 1, Some(3), false)
+            );
+        }
+        let mut s = b"RSBF\x01".to_vec();
+        s.extend(rec(KIND_SEALED, &[1u8; 10]));
+        let mut err = u64::MAX.to_be_bytes().to_vec();
+        err.extend_from_slice(b"request failed");
+        s.extend(rec(KIND_ERROR, &err));
+        let mut c = FrameCounter::default();
+        for chunk in s.chunks(2) {
+            c.feed(chunk);
+        }
+        assert_eq!(
+            (c.ok, c.failed, c.ended, c.request_error),
+            (1, 0, None, true)
+        );
     }
 }

@@ -119,9 +119,15 @@ fn request_id() -> String {
 
 fn json_response(o: JsonOutcome) -> Response {
     let status = StatusCode::from_u16(o.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let id = request_id();
+    // For the audit record (routes/audit.rs): the batch's counts, without buffering the body.
+    let counts = super::audit::BulkCounts {
+        items: o.ok + o.failed,
+        failed: o.failed,
+        request_id: id.clone(),
+    };
     let head = format!(
-        "{{\"request_id\":\"{}\",\"lease_id\":\"\",\"renewable\":false,\"lease_duration\":0,\"data\":{{\"batch_results\":[",
-        request_id()
+        "{{\"request_id\":\"{id}\",\"lease_id\":\"\",\"renewable\":false,\"lease_duration\":0,\"data\":{{\"batch_results\":["
     );
     let tail: &'static [u8] = b"]},\"wrap_info\":null,\"warnings\":null,\"auth\":null}";
     let parts = std::iter::once(Bytes::from(head))
@@ -129,6 +135,7 @@ fn json_response(o: JsonOutcome) -> Response {
         .chain(std::iter::once(Bytes::from_static(tail)))
         .map(Ok::<_, Infallible>);
     let mut r = Response::new(Body::from_stream(futures_util::stream::iter(parts)));
+    r.extensions_mut().insert(counts);
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
