@@ -115,7 +115,7 @@ pub(crate) async fn encrypt(
         nonce: b.nonce.as_deref(),
         key_version: None,
     };
-    let batch_in = batch::inputs(b.batch_input.as_ref())?;
+    let batch_in = batch::inputs(&st, b.batch_input.as_ref())?;
     let mut p: Prepared<Sealed, EncryptItem> = match batch_in {
         None => Prepared::new(std::iter::once(single), |it| decode(it, version)),
         Some(v) => Prepared::new(
@@ -132,7 +132,8 @@ pub(crate) async fn encrypt(
     let items = p.take_items();
     if !items.is_empty() {
         let upsert = st.config().allow_upsert;
-        let results = st.keyring().encrypt(&name, version, items, upsert).await?;
+        let results =
+            batch::in_jobs(items, |c| st.keyring().encrypt(&name, version, c, upsert)).await?;
         p.fill(results);
     }
     match batch_in {

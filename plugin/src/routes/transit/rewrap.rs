@@ -26,11 +26,11 @@ pub(crate) async fn rewrap(
     let raw = st.read_body(body).await?;
     let b: DecryptBody<'_> = parse_body(&raw)?;
     let version = requested_version(b.key_version)?;
-    let batch_in = b.batch()?;
+    let batch_in = b.batch(&st)?;
     let mut p: Prepared<Sealed, DecryptItem> = b.prepare(batch_in);
     let items = p.take_items();
     if !items.is_empty() {
-        let results = st.keyring().rewrap(&name, version, items).await?;
+        let results = batch::in_jobs(items, |c| st.keyring().rewrap(&name, version, c)).await?;
         p.fill(results);
     }
     match batch_in {
