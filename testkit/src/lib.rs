@@ -187,3 +187,130 @@ impl Fixture {
         }
     }
 }
+
+/// The p11-kit client module: PKCS#11 over a unix socket to a [`P11KitServer`].
+pub const P11_KIT_CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
+
+/// A real `p11-kit server` exporting one SoftHSM2 token over a unix socket, so a test can hang
+/// (SIGSTOP), resume (SIGCONT), kill and restart the HSM side while rootseal uses it through
+/// [`P11_KIT_CLIENT`]. Killed on drop.
+#[derive(Debug)]
+pub struct P11KitServer {
+    /// The socket the server listens on.
+    pub socket: PathBuf,
+    token: String,
+    provider: PathBuf,
+    child: Option<std::process::Child>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl P11KitServer {
+    /// Starts a server for `token` and points this process's p11-kit client at it
+    /// (`P11_KIT_SERVER_ADDRESS`). Call it before the client module is loaded.
+    ///
+    /// # Panics
+    /// When p11-kit is not installed (`scripts/install-deps` installs it) or does not start.
+    pub fn start(token: &TestToken) -> P11KitServer {
+        let dir = tempfile::Builder::new()
+            .prefix("rootseal-p11kit-")
+            .tempdir()
+            .expect("temporary directory");
+        let socket = dir.path().join("sock");
+        std::env::set_var(
+            "P11_KIT_SERVER_ADDRESS",
+            format!("unix:path={}", socket.display()),
+        );
+        let mut s = P11KitServer {
+            socket,
+            token: token.label.clone(),
+            provider: token.module.clone(),
+            child: None,
+            _dir: Arc::new(dir),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let child = std::process::Command::new("p11-kit")
+            .arg("server")
+            .arg("-f")
+            .arg("-n")
+            .arg(&self.socket)
+            .arg("--provider")
+            .arg(&self.provider)
+            .arg(format!("pkcs11:token={}", self.token))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("p11-kit server (apt-get install p11-kit p11-kit-modules)");
+        self.child = Some(child);
+        let t0 = std::time::Instant::now();
+        while !self.socket.exists() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "p11-kit server did not open its socket"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {}", self.pid());
+    }
+
+    /// Hangs the HSM side (SIGSTOP): calls in flight and new ones get no answer.
+    pub fn hang(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a hung server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    /// Kills the server (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same socket (after [`P11KitServer::kill`]).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// An [`HsmConfig`] for `token` reached through this server.
+    pub fn config(&self, token: &TestToken) -> HsmConfig {
+        let mut c = token.config();
+        c.module = PathBuf::from(P11_KIT_CLIENT);
+        c
+    }
+}
+
+impl Drop for P11KitServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // A stopped process does not die of SIGKILL until it is continued on some kernels'
+            // accounting; continue it first.
+            let _ = std::process::Command::new("kill")
+                .arg("-CONT")
+                .arg(self.pid().to_string())
+                .status();
+        }
+        self.kill();
+    }
+}

@@ -232,6 +232,7 @@ struct RawStorage {
 struct RawTransit {
     mount: Option<String>,
     allow_upsert: Option<bool>,
+    max_batch_items: Option<u64>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -401,7 +402,13 @@ pub struct TransitSettings {
     pub mount: String,
     /// `allow_upsert` (default `true`, as Vault's transit): whether encrypt creates a missing key.
     pub allow_upsert: bool,
+    /// `max_batch_items`: items one `batch_input` may carry (default
+    /// [`DEFAULT_MAX_BATCH_ITEMS`], 1 to 1,000,000); beyond it the request is a 400.
+    pub max_batch_items: usize,
 }
+
+/// Default for `transit.max_batch_items`.
+pub const DEFAULT_MAX_BATCH_ITEMS: usize = 10_000;
 
 /// `[audit]`: the audit log (`docs/audit.md`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -543,6 +550,16 @@ impl Config {
                     .unwrap_or(DEFAULT_TRANSIT_MOUNT),
             )?,
             allow_upsert: raw.transit.allow_upsert.unwrap_or(true),
+            max_batch_items: match raw.transit.max_batch_items {
+                None => DEFAULT_MAX_BATCH_ITEMS,
+                Some(n @ 1..=1_000_000) => usize::try_from(n).unwrap_or(DEFAULT_MAX_BATCH_ITEMS),
+                Some(_) => {
+                    return Err(invalid(
+                        "transit.max_batch_items",
+                        "must be between 1 and 1000000",
+                    ))
+                }
+            },
         };
         let audit = validate_audit(raw.audit, &resolve)?;
         Ok(Self {
@@ -1117,7 +1134,8 @@ path = "store"
             c.transit,
             TransitSettings {
                 mount: "rootseal/transit".into(),
-                allow_upsert: true
+                allow_upsert: true,
+                max_batch_items: DEFAULT_MAX_BATCH_ITEMS,
             }
         );
         let h = c.hsm_config();

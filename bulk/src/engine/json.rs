@@ -18,6 +18,40 @@ use crate::{pool, MAX_ITEMS_PER_BATCH};
 /// Below this many input bytes a JSON batch is sealed on one thread.
 const PARALLEL_MIN_BYTES: usize = 128 << 10;
 
+/// Threads a JSON body of `body_len` bytes works on.
+fn parts_for(body_len: usize) -> usize {
+    if body_len < PARALLEL_MIN_BYTES {
+        1
+    } else {
+        pool::threads()
+    }
+}
+
+/// The JSON forms' share of the machine: one permit per core, shared by every JSON bulk request
+/// of the process. A request holds one permit per thread it works on (the blocking-pool thread
+/// and its scoped part threads) for as long as it works, so at most one thread per core does
+/// JSON bulk work at any moment, however many requests arrive: the others wait, without a
+/// thread, in first-come order, and a request whose client goes away while it waits never
+/// starts.
+fn json_slots() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
+    static S: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> =
+        std::sync::OnceLock::new();
+    S.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(pool::threads())))
+}
+
+/// Waits for the permits a JSON body of `body_len` bytes works with.
+async fn json_permits(body_len: usize) -> Result<tokio::sync::OwnedSemaphorePermit, RequestError> {
+    let n = u32::try_from(parts_for(body_len).min(pool::threads())).unwrap_or(1);
+    json_slots()
+        .clone()
+        .acquire_many_owned(n)
+        .await
+        .map_err(|_| RequestError::Bulk(BulkError::Internal))
+}
+
+/// Name of the threads a JSON body's parts run on (beside the blocking-pool thread).
+pub(crate) const JSON_PART_THREAD: &str = "rootseal-bulkj";
+
 #[derive(Deserialize)]
 struct SealRequest<'a> {
     #[serde(borrow, default)]
@@ -97,11 +131,7 @@ fn run_parts<T: Sync>(
     partial_failure_response_code: Option<u16>,
     f: impl Fn(&[T], usize) -> Part + Sync,
 ) -> Result<JsonOutcome, RequestError> {
-    let threads = if body_len < PARALLEL_MIN_BYTES {
-        1
-    } else {
-        pool::threads()
-    };
+    let threads = parts_for(body_len);
     let parts = par_ranges(items, threads, f).ok_or_else(|| {
         tracing::error!("bulk {what} worker panicked");
         RequestError::Bulk(BulkError::Internal)
@@ -136,14 +166,21 @@ fn par_ranges<T: Sync, R: Send>(
         let mut chunks = items.chunks(per).enumerate();
         let first = chunks.next();
         for (i, c) in chunks {
-            handles.push(s.spawn(move || f(c, i * per)));
+            let spawned = std::thread::Builder::new()
+                .name(JSON_PART_THREAD.into())
+                .spawn_scoped(s, move || f(c, i * per));
+            // A thread that cannot start: its part runs on this thread, after the first.
+            handles.push(spawned.map_err(|_| (c, i * per)));
         }
         let mut out = Vec::with_capacity(threads);
         if let Some((_, c)) = first {
             out.push(f(c, 0));
         }
         for h in handles {
-            out.push(h.join().ok()?);
+            out.push(match h {
+                Ok(h) => h.join().ok()?,
+                Err((c, at)) => f(c, at),
+            });
         }
         Some(out)
     })
@@ -405,7 +442,8 @@ fn unseal_json_range(items: &[UnsealPair<'_, '_>], base: usize) -> Part {
 }
 
 /// Seals a JSON body off the async runtime (on tokio's blocking pool, whence the parts run on
-/// scoped threads): parse, then one HSM job for the batch key, then all cores.
+/// scoped threads, all within the JSON forms' one permit per core): parse, then one HSM job for
+/// the batch key, then all cores.
 pub async fn seal_json_async<K>(
     keys: K,
     name: String,
@@ -414,10 +452,14 @@ pub async fn seal_json_async<K>(
 where
     K: BatchKeySource + 'static,
 {
+    let permits = json_permits(body.len()).await?;
     let h = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || seal_json(&body, || h.block_on(new_cipher(&keys, &name))))
-        .await
-        .map_err(|_| RequestError::Bulk(BulkError::Internal))?
+    tokio::task::spawn_blocking(move || {
+        let _permits = permits;
+        seal_json(&body, || h.block_on(new_cipher(&keys, &name)))
+    })
+    .await
+    .map_err(|_| RequestError::Bulk(BulkError::Internal))?
 }
 
 /// Unseals a JSON body off the async runtime: one HSM job per distinct batch, then all cores.
@@ -429,12 +471,91 @@ pub async fn unseal_json_async<K>(
 where
     K: BatchKeySource + 'static,
 {
+    let permits = json_permits(body.len()).await?;
     let h = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _permits = permits;
         unseal_json(&body, |version, wrapped| {
             h.block_on(open_cipher(&keys, &name, version, wrapped))
         })
     })
     .await
     .map_err(|_| RequestError::Bulk(BulkError::Internal))?
+}
+
+#[cfg(test)]
+mod thread_bound {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::testkeys::SoftKeys;
+
+    /// Threads of this process named `name` now.
+    fn named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| {
+                d.filter_map(std::result::Result::ok)
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim_end() == name)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Eight large JSON bulk requests at once never have more part threads working than the
+    /// machine has cores beside the requests' own blocking thread (before: each request started
+    /// its own, eight times as many).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_json_requests_share_one_thread_per_core() {
+        let keys = Arc::new(SoftKeys::new(&["k"]));
+        let item = format!(
+            r#"{{"plaintext":"{}"}}"#,
+            base64_simd::STANDARD.encode_to_string([7u8; 600])
+        );
+        let body = Bytes::from(format!(
+            r#"{{"batch_input":[{}]}}"#,
+            vec![item.as_str(); 400].join(",")
+        ));
+        assert!(body.len() >= PARALLEL_MIN_BYTES);
+        let stop = Arc::new(AtomicBool::new(false));
+        let max = Arc::new(AtomicUsize::new(0));
+        let sampler = {
+            let (stop, max) = (stop.clone(), max.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    max.fetch_max(named(JSON_PART_THREAD), Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            })
+        };
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (k, b) = (keys.clone(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..2 {
+                    let o = seal_json_async(k.clone(), "k".into(), b.clone())
+                        .await
+                        .unwrap();
+                    assert_eq!(o.ok, 400);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+        sampler.join().unwrap();
+        let seen = max.load(Ordering::SeqCst);
+        assert!(
+            seen < pool::threads(),
+            "{seen} JSON part threads at once on {} cores",
+            pool::threads()
+        );
+        if pool::threads() > 1 {
+            assert!(seen >= 1, "the sampler never saw a part thread");
+        }
+    }
 }

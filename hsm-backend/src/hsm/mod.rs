@@ -59,7 +59,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Shared {
     cfg: HsmConfig,
     metrics: Arc<HsmMetrics>,
-    module: Arc<Mutex<Module>>,
+    module: Arc<Module>,
     device: Mutex<Option<Device>>,
     identity: TokenIdentity,
     queue: Mutex<VecDeque<Job>>,
@@ -144,8 +144,11 @@ impl Hsm {
             r => r?,
         };
         // Log in now, so that a wrong PIN fails here, once, instead of in every worker.
-        let session = login::open_session(&cfg, &device, &metrics)?;
-        let identity = module::token_identity(&device)?;
+        let (session, identity) = {
+            let _call = module.enter();
+            let session = login::open_session(&cfg, &device, &metrics)?;
+            (session, module::token_identity(&device)?)
+        };
         // Worker 0 keeps this session, so the process stays logged in (closing the last session
         // logs the application out, and every worker would log in again).
         let initial = Mutex::new(Some((session, device.module_generation)));
@@ -370,5 +373,17 @@ impl Hsm {
     #[cfg(feature = "test-hooks")]
     pub fn testing_invalidate_sessions(&self) {
         module::testing_reinitialise(&self.shared.module, &self.shared.cfg.module);
+    }
+
+    /// **Testing only** (cargo feature `test-hooks`). Re-initialises the module the way device
+    /// recovery does (`C_Finalize` and `C_Initialize` once no thread of any `Hsm` is inside it,
+    /// waiting at most the job timeout). Blocking.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when a call stayed inside the module past the wait.
+    #[cfg(feature = "test-hooks")]
+    pub fn testing_recover_module(&self) -> Result<()> {
+        let seen = module::loaded_generation(&self.shared.module);
+        module::connect(&self.shared.cfg, &self.shared.module, seen).map(|_| ())
     }
 }

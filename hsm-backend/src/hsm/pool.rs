@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use cryptoki::session::Session;
 
+use super::module::{Call, Device};
 use super::session::{SessionCache, SessionCtx};
-use super::{lock, login, module, module::Device, Shared};
+use super::{lock, login, module, Shared};
 use crate::error::{Error, Recovery, Result};
 
 /// A queued unit of work. Called with the worker's session (or the error that kept it from
@@ -61,10 +62,22 @@ fn drop_session(shared: &Shared, st: &mut WorkerState) {
     st.cache = SessionCache::default();
     // Session objects die with the session that created them.
     shared.l1.drop_owner(st.idx);
-    if let Some((session, _)) = st.session.take() {
-        // Closing a dead session fails; cryptoki logs that instead of panicking.
-        drop(session);
+    if let Some((session, generation)) = st.session.take() {
+        let _call = shared.module.enter();
+        if shared.module.generation() == Some(generation) {
+            // Closing a dead session fails; cryptoki logs that instead of panicking.
+            drop(session);
+        } else {
+            // The module was re-initialised since: the handle died with C_Finalize, and
+            // C_CloseSession on it could close a session another worker has opened since.
+            forget_session(session);
+        }
     }
+}
+
+/// Lets go of a session of an earlier module generation without calling into the module.
+fn forget_session(session: Session) {
+    std::mem::forget(session);
 }
 
 fn current_device(shared: &Shared) -> Result<Device> {
@@ -82,20 +95,46 @@ fn current_device(shared: &Shared) -> Result<Device> {
     }
 }
 
-fn ensure_session(shared: &Shared, st: &mut WorkerState) -> Result<()> {
-    let device = current_device(shared)?;
+/// Makes sure the worker has a session of the module's current generation and returns its
+/// pass inside the module, held for the job.
+fn ensure_session<'s>(shared: &'s Shared, st: &mut WorkerState) -> Result<Call<'s>> {
+    let mut device = current_device(shared)?;
+    let call = loop {
+        let call = shared.module.enter();
+        match shared.module.generation() {
+            Some(g) if g == device.module_generation => break call,
+            // Another Hsm on this module re-initialised it (or finalised it: the device went
+            // away): take the module as it is now (loading it if needed, no new
+            // re-initialisation) and re-open this worker's session on it.
+            now => {
+                drop(call);
+                if now.is_none() {
+                    tracing::warn!("HSM module finalised; initialising it again");
+                    shared.metrics.device_recovered();
+                } else {
+                    shared.metrics.session_recovered();
+                }
+                *lock(&shared.device) = None;
+                device = current_device(shared)?;
+            }
+        }
+    };
     let stale = st
         .session
         .as_ref()
         .is_some_and(|(_, g)| *g != device.module_generation);
     if stale {
-        drop_session(shared, st);
+        st.cache = SessionCache::default();
+        shared.l1.drop_owner(st.idx);
+        if let Some((session, _)) = st.session.take() {
+            forget_session(session);
+        }
     }
     if st.session.is_none() {
         let s = login::open_session(&shared.cfg, &device, &shared.metrics)?;
         st.session = Some((s, device.module_generation));
     }
-    Ok(())
+    Ok(call)
 }
 
 /// Sleeps `d`, or less if the pool closes meanwhile.
@@ -124,7 +163,7 @@ fn run_job(shared: &Shared, st: &mut WorkerState, mut job: Job) {
         }
         let last = attempt + 1 >= MAX_ATTEMPTS;
         let failed = match ensure_session(shared, st) {
-            Ok(()) => {
+            Ok(_call) => {
                 let Some((session, generation)) = &st.session else {
                     return;
                 };

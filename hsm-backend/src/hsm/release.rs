@@ -118,7 +118,7 @@ fn close(pool: &Shared) {
 
 /// Finalises `path`'s module if no thread is inside it and no open pool uses it. Called with the
 /// state locked, so nobody enters meanwhile.
-fn finalize_if_idle(st: &State, path: &Path) -> bool {
+fn finalize_if_idle(st: &State, path: &Path, deadline: Instant) -> bool {
     if st.inside.get(path).copied().unwrap_or(0) > 0 {
         return false;
     }
@@ -130,7 +130,7 @@ fn finalize_if_idle(st: &State, path: &Path) -> bool {
     if used {
         return false;
     }
-    module::finalize_loaded(path);
+    module::finalize_loaded(path, deadline);
     true
 }
 
@@ -158,7 +158,7 @@ pub(super) fn shutdown(pool: &Arc<Shared>, deadline: Instant) -> HsmRelease {
             .map(|(g, _)| g)
             .unwrap_or_else(|e| e.into_inner().0);
     }
-    finalize_if_idle(&st, &pool.cfg.module);
+    finalize_if_idle(&st, &pool.cfg.module, deadline);
     HsmRelease::Clean
 }
 
@@ -190,7 +190,7 @@ pub(super) fn shutdown_all(deadline: Instant) -> HsmRelease {
                 .map(|(p, _)| p.clone())
                 .collect();
             for path in idle {
-                finalize_if_idle(&st, &path);
+                finalize_if_idle(&st, &path, deadline);
             }
             tracing::warn!(
                 threads = inside,
@@ -205,7 +205,7 @@ pub(super) fn shutdown_all(deadline: Instant) -> HsmRelease {
     }
     let paths: Vec<PathBuf> = st.inside.keys().cloned().collect();
     for path in paths {
-        finalize_if_idle(&st, &path);
+        finalize_if_idle(&st, &path, deadline);
     }
     HsmRelease::Clean
 }

@@ -31,6 +31,8 @@ pub(crate) fn with_so_session<T>(
     let _inside = release::enter(&cfg.module, None)?;
     let module_entry = module::registered(&cfg.module);
     let device = module::connect(cfg, &module_entry, None)?;
+    // Inside the module for the whole Security Officer step.
+    let _call = module_entry.enter();
     let identity = module::token_identity(&device)?;
     let metrics = HsmMetrics::default();
     metrics.count(HsmOp::OpenSession);

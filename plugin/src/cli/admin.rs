@@ -132,6 +132,7 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
             mount: cfg.transit.mount.clone(),
             allow_upsert: cfg.transit.allow_upsert,
             max_body_bytes: cfg.listener.max_request_bytes,
+            max_batch_items: cfg.transit.max_batch_items,
         },
         Some(log.clone()),
     )

@@ -212,6 +212,7 @@ pub async fn run(p: Prepared) -> CliResult {
             mount: p.mount.clone(),
             allow_upsert: true,
             max_body_bytes: 32 * 1024 * 1024,
+            ..crate::routes::ApiConfig::default()
         },
         Some(log.clone()),
     )

@@ -79,6 +79,9 @@ pub struct ApiConfig {
     pub allow_upsert: bool,
     /// Largest request body in bytes (413 beyond). Default 32 MiB.
     pub max_body_bytes: usize,
+    /// Most items one `batch_input` may carry (400 beyond). Default
+    /// [`transit::DEFAULT_MAX_BATCH_ITEMS`].
+    pub max_batch_items: usize,
 }
 
 impl Default for ApiConfig {
@@ -87,6 +90,7 @@ impl Default for ApiConfig {
             mount: "transit".to_owned(),
             allow_upsert: true,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_batch_items: transit::DEFAULT_MAX_BATCH_ITEMS,
         }
     }
 }

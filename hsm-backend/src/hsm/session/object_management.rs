@@ -115,7 +115,7 @@ impl SessionCtx<'_> {
     /// The cached unwrapped L1 for the blob with digest `digest`, if any (from any worker of
     /// this module generation: session objects are visible to every session of the process).
     pub(crate) fn cached_l1(&self, digest: &[u8; 32]) -> Option<ObjectHandle> {
-        self.l1.get(digest, self.generation)
+        self.l1.get(digest, self.owner, self.generation)
     }
 
     /// Remembers an unwrapped L1 session object; destroys what the cache evicts of this worker's.

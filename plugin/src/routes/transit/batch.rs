@@ -251,18 +251,67 @@ pub(crate) fn check_len(n: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The items of `batch_input`, if given: a non-empty list.
+/// The items of `batch_input`, if given: a non-empty list of at most the API's
+/// [`crate::ApiConfig::max_batch_items`].
 ///
 /// # Errors
-/// 400 for an empty `batch_input`.
-pub(crate) fn inputs<T>(
-    b: Option<&crate::routes::de::BatchInput<T>>,
-) -> Result<Option<&[T]>, ApiError> {
+/// 400 for an empty `batch_input` or one with more items than allowed.
+pub(crate) fn inputs<'b, T>(
+    st: &crate::routes::AppState,
+    b: Option<&'b crate::routes::de::BatchInput<T>>,
+) -> Result<Option<&'b [T]>, ApiError> {
     let v = b.map(|crate::routes::de::BatchInput(v)| v.as_slice());
     if let Some(v) = v {
         check_len(v.len())?;
+        check_cap(v.len(), st.config().max_batch_items)?;
     }
     Ok(v)
+}
+
+/// Refuses a `batch_input` of more than `max` items.
+///
+/// # Errors
+/// 400 naming the limit.
+pub(crate) fn check_cap(n: usize, max: usize) -> Result<(), ApiError> {
+    if n > max {
+        return Err(ApiError::BadRequest(format!(
+            "batch_input has {n} items; at most {max} are allowed in one request (transit.max_batch_items)"
+        )));
+    }
+    Ok(())
+}
+
+/// Items per HSM job: a batch is sent to the keyring this many items at a time, so one batch
+/// never holds an HSM worker for long (other requests' jobs queue between its jobs) and a batch
+/// whose client has gone away stops at the next job (its request future is dropped, and a job
+/// whose caller is gone never starts).
+pub(crate) const JOB_ITEMS: usize = 256;
+
+/// Runs `items` through `f` [`JOB_ITEMS`] at a time, one after the other, and concatenates the
+/// per-item answers in order. A failure of a whole call ends the batch with that error.
+///
+/// # Errors
+/// The first whole-call error of `f`.
+pub(crate) async fn in_jobs<I, T, F, Fut>(
+    items: Vec<I>,
+    mut f: F,
+) -> Result<Vec<Result<T, KeyringError>>, KeyringError>
+where
+    F: FnMut(Vec<I>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Result<T, KeyringError>>, KeyringError>>,
+{
+    if items.len() <= JOB_ITEMS {
+        return f(items).await;
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut rest = items.into_iter();
+    loop {
+        let chunk: Vec<I> = rest.by_ref().take(JOB_ITEMS).collect();
+        if chunk.is_empty() {
+            return Ok(out);
+        }
+        out.extend(f(chunk).await?);
+    }
 }
 
 /// The error for a keyring answer with fewer items than were sent (cannot happen).
@@ -315,6 +364,38 @@ mod tests {
             status(&slots("op"), None, &mut w),
             StatusCode::INTERNAL_SERVER_ERROR
         );
+    }
+
+    #[tokio::test]
+    async fn in_jobs_splits_in_order_and_stops_at_an_error() {
+        let sizes = std::sync::Mutex::new(Vec::new());
+        let items: Vec<usize> = (0..600).collect();
+        let out = in_jobs(items, |c: Vec<usize>| {
+            sizes.lock().unwrap().push(c.len());
+            async move { Ok(c.into_iter().map(|i| Ok(i * 2)).collect()) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(*sizes.lock().unwrap(), [256, 256, 88]);
+        let got: Vec<usize> = out.into_iter().map(Result::unwrap).collect();
+        assert_eq!(got, (0..600).map(|i| i * 2).collect::<Vec<_>>());
+        // A failed job ends the batch: no later job is sent.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let r = in_jobs((0..1000).collect::<Vec<usize>>(), |_c| {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n == 1 {
+                    Err(KeyringError::internal("x"))
+                } else {
+                    Ok(Vec::<Result<(), KeyringError>>::new())
+                }
+            }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(check_cap(10, 10).is_ok());
+        assert!(check_cap(11, 10).is_err());
     }
 
     #[test]

@@ -51,8 +51,8 @@ impl DecryptBody<'_> {
     ///
     /// # Errors
     /// 400 for an empty `batch_input`.
-    pub(super) fn batch(&self) -> Result<Option<&[DecryptIn]>, ApiError> {
-        batch::inputs(self.batch_input.as_ref())
+    pub(super) fn batch(&self, st: &AppState) -> Result<Option<&[DecryptIn]>, ApiError> {
+        batch::inputs(st, self.batch_input.as_ref())
     }
 
     /// Decodes the single item or every batch item.
@@ -108,14 +108,15 @@ pub(crate) async fn decrypt(
     let name = key_name(name)?;
     let raw = st.read_body(body).await?;
     let b: DecryptBody<'_> = parse_body(&raw)?;
-    let batch_in = b.batch()?;
+    let batch_in = b.batch(&st)?;
     let mut p: Prepared<Zeroizing<Vec<u8>>, InContext<DecryptItem>> = b.prepare(batch_in);
-    let (items, contexts) = split(p.take_items());
+    let items = p.take_items();
     if !items.is_empty() {
-        let results = st
-            .keyring()
-            .decrypt_in_context(&name, items, contexts)
-            .await?;
+        let results = batch::in_jobs(items, |c| {
+            let (items, contexts) = split(c);
+            st.keyring().decrypt_in_context(&name, items, contexts)
+        })
+        .await?;
         p.fill(results);
     }
     match batch_in {

@@ -116,7 +116,7 @@ pub(crate) async fn encrypt(
         nonce: b.nonce.as_deref(),
         key_version: None,
     };
-    let batch_in = batch::inputs(b.batch_input.as_ref())?;
+    let batch_in = batch::inputs(&st, b.batch_input.as_ref())?;
     let mut p: Prepared<Sealed, InContext<EncryptItem>> = match batch_in {
         None => Prepared::new(std::iter::once(single), |it| decode(it, version)),
         Some(v) => Prepared::new(
@@ -130,7 +130,7 @@ pub(crate) async fn encrypt(
             |it| decode(it, version),
         ),
     };
-    let (items, contexts) = split(p.take_items());
+    let items = p.take_items();
     if !items.is_empty() {
         let upsert = st
             .settings()
@@ -139,7 +139,7 @@ pub(crate) async fn encrypt(
         if upsert && b.convergent_encryption.is_some_and(|c| c.0) {
             // Vault's upsert of a convergent key: made first, derived and convergent (an
             // existing key is left as it is, as Vault does).
-            if contexts.is_empty() {
+            if items.iter().all(|i| i.context.is_empty()) {
                 return Err(ApiError::bad_request(
                     "convergent encryption requires derivation to be enabled, so context is required",
                 ));
@@ -155,10 +155,12 @@ pub(crate) async fn encrypt(
                 )
                 .await?;
         }
-        let results = st
-            .keyring()
-            .encrypt_in_context(&name, version, items, contexts, upsert)
-            .await?;
+        let results = batch::in_jobs(items, |c| {
+            let (items, contexts) = split(c);
+            st.keyring()
+                .encrypt_in_context(&name, version, items, contexts, upsert)
+        })
+        .await?;
         p.fill(results);
     }
     match batch_in {

@@ -67,14 +67,14 @@ async fn hmac_with(
     let b: HmacBody = parse_body(&raw)?;
     let alg = parse_hash(url_alg.as_deref().or(b.algorithm.as_deref()))?;
     let version = requested_version(b.key_version)?;
-    let batch_in = batch::inputs(b.batch_input.as_ref())?;
+    let batch_in = batch::inputs(&st, b.batch_input.as_ref())?;
     let mut p: Prepared<Signature, Vec<u8>> = match batch_in {
         None => Prepared::new(std::iter::once(b.input.as_deref()), decode_input),
         Some(v) => Prepared::new(v.iter(), |i| decode_input(i.input.as_deref())),
     };
     let items = p.take_items();
     if !items.is_empty() {
-        let results = st.keyring().hmac(&name, version, alg, items).await?;
+        let results = batch::in_jobs(items, |c| st.keyring().hmac(&name, version, alg, c)).await?;
         p.fill(results);
     }
     let out = |s: Signature| HmacOut {

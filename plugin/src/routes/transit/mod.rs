@@ -38,6 +38,9 @@ pub(crate) mod settings;
 pub(crate) mod sign;
 pub(crate) mod verify;
 
+/// Default [`crate::ApiConfig::max_batch_items`]: items one `batch_input` may carry.
+pub const DEFAULT_MAX_BATCH_ITEMS: usize = 10_000;
+
 /// The `{name}` and the one more segment of a path (`sign/{name}/{hash}`, …), or a 400 in the
 /// envelope.
 pub(crate) fn name_and(

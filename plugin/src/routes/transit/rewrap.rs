@@ -26,14 +26,16 @@ pub(crate) async fn rewrap(
     let raw = st.read_body(body).await?;
     let b: DecryptBody<'_> = parse_body(&raw)?;
     let version = requested_version(b.key_version)?;
-    let batch_in = b.batch()?;
+    let batch_in = b.batch(&st)?;
     let mut p: Prepared<Sealed, InContext<DecryptItem>> = b.prepare(batch_in);
-    let (items, contexts) = split(p.take_items());
+    let items = p.take_items();
     if !items.is_empty() {
-        let results = st
-            .keyring()
-            .rewrap_in_context(&name, version, items, contexts)
-            .await?;
+        let results = batch::in_jobs(items, |c| {
+            let (items, contexts) = split(c);
+            st.keyring()
+                .rewrap_in_context(&name, version, items, contexts)
+        })
+        .await?;
         p.fill(results);
     }
     match batch_in {

@@ -201,7 +201,7 @@ async fn sign_with(
     let b: SignBody = parse_body(&raw)?;
     let params = b.opts.params(url_hash.as_deref())?;
     let version = requested_version(b.key_version)?;
-    let batch_in = batch::inputs(b.batch_input.as_ref())?;
+    let batch_in = batch::inputs(&st, b.batch_input.as_ref())?;
     let mut p: Prepared<Signature, Vec<u8>> = match batch_in {
         None => Prepared::new(std::iter::once(b.input.as_deref()), decode_input),
         Some(v) => Prepared::new(v.iter(), |it| {
@@ -215,7 +215,8 @@ async fn sign_with(
     };
     let items = p.take_items();
     if !items.is_empty() {
-        let results = st.keyring().sign(&name, version, items, params).await?;
+        let results =
+            batch::in_jobs(items, |c| st.keyring().sign(&name, version, c, params)).await?;
         p.fill(results);
     }
     let out = |s: Signature| SignOut {

@@ -100,7 +100,7 @@ async fn verify_with(
     let raw = st.read_body(body).await?;
     let b: VerifyBody = parse_body(&raw)?;
     let params = b.opts.params(url_hash.as_deref())?;
-    let batch_in = batch::inputs(b.batch_input.as_ref())?;
+    let batch_in = batch::inputs(&st, b.batch_input.as_ref())?;
     // One kind per request, as Vault: `hmac` anywhere makes it an HMAC check.
     let kind = match batch_in {
         None if b.hmac.is_some() => Kind::Hmac,
@@ -132,7 +132,9 @@ async fn verify_with(
     if !items.is_empty() {
         let k = st.keyring();
         let results = match kind {
-            Kind::Signature => k.verify_signature(&name, items, params).await?,
+            Kind::Signature => {
+                batch::in_jobs(items, |c| k.verify_signature(&name, c, params)).await?
+            }
             Kind::Hmac => {
                 let alg = parse_hash(
                     url_hash
@@ -140,7 +142,7 @@ async fn verify_with(
                         .or(b.opts_algorithm())
                         .filter(|s| !s.is_empty()),
                 )?;
-                k.verify_hmac(&name, alg, items).await?
+                batch::in_jobs(items, |c| k.verify_hmac(&name, alg, c)).await?
             }
         };
         p.fill(results);
