@@ -48,18 +48,25 @@ pub use keyring::admin::{
 pub use keyring::admin::{testing_init_previous_release_root, testing_new_l0};
 pub use keyring::api::{
     CreateOptions, DecryptItem, EncryptItem, HashAlg, KeyConfigUpdate, KeyInfo, Marshaling,
-    RsaPadding, SaltLength, Sealed, SignParams, Signature, VerifyItem,
+    RsaPadding, SaltLength, Sealed, SignParams, Signature, VerifyItem, VersionInfo,
 };
 pub use keyring::batch::BatchKey;
+pub use keyring::clock::Clock;
 pub use keyring::crypto::MAX_DATA_KEYS;
 pub use keyring::governance::{
     is_governance_name, read_bootstrap_record, write_bootstrap_record, GOVERNANCE_FORMAT,
     GOVERNANCE_PREFIX, GOVERNANCE_VERSION,
 };
+pub use keyring::lifecycle::{
+    Cryptoperiod, LifecycleClass, LifecyclePolicy, LifecycleRefusal, LifecycleState, PeriodError,
+    Refusal, DEFAULT_LEAD_TIME_SECS, DEFAULT_OUP_SECS, DEFAULT_RUP_SECS, MAX_OUP_SECS,
+    MAX_RUP_BEYOND_OUP_SECS, STANDARD_PARAGRAPH,
+};
 pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
 pub use keyring::rotation::{rotate_root, RootRotationReport};
 pub use keyring::sign::MAX_RANDOM_BYTES;
 pub use keyring::Keyring;
+pub use keyring::KeyringOptions;
 pub use metrics::{HsmMetrics, HsmOp};
 pub use root::{RootAttributes, RootInfo, RootRole};
 pub use signer::{

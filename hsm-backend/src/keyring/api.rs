@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
 
+use super::lifecycle::{LifecycleClass, LifecycleState, VersionLifecycle};
 use crate::error::KeyringError;
 use crate::types::{KeyOp, KeyType};
 
@@ -20,6 +21,46 @@ pub struct CreateOptions {
     pub key_type: KeyType,
     /// Key size in bytes of an `hmac` key (Vault's `key_size`, 32 to 512; `None`: 32).
     pub key_size: Option<u32>,
+    /// The key's lifecycle class (`None`: `l1-kek`).
+    pub lifecycle_class: Option<LifecycleClass>,
+    /// The key's own originator-usage period in seconds (0: its class's).
+    pub originator_usage_period_secs: u64,
+    /// The key's own recipient-usage period in seconds (0: its class's).
+    pub recipient_usage_period_secs: u64,
+}
+
+/// One version's lifecycle as `GET transit/keys/:name` reports it (`versions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The state now (see [`VersionLifecycle::state_at`]).
+    pub state: LifecycleState,
+    /// Activation time (unix seconds).
+    pub activation_time: u64,
+    /// Protect-stop time: the end of the originator-usage period.
+    pub protect_stop_time: u64,
+    /// Deactivation time: the end of the recipient-usage period.
+    pub deactivation_time: u64,
+    /// When it was marked compromised.
+    pub compromise_time: Option<u64>,
+    /// When its key material was destroyed.
+    pub destroy_time: Option<u64>,
+    /// The next lifecycle event after now: its name and time.
+    pub next_event: Option<(&'static str, u64)>,
+}
+
+impl VersionInfo {
+    /// The report of `l` at `now`.
+    pub(super) fn new(l: &VersionLifecycle, now: u64) -> VersionInfo {
+        VersionInfo {
+            state: l.state_at(now),
+            activation_time: l.activation,
+            protect_stop_time: l.protect_stop,
+            deactivation_time: l.deactivation,
+            compromise_time: l.compromise,
+            destroy_time: l.destroy,
+            next_event: l.next_event(now),
+        }
+    }
 }
 
 /// A key as Vault's `GET transit/keys/:name` describes it.
@@ -47,6 +88,14 @@ pub struct KeyInfo {
     pub versions: BTreeMap<u32, u64>,
     /// Allowed operations.
     pub allowed_ops: Vec<KeyOp>,
+    /// The key's lifecycle class.
+    pub lifecycle_class: LifecycleClass,
+    /// The key's own originator-usage period in seconds (0: its class's).
+    pub originator_usage_period_secs: u64,
+    /// The key's own recipient-usage period in seconds (0: its class's).
+    pub recipient_usage_period_secs: u64,
+    /// Each version's lifecycle state and dates.
+    pub lifecycle: BTreeMap<u32, VersionInfo>,
 }
 
 /// Changes to a key's configuration (`POST transit/keys/:name/config`); `None` leaves a field.
@@ -60,6 +109,12 @@ pub struct KeyConfigUpdate {
     pub deletion_allowed: Option<bool>,
     /// New `auto_rotate_period` in seconds.
     pub auto_rotate_period_secs: Option<u64>,
+    /// New lifecycle class (applies to versions made from now on).
+    pub lifecycle_class: Option<LifecycleClass>,
+    /// New originator-usage period in seconds (0: the class's; versions made from now on).
+    pub originator_usage_period_secs: Option<u64>,
+    /// New recipient-usage period in seconds (0: the class's; versions made from now on).
+    pub recipient_usage_period_secs: Option<u64>,
 }
 
 /// A ciphertext under one key version: `iv (12) ‖ ciphertext ‖ tag (16)`, as Vault's aes256-gcm96.

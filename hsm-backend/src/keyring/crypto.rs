@@ -8,6 +8,7 @@ use cryptoki::object::ObjectHandle;
 use zeroize::Zeroizing;
 
 use super::api::{CreateOptions, DecryptItem, EncryptItem, Sealed};
+use super::lifecycle::{Use, VersionLifecycle};
 use super::sign::rsa_max_plaintext;
 use super::state::{BlobRef, KeyState, PairRef};
 use super::{aad, jobs};
@@ -91,7 +92,7 @@ impl Keyring {
                 .collect());
         }
         s.type_supports(s.key_type().is_aes(), "decryption")?;
-        let min = s.record.config.min_decryption_version;
+        let min = Processing::of(&s);
         let blobs = s.blobs.clone();
         Ok(self
             .inner
@@ -99,7 +100,7 @@ impl Keyring {
             .run(move |ctx| {
                 let mut out = Vec::with_capacity(items.len());
                 for it in &items {
-                    out.push(decrypt_one(ctx, &blobs, min, it)?);
+                    out.push(decrypt_one(ctx, &blobs, &min, it)?);
                 }
                 Ok(out)
             })
@@ -130,7 +131,7 @@ impl Keyring {
         }
         s.type_supports(s.key_type().is_aes(), "rewrap")?;
         let target = s.blob(v)?;
-        let min = s.record.config.min_decryption_version;
+        let min = Processing::of(&s);
         let blobs = s.blobs.clone();
         Ok(self
             .inner
@@ -139,7 +140,7 @@ impl Keyring {
                 let k = jobs::l1_handle(ctx, &target)?;
                 let mut out = Vec::with_capacity(items.len());
                 for it in &items {
-                    out.push(match decrypt_one(ctx, &blobs, min, it)? {
+                    out.push(match decrypt_one(ctx, &blobs, &min, it)? {
                         Ok(pt) => encrypt_one(ctx, k, v, &it.aad, &pt)?,
                         Err(e) => Err(e),
                     });
@@ -220,7 +221,7 @@ impl Keyring {
     ) -> Result<Vec<Result<Sealed>>> {
         let t = s.key_type();
         let max = rsa_max_plaintext(t);
-        let min = s.record.config.min_decryption_version;
+        let min = Processing::of(s);
         let pairs = s.pairs.clone();
         let target = match target {
             Some(v) => Some((v, s.pair(v)?)),
@@ -242,7 +243,7 @@ impl Keyring {
                             }
                             Ok(Zeroizing::new(e.plaintext.to_vec()))
                         }
-                        Rsa::Decrypt(d) | Rsa::Rewrap(d) => rsa_open(ctx, &pairs, min, d)?,
+                        Rsa::Decrypt(d) | Rsa::Rewrap(d) => rsa_open(ctx, &pairs, &min, d)?,
                     };
                     let pt = match opened {
                         Ok(pt) => pt,
@@ -289,13 +290,20 @@ impl Keyring {
         op: KeyOp,
         mut versions: impl Iterator<Item = u32>,
     ) -> Result<Arc<KeyState>> {
-        let s = self.load(name, false).await?;
-        s.allows(op)?;
+        let versions: Vec<u32> = versions.by_ref().collect();
+        let mut s = self.load(name, false).await?;
+        s.permits(op)?;
         let latest = s.latest();
-        if versions.any(|v| v > latest) {
-            let s = self.load(name, true).await?;
-            s.allows(op)?;
-            return Ok(s);
+        if versions.iter().any(|v| *v > latest) {
+            s = self.load(name, true).await?;
+            s.permits(op)?;
+        }
+        // A bulk unseal opens one batch key: its version must still process. Decrypt and
+        // rewrap check each item's version (a refusal is that item's error).
+        if op == KeyOp::BulkSeal {
+            for v in &versions {
+                s.check_use(*v, Use::Process)?;
+            }
         }
         Ok(s)
     }
@@ -317,21 +325,52 @@ fn encrypt_one(
     }
 }
 
+/// What decides whether a ciphertext's version may be opened now: `min_decryption_version` and
+/// each version's lifecycle at the time the request started (data already in memory).
+struct Processing {
+    min: u32,
+    now: u64,
+    lifecycle: Arc<BTreeMap<u32, VersionLifecycle>>,
+}
+
+impl Processing {
+    fn of(s: &KeyState) -> Processing {
+        Processing {
+            min: s.record.config.min_decryption_version,
+            now: s.clock.now(),
+            lifecycle: s.lifecycle.clone(),
+        }
+    }
+
+    /// Refuses version `v`: below `min_decryption_version`, or its lifecycle refuses processing.
+    fn check(&self, v: u32) -> Result<()> {
+        if v < self.min {
+            return Err(KeyringError::VersionTooOld);
+        }
+        match self.lifecycle.get(&v) {
+            Some(l) => l
+                .check(v, Use::Process, self.now)
+                .map_err(KeyringError::Lifecycle),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Decrypts one item with the blob of its version. Every way a ciphertext can fail to open (an
 /// unknown version, a bad tag) is the one opaque `InvalidCiphertext`; the detail goes to the log
 /// at debug.
 fn decrypt_one(
     ctx: &mut SessionCtx<'_>,
     blobs: &BTreeMap<u32, Arc<BlobRef>>,
-    min: u32,
+    min: &Processing,
     it: &DecryptItem,
 ) -> std::result::Result<Result<Zeroizing<Vec<u8>>>, HsmError> {
     if let Err(e) = aad::check_client(&it.aad) {
         return Ok(Err(e));
     }
     let v = it.sealed.version;
-    if v < min {
-        return Ok(Err(KeyringError::VersionTooOld));
+    if let Err(e) = min.check(v) {
+        return Ok(Err(e));
     }
     let Some(b) = blobs.get(&v) else {
         tracing::debug!(version = v, "ciphertext names an unknown key version");
@@ -360,7 +399,7 @@ enum Rsa {
 fn rsa_open(
     ctx: &mut SessionCtx<'_>,
     pairs: &BTreeMap<u32, Arc<PairRef>>,
-    min: u32,
+    min: &Processing,
     it: &DecryptItem,
 ) -> std::result::Result<Result<Zeroizing<Vec<u8>>>, HsmError> {
     if !it.aad.is_empty() {
@@ -369,8 +408,8 @@ fn rsa_open(
         )));
     }
     let v = it.sealed.version;
-    if v < min {
-        return Ok(Err(KeyringError::VersionTooOld));
+    if let Err(e) = min.check(v) {
+        return Ok(Err(e));
     }
     let Some(p) = pairs.get(&v) else {
         return Ok(Err(KeyringError::InvalidCiphertext));

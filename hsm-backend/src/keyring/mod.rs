@@ -6,6 +6,8 @@
 //! the cache of loaded keys. One file per part:
 //! * [`api`]: the types callers pass and get back;
 //! * [`record`]: the stored KEK record format;
+//! * [`lifecycle`]: NIST SP 800-57 states, dates, classes and cryptoperiods of key versions;
+//! * [`clock`]: the clock lifecycle decisions read (injectable for tests);
 //! * [`state`]: a loaded key and its parsed blobs;
 //! * [`jobs`]: what runs on an HSM worker (unwrap an L1, seal a new one, MAC a record);
 //! * [`keys`]: create, read, list, delete, rotate, configure;
@@ -35,16 +37,20 @@ pub(crate) mod aad;
 pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod batch;
+pub(crate) mod clock;
 pub(crate) mod crypto;
 mod der;
 pub(crate) mod governance;
 mod jobs;
 mod keys;
+pub(crate) mod lifecycle;
 pub(crate) mod record;
 pub(crate) mod rotation;
 pub(crate) mod sign;
 mod state;
 
+use clock::Clock;
+use lifecycle::LifecyclePolicy;
 use record::Record;
 use state::KeyState;
 
@@ -70,6 +76,19 @@ struct Inner {
     writes: tokio::sync::Mutex<()>,
     /// The last custody check (at open, and at every health check).
     custody: RwLock<CustodyReport>,
+    /// The clock every lifecycle decision reads.
+    clock: Clock,
+    /// Cryptoperiods of the lifecycle classes, and the rotation lead time.
+    policy: LifecyclePolicy,
+}
+
+/// How a [`Keyring`] is opened beyond its HSM and store.
+#[derive(Clone, Debug, Default)]
+pub struct KeyringOptions {
+    /// The clock lifecycle decisions read (default: the system clock).
+    pub clock: Clock,
+    /// The lifecycle policy (`[lifecycle]` of `rootseal.toml`; default: SP 800-57 defaults).
+    pub lifecycle: LifecyclePolicy,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -91,6 +110,18 @@ impl Keyring {
     /// Registers `store`'s leaf stores on the token (see `registry.rs`) so that root rotation
     /// finds every record, and runs the custody check ([`Keyring::custody`]).
     pub async fn open(hsm: Hsm, store: Arc<dyn KekStore>) -> Result<Keyring> {
+        Self::open_with(hsm, store, KeyringOptions::default()).await
+    }
+
+    /// [`Keyring::open`] with a clock and a lifecycle policy.
+    ///
+    /// # Errors
+    /// As [`Keyring::open`].
+    pub async fn open_with(
+        hsm: Hsm,
+        store: Arc<dyn KekStore>,
+        options: KeyringOptions,
+    ) -> Result<Keyring> {
         let locators: Vec<String> = leaf_stores(&store)
             .iter()
             .filter_map(|s| s.locator())
@@ -115,6 +146,8 @@ impl Keyring {
                 keys: RwLock::new(HashMap::new()),
                 writes: tokio::sync::Mutex::new(()),
                 custody: RwLock::new(custody),
+                clock: options.clock,
+                policy: options.lifecycle,
             }),
         })
     }
@@ -160,6 +193,16 @@ impl Keyring {
     /// The HSM this keyring uses.
     pub fn hsm(&self) -> &Hsm {
         &self.inner.hsm
+    }
+
+    /// The clock this keyring's lifecycle decisions read.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// This keyring's lifecycle policy.
+    pub fn lifecycle_policy(&self) -> &LifecyclePolicy {
+        &self.inner.policy
     }
 
     /// The store this keyring uses.
@@ -243,15 +286,24 @@ impl Keyring {
                 }
                 other => other,
             })?;
-        Ok(Arc::new(KeyState::from_record(record, store_version)?))
+        Ok(Arc::new(self.state_of(record, store_version)?))
     }
 
     /// Caches and returns the state of a record this process just wrote at `store_version`
     /// (no store read, no MAC check: the HSM made the MAC a moment ago).
     fn written(&self, record: Record, store_version: u64) -> Result<Arc<KeyState>> {
-        let state = Arc::new(KeyState::from_record(record, store_version)?);
+        let state = Arc::new(self.state_of(record, store_version)?);
         self.remember(state.clone());
         Ok(state)
+    }
+
+    fn state_of(&self, record: Record, store_version: u64) -> Result<KeyState> {
+        KeyState::from_record(
+            record,
+            store_version,
+            &self.inner.policy,
+            self.inner.clock.clone(),
+        )
     }
 
     /// The key's state: cached, or read from the store and verified. With the store unreachable,

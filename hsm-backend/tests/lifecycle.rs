@@ -1,0 +1,210 @@
+//! Key lifecycle (issue 13, NIST SP 800-57) against real SoftHSM2, time moved by the injected
+//! clock (never by sleeping): encrypt refused after protect-stop while decrypt works, decrypt
+//! refused after deactivation, the upgrade of a record of the previous format.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::Arc;
+
+use rootseal_hsm::{
+    Clock, CreateOptions, DecryptItem, EncryptItem, FileStore, KekStore, KeyConfigUpdate, Keyring,
+    KeyringError, KeyringOptions, LifecycleClass, LifecycleState, Refusal, Sealed,
+    DEFAULT_OUP_SECS, DEFAULT_RUP_SECS, MAX_OUP_SECS,
+};
+use rootseal_testkit::TestToken;
+use zeroize::Zeroizing;
+
+const T0: u64 = 1_800_000_000;
+
+async fn setup() -> (TestToken, tempfile::TempDir, Clock, Keyring) {
+    let token = TestToken::new();
+    token.init_root().await;
+    let hsm = token.open().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::testing_manual(T0);
+    let k = open(&hsm, dir.path(), &clock).await;
+    (token, dir, clock, k)
+}
+
+async fn open(hsm: &rootseal_hsm::Hsm, dir: &std::path::Path, clock: &Clock) -> Keyring {
+    Keyring::open_with(
+        hsm.clone(),
+        Arc::new(FileStore::open(dir).unwrap()),
+        KeyringOptions {
+            clock: clock.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn enc(k: &Keyring, version: Option<u32>) -> Result<Sealed, KeyringError> {
+    let item = EncryptItem {
+        plaintext: Zeroizing::new(b"secret".to_vec()),
+        aad: Vec::new(),
+    };
+    k.encrypt("k", version, vec![item], false)
+        .await?
+        .pop()
+        .unwrap()
+}
+
+async fn dec(k: &Keyring, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
+    let item = DecryptItem {
+        sealed: sealed.clone(),
+        aad: Vec::new(),
+    };
+    k.decrypt("k", vec![item]).await?.pop().unwrap()
+}
+
+fn refusal(r: Result<impl std::fmt::Debug, KeyringError>) -> (u32, Refusal, String) {
+    match r {
+        Err(KeyringError::Lifecycle(l)) => (l.version, l.reason, l.to_string()),
+        other => panic!("expected a lifecycle refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypt_stops_at_protect_stop_and_decrypt_at_deactivation() {
+    let (_t, _d, clock, k) = setup().await;
+    let info = k.create_key("k", CreateOptions::default()).await.unwrap();
+    let v1 = info.lifecycle[&1];
+    assert_eq!(v1.state, LifecycleState::Active);
+    assert_eq!(v1.activation_time, T0);
+    assert_eq!(v1.protect_stop_time, T0 + DEFAULT_OUP_SECS);
+    assert_eq!(v1.deactivation_time, T0 + DEFAULT_RUP_SECS);
+    let ct = enc(&k, None).await.unwrap();
+
+    // One second before protect-stop: still encrypts.
+    clock.testing_advance(DEFAULT_OUP_SECS - 1);
+    enc(&k, None).await.unwrap();
+    // At protect-stop: encrypt, data keys and bulk seal are refused; decrypt works.
+    clock.testing_advance(1);
+    let (v, reason, msg) = refusal(enc(&k, None).await);
+    assert_eq!((v, reason), (1, Refusal::PastProtectStop));
+    assert!(
+        msg.starts_with("key version 1 is past its protect-stop"),
+        "{msg}"
+    );
+    refusal(k.generate_data_key("k", 32, None).await);
+    refusal(k.new_batch_key("k").await);
+    assert_eq!(&dec(&k, &ct).await.unwrap()[..], b"secret");
+
+    // A rotation gives a new active version: encrypt works again (with it), and rewrap moves the
+    // old ciphertext onto it.
+    k.rotate_key("k").await.unwrap();
+    let ct2 = enc(&k, None).await.unwrap();
+    assert_eq!(ct2.version, 2);
+    refusal(enc(&k, Some(1)).await);
+    let rewrapped = k
+        .rewrap(
+            "k",
+            None,
+            vec![DecryptItem {
+                sealed: ct.clone(),
+                aad: Vec::new(),
+            }],
+        )
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_eq!(rewrapped.version, 2);
+
+    // At version 1's deactivation: its ciphertexts are refused by name, version 2's still open.
+    clock.testing_advance(DEFAULT_RUP_SECS - DEFAULT_OUP_SECS);
+    let (v, reason, msg) = refusal(dec(&k, &ct).await);
+    assert_eq!(
+        (v, reason),
+        (1, Refusal::State(LifecycleState::Deactivated))
+    );
+    assert_eq!(msg, "key version 1 is deactivated");
+    assert_eq!(&dec(&k, &rewrapped).await.unwrap()[..], b"secret");
+    let info = k.key_info("k").await.unwrap();
+    assert_eq!(info.lifecycle[&1].state, LifecycleState::Deactivated);
+    assert_eq!(info.lifecycle[&2].state, LifecycleState::Active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_periods_are_bounded_by_the_standard() {
+    let (_t, _d, clock, k) = setup().await;
+    let too_long = CreateOptions {
+        originator_usage_period_secs: MAX_OUP_SECS + 1,
+        ..Default::default()
+    };
+    match k.create_key("k", too_long).await {
+        Err(KeyringError::InvalidRequest(m)) => assert!(m.contains("§5.3.6"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let short = CreateOptions {
+        lifecycle_class: Some(LifecycleClass::SealKek),
+        originator_usage_period_secs: 3600,
+        ..Default::default()
+    };
+    let info = k.create_key("k", short).await.unwrap();
+    assert_eq!(info.lifecycle_class, LifecycleClass::SealKek);
+    assert_eq!(info.lifecycle[&1].protect_stop_time, T0 + 3600);
+    clock.testing_advance(3600);
+    refusal(enc(&k, None).await);
+    // The config path refuses the same bound, and changes apply to new versions.
+    let bad = KeyConfigUpdate {
+        recipient_usage_period_secs: Some(MAX_OUP_SECS * 10),
+        ..Default::default()
+    };
+    assert!(matches!(
+        k.update_key_config("k", bad).await,
+        Err(KeyringError::InvalidRequest(_))
+    ));
+    let longer = KeyConfigUpdate {
+        originator_usage_period_secs: Some(7200),
+        ..Default::default()
+    };
+    let info = k.update_key_config("k", longer).await.unwrap();
+    assert_eq!(info.originator_usage_period_secs, 7200);
+    assert_eq!(info.lifecycle[&1].protect_stop_time, T0 + 3600);
+    let info = k.rotate_key("k").await.unwrap();
+    assert_eq!(info.lifecycle[&2].protect_stop_time, T0 + 3600 + 7200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_the_previous_format_is_read_and_upgraded_on_the_next_write() {
+    let token = TestToken::new();
+    token.init_root().await;
+    let hsm = token.open().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::testing_manual(T0);
+    let k = open(&hsm, dir.path(), &clock).await;
+    k.create_key("k", CreateOptions::default()).await.unwrap();
+    let ct = enc(&k, None).await.unwrap();
+    k.testing_store_previous_format("k").await.unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let raw = || async {
+        let r = store.get("k").await.unwrap().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&r.data).unwrap()
+    };
+    let stored = raw().await;
+    assert_eq!(stored["format_version"], 1, "{stored}");
+    assert!(stored["versions"][0].get("lifecycle").is_none());
+
+    // Another keyring (no cache) reads it: MAC verified, dates derived from creation time.
+    clock.testing_advance(10);
+    let fresh = open(&hsm, dir.path(), &clock).await;
+    let info = fresh.key_info("k").await.unwrap();
+    assert_eq!(info.lifecycle[&1].activation_time, T0);
+    assert_eq!(info.lifecycle[&1].protect_stop_time, T0 + DEFAULT_OUP_SECS);
+    assert_eq!(&dec(&fresh, &ct).await.unwrap()[..], b"secret");
+    assert_eq!(raw().await["format_version"], 1, "a read does not rewrite");
+
+    // The next write is format 3, with the derived dates recorded, MAC-checked by a third
+    // keyring.
+    fresh.rotate_key("k").await.unwrap();
+    let stored = raw().await;
+    assert_eq!(stored["format_version"], 3, "{stored}");
+    assert_eq!(stored["versions"][0]["lifecycle"]["activation"], T0);
+    assert_eq!(stored["versions"][0]["lifecycle"]["state"], "active");
+    assert_eq!(stored["versions"][1]["lifecycle"]["activation"], T0 + 10);
+    let third = open(&hsm, dir.path(), &clock).await;
+    assert_eq!(&dec(&third, &ct).await.unwrap()[..], b"secret");
+    assert_eq!(third.key_info("k").await.unwrap().latest_version, 2);
+}
