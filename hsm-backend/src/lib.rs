@@ -60,11 +60,12 @@ pub use keyring::governance::{
 pub use keyring::lifecycle::{
     Cryptoperiod, LifecycleClass, LifecyclePolicy, LifecycleRefusal, LifecycleState, PeriodError,
     Refusal, DEFAULT_LEAD_TIME_SECS, DEFAULT_OUP_SECS, DEFAULT_RUP_SECS, MAX_OUP_SECS,
-    MAX_RUP_BEYOND_OUP_SECS, STANDARD_PARAGRAPH,
+    MAX_RUP_BEYOND_OUP_SECS, STANDARD_PARAGRAPH, YEAR_SECS,
 };
 pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
 pub use keyring::rotation::{rotate_root, RootRotationReport};
 pub use keyring::sign::MAX_RANDOM_BYTES;
+pub use keyring::upkeep::{Rotated, RotationReason};
 pub use keyring::Keyring;
 pub use keyring::KeyringOptions;
 pub use metrics::{HsmMetrics, HsmOp};

@@ -208,3 +208,73 @@ async fn a_record_of_the_previous_format_is_read_and_upgraded_on_the_next_write(
     assert_eq!(&dec(&third, &ct).await.unwrap()[..], b"secret");
     assert_eq!(third.key_info("k").await.unwrap().latest_version, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_rotate_period_rotates_once_after_an_hour_and_once_with_two_replicas() {
+    let token = TestToken::new();
+    token.init_root().await;
+    let hsm = token.open().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::testing_manual(T0);
+    let a = open(&hsm, dir.path(), &clock).await;
+    let b = open(&hsm, dir.path(), &clock).await;
+    a.create_key(
+        "k",
+        CreateOptions {
+            auto_rotate_period_secs: 3600,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    a.create_key("still", CreateOptions::default())
+        .await
+        .unwrap();
+
+    // Not before the hour.
+    clock.testing_advance(3599);
+    assert!(a.rotate_due().await.unwrap().is_empty());
+    assert!(b.rotate_due().await.unwrap().is_empty());
+
+    // At the hour, both replicas run their pass at once: exactly one rotation.
+    clock.testing_advance(1);
+    let (ra, rb) = tokio::join!(a.rotate_due(), b.rotate_due());
+    let mut all = ra.unwrap();
+    all.extend(rb.unwrap());
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].name, "k");
+    assert_eq!(all[0].version, 2);
+    assert_eq!(
+        all[0].reason,
+        rootseal_hsm::RotationReason::AutoRotatePeriod
+    );
+    assert_eq!(a.key_info("k").await.unwrap().latest_version, 2);
+    assert_eq!(b.key_info("k").await.unwrap().latest_version, 2);
+    // Another pass in the same hour does nothing; the key without a period is untouched.
+    assert!(a.rotate_due().await.unwrap().is_empty());
+    assert!(b.rotate_due().await.unwrap().is_empty());
+    assert_eq!(a.key_info("still").await.unwrap().latest_version, 1);
+
+    // The next hour: once more.
+    clock.testing_advance(3600);
+    let (ra, rb) = tokio::join!(a.rotate_due(), b.rotate_due());
+    assert_eq!(ra.unwrap().len() + rb.unwrap().len(), 1);
+    assert_eq!(a.key_info("k").await.unwrap().latest_version, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_is_rotated_lead_time_ahead_of_its_protect_stop() {
+    let (_t, _d, clock, k) = setup().await;
+    k.create_key("k", CreateOptions::default()).await.unwrap();
+    let lead = rootseal_hsm::DEFAULT_LEAD_TIME_SECS;
+    clock.testing_advance(DEFAULT_OUP_SECS - lead - 1);
+    assert!(k.rotate_due().await.unwrap().is_empty());
+    clock.testing_advance(1);
+    let r = k.rotate_due().await.unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].reason, rootseal_hsm::RotationReason::ProtectStopAhead);
+    // The new version encrypts past the old one's protect-stop.
+    clock.testing_advance(lead);
+    assert_eq!(enc(&k, None).await.unwrap().version, 2);
+    assert!(k.rotate_due().await.unwrap().is_empty());
+}

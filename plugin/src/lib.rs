@@ -14,6 +14,7 @@ mod cli;
 mod goplugin;
 mod kms;
 mod routes;
+mod scheduler;
 mod server;
 mod telemetry;
 

@@ -201,7 +201,7 @@ impl Keyring {
 
     /// Read-modify-write of a record with check-and-set; `f` returns the new record (unsigned)
     /// and whether to add a version, or `None` for no change. Retries on conflicts.
-    async fn modify<F>(&self, name: &str, mut f: F) -> Result<Arc<KeyState>>
+    pub(super) async fn modify<F>(&self, name: &str, mut f: F) -> Result<Arc<KeyState>>
     where
         F: FnMut(&KeyState) -> Result<Option<(Record, bool)>>,
     {

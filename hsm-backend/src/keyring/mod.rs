@@ -16,6 +16,7 @@
 //! * [`der`]: the DER of public keys and signatures;
 //! * [`batch`]: bulk-seal batch keys;
 //! * [`rotation`]: root rotation, re-sealing every record under a new root;
+//! * [`upkeep`]: scheduled key rotation (`auto_rotate_period`, protect-stop lead time);
 //! * [`admin`]: root administration (init, status, attributes), which needs no keyring.
 
 use std::collections::HashMap;
@@ -48,6 +49,7 @@ pub(crate) mod record;
 pub(crate) mod rotation;
 pub(crate) mod sign;
 mod state;
+pub(crate) mod upkeep;
 
 use clock::Clock;
 use lifecycle::LifecyclePolicy;

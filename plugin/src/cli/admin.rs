@@ -38,13 +38,19 @@ async fn keyring_over(
     hsm: Hsm,
     store: std::sync::Arc<dyn rootseal_hsm::KekStore>,
 ) -> Result<Keyring, String> {
-    Keyring::open(hsm, store).await.map_err(|e| match e {
-        KeyringError::NoRoot => format!(
-            "the HSM token has no rootseal root key: run `rootseal init --config {}` first",
-            cfg.source.display()
-        ),
-        e => super::explain(&e),
-    })
+    let options = rootseal_hsm::KeyringOptions {
+        lifecycle: cfg.lifecycle.policy,
+        ..Default::default()
+    };
+    Keyring::open_with(hsm, store, options)
+        .await
+        .map_err(|e| match e {
+            KeyringError::NoRoot => format!(
+                "the HSM token has no rootseal root key: run `rootseal init --config {}` first",
+                cfg.source.display()
+            ),
+            e => super::explain(&e),
+        })
 }
 
 /// `rootseal serve --config FILE [--allow-weak-root]`.
@@ -97,6 +103,8 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
     );
     let keyring = keyring_over(&cfg, hsm, store).await?;
     crate::audit::record_custody(&log, &keyring).await;
+    // Auto-rotation and protect-stop lead time (`[lifecycle]`); ends with the process.
+    let _scheduler = crate::scheduler::spawn(keyring.clone(), crate::scheduler::INTERVAL);
     let custody = keyring.custody();
     if custody.verdict() == Custody::Weak {
         for f in custody.failures() {

@@ -22,6 +22,7 @@
 //! | `PUT`/`POST` | `/v1/auth/token/renew-self` | Vault's answer for a non-renewable token | token |
 //! | `GET`/`POST` | `/v1/auth/token/lookup-self` | the caller's token and grant, Vault's shape | token |
 //! | `GET` | `/v1/rootseal/audit/checkpoint` | the latest signed audit checkpoint (`routes/audit.rs`) | token |
+//! | `GET` | `/v1/rootseal/lifecycle` | every key's next lifecycle event (`routes/lifecycle.rs`) | token |
 //! | `GET` | `/v1/sys/health` | 200 when the HSM answers, 503 otherwise | none |
 //! | `GET` | `/v1/sys/seal-status`, `/v1/sys/init`, `/v1/sys/leader` | Vault's shapes (`sealed` when keys cannot be served) | none |
 //! | `GET` | `/v1/sys/mounts` | the transit mount, so `bao secrets list` works | token |
@@ -56,6 +57,7 @@ pub(crate) mod bulk;
 pub mod ciphertext;
 pub mod de;
 pub mod error;
+pub(crate) mod lifecycle;
 pub mod metrics;
 pub mod sys;
 pub mod transit;
@@ -539,6 +541,7 @@ pub fn try_app_with(
             get(auth::lookup_self).post(auth::lookup_self),
         )
         .route("/v1/rootseal/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/rootseal/lifecycle", get(lifecycle::lifecycle))
         .route("/v1/sys/mounts", get(sys::mounts))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let open = Router::new()
