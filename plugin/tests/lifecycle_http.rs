@@ -166,3 +166,38 @@ async fn lifecycle_over_http() {
         .unwrap()
         .starts_with("vault:v2:"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_pass_rotates_a_key_whose_auto_rotate_period_passed() {
+    let token = TestToken::new();
+    token.init_root().await;
+    let hsm = token.open().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::testing_manual(T0);
+    let k = Keyring::open_with(
+        hsm,
+        Arc::new(FileStore::open(dir.path()).unwrap()),
+        KeyringOptions {
+            clock: clock.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let app = app(k.clone(), SecretString::from(TOKEN), ApiConfig::default());
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/transit/keys/k",
+        Some(json!({"auto_rotate_period": "1h"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(rootseal::lifecycle_pass(&k).await.is_empty());
+    clock.testing_advance(3600);
+    let r = rootseal::lifecycle_pass(&k).await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    let (_, v) = call(&app, "GET", "/v1/transit/keys/k", None).await;
+    assert_eq!(v["data"]["latest_version"], 2, "{v}");
+    assert!(rootseal::lifecycle_pass(&k).await.is_empty());
+}

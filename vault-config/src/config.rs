@@ -548,7 +548,8 @@ impl Config {
             allow_upsert: raw.transit.allow_upsert.unwrap_or(true),
         };
         let audit = validate_audit(raw.audit, &resolve)?;
-        let lifecycle = crate::lifecycle::validate_lifecycle(raw.lifecycle)?;
+        let lifecycle = crate::lifecycle::validate_lifecycle(raw.lifecycle)
+            .map_err(|e| invalid(&e.key, e.reason))?;
         Ok(Self {
             source: source.to_owned(),
             listener,

@@ -15,7 +15,19 @@
 use rootseal_hsm::{Cryptoperiod, LifecyclePolicy};
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+/// A refused `[lifecycle]` value: the dotted key and why (the config maps it to its
+/// `ConfigError::Invalid`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LifecycleError {
+    pub(crate) key: String,
+    pub(crate) reason: String,
+}
+
+impl std::fmt::Display for LifecycleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
 
 /// `[lifecycle]` as written.
 #[derive(Deserialize, Default)]
@@ -45,8 +57,8 @@ enum RawPeriod {
 }
 
 impl RawPeriod {
-    fn secs(&self, key: &str) -> Result<u64, ConfigError> {
-        let bad = || ConfigError::Invalid {
+    fn secs(&self, key: &str) -> Result<u64, LifecycleError> {
+        let bad = || LifecycleError {
             key: key.to_owned(),
             reason: "expected a period such as \"30d\", \"1y\", \"8760h\" or a number of seconds"
                 .into(),
@@ -86,7 +98,7 @@ fn class(
     raw: Option<RawClass>,
     name: &str,
     default: Cryptoperiod,
-) -> Result<Cryptoperiod, ConfigError> {
+) -> Result<Cryptoperiod, LifecycleError> {
     let Some(raw) = raw else {
         return Ok(default);
     };
@@ -107,7 +119,7 @@ fn class(
             rootseal_hsm::PeriodError::Oup(_) => oup_key,
             _ => rup_key,
         };
-        ConfigError::Invalid {
+        LifecycleError {
             key,
             reason: e.to_string(),
         }
@@ -117,11 +129,11 @@ fn class(
 /// Validates `[lifecycle]` (absent: the defaults).
 ///
 /// # Errors
-/// [`ConfigError::Invalid`] naming the key, for a malformed period or one above SP 800-57's
+/// [`LifecycleError`] naming the key, for a malformed period or one above SP 800-57's
 /// maximum (the message names the paragraph).
 pub(crate) fn validate_lifecycle(
     raw: Option<RawLifecycle>,
-) -> Result<LifecycleSettings, ConfigError> {
+) -> Result<LifecycleSettings, LifecycleError> {
     let raw = raw.unwrap_or_default();
     let d = LifecyclePolicy::default();
     let policy = LifecyclePolicy {
@@ -134,7 +146,7 @@ pub(crate) fn validate_lifecycle(
             .unwrap_or(d.lead_time_secs),
     };
     if policy.lead_time_secs >= policy.l1_kek.oup_secs().min(policy.seal_kek.oup_secs()) {
-        return Err(ConfigError::Invalid {
+        return Err(LifecycleError {
             key: "lifecycle.lead_time".into(),
             reason: "lead_time must be shorter than every class's originator_usage_period".into(),
         });
@@ -146,7 +158,7 @@ pub(crate) fn validate_lifecycle(
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<LifecycleSettings, ConfigError> {
+    fn parse(text: &str) -> Result<LifecycleSettings, LifecycleError> {
         #[derive(Deserialize)]
         struct T {
             lifecycle: Option<RawLifecycle>,

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
 
-use super::lifecycle::{LifecycleClass, LifecycleState, VersionLifecycle};
 use crate::error::KeyringError;
+use crate::lifecycle::{LifecycleClass, LifecycleState, VersionLifecycle};
 use crate::types::{KeyOp, KeyType};
 
 /// Options for a new key.

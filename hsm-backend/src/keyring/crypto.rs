@@ -8,13 +8,13 @@ use cryptoki::object::ObjectHandle;
 use zeroize::Zeroizing;
 
 use super::api::{CreateOptions, DecryptItem, EncryptItem, Sealed};
-use super::lifecycle::{Use, VersionLifecycle};
 use super::sign::rsa_max_plaintext;
 use super::state::{BlobRef, KeyState, PairRef};
 use super::{aad, jobs};
 use super::{Keyring, Result};
 use crate::error::{Error as HsmError, KeyringError, Recovery};
 use crate::hsm::SessionCtx;
+use crate::lifecycle::{Use, VersionLifecycle};
 use crate::types::KeyOp;
 
 /// Largest Level 2 data key, in bytes.

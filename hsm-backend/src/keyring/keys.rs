@@ -26,7 +26,7 @@ fn entry(
     version: u32,
     made: jobs::NewVersion,
     created: u64,
-    period: super::lifecycle::Cryptoperiod,
+    period: crate::lifecycle::Cryptoperiod,
 ) -> VersionEntry {
     let mut e = VersionEntry::sealed(version, created, made.blob, period);
     if let Some((id, spki)) = made.pair {

@@ -6,7 +6,8 @@
 //! the cache of loaded keys. One file per part:
 //! * [`api`]: the types callers pass and get back;
 //! * [`record`]: the stored KEK record format;
-//! * [`lifecycle`]: NIST SP 800-57 states, dates, classes and cryptoperiods of key versions;
+//! * `crate::lifecycle`: NIST SP 800-57 states, dates, classes and cryptoperiods of key versions
+//!   (outside the keyring: the errors name its refusals);
 //! * [`clock`]: the clock lifecycle decisions read (injectable for tests);
 //! * [`state`]: a loaded key and its parsed blobs;
 //! * [`jobs`]: what runs on an HSM worker (unwrap an L1, seal a new one, MAC a record);
@@ -44,15 +45,14 @@ mod der;
 pub(crate) mod governance;
 mod jobs;
 mod keys;
-pub(crate) mod lifecycle;
 pub(crate) mod record;
 pub(crate) mod rotation;
 pub(crate) mod sign;
 mod state;
 pub(crate) mod upkeep;
 
+use crate::lifecycle::LifecyclePolicy;
 use clock::Clock;
-use lifecycle::LifecyclePolicy;
 use record::Record;
 use state::KeyState;
 

@@ -27,8 +27,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::lifecycle::{Cryptoperiod, LifecycleClass, LifecyclePolicy, VersionLifecycle};
 use crate::error::KeyringError;
+use crate::lifecycle::{Cryptoperiod, LifecycleClass, LifecyclePolicy, VersionLifecycle};
 use crate::types::{KeyOp, KeyType};
 
 /// The `format` field of a KEK record.

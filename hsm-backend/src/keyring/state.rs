@@ -9,10 +9,10 @@ use base64::Engine as _;
 
 use super::api::{KeyInfo, VersionInfo};
 use super::clock::Clock;
-use super::lifecycle::{LifecyclePolicy, Use, VersionLifecycle};
 use super::record::Record;
 use crate::blob::{self, BlobError, SealedBlob};
 use crate::error::KeyringError;
+use crate::lifecycle::{LifecyclePolicy, Use, VersionLifecycle};
 use crate::types::{KeyOp, KeyType};
 
 /// A parsed blob ready for the HSM, with the digest that keys the L1 session-object cache.
