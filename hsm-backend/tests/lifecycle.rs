@@ -278,3 +278,56 @@ async fn a_version_is_rotated_lead_time_ahead_of_its_protect_stop() {
     assert_eq!(enc(&k, None).await.unwrap().version, 2);
     assert!(k.rotate_due().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trim_destroys_the_versions_below_min_available_version() {
+    let (_t, dir, _clock, k) = setup().await;
+    k.create_key("k", CreateOptions::default()).await.unwrap();
+    let ct1 = enc(&k, None).await.unwrap();
+    k.rotate_key("k").await.unwrap();
+    k.rotate_key("k").await.unwrap();
+    let ct3 = enc(&k, None).await.unwrap();
+    // Vault's rules.
+    for bad in [0, 2] {
+        assert!(
+            matches!(
+                k.trim_key("k", bad).await,
+                Err(KeyringError::InvalidRequest(_))
+            ),
+            "trim to {bad}"
+        );
+    }
+    let upd = KeyConfigUpdate {
+        min_decryption_version: Some(2),
+        ..Default::default()
+    };
+    k.update_key_config("k", upd).await.unwrap();
+    let info = k.trim_key("k", 2).await.unwrap();
+    assert_eq!(info.min_available_version, 2);
+    assert_eq!(
+        info.versions.keys().copied().collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    // The blob is gone from the store, and the version's ciphertexts are refused by name.
+    let store = FileStore::open(dir.path()).unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_slice(&store.get("k").await.unwrap().unwrap().data).unwrap();
+    assert_eq!(stored["versions"].as_array().unwrap().len(), 2, "{stored}");
+    assert_eq!(stored["config"]["min_available_version"], 2);
+    let (v, reason, msg) = refusal(dec(&k, &ct1).await);
+    assert_eq!((v, reason), (1, Refusal::State(LifecycleState::Destroyed)));
+    assert_eq!(msg, "key version 1 is destroyed");
+    let fresh = open_again(&k, dir.path()).await;
+    refusal(dec(&fresh, &ct1).await);
+    assert_eq!(&dec(&fresh, &ct3).await.unwrap()[..], b"secret");
+    assert!(matches!(
+        k.trim_key("k", 1).await,
+        Err(KeyringError::InvalidRequest(_))
+    ));
+    // Rotation continues after the trimmed versions.
+    assert_eq!(k.rotate_key("k").await.unwrap().latest_version, 4);
+}
+
+async fn open_again(k: &Keyring, dir: &std::path::Path) -> Keyring {
+    open(k.hsm(), dir, k.clock()).await
+}

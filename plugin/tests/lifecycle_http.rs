@@ -201,3 +201,66 @@ async fn a_scheduler_pass_rotates_a_key_whose_auto_rotate_period_passed() {
     assert_eq!(v["data"]["latest_version"], 2, "{v}");
     assert!(rootseal::lifecycle_pass(&k).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trim_over_http_follows_vault() {
+    let token = TestToken::new();
+    token.init_root().await;
+    let hsm = token.open().await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = Keyring::open(hsm, Arc::new(FileStore::open(dir.path()).unwrap()))
+        .await
+        .unwrap();
+    let app = app(k, SecretString::from(TOKEN), ApiConfig::default());
+    call(&app, "POST", "/v1/transit/keys/k", None).await;
+    let (_, v) = call(
+        &app,
+        "POST",
+        "/v1/transit/encrypt/k",
+        Some(json!({"plaintext": "aGVsbG8="})),
+    )
+    .await;
+    let ct = v["data"]["ciphertext"].as_str().unwrap().to_owned();
+    call(&app, "POST", "/v1/transit/keys/k/rotate", None).await;
+    // Above min_decryption_version: 400 in the envelope.
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/transit/keys/k/trim",
+        Some(json!({"min_available_version": 2})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("minimum decryption version"));
+    let (s, _) = call(&app, "POST", "/v1/transit/keys/k/trim", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    call(
+        &app,
+        "POST",
+        "/v1/transit/keys/k/config",
+        Some(json!({"min_decryption_version": 2})),
+    )
+    .await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/transit/keys/k/trim",
+        Some(json!({"min_available_version": "2"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["min_available_version"], 2);
+    assert!(v["data"]["keys"].get("1").is_none(), "{v}");
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/transit/decrypt/k",
+        Some(json!({"ciphertext": ct})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["errors"][0], "key version 1 is destroyed");
+}

@@ -78,6 +78,8 @@ pub struct KeyInfo {
     pub latest_version: u32,
     /// Ciphertexts older than this are refused.
     pub min_decryption_version: u32,
+    /// Versions below this were trimmed (their blobs destroyed); 0 when none was.
+    pub min_available_version: u32,
     /// Encryption uses at least this version (0 = latest).
     pub min_encryption_version: u32,
     /// Whether `DELETE` is allowed.

@@ -328,6 +328,7 @@ fn encrypt_one(
 /// What decides whether a ciphertext's version may be opened now: `min_decryption_version` and
 /// each version's lifecycle at the time the request started (data already in memory).
 struct Processing {
+    available: u32,
     min: u32,
     now: u64,
     lifecycle: Arc<BTreeMap<u32, VersionLifecycle>>,
@@ -336,6 +337,7 @@ struct Processing {
 impl Processing {
     fn of(s: &KeyState) -> Processing {
         Processing {
+            available: s.record.config.min_available_version,
             min: s.record.config.min_decryption_version,
             now: s.clock.now(),
             lifecycle: s.lifecycle.clone(),
@@ -344,6 +346,16 @@ impl Processing {
 
     /// Refuses version `v`: below `min_decryption_version`, or its lifecycle refuses processing.
     fn check(&self, v: u32) -> Result<()> {
+        if v < self.available {
+            return Err(KeyringError::Lifecycle(
+                crate::lifecycle::LifecycleRefusal {
+                    version: v,
+                    reason: crate::lifecycle::Refusal::State(
+                        crate::lifecycle::LifecycleState::Destroyed,
+                    ),
+                },
+            ));
+        }
         if v < self.min {
             return Err(KeyringError::VersionTooOld);
         }

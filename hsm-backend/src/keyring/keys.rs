@@ -92,6 +92,7 @@ impl Keyring {
             created,
             key_type,
             key_size,
+            min_available_version: 0,
             lifecycle_class: opts.lifecycle_class,
             originator_usage_period_secs: opts.originator_usage_period_secs,
             recipient_usage_period_secs: opts.recipient_usage_period_secs,
@@ -127,7 +128,7 @@ impl Keyring {
 
     /// Destroys the token key pairs of `record`'s versions (a record that was never stored, or
     /// a key being deleted). Failures are logged: an orphan pair is unusable without its record.
-    async fn discard_pairs(&self, record: &Record) {
+    pub(super) async fn discard_pairs(&self, record: &Record) {
         let ids: Vec<[u8; 16]> = record
             .versions
             .iter()
@@ -325,6 +326,7 @@ impl Keyring {
             created: jobs::now(),
             key_type: KeyType::Aes256Gcm96,
             key_size: 0,
+            min_available_version: 0,
             lifecycle_class: None,
             originator_usage_period_secs: 0,
             recipient_usage_period_secs: 0,

@@ -17,6 +17,7 @@
 //! * [`der`]: the DER of public keys and signatures;
 //! * [`batch`]: bulk-seal batch keys;
 //! * [`rotation`]: root rotation, re-sealing every record under a new root;
+//! * `trim`: Vault's `trim`, destroying the versions below `min_available_version`;
 //! * [`upkeep`]: scheduled key rotation (`auto_rotate_period`, protect-stop lead time);
 //! * [`admin`]: root administration (init, status, attributes), which needs no keyring.
 
@@ -49,6 +50,7 @@ pub(crate) mod record;
 pub(crate) mod rotation;
 pub(crate) mod sign;
 mod state;
+mod trim;
 pub(crate) mod upkeep;
 
 use crate::lifecycle::LifecyclePolicy;

@@ -56,6 +56,9 @@ pub(super) struct KeyConfig {
     /// The key size in bytes of an `hmac` key (version 2; 0 otherwise).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub(super) key_size: u32,
+    /// Versions below this were trimmed: their blobs destroyed (version 3; 0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(super) min_available_version: u32,
     /// The key's lifecycle class (version 3; absent means `l1-kek`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) lifecycle_class: Option<LifecycleClass>,
@@ -86,6 +89,7 @@ impl KeyConfig {
 
     fn has_v3_fields(&self) -> bool {
         self.lifecycle_class.is_some()
+            || self.min_available_version != 0
             || self.originator_usage_period_secs != 0
             || self.recipient_usage_period_secs != 0
     }

@@ -245,6 +245,7 @@ impl KeyState {
                 .collect(),
             latest_version: self.latest(),
             min_decryption_version: c.min_decryption_version,
+            min_available_version: c.min_available_version,
             min_encryption_version: c.min_encryption_version,
             deletion_allowed: c.deletion_allowed,
             auto_rotate_period_secs: c.auto_rotate_period_secs,

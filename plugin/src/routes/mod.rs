@@ -7,6 +7,7 @@
 //! | `DELETE` | `/v1/{mount}/keys/{name}` | delete (when `deletion_allowed`), 204 | token |
 //! | `LIST`, `GET ?list=true` | `/v1/{mount}/keys` | list key names | token |
 //! | `POST`/`PUT` | `/v1/{mount}/keys/{name}/rotate` | new version | token |
+//! | `POST`/`PUT` | `/v1/{mount}/keys/{name}/trim` | remove versions below `min_available_version` | token |
 //! | `POST`/`PUT` | `/v1/{mount}/keys/{name}/config` | `min_*_version`, `deletion_allowed`, `auto_rotate_period` | token |
 //! | `POST`/`PUT` | `/v1/{mount}/encrypt/{name}` | encrypt (single or `batch_input`), upsert | token |
 //! | `POST`/`PUT` | `/v1/{mount}/decrypt/{name}` | decrypt | token |
@@ -403,7 +404,8 @@ async fn method_not_allowed() -> Response {
 /// The routes of the transit mount, relative to `/v1/{mount}` (no auth, no state yet).
 fn transit_routes() -> Router<AppState> {
     use transit::{
-        config, datakey, decrypt, encrypt, hash, hmac, keys, random, rewrap, rotate, sign, verify,
+        config, datakey, decrypt, encrypt, hash, hmac, keys, random, rewrap, rotate, sign, trim,
+        verify,
     };
     Router::new()
         .route(
@@ -425,6 +427,7 @@ fn transit_routes() -> Router<AppState> {
             "/keys/{name}/rotate",
             post(rotate::rotate).put(rotate::rotate),
         )
+        .route("/keys/{name}/trim", post(trim::trim).put(trim::trim))
         .route(
             "/keys/{name}/config",
             post(config::config).put(config::config),

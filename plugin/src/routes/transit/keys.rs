@@ -124,7 +124,7 @@ impl<'a> KeyData<'a> {
             key_type: t.name(),
             keys,
             latest_version: k.latest_version,
-            min_available_version: 0,
+            min_available_version: k.min_available_version,
             min_decryption_version: k.min_decryption_version,
             min_encryption_version: k.min_encryption_version,
             deletion_allowed: k.deletion_allowed,
