@@ -331,3 +331,17 @@ async fn trim_destroys_the_versions_below_min_available_version() {
 async fn open_again(k: &Keyring, dir: &std::path::Path) -> Keyring {
     open(k.hsm(), dir, k.clock()).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deactivation_advances_min_decryption_version() {
+    let (_t, _d, clock, k) = setup().await;
+    k.create_key("k", CreateOptions::default()).await.unwrap();
+    clock.testing_advance(DEFAULT_OUP_SECS);
+    k.rotate_key("k").await.unwrap();
+    assert!(k.advance_min_decryption("k").await.unwrap().is_none());
+    // Version 1's deactivation: a pass raises min_decryption_version to 2, once.
+    clock.testing_advance(DEFAULT_RUP_SECS - DEFAULT_OUP_SECS);
+    k.rotate_due().await.unwrap();
+    assert_eq!(k.key_info("k").await.unwrap().min_decryption_version, 2);
+    assert!(k.advance_min_decryption("k").await.unwrap().is_none());
+}

@@ -7,6 +7,10 @@
 //! The rotation is a check-and-set write on the record (`modify`): every replica that finds the
 //! key due races for the same store version, one wins, and the others re-read the record, find
 //! the new version, and see the key no longer due.
+//!
+//! Each pass also advances `min_decryption_version` past the versions that are deactivated (the
+//! end of their recipient-usage period), so the key's policy says what the lifecycle enforces
+//! (the request of hashicorp/vault#17761).
 
 use super::state::KeyState;
 use super::{Keyring, Result};
@@ -75,8 +79,54 @@ impl Keyring {
                     tracing::warn!(key = %name, error = %e, cause = ?e.cause(), "scheduled rotation failed");
                 }
             }
+            match self.advance_min_decryption(&name).await {
+                Ok(_) | Err(KeyringError::NotFound) => {}
+                Err(e) => {
+                    tracing::warn!(key = %name, error = %e, cause = ?e.cause(), "cannot advance min_decryption_version");
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// Raises key `name`'s `min_decryption_version` to its oldest version that is not
+    /// deactivated now (never past the latest; `min_encryption_version`, when set, follows).
+    /// Returns the new value when it changed.
+    ///
+    /// # Errors
+    /// `NotFound`, HSM and store errors.
+    pub async fn advance_min_decryption(&self, name: &str) -> Result<Option<u32>> {
+        let mut changed = None;
+        self.modify(name, |s| {
+            let now = s.clock.now();
+            let c = &s.record.config;
+            let first_live = s
+                .lifecycle
+                .iter()
+                .filter(|(v, _)| **v >= c.min_decryption_version)
+                .find(|(_, l)| l.state_at(now) != crate::lifecycle::LifecycleState::Deactivated)
+                .map_or(s.latest(), |(v, _)| *v);
+            if first_live <= c.min_decryption_version {
+                changed = None;
+                return Ok(None);
+            }
+            let mut r = s.record.clone();
+            r.config.min_decryption_version = first_live;
+            if r.config.min_encryption_version != 0 {
+                r.config.min_encryption_version = r.config.min_encryption_version.max(first_live);
+            }
+            changed = Some(first_live);
+            Ok(Some((r, false)))
+        })
+        .await?;
+        if let Some(v) = changed {
+            tracing::info!(
+                key = name,
+                min_decryption_version = v,
+                "deactivated versions: min_decryption_version advanced"
+            );
+        }
+        Ok(changed)
     }
 
     /// Rotates key `name` if it is due, by check-and-set on its record: `None` when it is not
