@@ -62,7 +62,7 @@ pub use keyring::governance::{
 pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
 pub use keyring::rotation::{rotate_root, RootRotationReport};
 pub use keyring::sign::MAX_RANDOM_BYTES;
-pub use keyring::upkeep::{Rotated, RotationReason};
+pub use keyring::upkeep::{LifecycleGauge, Rotated, RotationReason};
 pub use keyring::Keyring;
 pub use keyring::KeyringOptions;
 pub use lifecycle::{

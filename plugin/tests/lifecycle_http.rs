@@ -264,3 +264,53 @@ async fn trim_over_http_follows_vault() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["errors"][0], "key version 1 is destroyed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_carry_each_keys_lifecycle_gauges() {
+    let token = TestToken::new();
+    token.init_root().await;
+    let hsm = token.open().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::testing_manual(T0);
+    let k = Keyring::open_with(
+        hsm,
+        Arc::new(FileStore::open(dir.path()).unwrap()),
+        KeyringOptions {
+            clock: clock.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let app = app(k, SecretString::from(TOKEN), ApiConfig::default());
+    call(
+        &app,
+        "POST",
+        "/v1/transit/keys/k",
+        Some(json!({"originator_usage_period": "1h", "recipient_usage_period": "2h"})),
+    )
+    .await;
+    clock.testing_advance(600);
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("rootseal_key_protect_stop_seconds{key=\"k\"} 3000\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rootseal_key_deactivation_seconds{key=\"k\"} 6600\n"),
+        "{text}"
+    );
+}

@@ -63,7 +63,50 @@ fn due(s: &KeyState, now: u64, lead: u64) -> Option<RotationReason> {
     None
 }
 
+/// One key's lifecycle gauges: seconds from now until events (negative once past).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LifecycleGauge {
+    /// The key.
+    pub name: String,
+    /// Until its latest version's protect-stop (encrypt stops unless it is rotated).
+    pub protect_stop_in: i64,
+    /// Until the earliest deactivation among its versions that still decrypt (`None`: none).
+    pub deactivation_in: Option<i64>,
+}
+
+fn secs_until(t: u64, now: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX) - i64::try_from(now).unwrap_or(i64::MAX)
+}
+
 impl Keyring {
+    /// The lifecycle gauges of every key this process has loaded (the scheduler loads every key
+    /// each pass), from memory only: no HSM or store call, so `/metrics` can read it at every
+    /// scrape.
+    pub fn lifecycle_gauges(&self) -> Vec<LifecycleGauge> {
+        let now = self.inner.clock.now();
+        let keys = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<LifecycleGauge> = keys
+            .values()
+            .filter_map(|s| {
+                let latest = s.lifecycle.get(&s.latest())?;
+                let min = s.record.config.min_decryption_version;
+                let deactivation_in = s
+                    .lifecycle
+                    .iter()
+                    .filter(|(v, l)| **v >= min && l.deactivation > now)
+                    .map(|(_, l)| secs_until(l.deactivation, now))
+                    .min();
+                Some(LifecycleGauge {
+                    name: s.record.name.clone(),
+                    protect_stop_in: secs_until(latest.protect_stop, now),
+                    deactivation_in,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
     /// Rotates every key that is due (see the module documentation); returns what it rotated.
     /// A key that fails is logged and skipped (the next pass tries again).
     ///

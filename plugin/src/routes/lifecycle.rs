@@ -83,6 +83,39 @@ pub(crate) fn key_events(k: &KeyInfo, now: u64, lead: u64) -> KeyEvents {
     }
 }
 
+/// Appends the lifecycle gauges (Prometheus text) of every key the keyring has loaded:
+/// `rootseal_key_protect_stop_seconds{key}` (until the latest version's protect-stop, negative
+/// once past) and `rootseal_key_deactivation_seconds{key}` (until the earliest deactivation of a
+/// version that still decrypts). From memory: no store or HSM call per scrape.
+pub(crate) fn render_prometheus(keyring: &rootseal_hsm::Keyring, out: &mut String) {
+    use std::fmt::Write as _;
+    let gauges = keyring.lifecycle_gauges();
+    let _ = writeln!(
+        out,
+        "# HELP rootseal_key_protect_stop_seconds Seconds until the key's latest version stops encrypting (negative: past).\n# TYPE rootseal_key_protect_stop_seconds gauge"
+    );
+    for g in &gauges {
+        let _ = writeln!(
+            out,
+            "rootseal_key_protect_stop_seconds{{key=\"{}\"}} {}",
+            g.name, g.protect_stop_in
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP rootseal_key_deactivation_seconds Seconds until the key's oldest decrypting version deactivates.\n# TYPE rootseal_key_deactivation_seconds gauge"
+    );
+    for g in &gauges {
+        if let Some(d) = g.deactivation_in {
+            let _ = writeln!(
+                out,
+                "rootseal_key_deactivation_seconds{{key=\"{}\"}} {d}",
+                g.name
+            );
+        }
+    }
+}
+
 /// `GET /v1/rootseal/lifecycle`.
 pub(crate) async fn lifecycle(State(st): State<AppState>) -> Result<Response, ApiError> {
     let keyring = st.keyring();
