@@ -345,3 +345,41 @@ async fn deactivation_advances_min_decryption_version() {
     assert_eq!(k.key_info("k").await.unwrap().min_decryption_version, 2);
     assert!(k.advance_min_decryption("k").await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compromised_version_never_encrypts_nor_decrypts_and_the_key_rotates() {
+    let (_t, dir, clock, k) = setup().await;
+    k.create_key("k", CreateOptions::default()).await.unwrap();
+    let ct = enc(&k, None).await.unwrap();
+    clock.testing_advance(5);
+    let info = k.compromise_version("k", 1).await.unwrap();
+    assert_eq!(
+        info.latest_version, 2,
+        "compromising the latest version rotates"
+    );
+    assert_eq!(info.lifecycle[&1].state, LifecycleState::Compromised);
+    assert_eq!(info.lifecycle[&1].compromise_time, Some(T0 + 5));
+    let (v, reason, msg) = refusal(dec(&k, &ct).await);
+    assert_eq!(
+        (v, reason),
+        (1, Refusal::State(LifecycleState::Compromised))
+    );
+    assert_eq!(msg, "key version 1 is compromised");
+    refusal(enc(&k, Some(1)).await);
+    assert_eq!(enc(&k, None).await.unwrap().version, 2);
+    // Recorded under the MAC: another keyring sees it; marking again changes nothing.
+    let fresh = open(k.hsm(), dir.path(), &clock).await;
+    refusal(dec(&fresh, &ct).await);
+    assert_eq!(
+        fresh
+            .compromise_version("k", 1)
+            .await
+            .unwrap()
+            .latest_version,
+        2
+    );
+    assert!(matches!(
+        k.compromise_version("k", 9).await,
+        Err(KeyringError::InvalidRequest(_))
+    ));
+}

@@ -17,6 +17,7 @@
 //! * [`der`]: the DER of public keys and signatures;
 //! * [`batch`]: bulk-seal batch keys;
 //! * [`rotation`]: root rotation, re-sealing every record under a new root;
+//! * `compromise`: marking a version compromised (and rotating);
 //! * `trim`: Vault's `trim`, destroying the versions below `min_available_version`;
 //! * [`upkeep`]: scheduled key rotation (`auto_rotate_period`, protect-stop lead time);
 //! * [`admin`]: root administration (init, status, attributes), which needs no keyring.
@@ -41,6 +42,7 @@ pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod batch;
 pub(crate) mod clock;
+mod compromise;
 pub(crate) mod crypto;
 mod der;
 pub(crate) mod governance;

@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 
 use super::CliResult;
 
-fn load(path: &Path) -> Result<Config, String> {
+pub(super) fn load(path: &Path) -> Result<Config, String> {
     Config::load(path).map_err(|e| e.to_string())
 }
 
@@ -25,7 +25,7 @@ async fn open_hsm(cfg: &Config) -> Result<Hsm, String> {
         .map_err(|e| format!("HSM: {e}"))
 }
 
-async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
+pub(super) async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
     let hsm = open_hsm(cfg).await?;
     let store = rootseal_vault_config::open_store(cfg)
         .await
@@ -379,7 +379,7 @@ pub async fn root_rotate(path: &Path, so: &super::SoPinArg, grace_secs: u64) -> 
 }
 
 /// A key command's error, naming the key (and, for a store that refused, what to check).
-fn key_error(name: &str, e: KeyringError) -> String {
+pub(super) fn key_error(name: &str, e: KeyringError) -> String {
     match e {
         KeyringError::StoreDenied(_) => format!(
             "key {name}: permission denied by the key store (check the Vault token's policy on the KV path of [storage])"
@@ -388,7 +388,7 @@ fn key_error(name: &str, e: KeyringError) -> String {
     }
 }
 
-fn print_key(k: &KeyInfo) {
+pub(super) fn print_key(k: &KeyInfo) {
     println!(
         "Key {}: type {}, latest version {}, min decryption version {}, min encryption version {}, deletion allowed {}, versions {:?}",
         k.name,
