@@ -95,7 +95,7 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
         );
     }
     if audit_cfg.mode != rootseal_audit::Mode::Off {
-        super::lifecycle::check_clock(&audit_cfg.path, &rootseal_audit::now_rfc3339())?;
+        super::clock_check::check_clock(&audit_cfg.path, &rootseal_audit::now_rfc3339())?;
     }
     let (log, _, seen) = crate::audit::open(&audit_cfg, &hsm, "server").await?;
     let store = rootseal_vault_config::open_store(&cfg)

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 mod admin;
 mod audit;
 mod bulk;
+mod clock_check;
 mod dev;
 mod governance;
 mod lifecycle;
