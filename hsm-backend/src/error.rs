@@ -177,6 +177,10 @@ pub enum KeyringError {
     /// The key's allowed operations do not include this one.
     #[error("operation not allowed on this key: {0}")]
     PolicyDenied(&'static str),
+    /// The key version's lifecycle refuses the operation now (NIST SP 800-57 states and dates:
+    /// "key version 3 is deactivated"). A client error: HTTP 400.
+    #[error("{0}")]
+    Lifecycle(crate::lifecycle::LifecycleRefusal),
     /// The key may not be deleted (`deletion_allowed` is false).
     #[error("deletion is not allowed for this key")]
     DeletionNotAllowed,

@@ -11,6 +11,7 @@
 //! * Where sealed records live ([`KekStore`]): a local [`FileStore`] here, Vault KV in the
 //!   `rootseal-vault-config` crate.
 //! * [`Keyring`]: the hierarchy's one API that every face of rootseal calls.
+//! * Key lifecycle per NIST SP 800-57 (`lifecycle`): version states, dates, cryptoperiods.
 // `deny`, not `forbid`: the one exception is `hsm/raw.rs` (array attributes cryptoki does not wrap),
 // which allows it for itself with a SAFETY comment on every block.
 #![deny(unsafe_code)]
@@ -22,6 +23,7 @@ mod custody;
 mod error;
 mod hsm;
 mod keyring;
+mod lifecycle;
 mod metrics;
 mod registry;
 mod root;
@@ -48,9 +50,10 @@ pub use keyring::admin::{
 pub use keyring::admin::{testing_init_previous_release_root, testing_new_l0};
 pub use keyring::api::{
     CreateOptions, DecryptItem, EncryptItem, HashAlg, KeyConfigUpdate, KeyInfo, Marshaling,
-    RsaPadding, SaltLength, Sealed, SignParams, Signature, VerifyItem,
+    RsaPadding, SaltLength, Sealed, SignParams, Signature, VerifyItem, VersionInfo,
 };
 pub use keyring::batch::BatchKey;
+pub use keyring::clock::Clock;
 pub use keyring::crypto::MAX_DATA_KEYS;
 pub use keyring::governance::{
     is_governance_name, read_bootstrap_record, write_bootstrap_record, GOVERNANCE_FORMAT,
@@ -60,7 +63,14 @@ pub use keyring::import::ImportHash;
 pub use keyring::record::{RECORD_FORMAT, RECORD_VERSION};
 pub use keyring::rotation::{rotate_root, RootRotationReport};
 pub use keyring::sign::MAX_RANDOM_BYTES;
+pub use keyring::upkeep::{LifecycleGauge, Rotated, RotationReason};
 pub use keyring::Keyring;
+pub use keyring::KeyringOptions;
+pub use lifecycle::{
+    Cryptoperiod, LifecycleClass, LifecyclePolicy, LifecycleRefusal, LifecycleState, PeriodError,
+    Refusal, DEFAULT_LEAD_TIME_SECS, DEFAULT_OUP_SECS, DEFAULT_RUP_SECS, MAX_OUP_SECS,
+    MAX_RUP_BEYOND_OUP_SECS, STANDARD_PARAGRAPH, YEAR_SECS,
+};
 pub use metrics::{HsmMetrics, HsmOp};
 pub use root::{RootAttributes, RootInfo, RootRole};
 pub use signer::{

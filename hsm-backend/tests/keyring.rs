@@ -209,13 +209,13 @@ async fn tampered_record_or_blob_is_refused_and_other_keys_keep_working() {
         Err(KeyringError::Integrity(_))
     ));
     // 2. A newer record format: named error, nothing guessed.
-    // (Version 2 is this release's format for the new key types; 3 is from the future.)
-    let newer = text.replace("\"format_version\":1", "\"format_version\":3");
+    // (Version 3 is this release's format, with key lifecycle; 4 is from the future.)
+    let newer = text.replace("\"format_version\":3", "\"format_version\":4");
     std::fs::write(&path, newer).unwrap();
     let fresh = Keyring::open(f.hsm.clone(), f.store.clone()).await.unwrap();
     assert!(matches!(
         fresh.key_info("victim").await,
-        Err(KeyringError::UnsupportedFormat(3))
+        Err(KeyringError::UnsupportedFormat(4))
     ));
     // 3. Not a record at all.
     f.store.delete("victim").await.unwrap();

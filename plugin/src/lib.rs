@@ -14,11 +14,13 @@ mod cli;
 mod goplugin;
 mod kms;
 mod routes;
+mod scheduler;
 mod server;
 mod telemetry;
 
 pub use cli::main;
 pub use routes::{app, bulk_routes, try_app, ApiConfig, ApiConfigError, ApiError, AppState};
+pub use scheduler::lifecycle_pass;
 pub use server::{
     serve, serve_listener, serve_listener_with, tls_config, ConnLimits, ListenerConfig, TlsFiles,
     DEFAULT_HTTP2_MAX_STREAMS, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HEADER_READ_TIMEOUT,

@@ -115,6 +115,7 @@ struct RawConfig {
     governance: Option<RawGovernance>,
     #[serde(default)]
     audit: RawAudit,
+    lifecycle: Option<crate::lifecycle::RawLifecycle>,
 }
 
 /// `governance = "off"|"on"`, or a `[governance]` table.
@@ -257,6 +258,8 @@ pub struct Config {
     pub governance: GovernanceSettings,
     /// `[audit]`: the tamper-evident audit log.
     pub audit: AuditSettings,
+    /// `[lifecycle]`: cryptoperiods of the key classes and the rotation lead time.
+    pub lifecycle: crate::lifecycle::LifecycleSettings,
 }
 
 /// `governance = "off"` or `[governance]` (on by default): dual control of SO actions by signed
@@ -562,6 +565,8 @@ impl Config {
             },
         };
         let audit = validate_audit(raw.audit, &resolve)?;
+        let lifecycle = crate::lifecycle::validate_lifecycle(raw.lifecycle)
+            .map_err(|e| invalid(&e.key, e.reason))?;
         Ok(Self {
             source: source.to_owned(),
             listener,
@@ -571,6 +576,7 @@ impl Config {
             transit,
             governance,
             audit,
+            lifecycle,
         })
     }
 

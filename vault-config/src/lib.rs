@@ -15,6 +15,7 @@ use rootseal_hsm::{FileStore, KekStore, RoutedStore};
 
 mod config;
 mod kv;
+mod lifecycle;
 mod render;
 
 // The public interface is:
@@ -23,6 +24,7 @@ pub use config::{
     ListenerSettings, StorageSettings, TlsFiles, TransitSettings, VaultSettings,
 };
 pub use kv::{SetupError, VaultKvStore};
+pub use lifecycle::LifecycleSettings;
 pub use render::{
     render_kms_plugin_stanzas, render_openbao_server_config, render_transit_seal_stanza,
     KMS_PLUGIN_NAME,

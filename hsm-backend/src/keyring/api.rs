@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 use crate::error::KeyringError;
+use crate::lifecycle::{LifecycleClass, LifecycleState, VersionLifecycle};
 use crate::types::{KeyOp, KeyType};
 
 /// Options for a new key.
@@ -25,6 +26,46 @@ pub struct CreateOptions {
     /// Vault's `convergent_encryption` (needs `derived`): the same plaintext, context and AAD
     /// always give the same ciphertext.
     pub convergent: bool,
+    /// The key's lifecycle class (`None`: `l1-kek`).
+    pub lifecycle_class: Option<LifecycleClass>,
+    /// The key's own originator-usage period in seconds (0: its class's).
+    pub originator_usage_period_secs: u64,
+    /// The key's own recipient-usage period in seconds (0: its class's).
+    pub recipient_usage_period_secs: u64,
+}
+
+/// One version's lifecycle as `GET transit/keys/:name` reports it (`versions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// The state now (see [`VersionLifecycle::state_at`]).
+    pub state: LifecycleState,
+    /// Activation time (unix seconds).
+    pub activation_time: u64,
+    /// Protect-stop time: the end of the originator-usage period.
+    pub protect_stop_time: u64,
+    /// Deactivation time: the end of the recipient-usage period.
+    pub deactivation_time: u64,
+    /// When it was marked compromised.
+    pub compromise_time: Option<u64>,
+    /// When its key material was destroyed.
+    pub destroy_time: Option<u64>,
+    /// The next lifecycle event after now: its name and time.
+    pub next_event: Option<(&'static str, u64)>,
+}
+
+impl VersionInfo {
+    /// The report of `l` at `now`.
+    pub(super) fn new(l: &VersionLifecycle, now: u64) -> VersionInfo {
+        VersionInfo {
+            state: l.state_at(now),
+            activation_time: l.activation,
+            protect_stop_time: l.protect_stop,
+            deactivation_time: l.deactivation,
+            compromise_time: l.compromise,
+            destroy_time: l.destroy,
+            next_event: l.next_event(now),
+        }
+    }
 }
 
 /// A key as Vault's `GET transit/keys/:name` describes it.
@@ -42,6 +83,8 @@ pub struct KeyInfo {
     pub latest_version: u32,
     /// Ciphertexts older than this are refused.
     pub min_decryption_version: u32,
+    /// Versions below this were trimmed (their blobs destroyed); 0 when none was.
+    pub min_available_version: u32,
     /// Encryption uses at least this version (0 = latest).
     pub min_encryption_version: u32,
     /// Whether `DELETE` is allowed.
@@ -58,6 +101,14 @@ pub struct KeyInfo {
     pub derived: bool,
     /// Whether the key's encryption is convergent.
     pub convergent: bool,
+    /// The key's lifecycle class.
+    pub lifecycle_class: LifecycleClass,
+    /// The key's own originator-usage period in seconds (0: its class's).
+    pub originator_usage_period_secs: u64,
+    /// The key's own recipient-usage period in seconds (0: its class's).
+    pub recipient_usage_period_secs: u64,
+    /// Each version's lifecycle state and dates.
+    pub lifecycle: BTreeMap<u32, VersionInfo>,
 }
 
 /// Changes to a key's configuration (`POST transit/keys/:name/config`); `None` leaves a field.
@@ -71,6 +122,12 @@ pub struct KeyConfigUpdate {
     pub deletion_allowed: Option<bool>,
     /// New `auto_rotate_period` in seconds.
     pub auto_rotate_period_secs: Option<u64>,
+    /// New lifecycle class (applies to versions made from now on).
+    pub lifecycle_class: Option<LifecycleClass>,
+    /// New originator-usage period in seconds (0: the class's; versions made from now on).
+    pub originator_usage_period_secs: Option<u64>,
+    /// New recipient-usage period in seconds (0: the class's; versions made from now on).
+    pub recipient_usage_period_secs: Option<u64>,
 }
 
 /// A ciphertext under one key version: `iv (12) ‖ ciphertext ‖ tag (16)`, as Vault's aes256-gcm96.

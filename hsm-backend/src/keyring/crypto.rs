@@ -14,6 +14,7 @@ use super::{aad, jobs};
 use super::{Keyring, Result};
 use crate::error::{Error as HsmError, KeyringError, Recovery};
 use crate::hsm::SessionCtx;
+use crate::lifecycle::{Use, VersionLifecycle};
 use crate::types::KeyOp;
 
 /// Largest Level 2 data key, in bytes.
@@ -147,7 +148,7 @@ impl Keyring {
             &contexts,
             items.iter().map(|i| &i.aad),
         );
-        let min = s.record.config.min_decryption_version;
+        let min = Processing::of(&s);
         let blobs = s.blobs.clone();
         Ok(self
             .inner
@@ -156,7 +157,7 @@ impl Keyring {
                 let mut out = Vec::with_capacity(items.len());
                 for (it, aad) in items.iter().zip(&aads) {
                     out.push(match aad {
-                        Ok(aad) => decrypt_one(ctx, &blobs, min, it, aad)?,
+                        Ok(aad) => decrypt_one(ctx, &blobs, &min, it, aad)?,
                         Err(m) => Err(KeyringError::InvalidRequest(m.clone())),
                     });
                 }
@@ -215,7 +216,7 @@ impl Keyring {
         );
         let convergent = s.record.config.convergent;
         let target = s.blob(v)?;
-        let min = s.record.config.min_decryption_version;
+        let min = Processing::of(&s);
         let blobs = s.blobs.clone();
         Ok(self
             .inner
@@ -231,7 +232,7 @@ impl Keyring {
                             continue;
                         }
                     };
-                    out.push(match decrypt_one(ctx, &blobs, min, it, aad)? {
+                    out.push(match decrypt_one(ctx, &blobs, &min, it, aad)? {
                         Ok(pt) => seal_one(ctx, k, v, convergent, aad, &pt)?,
                         Err(e) => Err(e),
                     });
@@ -318,7 +319,7 @@ impl Keyring {
     ) -> Result<Vec<Result<Sealed>>> {
         let t = s.key_type();
         let max = rsa_max_plaintext(t);
-        let min = s.record.config.min_decryption_version;
+        let min = Processing::of(s);
         let pairs = s.pairs.clone();
         let target = match target {
             Some(v) => Some((v, s.pair(v)?)),
@@ -340,7 +341,7 @@ impl Keyring {
                             }
                             Ok(Zeroizing::new(e.plaintext.to_vec()))
                         }
-                        Rsa::Decrypt(d) | Rsa::Rewrap(d) => rsa_open(ctx, &pairs, min, d)?,
+                        Rsa::Decrypt(d) | Rsa::Rewrap(d) => rsa_open(ctx, &pairs, &min, d)?,
                     };
                     let pt = match opened {
                         Ok(pt) => pt,
@@ -387,13 +388,20 @@ impl Keyring {
         op: KeyOp,
         mut versions: impl Iterator<Item = u32>,
     ) -> Result<Arc<KeyState>> {
-        let s = self.load(name, false).await?;
-        s.allows(op)?;
+        let versions: Vec<u32> = versions.by_ref().collect();
+        let mut s = self.load(name, false).await?;
+        s.permits(op)?;
         let latest = s.latest();
-        if versions.any(|v| v > latest) {
-            let s = self.load(name, true).await?;
-            s.allows(op)?;
-            return Ok(s);
+        if versions.iter().any(|v| *v > latest) {
+            s = self.load(name, true).await?;
+            s.permits(op)?;
+        }
+        // A bulk unseal opens one batch key: its version must still process. Decrypt and
+        // rewrap check each item's version (a refusal is that item's error).
+        if op == KeyOp::BulkSeal {
+            for v in &versions {
+                s.check_use(*v, Use::Process)?;
+            }
         }
         Ok(s)
     }
@@ -486,19 +494,62 @@ fn encrypt_one(
     }
 }
 
+/// What decides whether a ciphertext's version may be opened now: `min_decryption_version` and
+/// each version's lifecycle at the time the request started (data already in memory).
+struct Processing {
+    available: u32,
+    min: u32,
+    now: u64,
+    lifecycle: Arc<BTreeMap<u32, VersionLifecycle>>,
+}
+
+impl Processing {
+    fn of(s: &KeyState) -> Processing {
+        Processing {
+            available: s.record.config.min_available_version,
+            min: s.record.config.min_decryption_version,
+            now: s.clock.now(),
+            lifecycle: s.lifecycle.clone(),
+        }
+    }
+
+    /// Refuses version `v`: below `min_decryption_version`, or its lifecycle refuses processing.
+    fn check(&self, v: u32) -> Result<()> {
+        if v < self.available {
+            return Err(KeyringError::Lifecycle(
+                crate::lifecycle::LifecycleRefusal {
+                    version: v,
+                    reason: crate::lifecycle::Refusal::State(
+                        crate::lifecycle::LifecycleState::Destroyed,
+                    ),
+                },
+            ));
+        }
+        if v < self.min {
+            return Err(KeyringError::VersionTooOld);
+        }
+        match self.lifecycle.get(&v) {
+            Some(l) => l
+                .check(v, Use::Process, self.now)
+                .map_err(KeyringError::Lifecycle),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Decrypts one item with the blob of its version. Every way a ciphertext can fail to open (an
 /// unknown version, a bad tag) is the one opaque `InvalidCiphertext`; the detail goes to the log
 /// at debug.
 fn decrypt_one(
     ctx: &mut SessionCtx<'_>,
     blobs: &BTreeMap<u32, Arc<BlobRef>>,
-    min: u32,
+    min: &Processing,
     it: &DecryptItem,
     aad: &[u8],
 ) -> std::result::Result<Result<Zeroizing<Vec<u8>>>, HsmError> {
     let v = it.sealed.version;
-    if v < min {
-        return Ok(Err(KeyringError::VersionTooOld));
+    if let Err(e) = min.check(v) {
+        return Ok(Err(e));
     }
     let Some(b) = blobs.get(&v) else {
         tracing::debug!(version = v, "ciphertext names an unknown key version");
@@ -527,7 +578,7 @@ enum Rsa {
 fn rsa_open(
     ctx: &mut SessionCtx<'_>,
     pairs: &BTreeMap<u32, Arc<PairRef>>,
-    min: u32,
+    min: &Processing,
     it: &DecryptItem,
 ) -> std::result::Result<Result<Zeroizing<Vec<u8>>>, HsmError> {
     if !it.aad.is_empty() {
@@ -536,8 +587,8 @@ fn rsa_open(
         )));
     }
     let v = it.sealed.version;
-    if v < min {
-        return Ok(Err(KeyringError::VersionTooOld));
+    if let Err(e) = min.check(v) {
+        return Ok(Err(e));
     }
     let Some(p) = pairs.get(&v) else {
         return Ok(Err(KeyringError::InvalidCiphertext));

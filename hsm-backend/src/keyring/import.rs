@@ -151,7 +151,24 @@ impl Keyring {
                 "allowed operations may not be empty".into(),
             ));
         }
-        let created = jobs::now();
+        let created = self.inner.clock.now();
+        let config = KeyConfig {
+            min_decryption_version: 1,
+            min_encryption_version: 0,
+            deletion_allowed: opts.deletion_allowed,
+            auto_rotate_period_secs: opts.auto_rotate_period_secs,
+            allowed_ops: ops.clone(),
+            created,
+            key_type,
+            key_size: 0,
+            derived: false,
+            convergent: false,
+            min_available_version: 0,
+            lifecycle_class: opts.lifecycle_class,
+            originator_usage_period_secs: opts.originator_usage_period_secs,
+            recipient_usage_period_secs: opts.recipient_usage_period_secs,
+        };
+        let period = config.period(&self.inner.policy)?;
         let owned = name.to_owned();
         let record = self
             .inner
@@ -163,19 +180,12 @@ impl Keyring {
                         Ok(v) => v,
                         Err(e) => return Ok(Err(e)),
                     };
-                let config = KeyConfig {
-                    min_decryption_version: 1,
-                    min_encryption_version: 0,
-                    deletion_allowed: opts.deletion_allowed,
-                    auto_rotate_period_secs: opts.auto_rotate_period_secs,
-                    allowed_ops: ops.clone(),
-                    created,
-                    key_type,
-                    key_size,
-                    derived: false,
-                    convergent: false,
-                };
-                let mut record = Record::new(&owned, config, imported_entry(1, blob));
+                let mut config = config.clone();
+                if key_type == KeyType::Hmac {
+                    config.key_size = key_size;
+                }
+                let mut record =
+                    Record::new(&owned, config, imported_entry(1, blob, created, period));
                 jobs::mac_record(ctx, &mut record, &target)?;
                 Ok(Ok(record))
             })
@@ -248,7 +258,13 @@ impl Keyring {
                     }
                     let mut r = s.record.clone();
                     r.format_version = RECORD_VERSION;
-                    r.versions.push(imported_entry(next, blob.clone()));
+                    let period = r.config.period(&self.inner.policy)?;
+                    r.versions.push(imported_entry(
+                        next,
+                        blob.clone(),
+                        self.inner.clock.now(),
+                        period,
+                    ));
                     Ok(Some((r, false)))
                 })
                 .await;
@@ -284,8 +300,13 @@ fn check_importable(t: KeyType) -> Result<()> {
     }
 }
 
-fn imported_entry(version: u32, blob: Vec<u8>) -> VersionEntry {
-    let mut e = VersionEntry::sealed(version, jobs::now(), B64.encode(blob));
+fn imported_entry(
+    version: u32,
+    blob: Vec<u8>,
+    created: u64,
+    period: crate::lifecycle::Cryptoperiod,
+) -> VersionEntry {
+    let mut e = VersionEntry::sealed(version, created, B64.encode(blob), period);
     e.imported = true;
     e
 }

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
 use super::api::{CreateOptions, KeyConfigUpdate, KeyInfo};
-use super::jobs::{self, now};
+use super::jobs;
 use super::record::{KeyConfig, Record, VersionEntry};
 use super::state::KeyState;
 use super::{Keyring, Result, CAS_ATTEMPTS};
@@ -21,9 +21,14 @@ const MIN_HMAC_KEY_SIZE: u32 = 32;
 /// Vault's largest `key_size` of an `hmac` key.
 const MAX_HMAC_KEY_SIZE: u32 = 512;
 
-/// The record entry of a version just made.
-fn entry(version: u32, made: jobs::NewVersion) -> VersionEntry {
-    let mut e = VersionEntry::sealed(version, now(), made.blob);
+/// The record entry of a version just made at `created`, active for `period`.
+fn entry(
+    version: u32,
+    made: jobs::NewVersion,
+    created: u64,
+    period: crate::lifecycle::Cryptoperiod,
+) -> VersionEntry {
+    let mut e = VersionEntry::sealed(version, created, made.blob, period);
     if let Some((id, spki)) = made.pair {
         e.object_id = Some(crate::types::RootId(id).to_hex());
         e.public_key = Some(B64.encode(spki));
@@ -87,25 +92,31 @@ impl Keyring {
             )));
         }
         let owned = name.to_owned();
+        let created = self.inner.clock.now();
         let config = KeyConfig {
             min_decryption_version: 1,
             min_encryption_version: 0,
             deletion_allowed: opts.deletion_allowed,
             auto_rotate_period_secs: opts.auto_rotate_period_secs,
             allowed_ops: ops.clone(),
-            created: now(),
+            created,
             key_type,
             key_size,
             derived: opts.derived,
             convergent: opts.convergent,
+            min_available_version: 0,
+            lifecycle_class: opts.lifecycle_class,
+            originator_usage_period_secs: opts.originator_usage_period_secs,
+            recipient_usage_period_secs: opts.recipient_usage_period_secs,
         };
+        let period = config.period(&self.inner.policy)?;
         let record = self
             .inner
             .hsm
             .run(move |ctx| {
                 let target = jobs::required_seal_target(ctx)?;
                 let made = jobs::new_version(ctx, &target, &owned, 1, &ops, key_type, key_size)?;
-                let first = entry(1, made);
+                let first = entry(1, made, created, period);
                 let mut record = Record::new(&owned, config.clone(), first);
                 jobs::mac_record(ctx, &mut record, &target)?;
                 Ok(record)
@@ -129,7 +140,7 @@ impl Keyring {
 
     /// Destroys the token key pairs of `record`'s versions (a record that was never stored, or
     /// a key being deleted). Failures are logged: an orphan pair is unusable without its record.
-    async fn discard_pairs(&self, record: &Record) {
+    pub(super) async fn discard_pairs(&self, record: &Record) {
         let ids: Vec<[u8; 16]> = record
             .versions
             .iter()
@@ -210,9 +221,14 @@ impl Keyring {
         let _guard = self.inner.writes.lock().await;
         for _ in 0..CAS_ATTEMPTS {
             let s = self.load(name, true).await?;
-            let Some((record, new_version)) = f(&s)? else {
+            let Some((mut record, new_version)) = f(&s)? else {
                 return Ok(s);
             };
+            // A record of format 1 or 2 is written as format 3: its versions' dates derived as
+            // they were read (the cryptoperiod before this change).
+            record.upgrade(s.record.config.period(&self.inner.policy)?);
+            let period = record.config.period(&self.inner.policy)?;
+            let created = self.inner.clock.now();
             let ops = record.config.allowed_ops.clone();
             let (key_type, key_size) = (record.config.key_type, record.config.key_size);
             let owned = name.to_owned();
@@ -227,7 +243,7 @@ impl Keyring {
                         let made = jobs::new_version(
                             ctx, &target, &owned, next, &ops, key_type, key_size,
                         )?;
-                        r.versions.push(entry(next, made));
+                        r.versions.push(entry(next, made, created, period));
                     }
                     // The record MAC follows the seal target (the `next` root during a rotation).
                     jobs::mac_record(ctx, &mut r, &target)?;
@@ -287,6 +303,7 @@ impl Keyring {
             .modify(name, |s| {
                 let mut r = s.record.clone();
                 apply_config(&mut r.config, &upd, s.latest())?;
+                r.config.period(&self.inner.policy)?;
                 if r.config == s.record.config {
                     return Ok(None);
                 }
@@ -318,11 +335,15 @@ impl Keyring {
             deletion_allowed: false,
             auto_rotate_period_secs: 0,
             allowed_ops: ops.clone(),
-            created: now(),
+            created: jobs::now(),
             key_type: KeyType::Aes256Gcm96,
             key_size: 0,
             derived: false,
             convergent: false,
+            min_available_version: 0,
+            lifecycle_class: None,
+            originator_usage_period_secs: 0,
+            recipient_usage_period_secs: 0,
         };
         let record = self
             .inner
@@ -340,8 +361,12 @@ impl Keyring {
                     &template,
                     "aes-256-gcm",
                 )?;
-                let first = VersionEntry::sealed(1, now(), B64.encode(raw));
+                let mut first =
+                    VersionEntry::sealed(1, jobs::now(), B64.encode(raw), Default::default());
+                // 0.1.0 wrote record format 1: no lifecycle.
+                first.lifecycle = None;
                 let mut record = Record::new(&owned, config.clone(), first);
+                record.format_version = 1;
                 jobs::mac_record(ctx, &mut record, &root)?;
                 Ok(record)
             })
@@ -386,6 +411,51 @@ impl Keyring {
 
 #[cfg(feature = "test-hooks")]
 impl Keyring {
+    /// Rewrites key `name`'s record as the release before lifecycle encoded it (`test-hooks`
+    /// only): no lifecycle fields, format 1 for an `aes256-gcm96` key and 2 otherwise, MACed
+    /// again in the HSM; for the tests of the upgrade to format 3.
+    ///
+    /// # Errors
+    /// `NotFound`, `InvalidRequest` (a key with lifecycle settings of its own), HSM and store
+    /// errors.
+    pub async fn testing_store_previous_format(&self, name: &str) -> Result<()> {
+        let s = self.load(name, true).await?;
+        let mut r = s.record.clone();
+        if r.config.lifecycle_class.is_some()
+            || r.config.originator_usage_period_secs != 0
+            || r.config.recipient_usage_period_secs != 0
+        {
+            return Err(KeyringError::InvalidRequest(
+                "the previous format has no lifecycle settings".into(),
+            ));
+        }
+        for v in &mut r.versions {
+            v.lifecycle = None;
+        }
+        r.format_version = if r.config.key_type == KeyType::Aes256Gcm96 {
+            1
+        } else {
+            2
+        };
+        let root = crate::types::RootId::from_hex(&r.root_id)
+            .ok_or_else(|| KeyringError::internal("record root id"))?;
+        let r = self
+            .inner
+            .hsm
+            .run(move |ctx| {
+                let mut r = r.clone();
+                jobs::mac_record(ctx, &mut r, &root)?;
+                Ok(r)
+            })
+            .await?;
+        self.inner
+            .store
+            .put(name, r.to_bytes()?, s.store_version)
+            .await?;
+        self.forget(name);
+        Ok(())
+    }
+
     /// Reads back, as the token reports them, the attributes of the latest version of key `name`
     /// (`test-hooks` only): its L1 in use (symmetric types), or its private and public token
     /// objects (signing types).
@@ -457,6 +527,15 @@ fn apply_config(c: &mut KeyConfig, upd: &KeyConfigUpdate, latest: u32) -> Result
             ));
         }
         c.auto_rotate_period_secs = p;
+    }
+    if let Some(class) = upd.lifecycle_class {
+        c.lifecycle_class = Some(class);
+    }
+    if let Some(p) = upd.originator_usage_period_secs {
+        c.originator_usage_period_secs = p;
+    }
+    if let Some(p) = upd.recipient_usage_period_secs {
+        c.recipient_usage_period_secs = p;
     }
     Ok(())
 }

@@ -6,6 +6,9 @@
 //! the cache of loaded keys. One file per part:
 //! * [`api`]: the types callers pass and get back;
 //! * [`record`]: the stored KEK record format;
+//! * `crate::lifecycle`: NIST SP 800-57 states, dates, classes and cryptoperiods of key versions
+//!   (outside the keyring: the errors name its refusals);
+//! * [`clock`]: the clock lifecycle decisions read (injectable for tests);
 //! * [`state`]: a loaded key and its parsed blobs;
 //! * [`jobs`]: what runs on an HSM worker (unwrap an L1, seal a new one, MAC a record);
 //! * [`keys`]: create, read, list, delete, rotate, configure;
@@ -14,6 +17,9 @@
 //! * [`der`]: the DER of public keys and signatures;
 //! * [`batch`]: bulk-seal batch keys;
 //! * [`rotation`]: root rotation, re-sealing every record under a new root;
+//! * `compromise`: marking a version compromised (and rotating);
+//! * `trim`: Vault's `trim`, destroying the versions below `min_available_version`;
+//! * [`upkeep`]: scheduled key rotation (`auto_rotate_period`, protect-stop lead time);
 //! * [`admin`]: root administration (init, status, attributes), which needs no keyring.
 
 use std::collections::HashMap;
@@ -35,6 +41,8 @@ pub(crate) mod aad;
 pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod batch;
+pub(crate) mod clock;
+mod compromise;
 pub(crate) mod crypto;
 mod der;
 pub(crate) mod governance;
@@ -45,7 +53,11 @@ pub(crate) mod record;
 pub(crate) mod rotation;
 pub(crate) mod sign;
 mod state;
+mod trim;
+pub(crate) mod upkeep;
 
+use crate::lifecycle::LifecyclePolicy;
+use clock::Clock;
 use record::Record;
 use state::KeyState;
 
@@ -73,6 +85,19 @@ struct Inner {
     writes: tokio::sync::Mutex<()>,
     /// The last custody check (at open, and at every health check).
     custody: RwLock<CustodyReport>,
+    /// The clock every lifecycle decision reads.
+    clock: Clock,
+    /// Cryptoperiods of the lifecycle classes, and the rotation lead time.
+    policy: LifecyclePolicy,
+}
+
+/// How a [`Keyring`] is opened beyond its HSM and store.
+#[derive(Clone, Debug, Default)]
+pub struct KeyringOptions {
+    /// The clock lifecycle decisions read (default: the system clock).
+    pub clock: Clock,
+    /// The lifecycle policy (`[lifecycle]` of `rootseal.toml`; default: SP 800-57 defaults).
+    pub lifecycle: LifecyclePolicy,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -94,6 +119,18 @@ impl Keyring {
     /// Registers `store`'s leaf stores on the token (see `registry.rs`) so that root rotation
     /// finds every record, and runs the custody check ([`Keyring::custody`]).
     pub async fn open(hsm: Hsm, store: Arc<dyn KekStore>) -> Result<Keyring> {
+        Self::open_with(hsm, store, KeyringOptions::default()).await
+    }
+
+    /// [`Keyring::open`] with a clock and a lifecycle policy.
+    ///
+    /// # Errors
+    /// As [`Keyring::open`].
+    pub async fn open_with(
+        hsm: Hsm,
+        store: Arc<dyn KekStore>,
+        options: KeyringOptions,
+    ) -> Result<Keyring> {
         let locators: Vec<String> = leaf_stores(&store)
             .iter()
             .filter_map(|s| s.locator())
@@ -119,6 +156,8 @@ impl Keyring {
                 cache_size: std::sync::atomic::AtomicUsize::new(0),
                 writes: tokio::sync::Mutex::new(()),
                 custody: RwLock::new(custody),
+                clock: options.clock,
+                policy: options.lifecycle,
             }),
         })
     }
@@ -164,6 +203,16 @@ impl Keyring {
     /// The HSM this keyring uses.
     pub fn hsm(&self) -> &Hsm {
         &self.inner.hsm
+    }
+
+    /// The clock this keyring's lifecycle decisions read.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// This keyring's lifecycle policy.
+    pub fn lifecycle_policy(&self) -> &LifecyclePolicy {
+        &self.inner.policy
     }
 
     /// The store this keyring uses.
@@ -282,15 +331,24 @@ impl Keyring {
                 }
                 other => other,
             })?;
-        Ok(Arc::new(KeyState::from_record(record, store_version)?))
+        Ok(Arc::new(self.state_of(record, store_version)?))
     }
 
     /// Caches and returns the state of a record this process just wrote at `store_version`
     /// (no store read, no MAC check: the HSM made the MAC a moment ago).
     fn written(&self, record: Record, store_version: u64) -> Result<Arc<KeyState>> {
-        let state = Arc::new(KeyState::from_record(record, store_version)?);
+        let state = Arc::new(self.state_of(record, store_version)?);
         self.remember(state.clone());
         Ok(state)
+    }
+
+    fn state_of(&self, record: Record, store_version: u64) -> Result<KeyState> {
+        KeyState::from_record(
+            record,
+            store_version,
+            &self.inner.policy,
+            self.inner.clock.clone(),
+        )
     }
 
     /// The key's state: cached, or read from the store and verified. With the store unreachable,

@@ -1,4 +1,4 @@
-//! The KEK record format (versions 1 and 2): every version's sealed blob (or, for a signing key,
+//! The KEK record format (versions 1, 2 and 3): every version's sealed blob (or, for a signing key,
 //! its token object's id and public key) plus the key's configuration, MACed inside the HSM with
 //! the MAC key of the root named in it.
 //!
@@ -17,18 +17,33 @@
 //! refuses by name. A record with an imported version (`"imported": true` on it) is version 2 as
 //! well, whatever its type. An unknown `format_version` is [`KeyringError::UnsupportedFormat`], never a
 //! guess.
+//!
+//! Version 3 (key lifecycle, NIST SP 800-57; see `lifecycle.rs`) adds per version `lifecycle`
+//! (`state`, `activation`, `protect_stop`, `deactivation`, and `compromise`, `destroy` once they
+//! happen) and, in `config`, the optional `lifecycle_class`, `originator_usage_period_secs` and
+//! `recipient_usage_period_secs`; all of it under the record MAC like the rest. Every record
+//! this code writes is version 3: a record of version 1 or 2 is read as it is (its MAC covers
+//! exactly the stored bytes), its versions' dates derived from their creation time and the
+//! class defaults, and it is written as version 3 on its next write ([`Record::upgrade`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::KeyringError;
+use crate::lifecycle::{Cryptoperiod, LifecycleClass, LifecyclePolicy, VersionLifecycle};
 use crate::types::{KeyOp, KeyType};
 
 /// The `format` field of a KEK record.
 pub const RECORD_FORMAT: &str = "rootseal-kek";
 /// The newest record format version this code writes (and reads, with version 1).
-pub const RECORD_VERSION: u16 = 2;
-/// The version of an `aes256-gcm96` record (the only type of the previous release).
+pub const RECORD_VERSION: u16 = 3;
+/// The version of an `aes256-gcm96` record of release 0.1.
 const RECORD_V1: u16 = 1;
+/// When lifecycle enforcement began (2026-12-03T00:00:00Z, unix seconds): the cryptoperiod of a
+/// version from a record of format 1 or 2 starts here, or at its creation if later
+/// ([`VersionEntry::lifecycle_or`]).
+pub(super) const LIFECYCLE_EPOCH: u64 = 1_796_256_000;
+/// The version that added key types other than `aes256-gcm96`.
+const RECORD_V2: u16 = 2;
 
 /// A key's configuration, as stored (and MACed) in its record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +69,47 @@ pub(super) struct KeyConfig {
     /// function, inside the HSM, of the item's AAD and plaintext (version 2; absent means false).
     #[serde(default, skip_serializing_if = "is_false")]
     pub(super) convergent: bool,
+    /// Versions below this were trimmed: their blobs destroyed (version 3; 0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(super) min_available_version: u32,
+    /// The key's lifecycle class (version 3; absent means `l1-kek`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) lifecycle_class: Option<LifecycleClass>,
+    /// The key's own originator-usage period, seconds (version 3; 0: the class's).
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub(super) originator_usage_period_secs: u64,
+    /// The key's own recipient-usage period, seconds (version 3; 0: the class's).
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub(super) recipient_usage_period_secs: u64,
+}
+
+impl KeyConfig {
+    /// The key's class (`l1-kek` when none is recorded).
+    pub(super) fn class(&self) -> LifecycleClass {
+        self.lifecycle_class.unwrap_or_default()
+    }
+
+    /// The cryptoperiod of this key under `policy`: its class's, with its own overrides.
+    pub(super) fn period(&self, policy: &LifecyclePolicy) -> Result<Cryptoperiod, KeyringError> {
+        policy
+            .class(self.class())
+            .with_overrides(
+                self.originator_usage_period_secs,
+                self.recipient_usage_period_secs,
+            )
+            .map_err(|e| KeyringError::InvalidRequest(e.to_string()))
+    }
+
+    fn has_v3_fields(&self) -> bool {
+        self.lifecycle_class.is_some()
+            || self.min_available_version != 0
+            || self.originator_usage_period_secs != 0
+            || self.recipient_usage_period_secs != 0
+    }
+}
+
+fn is_zero64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_default_type(t: &KeyType) -> bool {
@@ -79,6 +135,9 @@ pub(super) struct VersionEntry {
     /// A signing key's public key: DER SubjectPublicKeyInfo, base64 (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) public_key: Option<String>,
+    /// The version's lifecycle state and dates (version 3; every version of a version 3 record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) lifecycle: Option<VersionLifecycle>,
     /// The version was imported (transit `keys/{name}/import`, `import_version`): its key existed
     /// outside the HSM before (version 2; absent means made in the HSM).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -90,8 +149,13 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl VersionEntry {
-    /// A version sealed as a blob.
-    pub(super) fn sealed(version: u32, created: u64, blob: String) -> VersionEntry {
+    /// A version sealed as a blob, active from `created` for `period`.
+    pub(super) fn sealed(
+        version: u32,
+        created: u64,
+        blob: String,
+        period: Cryptoperiod,
+    ) -> VersionEntry {
         VersionEntry {
             version,
             created,
@@ -99,7 +163,23 @@ impl VersionEntry {
             object_id: None,
             public_key: None,
             imported: false,
+            lifecycle: Some(VersionLifecycle::active(created, period)),
         }
+    }
+
+    /// The version's lifecycle: as recorded, or (a record of version 1 or 2) derived from its
+    /// creation time and `period`.
+    ///
+    /// A version written before lifecycle enforcement existed is activated at its creation, but
+    /// its cryptoperiod runs from [`LIFECYCLE_EPOCH`] when it is older: an upgrade never stops a
+    /// working key at once (an auto-unseal key years old keeps unsealing), and every such version
+    /// gets one full originator-usage period, then rotates ahead of it as any other.
+    pub(super) fn lifecycle_or(&self, period: Cryptoperiod) -> VersionLifecycle {
+        self.lifecycle.unwrap_or_else(|| {
+            let mut l = VersionLifecycle::active(self.created.max(LIFECYCLE_EPOCH), period);
+            l.activation = self.created;
+            l
+        })
     }
 }
 
@@ -117,24 +197,28 @@ pub(super) struct Record {
 }
 
 impl Record {
-    /// A new record for key `name` with `config` and one version (unsigned: no root, no MAC).
+    /// A new record (version 3) for key `name` with `config` and one version (unsigned: no
+    /// root, no MAC).
     pub(super) fn new(name: &str, config: KeyConfig, first: VersionEntry) -> Record {
         Record {
             format: RECORD_FORMAT.into(),
-            format_version: if config.key_type == KeyType::Aes256Gcm96
-                && !first.imported
-                && !config.derived
-            {
-                RECORD_V1
-            } else {
-                RECORD_VERSION
-            },
+            format_version: RECORD_VERSION,
             name: name.to_owned(),
             config,
             versions: vec![first],
             root_id: String::new(),
             mac: String::new(),
         }
+    }
+
+    /// Moves a record of version 1 or 2 to version 3 before it is written: every version gets
+    /// its lifecycle, derived from its creation time and `period` (the key's cryptoperiod). A
+    /// version 3 record is unchanged.
+    pub(super) fn upgrade(&mut self, period: Cryptoperiod) {
+        for v in &mut self.versions {
+            v.lifecycle = Some(v.lifecycle_or(period));
+        }
+        self.format_version = RECORD_VERSION;
     }
 
     /// The bytes the record MAC covers: the record serialised with an empty `mac`.
@@ -166,7 +250,7 @@ impl Record {
             .and_then(|f| f.as_u64())
             .and_then(|f| u16::try_from(f).ok())
             .unwrap_or(u16::MAX);
-        if fv != RECORD_V1 && fv != RECORD_VERSION {
+        if ![RECORD_V1, RECORD_V2, RECORD_VERSION].contains(&fv) {
             return Err(KeyringError::UnsupportedFormat(fv));
         }
         let r: Record = serde_json::from_value(v).map_err(|e| {
@@ -180,6 +264,18 @@ impl Record {
         if fv == RECORD_V1 && v2_fields {
             return Err(KeyringError::integrity(format!(
                 "key {name}: a version 1 record carries version 2 fields"
+            )));
+        }
+        let v3_fields =
+            r.config.has_v3_fields() || r.versions.iter().any(|v| v.lifecycle.is_some());
+        if fv < RECORD_VERSION && v3_fields {
+            return Err(KeyringError::integrity(format!(
+                "key {name}: a version {fv} record carries version 3 fields"
+            )));
+        }
+        if fv == RECORD_VERSION && r.versions.iter().any(|v| v.lifecycle.is_none()) {
+            return Err(KeyringError::integrity(format!(
+                "key {name}: a version 3 record has a version without its lifecycle"
             )));
         }
         if r.name != name {
@@ -207,24 +303,65 @@ mod tests {
         assert_eq!(r.to_bytes().unwrap(), PREVIOUS_RELEASE.as_bytes());
     }
 
+    /// A record exactly as the release before lifecycle (format 2, an ed25519 key) wrote it.
+    const FORMAT_2: &str = r#"{"format":"rootseal-kek","format_version":2,"name":"app","config":{"min_decryption_version":1,"min_encryption_version":0,"deletion_allowed":false,"auto_rotate_period_secs":0,"allowed_ops":["sign","verify"],"created":1700000000,"key_type":"ed25519"},"versions":[{"version":1,"created":1700000000,"object_id":"00112233445566778899aabbccddeeff","public_key":"MCowBQYDK2VwAyEA"}],"root_id":"00112233445566778899aabbccddeeff","mac":"bWFj"}"#;
+
     #[test]
-    fn other_types_are_version_2_and_version_1_cannot_claim_them() {
+    fn other_types_and_version_1_cannot_claim_newer_fields() {
         let mut r = Record::parse("app", PREVIOUS_RELEASE.as_bytes()).unwrap();
-        let mut c = r.config.clone();
-        c.key_type = KeyType::Ed25519;
-        let v2 = Record::new("app", c, r.versions[0].clone());
+        let v2 = Record::parse("app", FORMAT_2.as_bytes()).unwrap();
         assert_eq!(v2.format_version, 2);
-        let back = Record::parse("app", &v2.to_bytes().unwrap()).unwrap();
-        assert_eq!(back.config.key_type, KeyType::Ed25519);
+        assert_eq!(v2.to_bytes().unwrap(), FORMAT_2.as_bytes());
         r.config.key_type = KeyType::Hmac;
         assert!(matches!(
             Record::parse("app", &r.to_bytes().unwrap()),
             Err(KeyringError::Integrity(_))
         ));
-        let v3 = PREVIOUS_RELEASE.replace("\"format_version\":1", "\"format_version\":3");
+        let v4 = PREVIOUS_RELEASE.replace("\"format_version\":1", "\"format_version\":4");
         assert!(matches!(
-            Record::parse("app", v3.as_bytes()),
-            Err(KeyringError::UnsupportedFormat(3))
+            Record::parse("app", v4.as_bytes()),
+            Err(KeyringError::UnsupportedFormat(4))
+        ));
+    }
+
+    #[test]
+    fn previous_formats_upgrade_to_version_3_with_derived_dates() {
+        let period = Cryptoperiod::default();
+        for fixture in [PREVIOUS_RELEASE, FORMAT_2] {
+            let mut r = Record::parse("app", fixture.as_bytes()).unwrap();
+            assert!(r.versions[0].lifecycle.is_none());
+            r.upgrade(period);
+            assert_eq!(r.format_version, 3);
+            let lc = r.versions[0].lifecycle.unwrap();
+            assert_eq!(lc.activation, 1_700_000_000);
+            assert_eq!(lc.protect_stop, 1_700_000_000 + period.oup_secs());
+            assert_eq!(lc.deactivation, 1_700_000_000 + period.rup_secs());
+            let back = Record::parse("app", &r.to_bytes().unwrap()).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+
+    #[test]
+    fn lifecycle_fields_are_refused_in_older_versions_and_required_in_version_3() {
+        let mut r = Record::parse("app", PREVIOUS_RELEASE.as_bytes()).unwrap();
+        r.versions[0].lifecycle = Some(r.versions[0].lifecycle_or(Cryptoperiod::default()));
+        assert!(matches!(
+            Record::parse("app", &r.to_bytes().unwrap()),
+            Err(KeyringError::Integrity(_))
+        ));
+        r.format_version = 3;
+        r.versions[0].lifecycle = None;
+        assert!(matches!(
+            Record::parse("app", &r.to_bytes().unwrap()),
+            Err(KeyringError::Integrity(_))
+        ));
+        let mut c = r.config.clone();
+        c.lifecycle_class = Some(LifecycleClass::SealKek);
+        let mut r2 = Record::parse("app", PREVIOUS_RELEASE.as_bytes()).unwrap();
+        r2.config = c;
+        assert!(matches!(
+            Record::parse("app", &r2.to_bytes().unwrap()),
+            Err(KeyringError::Integrity(_))
         ));
     }
 }

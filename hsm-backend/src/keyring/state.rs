@@ -7,10 +7,12 @@ use std::time::Instant;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
-use super::api::KeyInfo;
+use super::api::{KeyInfo, VersionInfo};
+use super::clock::Clock;
 use super::record::Record;
 use crate::blob::{self, BlobError, SealedBlob};
 use crate::error::KeyringError;
+use crate::lifecycle::{LifecyclePolicy, Use, VersionLifecycle};
 use crate::types::{KeyOp, KeyType};
 
 /// A parsed blob ready for the HSM, with the digest that keys the L1 session-object cache.
@@ -44,6 +46,10 @@ pub(super) struct KeyState {
     pub(super) store_version: u64,
     pub(super) blobs: BTreeMap<u32, Arc<BlobRef>>,
     pub(super) pairs: BTreeMap<u32, Arc<PairRef>>,
+    /// Each version's lifecycle: recorded (format 3) or derived (formats 1 and 2).
+    pub(super) lifecycle: Arc<BTreeMap<u32, VersionLifecycle>>,
+    /// The keyring's clock, which every lifecycle check reads.
+    pub(super) clock: Clock,
     pub(super) loaded_at: Instant,
 }
 
@@ -54,12 +60,25 @@ pub(super) fn parse_id(s: &str) -> Option<[u8; 16]> {
 
 impl KeyState {
     /// Builds the state of `record` (already MAC-checked or just written) stored at
-    /// `store_version`: parses every blob and checks that each belongs to this key and version.
+    /// `store_version`: parses every blob and checks that each belongs to this key and version;
+    /// each version's lifecycle as recorded, or derived under `policy`.
     pub(super) fn from_record(
         record: Record,
         store_version: u64,
+        policy: &LifecyclePolicy,
+        clock: Clock,
     ) -> Result<KeyState, KeyringError> {
         let name = record.name.as_str();
+        let period = record.config.period(policy).map_err(|e| {
+            KeyringError::integrity(format!("key {name}: recorded cryptoperiod refused: {e}"))
+        })?;
+        let lifecycle = Arc::new(
+            record
+                .versions
+                .iter()
+                .map(|v| (v.version, v.lifecycle_or(period)))
+                .collect(),
+        );
         let key_type = record.config.key_type;
         let mut blobs = BTreeMap::new();
         let mut pairs = BTreeMap::new();
@@ -117,6 +136,8 @@ impl KeyState {
             store_version,
             blobs,
             pairs,
+            lifecycle,
+            clock,
             loaded_at: Instant::now(),
         })
     }
@@ -128,6 +149,8 @@ impl KeyState {
             store_version: self.store_version,
             blobs: self.blobs.clone(),
             pairs: self.pairs.clone(),
+            lifecycle: self.lifecycle.clone(),
+            clock: self.clock.clone(),
             loaded_at: Instant::now(),
         }
     }
@@ -145,8 +168,28 @@ impl KeyState {
         self.latest().max(self.record.config.min_encryption_version)
     }
 
-    /// The version an encrypt asked for `version` uses (Vault's `key_version` rules).
+    /// The version an encrypt asked for `version` uses (Vault's `key_version` rules), which must
+    /// be allowed to protect now (lifecycle: active, before its protect-stop). Every protecting
+    /// operation (encrypt, rewrap's target, data keys, sign, HMAC) chooses its version here.
     pub(super) fn encrypt_version(&self, version: Option<u32>) -> Result<u32, KeyringError> {
+        let v = self.requested_encrypt_version(version)?;
+        self.check_use(v, Use::Protect)?;
+        Ok(v)
+    }
+
+    /// Refuses `op` with version `v` when its lifecycle does not allow it now: a comparison of
+    /// the clock with dates in memory. A version without a lifecycle entry is unknown: left to
+    /// the caller (an opaque invalid ciphertext, or not found).
+    pub(super) fn check_use(&self, v: u32, op: Use) -> Result<(), KeyringError> {
+        match self.lifecycle.get(&v) {
+            Some(l) => l
+                .check(v, op, self.clock.now())
+                .map_err(KeyringError::Lifecycle),
+            None => Ok(()),
+        }
+    }
+
+    fn requested_encrypt_version(&self, version: Option<u32>) -> Result<u32, KeyringError> {
         let min = self.record.config.min_encryption_version;
         match version {
             None | Some(0) => Ok(self.default_encrypt_version()),
@@ -202,6 +245,7 @@ impl KeyState {
                 .collect(),
             latest_version: self.latest(),
             min_decryption_version: c.min_decryption_version,
+            min_available_version: c.min_available_version,
             min_encryption_version: c.min_encryption_version,
             deletion_allowed: c.deletion_allowed,
             auto_rotate_period_secs: c.auto_rotate_period_secs,
@@ -221,11 +265,29 @@ impl KeyState {
                 .filter(|v| v.imported)
                 .map(|v| v.version)
                 .collect(),
+            lifecycle_class: c.class(),
+            originator_usage_period_secs: c.originator_usage_period_secs,
+            recipient_usage_period_secs: c.recipient_usage_period_secs,
+            lifecycle: self
+                .lifecycle
+                .iter()
+                .map(|(v, l)| (*v, VersionInfo::new(l, self.clock.now())))
+                .collect(),
         }
     }
 
-    /// Refuses `op` unless the key allows it.
+    /// Refuses `op` unless the key allows it. For `bulk_seal` (a new batch key, sealed under
+    /// the default encryption version) also unless that version may protect now.
     pub(super) fn allows(&self, op: KeyOp) -> Result<(), KeyringError> {
+        self.permits(op)?;
+        if op == KeyOp::BulkSeal {
+            self.check_use(self.default_encrypt_version(), Use::Protect)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses `op` unless the key's allowed operations include it (no lifecycle check).
+    pub(super) fn permits(&self, op: KeyOp) -> Result<(), KeyringError> {
         if self.record.config.allowed_ops.contains(&op) {
             Ok(())
         } else {

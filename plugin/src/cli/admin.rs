@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 
 use super::CliResult;
 
-fn load(path: &Path) -> Result<Config, String> {
+pub(super) fn load(path: &Path) -> Result<Config, String> {
     Config::load(path).map_err(|e| e.to_string())
 }
 
@@ -25,7 +25,7 @@ async fn open_hsm(cfg: &Config) -> Result<Hsm, String> {
         .map_err(|e| format!("HSM: {e}"))
 }
 
-async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
+pub(super) async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
     let hsm = open_hsm(cfg).await?;
     let store = rootseal_vault_config::open_store(cfg)
         .await
@@ -38,13 +38,19 @@ async fn keyring_over(
     hsm: Hsm,
     store: std::sync::Arc<dyn rootseal_hsm::KekStore>,
 ) -> Result<Keyring, String> {
-    Keyring::open(hsm, store).await.map_err(|e| match e {
-        KeyringError::NoRoot => format!(
-            "the HSM token has no rootseal root key: run `rootseal init --config {}` first",
-            cfg.source.display()
-        ),
-        e => super::explain(&e),
-    })
+    let options = rootseal_hsm::KeyringOptions {
+        lifecycle: cfg.lifecycle.policy,
+        ..Default::default()
+    };
+    Keyring::open_with(hsm, store, options)
+        .await
+        .map_err(|e| match e {
+            KeyringError::NoRoot => format!(
+                "the HSM token has no rootseal root key: run `rootseal init --config {}` first",
+                cfg.source.display()
+            ),
+            e => super::explain(&e),
+        })
 }
 
 /// `rootseal serve --config FILE [--allow-weak-root]`.
@@ -88,6 +94,9 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
             "audit key missing: serving with unsigned audit records (--allow-weak-root)"
         );
     }
+    if audit_cfg.mode != rootseal_audit::Mode::Off {
+        super::clock_check::check_clock(&audit_cfg.path, &rootseal_audit::now_rfc3339())?;
+    }
     let (log, _, seen) = crate::audit::open(&audit_cfg, &hsm, "server").await?;
     let store = rootseal_vault_config::open_store(&cfg)
         .await
@@ -97,6 +106,8 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
     );
     let keyring = keyring_over(&cfg, hsm, store).await?;
     crate::audit::record_custody(&log, &keyring).await;
+    // Auto-rotation and protect-stop lead time (`[lifecycle]`); ends with the process.
+    let _scheduler = crate::scheduler::spawn(keyring.clone(), crate::scheduler::INTERVAL);
     let custody = keyring.custody();
     if custody.verdict() == Custody::Weak {
         for f in custody.failures() {
@@ -372,7 +383,7 @@ pub async fn root_rotate(path: &Path, so: &super::SoPinArg, grace_secs: u64) -> 
 }
 
 /// A key command's error, naming the key (and, for a store that refused, what to check).
-fn key_error(name: &str, e: KeyringError) -> String {
+pub(super) fn key_error(name: &str, e: KeyringError) -> String {
     match e {
         KeyringError::StoreDenied(_) => format!(
             "key {name}: permission denied by the key store (check the Vault token's policy on the KV path of [storage])"
@@ -381,7 +392,7 @@ fn key_error(name: &str, e: KeyringError) -> String {
     }
 }
 
-fn print_key(k: &KeyInfo) {
+pub(super) fn print_key(k: &KeyInfo) {
     println!(
         "Key {}: type {}, latest version {}, min decryption version {}, min encryption version {}, deletion allowed {}, versions {:?}",
         k.name,

@@ -202,6 +202,8 @@ pub async fn run(p: Prepared) -> CliResult {
         .await
         .map_err(|e| super::explain(&e))?;
     crate::audit::record_custody(&log, &keyring).await;
+    // Auto-rotation and protect-stop lead time, as `serve`.
+    let _scheduler = crate::scheduler::spawn(keyring.clone(), crate::scheduler::INTERVAL);
     let router = crate::routes::try_app_with(
         keyring,
         &crate::routes::auth::AuthConfig {

@@ -13,8 +13,10 @@ use clap::{Args, Parser, Subcommand};
 mod admin;
 mod audit;
 mod bulk;
+mod clock_check;
 mod dev;
 mod governance;
+mod lifecycle;
 
 /// rootseal: hardware-rooted keys for HashiCorp Vault and OpenBao.
 #[derive(Debug, Parser)]
@@ -151,6 +153,17 @@ enum KeyCmd {
     },
     /// List keys.
     List(ConfigArg),
+    /// Mark version N of key NAME compromised (it never encrypts nor decrypts again); rotates
+    /// the key when N is its latest version.
+    Compromise {
+        /// The key's name.
+        name: String,
+        /// The compromised version.
+        #[arg(long)]
+        version: u32,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -273,6 +286,11 @@ pub fn main() -> ExitCode {
                 admin::key_show(&config.config, &name).await
             }
             Command::Key(KeyCmd::List(c)) => admin::key_list(&c.config).await,
+            Command::Key(KeyCmd::Compromise {
+                name,
+                version,
+                config,
+            }) => lifecycle::key_compromise(&config.config, &name, version).await,
             Command::Vault(VaultCmd::SealConfig(a)) => admin::seal_config(&a),
             Command::Openbao(OpenbaoCmd::KmsConfig(a)) => admin::kms_config(&a),
             Command::Openbao(OpenbaoCmd::KmsPlugin | OpenbaoCmd::SecretsPlugin) => Ok(()),

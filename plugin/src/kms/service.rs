@@ -71,7 +71,9 @@ fn keyring_status(e: KeyringError, what: &str) -> Status {
         KeyringError::InvalidCiphertext | KeyringError::Integrity(_) => {
             Status::invalid_argument(format!("{what}: ciphertext is not valid under this key"))
         }
-        KeyringError::VersionTooOld => Status::failed_precondition(format!("{what}: {e}")),
+        KeyringError::VersionTooOld | KeyringError::Lifecycle(_) => {
+            Status::failed_precondition(format!("{what}: {e}"))
+        }
         KeyringError::HsmUnavailable(_) | KeyringError::StoreUnavailable(_) => {
             Status::unavailable(format!("{what}: {e}"))
         }

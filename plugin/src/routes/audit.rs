@@ -86,6 +86,7 @@ fn classify(method: &Method, path: &str, mount: &str) -> Option<Op> {
         ["keys", name] => op("key.read", Some(name)),
         ["keys", name, "rotate"] => op("key.rotate", Some(name)),
         ["keys", name, "config"] => op("key.config", Some(name)),
+        ["keys", name, "trim"] => op("key.trim", Some(name)),
         ["encrypt", name] => op("transit.encrypt", Some(name)),
         ["decrypt", name] => op("transit.decrypt", Some(name)),
         ["rewrap", name] => op("transit.rewrap", Some(name)),

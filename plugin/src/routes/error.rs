@@ -107,6 +107,7 @@ pub fn keyring_status(e: &KeyringError) -> StatusCode {
         | KeyringError::InvalidCiphertext
         | KeyringError::VersionTooOld
         | KeyringError::PolicyDenied(_)
+        | KeyringError::Lifecycle(_)
         | KeyringError::DeletionNotAllowed => StatusCode::BAD_REQUEST,
         KeyringError::Integrity(_)
         | KeyringError::UnsupportedFormat(_)
@@ -220,6 +221,14 @@ mod tests {
                 KeyringError::DeletionNotAllowed,
                 400,
                 "deletion is not allowed for this key",
+            ),
+            (
+                KeyringError::Lifecycle(rootseal_hsm::LifecycleRefusal {
+                    version: 3,
+                    reason: rootseal_hsm::Refusal::State(rootseal_hsm::LifecycleState::Deactivated),
+                }),
+                400,
+                "key version 3 is deactivated",
             ),
             (KeyringError::integrity("t"), 500, INTERNAL),
             (

@@ -7,6 +7,7 @@
 //! | `DELETE` | `/v1/{mount}/keys/{name}` | delete (when `deletion_allowed`), 204 | token |
 //! | `LIST`, `GET ?list=true` | `/v1/{mount}/keys` | list key names | token |
 //! | `POST`/`PUT` | `/v1/{mount}/keys/{name}/rotate` | new version | token |
+//! | `POST`/`PUT` | `/v1/{mount}/keys/{name}/trim` | remove versions below `min_available_version` | token |
 //! | `POST`/`PUT` | `/v1/{mount}/keys/{name}/config` | `min_*_version`, `deletion_allowed`, `auto_rotate_period` | token |
 //! | `POST`/`PUT` | `/v1/{mount}/encrypt/{name}` | encrypt (single or `batch_input`), upsert | token |
 //! | `POST`/`PUT` | `/v1/{mount}/decrypt/{name}` | decrypt | token |
@@ -26,6 +27,7 @@
 //! | `PUT`/`POST` | `/v1/auth/token/renew-self` | Vault's answer for a non-renewable token | token |
 //! | `GET`/`POST` | `/v1/auth/token/lookup-self` | the caller's token and grant, Vault's shape | token |
 //! | `GET` | `/v1/rootseal/audit/checkpoint` | the latest signed audit checkpoint (`routes/audit.rs`) | token |
+//! | `GET` | `/v1/rootseal/lifecycle` | every key's next lifecycle event (`routes/lifecycle.rs`) | token |
 //! | `GET` | `/v1/sys/health` | 200 when the HSM answers, 503 otherwise | none |
 //! | `GET` | `/v1/sys/seal-status`, `/v1/sys/init`, `/v1/sys/leader` | Vault's shapes (`sealed` when keys cannot be served) | none |
 //! | `GET` | `/v1/sys/mounts` | the transit mount, so `bao secrets list` works | token |
@@ -60,6 +62,7 @@ pub(crate) mod bulk;
 pub mod ciphertext;
 pub mod de;
 pub mod error;
+pub(crate) mod lifecycle;
 pub mod metrics;
 pub mod sys;
 pub mod transit;
@@ -418,7 +421,7 @@ async fn method_not_allowed() -> Response {
 fn transit_routes() -> Router<AppState> {
     use transit::{
         cache_config, config, config_keys, datakey, decrypt, encrypt, hash, hmac, import, keys,
-        random, rewrap, rotate, sign, verify,
+        random, rewrap, rotate, sign, trim, verify,
     };
     Router::new()
         .route(
@@ -440,6 +443,7 @@ fn transit_routes() -> Router<AppState> {
             "/keys/{name}/rotate",
             post(rotate::rotate).put(rotate::rotate),
         )
+        .route("/keys/{name}/trim", post(trim::trim).put(trim::trim))
         .route(
             "/keys/{name}/config",
             post(config::config).put(config::config),
@@ -577,6 +581,7 @@ pub fn try_app_with(
             get(auth::lookup_self).post(auth::lookup_self),
         )
         .route("/v1/rootseal/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/rootseal/lifecycle", get(lifecycle::lifecycle))
         .route("/v1/sys/mounts", get(sys::mounts))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let open = Router::new()

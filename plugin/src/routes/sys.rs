@@ -177,6 +177,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     let mut out = String::with_capacity(4096);
     st.keyring().hsm().metrics().render_prometheus(&mut out);
     st.http_metrics().render_prometheus(&mut out);
+    super::lifecycle::render_prometheus(st.keyring(), &mut out);
     (
         [(
             header::CONTENT_TYPE,

@@ -1,5 +1,7 @@
 //! `keys/{name}/config`: `min_decryption_version`, `min_encryption_version`, `deletion_allowed`,
-//! `auto_rotate_period`; answers with the key.
+//! `auto_rotate_period`, and rootseal's lifecycle settings `lifecycle_class`,
+//! `originator_usage_period`, `recipient_usage_period` (NIST SP 800-57; for versions made from
+//! then on); answers with the key.
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -9,7 +11,7 @@ use rootseal_hsm::KeyConfigUpdate;
 use serde::Deserialize;
 
 use super::key_name;
-use super::keys::{key_response, refuse_true};
+use super::keys::{key_response, lifecycle_class, refuse_true};
 use crate::routes::de::{parse_body, DurationSecs, WeakBool, WeakU64};
 use crate::routes::{ApiError, AppState};
 
@@ -23,6 +25,9 @@ struct ConfigBody {
     auto_rotate_period: Option<DurationSecs>,
     exportable: Option<WeakBool>,
     allow_plaintext_backup: Option<WeakBool>,
+    lifecycle_class: Option<String>,
+    originator_usage_period: Option<DurationSecs>,
+    recipient_usage_period: Option<DurationSecs>,
 }
 
 /// `POST keys/{name}/config`: answers with the key.
@@ -47,6 +52,13 @@ pub(crate) async fn config(
             .transpose()?,
         deletion_allowed: b.deletion_allowed.map(|d| d.0),
         auto_rotate_period_secs: b.auto_rotate_period.map(|p| p.0),
+        lifecycle_class: b
+            .lifecycle_class
+            .as_deref()
+            .map(lifecycle_class)
+            .transpose()?,
+        originator_usage_period_secs: b.originator_usage_period.map(|p| p.0),
+        recipient_usage_period_secs: b.recipient_usage_period.map(|p| p.0),
     };
     let info = st.keyring().update_key_config(&name, upd).await?;
     Ok(key_response(&info))

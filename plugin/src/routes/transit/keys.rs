@@ -10,7 +10,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rootseal_hsm::KeyringError;
-use rootseal_hsm::{CreateOptions, KeyInfo, KeyOp, KeyType};
+use rootseal_hsm::{CreateOptions, KeyInfo, KeyOp, KeyType, LifecycleClass, VersionInfo};
 use serde::{Deserialize, Serialize};
 
 use super::key_name;
@@ -32,6 +32,33 @@ struct PublicVersion {
 enum Versions<'a> {
     Symmetric(&'a BTreeMap<u32, u64>),
     Public(BTreeMap<u32, PublicVersion>),
+}
+
+/// One version's lifecycle in `versions` (rootseal's extension; NIST SP 800-57 states, RFC 3339
+/// times).
+#[derive(Serialize)]
+struct LifecycleVersion {
+    state: &'static str,
+    activation_time: String,
+    protect_stop_time: String,
+    deactivation_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compromise_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destroy_time: Option<String>,
+}
+
+impl LifecycleVersion {
+    fn new(v: &VersionInfo) -> Self {
+        LifecycleVersion {
+            state: v.state.name(),
+            activation_time: rfc3339(v.activation_time),
+            protect_stop_time: rfc3339(v.protect_stop_time),
+            deactivation_time: rfc3339(v.deactivation_time),
+            compromise_time: v.compromise_time.map(rfc3339),
+            destroy_time: v.destroy_time.map(rfc3339),
+        }
+    }
 }
 
 /// `data` of `GET keys/{name}`.
@@ -68,6 +95,14 @@ pub(crate) struct KeyData<'a> {
     key_size: Option<u32>,
     /// rootseal's extension: the operations the key allows.
     allowed_operations: Vec<&'static str>,
+    /// rootseal's extension: the key's lifecycle class.
+    lifecycle_class: &'static str,
+    /// rootseal's extension: the key's own originator-usage period, seconds (0: its class's).
+    originator_usage_period: u64,
+    /// rootseal's extension: the key's own recipient-usage period, seconds (0: its class's).
+    recipient_usage_period: u64,
+    /// rootseal's extension: each version's lifecycle state and dates (`keys` stays Vault's).
+    versions: BTreeMap<u32, LifecycleVersion>,
 }
 
 impl<'a> KeyData<'a> {
@@ -98,7 +133,7 @@ impl<'a> KeyData<'a> {
             key_type: t.name(),
             keys,
             latest_version: k.latest_version,
-            min_available_version: 0,
+            min_available_version: k.min_available_version,
             min_decryption_version: k.min_decryption_version,
             min_encryption_version: k.min_encryption_version,
             deletion_allowed: k.deletion_allowed,
@@ -117,6 +152,14 @@ impl<'a> KeyData<'a> {
             auto_rotate_period: k.auto_rotate_period_secs,
             key_size: (t == KeyType::Hmac).then_some(k.key_size),
             allowed_operations: k.allowed_ops.iter().map(|o| o.name()).collect(),
+            lifecycle_class: k.lifecycle_class.name(),
+            originator_usage_period: k.originator_usage_period_secs,
+            recipient_usage_period: k.recipient_usage_period_secs,
+            versions: k
+                .lifecycle
+                .iter()
+                .map(|(v, l)| (*v, LifecycleVersion::new(l)))
+                .collect(),
         }
     }
 }
@@ -229,6 +272,21 @@ struct CreateBody {
     allow_plaintext_backup: Option<WeakBool>,
     auto_rotate_period: Option<DurationSecs>,
     key_size: Option<WeakU64>,
+    lifecycle_class: Option<String>,
+    originator_usage_period: Option<DurationSecs>,
+    recipient_usage_period: Option<DurationSecs>,
+}
+
+/// The lifecycle class named `s` (`l1-kek`, `seal-kek`).
+///
+/// # Errors
+/// 400 naming the classes.
+pub(super) fn lifecycle_class(s: &str) -> Result<LifecycleClass, ApiError> {
+    LifecycleClass::from_name(s).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown lifecycle_class {s:?}: use l1-kek or seal-kek"
+        ))
+    })
 }
 
 pub(super) fn refuse_true(field: &str, v: Option<WeakBool>) -> Result<(), ApiError> {
@@ -299,6 +357,13 @@ pub(crate) async fn create(
                 key_size,
                 derived,
                 convergent,
+                lifecycle_class: b
+                    .lifecycle_class
+                    .as_deref()
+                    .map(lifecycle_class)
+                    .transpose()?,
+                originator_usage_period_secs: b.originator_usage_period.map_or(0, |p| p.0),
+                recipient_usage_period_secs: b.recipient_usage_period.map_or(0, |p| p.0),
                 ..CreateOptions::default()
             },
         )

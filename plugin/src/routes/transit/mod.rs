@@ -3,7 +3,7 @@
 //!
 //! * [`keys`] — `keys` (list), `keys/{name}` (create, read, delete), the key description.
 //! * [`config`] — `keys/{name}/config`.
-//! * [`rotate`] — `keys/{name}/rotate`.
+//! * [`rotate`] — `keys/{name}/rotate`; [`trim`] — `keys/{name}/trim`.
 //! * [`encrypt`], [`decrypt`], [`rewrap`]: single items and `batch_input`, through [`batch`]
 //!   (a single item is a batch of one) and [`input`] (an item's field decoding).
 //! * [`datakey`] — `datakey/{plaintext|wrapped}/{name}`, `datakeys/{plaintext|wrapped}/{name}`.
@@ -36,6 +36,7 @@ pub(crate) mod rewrap;
 pub(crate) mod rotate;
 pub(crate) mod settings;
 pub(crate) mod sign;
+pub(crate) mod trim;
 pub(crate) mod verify;
 
 /// Default [`crate::ApiConfig::max_batch_items`]: items one `batch_input` may carry.
