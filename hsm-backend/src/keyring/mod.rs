@@ -377,10 +377,11 @@ impl Keyring {
         };
         if let Some(c) = cached {
             // The same store version is not the same record: a key deleted and re-created
-            // (elsewhere) starts its versions again. The record's MAC, made in the HSM over
-            // everything else in it, is its identity.
+            // (elsewhere) starts its versions again. Only a record equal in every field to the
+            // verified one is served without a new check: one changed in storage behind the
+            // store's back (its version and MAC kept) is verified again, and refused.
             let same = c.store_version == stored.version
-                && Record::parse(name, &stored.data).is_ok_and(|r| r.mac == c.record.mac);
+                && Record::parse(name, &stored.data).is_ok_and(|r| r == c.record);
             if same {
                 let fresh = Arc::new(c.refreshed());
                 self.remember(fresh.clone());

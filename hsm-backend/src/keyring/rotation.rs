@@ -109,13 +109,18 @@ impl Keyring {
             .filter(|r| r.id != target)
             .map(|r| r.id)
             .collect();
-        let (stores, unreachable) = self.rotation_stores().await?;
+        let (stores, by_owner, unreachable) = self.rotation_stores(target).await?;
         let mut report = RootRotationReport {
             old_roots: old.iter().map(RootId::to_hex).collect(),
             new_root: target.to_hex(),
             stores: stores
                 .iter()
                 .map(|s| s.locator().unwrap_or_else(|| s.describe()))
+                .chain(
+                    by_owner
+                        .iter()
+                        .map(|l| format!("{l} (re-sealed by its own writer)")),
+                )
                 .collect(),
             unreachable,
             ..Default::default()
@@ -160,12 +165,17 @@ impl Keyring {
     }
 
     /// The leaf stores to re-seal: this keyring's, then every other registered store this process
-    /// can open; and the locators of those it cannot.
-    async fn rotation_stores(&self) -> Result<(Vec<Arc<dyn KekStore>>, Vec<String>)> {
+    /// can open; the locators of those it cannot open but whose own writer marked them as moved
+    /// to `target` (see `registry.rs`); and the locators of the rest.
+    async fn rotation_stores(
+        &self,
+        target: RootId,
+    ) -> Result<(Vec<Arc<dyn KekStore>>, Vec<String>, Vec<String>)> {
         let mut stores = leaf_stores(&self.inner.store);
         let mut known: Vec<String> = stores.iter().filter_map(|s| s.locator()).collect();
         let registered = self.inner.hsm.run(registry::list).await?;
         let mut unreachable = Vec::new();
+        let mut by_owner = Vec::new();
         for l in registered {
             if known.contains(&l) {
                 continue;
@@ -175,10 +185,90 @@ impl Keyring {
                     known.push(l);
                     stores.push(s);
                 }
-                None => unreachable.push(l),
+                None => {
+                    let loc = l.clone();
+                    let moved = self
+                        .inner
+                        .hsm
+                        .run(move |ctx| registry::is_moved(ctx, &loc, &target))
+                        .await?;
+                    if moved {
+                        by_owner.push(l);
+                    } else {
+                        unreachable.push(l);
+                    }
+                }
             }
         }
-        Ok((stores, unreachable))
+        Ok((stores, by_owner, unreachable))
+    }
+
+    /// Re-seals every record of this keyring's own stores under the current root, when the token
+    /// holds a retiring root (a root rotation ran), then marks those stores on the token as moved
+    /// to the current root (`registry.rs`), so that [`rotate_root`], run where these stores
+    /// cannot be reached, counts them as done and may destroy the old roots. For a store only
+    /// its own process can reach: an OpenBao plugin mount's storage. Destroys nothing. Returns
+    /// `None` when there was nothing to do (no retiring root, or already marked).
+    ///
+    /// # Errors
+    /// `NoRoot`, HSM and store errors, `Integrity` for a record that fails its check (nothing is
+    /// marked then, and the old roots stay).
+    pub async fn reseal_own_stores(&self) -> Result<Option<RootRotationReport>> {
+        let hsm = &self.inner.hsm;
+        let roots = hsm.run(root::list).await?;
+        let Some(current) = roots
+            .iter()
+            .find(|r| r.role == RootRole::Current)
+            .map(|r| r.id)
+        else {
+            return Err(KeyringError::NoRoot);
+        };
+        if !roots.iter().any(|r| r.role == RootRole::Retiring) {
+            return Ok(None);
+        }
+        let stores = leaf_stores(&self.inner.store);
+        let locators: Vec<String> = stores.iter().filter_map(|s| s.locator()).collect();
+        let check = locators.clone();
+        let done = hsm
+            .run(move |ctx| {
+                for l in &check {
+                    if !registry::is_moved(ctx, l, &current)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            })
+            .await?;
+        if done {
+            return Ok(None);
+        }
+        let mut report = RootRotationReport {
+            old_roots: roots
+                .iter()
+                .filter(|r| r.id != current)
+                .map(|r| r.id.to_hex())
+                .collect(),
+            new_root: current.to_hex(),
+            stores: stores
+                .iter()
+                .map(|s| s.locator().unwrap_or_else(|| s.describe()))
+                .collect(),
+            ..Default::default()
+        };
+        let mut seen = 0;
+        for store in &stores {
+            let names = store.list().await?;
+            seen += names.len();
+            for name in &names {
+                self.reseal_record(store.as_ref(), name, current, &mut report)
+                    .await?;
+            }
+        }
+        report.already_done = seen.saturating_sub(report.resealed);
+        self.forget_all();
+        hsm.run(move |ctx| registry::mark_moved(ctx, &locators, &current))
+            .await?;
+        Ok(Some(report))
     }
 
     /// Re-seals record `name` of `store` under `next` unless already there. Returns 1 when it

@@ -8,6 +8,11 @@
 //!   router ([`super::paths`]);
 //! * `HandleExistenceCheck` says whether the key a path names exists (ACL `create` vs `update`);
 //! * `InvalidateKey` drops the cached state of a record another node changed;
+//! * `Initialize` opens the engine of a configured mount, and every open engine watches the
+//!   token's roots: after a root rotation (`rootseal root rotate`, which cannot reach this
+//!   storage) it re-seals the mount's records under the current root and marks the mount as
+//!   moved on the token, so the next rotation run may destroy the old root
+//!   ([`Keyring::reseal_own_stores`]);
 //! * `SpecialPaths`: nothing unauthenticated; `config/hsm` is a root path (needs `sudo`).
 
 use std::sync::Arc;
@@ -33,10 +38,44 @@ pub fn plugin_version() -> String {
     format!("v{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// How often an open engine checks the token for a root rotation to follow.
+const ROOT_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A mount's open HSM and the transit router over it.
 struct Engine {
     keyring: Keyring,
     router: axum::Router,
+    /// The root watcher ([`watch_roots`]), stopped with the engine.
+    watcher: tokio::task::AbortHandle,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Follows root rotations: at once, then every [`ROOT_CHECK`], re-seals the mount's records
+/// under the current root when the token holds a retiring root this mount has not moved from.
+async fn watch_roots(keyring: Keyring, backend: String) {
+    loop {
+        match keyring.reseal_own_stores().await {
+            Ok(Some(r)) => tracing::info!(
+                backend = %backend,
+                root = %r.new_root,
+                resealed = r.resealed,
+                already_done = r.already_done,
+                "root rotation followed: this mount's records are under the current root"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                backend = %backend,
+                error = %e,
+                "root rotation: cannot re-seal this mount's records; the old root stays"
+            ),
+        }
+        tokio::time::sleep(ROOT_CHECK).await;
+    }
 }
 
 /// The mount the host set up.
@@ -157,7 +196,15 @@ async fn open_engine(
     let router = transit_router(state);
     let mut accepted = entry.clone();
     accepted.token = Some(identity);
-    Ok((Engine { keyring, router }, accepted))
+    let watcher = tokio::spawn(watch_roots(keyring.clone(), mount.uuid.clone())).abort_handle();
+    Ok((
+        Engine {
+            keyring,
+            router,
+            watcher,
+        },
+        accepted,
+    ))
 }
 
 impl Mount {
@@ -424,6 +471,16 @@ impl pb::backend_server::Backend for BackendService {
         &self,
         _request: Request<pb::InitializeArgs>,
     ) -> Result<Response<pb::InitializeReply>, Status> {
+        // A configured mount opens its HSM now (in the background: Initialize must not wait for
+        // the HSM), so that it follows a root rotation even before its first request.
+        if let Some(m) = self.mount().await {
+            tokio::spawn(async move {
+                match m.engine().await {
+                    Ok(_) | Err(EngineError::NotConfigured) => {}
+                    Err(e) => tracing::warn!(error = ?e, "the mount's HSM did not open"),
+                }
+            });
+        }
         Ok(Response::new(pb::InitializeReply { err: None }))
     }
 
