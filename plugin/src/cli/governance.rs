@@ -667,8 +667,36 @@ pub fn show(file: &Path) -> CliResult {
 /// `rootseal ceremony execute FILE [--so-pin-file F]`.
 pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
     let cfg = load(config)?;
+    if let Some(token) = execute_ceremony(file, &cfg, so, None).await? {
+        // The one place a token.create ceremony's token is ever shown.
+        println!("{}", token.expose_secret());
+    }
+    Ok(())
+}
+
+/// Verifies and runs the ceremony in `file`; returns the token a `token.create` ceremony
+/// issued. `seal_key`: refuse anything but a `token.create` of exactly the seal grant on that
+/// key (`vault seal-config --ceremony`).
+pub(crate) async fn execute_ceremony(
+    file: &Path,
+    cfg: &Config,
+    so: &SoPinArg,
+    seal_key: Option<&str>,
+) -> Result<Option<secrecy::SecretString>, String> {
+    let cfg = cfg.clone();
     require_governance(&cfg)?;
     let c = read_ceremony(file)?;
+    if let Some(key) = seal_key {
+        let ok = c.request.op == "token.create"
+            && GrantRequest::from_params(&c.request.params, &c.request.id)
+                .is_ok_and(|g| g.is_seal_grant(key));
+        if !ok {
+            return Err(format!(
+                "{}: not a token.create ceremony for the seal grant (--param role=user --param keys={key} --param ops=encrypt,decrypt)",
+                file.display()
+            ));
+        }
+    }
     let op = operation(&c.request.op)
         .ok_or_else(|| Refusal::UnknownOperation(c.request.op.clone()).to_string())?;
     let refused = |e: Refusal| format!("ceremony {} refused: {e}", c.request.id);
@@ -756,7 +784,7 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
             "Ceremony {} executed: root.init ({outcome:?}); registry and quorum rules sealed",
             c.request.id
         );
-        return Ok(());
+        return Ok(None);
     }
 
     // The keyring takes the only handle of the token: root rotation drops it before its
@@ -825,7 +853,8 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
             e
         }
     };
-    let kr = run_op(op.name, &c, &cfg, kr, &entry, so).await?;
+    let mut issued = None;
+    let kr = run_op(op.name, &c, &cfg, kr, &entry, so, &mut issued).await?;
     // Mark it done.
     let st = sealed_state(&kr).await?;
     let mut ledger = st.ledger;
@@ -840,8 +869,9 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
     )
     .await
     .map_err(|e| explain(&e))?;
-    println!("Ceremony {} executed: {}", c.request.id, op.name);
-    Ok(())
+    // On stderr: stdout carries only the token of a token.create.
+    eprintln!("Ceremony {} executed: {}", c.request.id, op.name);
+    Ok(issued)
 }
 
 async fn bootstrap_version(store: &Arc<dyn KekStore>, name: &str) -> Result<u64, String> {
@@ -893,6 +923,19 @@ async fn precheck(
                 .check_satisfiable(&st.registry)
                 .map_err(|e| Refusal::Unsatisfiable(e.0))
         }
+        "token.create" => GrantRequest::from_params(p, &c.request.id)
+            .map(|_| ())
+            .map_err(|e| Refusal::BadParams(e.0)),
+        "token.revoke" => {
+            let who = p.get("who").cloned().unwrap_or_default();
+            let (mut ts, _) = token_store(kr).await.map_err(Refusal::BadParams)?;
+            if ts.revoke(&who) == 0 {
+                return Err(Refusal::BadParams(format!(
+                    "no active token with accessor or name {who:?}"
+                )));
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
@@ -905,9 +948,36 @@ async fn run_op(
     kr: Keyring,
     entry: &LedgerEntry,
     so: &SoPinArg,
+    issued: &mut Option<secrecy::SecretString>,
 ) -> Result<Keyring, String> {
     let p = &c.request.params;
     match op {
+        "token.create" => {
+            let req = GrantRequest::from_params(p, &c.request.id).map_err(|e| e.0)?;
+            // Resumed after a kill: a token this ceremony issued before may never have been
+            // shown, so it is revoked and a new one issued (the ceremony still issues one).
+            let lost = revoke_where(&kr, |g| {
+                g.ceremony.as_deref() == Some(c.request.id.as_str())
+            })
+            .await?;
+            if lost > 0 {
+                eprintln!("Revoked {lost} token(s) an interrupted run of this ceremony issued");
+            }
+            let name = req.name.clone();
+            let (token, accessor) = issue_token(&kr, req).await?;
+            eprintln!(
+                "Token {name} (accessor {accessor}): shown once on stdout, only its SHA-256 is stored"
+            );
+            *issued = Some(token);
+            Ok(kr)
+        }
+        "token.revoke" => {
+            let who = p.get("who").cloned().unwrap_or_default();
+            // Resumed after a kill: already revoked is done.
+            let n = revoke_where(&kr, |g| g.accessor == who || g.name == who).await?;
+            eprintln!("Revoked {n} token(s) {who}");
+            Ok(kr)
+        }
         "root.rotate" => {
             let from = entry.root_id.clone().unwrap_or_default();
             let still_there = rootseal_hsm::root_status(kr.hsm())
@@ -1047,10 +1117,35 @@ pub(crate) async fn issue_token(
     Err("the token store kept changing; try again".into())
 }
 
-/// `rootseal token create`.
+/// With governance on, `token create` and `token revoke` are Crypto Officer actions: the
+/// ceremony to run instead.
+fn token_ceremony_hint(cfg: &Config, what: &str) -> CliResult {
+    if cfg.governance.enabled {
+        return Err(format!(
+            "governance is on in {}: issuing and revoking API tokens is a Crypto Officer action, a ceremony: \
+             `rootseal ceremony propose --op {what} {} --requester NAME --out FILE`, approved by a CO \
+             (`rootseal ceremony approve FILE --operator CO --signer URI`), then `rootseal ceremony execute FILE`{}",
+            cfg.source.display(),
+            if what == "token.create" {
+                "--param role=user --param keys=K1,K2 --param ops=encrypt,decrypt [--param ttl_secs=N] [--param name=NAME]"
+            } else {
+                "--param who=ACCESSOR_OR_NAME"
+            },
+            if what == "token.create" {
+                " (it prints the token once)"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// `rootseal token create`: with governance off (single operator), issues directly; with
+/// governance on, refuses and names the `token.create` ceremony.
 pub async fn token_create(a: &TokenCreateArgs) -> CliResult {
     let cfg = load(&a.config.config)?;
-    require_governance(&cfg)?;
+    token_ceremony_hint(&cfg, "token.create")?;
     let role = match a.role.as_str() {
         "user" => Role::User,
         "co" => Role::Co,
@@ -1075,6 +1170,7 @@ pub async fn token_create(a: &TokenCreateArgs) -> CliResult {
             keys: a.keys.clone(),
             ops,
             ttl_secs: ttl,
+            ceremony: None,
         },
     )
     .await?;
@@ -1083,51 +1179,99 @@ pub async fn token_create(a: &TokenCreateArgs) -> CliResult {
     Ok(())
 }
 
+/// Issues the seal token of `vault seal-config` with governance off: a User token for
+/// encrypt and decrypt on `key` only.
+pub(crate) async fn issue_seal_token(
+    cfg: &Config,
+    key: &str,
+) -> Result<secrecy::SecretString, String> {
+    let kr = open_keyring(cfg).await?;
+    if let Err(KeyringError::NotFound) = kr.key_info(key).await {
+        eprintln!(
+            "note: there is no key {key:?} yet: create it (`rootseal key create {key}`) before OpenBao starts, unless the server creates keys on first use"
+        );
+    }
+    let (token, accessor) = issue_token(
+        &kr,
+        GrantRequest {
+            name: format!("seal-{key}"),
+            role: Role::User,
+            keys: vec![key.to_owned()],
+            ops: vec![TokenOp::Encrypt, TokenOp::Decrypt],
+            ttl_secs: None,
+            ceremony: None,
+        },
+    )
+    .await?;
+    eprintln!("Issued seal token seal-{key} (accessor {accessor}): encrypt and decrypt on {key} only; revoke it with `rootseal token revoke {accessor}`");
+    Ok(token)
+}
+
 /// `rootseal token list`.
 pub async fn token_list(config: &Path) -> CliResult {
     let cfg = load(config)?;
-    require_governance(&cfg)?;
     let kr = open_keyring(&cfg).await?;
     let (ts, _) = token_store(&kr).await?;
     for g in &ts.tokens {
         println!(
-            "{} {} role={} keys={} ops={} expires={} {}",
+            "{} {} role={} keys={} ops={} expires={} {}{}",
             g.accessor,
             g.name,
             g.role,
             g.keys.join(","),
             g.ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(","),
             g.expires.map_or("never".to_owned(), |e| e.to_string()),
-            if g.revoked { "REVOKED" } else { "active" }
+            if g.revoked { "REVOKED" } else { "active" },
+            g.ceremony
+                .as_deref()
+                .map(|c| format!(" ceremony={c}"))
+                .unwrap_or_default()
         );
     }
     Ok(())
 }
 
-/// `rootseal token revoke WHO`.
-pub async fn token_revoke(config: &Path, who: &str) -> CliResult {
-    let cfg = load(config)?;
-    require_governance(&cfg)?;
-    let kr = open_keyring(&cfg).await?;
+/// Revokes every active grant `pick` selects; returns how many.
+async fn revoke_where(
+    kr: &Keyring,
+    pick: impl Fn(&rootseal_governance::TokenGrant) -> bool,
+) -> Result<usize, String> {
     for _ in 0..8 {
-        let (mut ts, v) = token_store(&kr).await?;
-        let n = ts.revoke(who);
+        let (mut ts, v) = token_store(kr).await?;
+        let mut n = 0;
+        for g in &mut ts.tokens {
+            if !g.revoked && pick(g) {
+                g.revoked = true;
+                n += 1;
+            }
+        }
         if n == 0 {
-            return Err(format!("no active token with accessor or name {who:?}"));
+            return Ok(0);
         }
         match kr
             .seal_record(records::TOKENS, &ts.to_bytes().map_err(|e| e.0)?, v)
             .await
         {
-            Ok(_) => {
-                println!("Revoked {n} token(s) {who}");
-                return Ok(());
-            }
+            Ok(_) => return Ok(n),
             Err(KeyringError::Conflict) => continue,
             Err(e) => return Err(explain(&e)),
         }
     }
     Err("the token store kept changing; try again".into())
+}
+
+/// `rootseal token revoke WHO`: direct with governance off; with governance on, refuses and
+/// names the `token.revoke` ceremony.
+pub async fn token_revoke(config: &Path, who: &str) -> CliResult {
+    let cfg = load(config)?;
+    token_ceremony_hint(&cfg, "token.revoke")?;
+    let kr = open_keyring(&cfg).await?;
+    let n = revoke_where(&kr, |g| g.accessor == who || g.name == who).await?;
+    if n == 0 {
+        return Err(format!("no active token with accessor or name {who:?}"));
+    }
+    println!("Revoked {n} token(s) {who}");
+    Ok(())
 }
 
 #[cfg(test)]

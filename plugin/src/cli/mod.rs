@@ -273,7 +273,7 @@ pub fn main() -> ExitCode {
                 admin::key_show(&config.config, &name).await
             }
             Command::Key(KeyCmd::List(c)) => admin::key_list(&c.config).await,
-            Command::Vault(VaultCmd::SealConfig(a)) => admin::seal_config(&a),
+            Command::Vault(VaultCmd::SealConfig(a)) => admin::seal_config(&a).await,
             Command::Openbao(OpenbaoCmd::KmsConfig(a)) => admin::kms_config(&a),
             Command::Openbao(OpenbaoCmd::KmsPlugin | OpenbaoCmd::SecretsPlugin) => Ok(()),
             Command::Openbao(OpenbaoCmd::SecretsConfig(a)) => {
