@@ -71,6 +71,11 @@ impl World {
     /// rootseal's token, and one token per operator (`(name, role)`), each with its key made by
     /// `rootseal operator key` in its own process.
     fn new(operators: &[(&str, &str)], extra_config: &str) -> World {
+        World::new_with_p256(operators, extra_config, &[])
+    }
+
+    /// As [`World::new`], the operators named in `p256` with ECDSA P-256 keys.
+    fn new_with_p256(operators: &[(&str, &str)], extra_config: &str, p256: &[&str]) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let conf = token_dir(&dir.join("main"), "rootseal", PIN);
@@ -98,7 +103,12 @@ impl World {
             _tmp: tmp,
         };
         for (name, _) in operators {
-            w.add_operator(name);
+            let alg = if p256.contains(name) {
+                "ecdsa-p256"
+            } else {
+                "ed25519"
+            };
+            w.add_operator_alg(name, alg);
         }
         let list: Vec<serde_json::Value> = operators
             .iter()
@@ -113,6 +123,10 @@ impl World {
     }
 
     fn add_operator(&mut self, name: &str) {
+        self.add_operator_alg(name, "ed25519");
+    }
+
+    fn add_operator_alg(&mut self, name: &str, alg: &str) {
         let d = self.dir.join(format!("op-{name}"));
         let pin = format!("{name}-pin");
         let conf = token_dir(&d, name, &pin);
@@ -122,8 +136,12 @@ impl World {
             module(),
             d.join("pin").display()
         );
-        let (ok, pem, err) = run_in(&conf, &["operator", "key", "--signer", &uri]);
+        let (ok, pem, err) = run_in(
+            &conf,
+            &["operator", "key", "--signer", &uri, "--algorithm", alg],
+        );
         assert!(ok, "operator key: {err}");
+        assert!(err.contains(alg), "a new {alg} key: {err}");
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
         // Again: the same key (made once).
         let (ok, pem2, _) = run_in(&conf, &["operator", "key", "--signer", &uri]);
@@ -897,4 +915,47 @@ fn seal_config_issues_a_scoped_seal_token_and_openbao_unseals_with_it() {
         ob.log()
     );
     ob.stop();
+}
+
+/// An operator whose token offers ECDSA P-256 only: `operator key --algorithm ecdsa-p256` makes
+/// a P-256 key on it, `ceremony approve` signs with `CKM_ECDSA` over SHA-256, and a 2-of-3 root
+/// rotation with that approval executes (and a P-256 signature over a changed request does not).
+#[test]
+fn two_of_three_with_one_p256_approver() {
+    let w = World::new_with_p256(FOUR, "", &["carol"]);
+    assert!(
+        w.op("carol")
+            .pem
+            .starts_with("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"),
+        "a P-256 SPKI: {}",
+        w.op("carol").pem
+    );
+    // The P-256 operator approves root.init too.
+    w.bootstrap("alice", &["bob", "carol"]);
+    let root0 = w.current_root();
+    let f = w.propose("root.rotate", &["grace_secs=0"], "alice", "p256.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "carol");
+    let (_, shown, _) = run_in(&w.conf, &["ceremony", "show", &f.display().to_string()]);
+    assert!(shown.contains("carol (ecdsa-p256"), "{shown}");
+    // Only the P-256 approval: 1 of 2, refused.
+    w.refused(&f, "quorum not met");
+    // A changed request: the P-256 signature does not verify.
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+    let mut changed = v.clone();
+    changed["request"]["params"]["grace_secs"] = serde_json::json!("1");
+    changed["request"]["requester_signature"] = v["request"]["requester_signature"].clone();
+    let cf = w.dir.join("p256-changed.json");
+    std::fs::write(&cf, changed.to_string()).unwrap();
+    let (ok, _, err) = w.execute(&cf);
+    assert!(
+        !ok && (err.contains("does not verify") || err.contains("requester")),
+        "{err}"
+    );
+    // With bob (Ed25519): 2 of 3, executed.
+    w.approve_ok(&f, "bob");
+    let (ok, out, err) = w.execute(&f);
+    assert!(ok, "2-of-3 with a P-256 approver: {err}");
+    assert!(out.contains("Root rotated"), "{out}");
+    assert_ne!(root0, w.current_root());
 }

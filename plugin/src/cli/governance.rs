@@ -35,6 +35,10 @@ pub enum OperatorCmd {
         /// The operator's token and key, a PKCS#11 URI (RFC 7512).
         #[arg(long)]
         signer: String,
+        /// The algorithm of a key made now: ed25519 (default) or ecdsa-p256 (for tokens
+        /// without Ed25519, e.g. PIV cards). An existing key keeps its own.
+        #[arg(long, default_value = "ed25519")]
+        algorithm: String,
     },
     /// Add an operator to the first registry (before `root.init`; afterwards use an
     /// `operators.set` ceremony).
@@ -319,12 +323,25 @@ fn read_ceremony(path: &Path) -> Result<CeremonyFile, String> {
 // ---------------------------------------------------------------------------------------------
 // operator
 
-/// `rootseal operator key --signer URI`.
-pub async fn operator_key(signer: &str) -> CliResult {
+/// `rootseal operator key --signer URI [--algorithm ed25519|ecdsa-p256]`.
+pub async fn operator_key(signer: &str, algorithm: &str) -> CliResult {
+    let want = rootseal_hsm::OperatorKeyAlg::parse(algorithm)
+        .ok_or_else(|| format!("--algorithm {algorithm:?}: ed25519 or ecdsa-p256"))?;
     let s = open_signer(signer).await?;
-    let (pem, made) = s.public_key_pem(true).await.map_err(|e| e.to_string())?;
+    let (pem, made, alg) = s
+        .public_key_pem_with(true, want)
+        .await
+        .map_err(|e| e.to_string())?;
     if made {
-        eprintln!("Created a new Ed25519 signing key (never extractable) on the operator token");
+        eprintln!(
+            "Created a new {} signing key (never extractable) on the operator token",
+            alg.name()
+        );
+    } else if alg != want {
+        eprintln!(
+            "note: the token already has a {} key under that label; it is kept",
+            alg.name()
+        );
     }
     print!("{pem}");
     Ok(())

@@ -282,8 +282,8 @@ pub fn main() -> ExitCode {
                     .map_err(|e| e.to_string())
             }
             Command::Bulk(c) => bulk::run(c).await,
-            Command::Operator(governance::OperatorCmd::Key { signer }) => {
-                governance::operator_key(&signer).await
+            Command::Operator(governance::OperatorCmd::Key { signer, algorithm }) => {
+                governance::operator_key(&signer, &algorithm).await
             }
             Command::Operator(governance::OperatorCmd::Enroll(a)) => {
                 governance::operator_enroll(&a).await
