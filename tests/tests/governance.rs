@@ -694,6 +694,21 @@ fn user_token_grants_over_http() {
         }
         assert_eq!(last, 403, "revoked token denied");
     });
+    // The server held the audit log while the CLI ran the revoke ceremony: the server writes its
+    // record from the ledger.
+    let rec = wait_for(Duration::from_secs(15), || {
+        let log = std::fs::read_to_string(w.dir.join("audit.log")).unwrap_or_default();
+        log.lines()
+            .find(|l| l.contains("\"op\":\"token.revoke\"") && l.contains("ceremony.execute"))
+            .map(str::to_owned)
+    })
+    .expect("the server records the token.revoke ceremony");
+    assert!(
+        rec.contains("\"recorded_by\":\"server\"")
+            && rec.contains("\"approvals\"")
+            && !rec.contains(&token),
+        "{rec}"
+    );
 }
 
 /// Issuing and revoking API tokens are Crypto Officer actions: with governance on `token
@@ -752,8 +767,28 @@ fn token_issue_and_revoke_need_a_crypto_officer() {
         "{listed}"
     );
     w.refused(&f, "already executed");
-
-    // Revocation: an SO alone cannot, a CO can.
+    // The audit log (no server holds it: the CLI wrote it) has the full transcript, never the
+    // token.
+    let log = std::fs::read_to_string(w.dir.join("audit.log")).unwrap();
+    let rec: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| {
+            r.to_string().contains("\"ceremony.execute\"")
+                && r.to_string().contains("\"op\":\"token.create\"")
+        })
+        .unwrap_or_else(|| panic!("no token.create ceremony record in the audit log:\n{log}"));
+    let text = rec.to_string();
+    assert!(
+        text.contains("\"recorded_by\":\"cli\"")
+            && text.contains("\"approvals\"")
+            && text.contains("dave"),
+        "{text}"
+    );
+    assert!(
+        !log.contains(out.trim()),
+        "the token is never in the audit log"
+    );
     let f = w.propose("token.revoke", &["who=t1"], "alice", "r-so.json");
     w.approve_ok(&f, "alice");
     w.approve_ok(&f, "bob");

@@ -118,6 +118,7 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
             root_token = cfg.auth.root_token.is_some(),
             "governance on: scoped API tokens; SO actions only by signed ceremonies"
         );
+        super::governance::spawn_ledger_auditor(keyring.clone(), log.clone());
     } else {
         tracing::warn!("governance is OFF (governance = \"off\"): single-operator mode, the root token can do everything; for development only");
         eprintln!("WARNING: governance is off: single-operator mode, for development only");

@@ -718,6 +718,8 @@ pub(crate) async fn execute_ceremony(
         .ok_or_else(|| Refusal::UnknownOperation(c.request.op.clone()).to_string())?;
     let refused = |e: Refusal| format!("ceremony {} refused: {e}", c.request.id);
     let digest = c.request.digest().map_err(|e| e.0)?;
+    let transcript =
+        String::from_utf8(jcs::canonical(&c).map_err(|e| e.0)?).map_err(|e| e.to_string())?;
     let store = open_store(&cfg).await?;
     let hsm = open_hsm(&cfg).await?;
     let token = token_ref(&hsm);
@@ -777,6 +779,9 @@ pub(crate) async fn execute_ceremony(
                 started: now(),
                 finished: Some(now()),
                 state: LedgerState::Done,
+                transcript: Some(transcript.clone()),
+                outcome: None,
+                audited: false,
             },
         );
         kr.seal_record(records::LEDGER, &ledger.to_bytes().map_err(|e| e.0)?, lv)
@@ -801,6 +806,7 @@ pub(crate) async fn execute_ceremony(
             "Ceremony {} executed: root.init ({outcome:?}); registry and quorum rules sealed",
             c.request.id
         );
+        audit_ceremony(&cfg, &kr, &c.request.id).await;
         return Ok(None);
     }
 
@@ -853,6 +859,9 @@ pub(crate) async fn execute_ceremony(
                 started: now(),
                 finished: None,
                 state: LedgerState::Started,
+                transcript: Some(transcript.clone()),
+                outcome: None,
+                audited: false,
             };
             let mut ledger = st.ledger.clone();
             ledger.executed.insert(c.request.id.clone(), e.clone());
@@ -871,13 +880,15 @@ pub(crate) async fn execute_ceremony(
         }
     };
     let mut issued = None;
-    let kr = run_op(op.name, &c, &cfg, kr, &entry, so, &mut issued).await?;
+    let mut outcome = None;
+    let kr = run_op(op.name, &c, &cfg, kr, &entry, so, &mut issued, &mut outcome).await?;
     // Mark it done.
     let st = sealed_state(&kr).await?;
     let mut ledger = st.ledger;
     if let Some(e) = ledger.executed.get_mut(&c.request.id) {
         e.state = LedgerState::Done;
         e.finished = Some(now());
+        e.outcome = outcome;
     }
     kr.seal_record(
         records::LEDGER,
@@ -886,6 +897,7 @@ pub(crate) async fn execute_ceremony(
     )
     .await
     .map_err(|e| explain(&e))?;
+    audit_ceremony(&cfg, &kr, &c.request.id).await;
     // On stderr: stdout carries only the token of a token.create.
     eprintln!("Ceremony {} executed: {}", c.request.id, op.name);
     Ok(issued)
@@ -966,6 +978,7 @@ async fn run_op(
     entry: &LedgerEntry,
     so: &SoPinArg,
     issued: &mut Option<secrecy::SecretString>,
+    outcome: &mut Option<String>,
 ) -> Result<Keyring, String> {
     let p = &c.request.params;
     match op {
@@ -986,6 +999,7 @@ async fn run_op(
                 "Token {name} (accessor {accessor}): shown once on stdout, only its SHA-256 is stored"
             );
             *issued = Some(token);
+            *outcome = Some(format!("accessor {accessor}"));
             Ok(kr)
         }
         "token.revoke" => {
@@ -993,6 +1007,7 @@ async fn run_op(
             // Resumed after a kill: already revoked is done.
             let n = revoke_where(&kr, |g| g.accessor == who || g.name == who).await?;
             eprintln!("Revoked {n} token(s) {who}");
+            *outcome = Some(format!("revoked {n} token(s)"));
             Ok(kr)
         }
         "root.rotate" => {
@@ -1085,6 +1100,152 @@ async fn run_op(
             "operation {other} has no executor in this rootseal"
         )),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// audit
+//
+// The audit log has one writer (the file is locked): while `serve` runs, the CLI cannot append.
+// So the transcript of every executed ceremony is first written into the HSM-MACed ledger (as
+// part of the entry `execute` already writes, before the operation is marked done); then
+//   * the CLI appends the `ceremony.execute` record itself when the log is free and marks the
+//     entry audited;
+//   * otherwise `serve` (`spawn_ledger_auditor`) appends it when it next reads the ledger and
+//     marks it audited.
+// A crash between the append and the mark may record an entry twice, never zero times.
+
+/// How often `serve` looks for executed ceremonies not yet in the audit log.
+pub(crate) const LEDGER_AUDIT_EVERY: Duration = Duration::from_secs(2);
+
+/// The `ceremony.execute` audit record of ledger entry `id`: the full transcript (request and
+/// signatures), the approvers that counted, what it produced. Never a token or a PIN.
+fn ceremony_event(id: &str, e: &LedgerEntry, by: &str) -> rootseal_audit::Event {
+    let transcript = e
+        .transcript
+        .as_deref()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    rootseal_audit::Event::new("ceremony.execute")
+        .with("id", id)
+        .with("op", e.op.clone())
+        .with("request_sha256", e.request_sha256.clone())
+        .with("approvers", e.approvers.clone())
+        .with("root", e.root_id.clone())
+        .with("started", e.started)
+        .with("finished", e.finished)
+        .with("outcome", e.outcome.clone())
+        .with("recorded_by", by)
+        .with("transcript", transcript)
+}
+
+/// Marks the ledger entries `ids` audited (check-and-set, retried on a conflict).
+async fn mark_audited(kr: &Keyring, ids: &[String]) -> Result<(), String> {
+    for _ in 0..8 {
+        let (b, v) = kr
+            .open_record(records::LEDGER)
+            .await
+            .map_err(|e| explain(&e))?
+            .ok_or("no ledger")?;
+        let mut ledger = Ledger::parse(&b).map_err(|e| e.0)?;
+        for id in ids {
+            if let Some(e) = ledger.executed.get_mut(id) {
+                e.audited = true;
+            }
+        }
+        match kr
+            .seal_record(records::LEDGER, &ledger.to_bytes().map_err(|e| e.0)?, v)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(KeyringError::Conflict) => continue,
+            Err(e) => return Err(explain(&e)),
+        }
+    }
+    Err("the ledger kept changing".into())
+}
+
+/// Appends `ev` to the audit log of `cfg` as the `cli` writer: false when the log is off,
+/// held by a server, or failing (said on stderr).
+async fn audit_direct(cfg: &Config, hsm: &Hsm, ev: rootseal_audit::Event) -> bool {
+    let audit_cfg = cfg.audit.audit_config();
+    if audit_cfg.mode == rootseal_audit::Mode::Off {
+        return false;
+    }
+    match crate::audit::open(&audit_cfg, hsm, "cli").await {
+        Ok((log, _, _)) => {
+            let ok = log.record(ev).await.is_ok();
+            crate::audit::close(&log, "cli").await;
+            ok
+        }
+        Err(e) => {
+            eprintln!("note: the audit log is not writable from here ({e})");
+            false
+        }
+    }
+}
+
+/// After `execute`: the ceremony's audit record, now or (log held by `serve`) by `serve`.
+async fn audit_ceremony(cfg: &Config, kr: &Keyring, id: &str) {
+    let entry = match kr.open_record(records::LEDGER).await {
+        Ok(Some((b, _))) => Ledger::parse(&b)
+            .ok()
+            .and_then(|l| l.executed.get(id).cloned()),
+        _ => None,
+    };
+    let Some(entry) = entry else { return };
+    if audit_direct(cfg, kr.hsm(), ceremony_event(id, &entry, "cli")).await {
+        if let Err(e) = mark_audited(kr, &[id.to_owned()]).await {
+            eprintln!("note: ceremony {id} is in the audit log but not marked so in the ledger ({e}): serve may record it again");
+        }
+    } else if cfg.audit.audit_config().mode != rootseal_audit::Mode::Off {
+        eprintln!(
+            "note: ceremony {id}'s transcript is in the ledger; the running server writes its audit record within {}s",
+            LEDGER_AUDIT_EVERY.as_secs()
+        );
+    }
+}
+
+/// In `serve`: every [`LEDGER_AUDIT_EVERY`], appends the `ceremony.execute` record of each
+/// executed ceremony the audit log does not have yet (the CLI could not: the server holds the
+/// log) and marks it audited in the ledger.
+pub(crate) fn spawn_ledger_auditor(kr: Keyring, log: rootseal_audit::AuditLog) {
+    tokio::spawn(async move {
+        loop {
+            let pending: Vec<(String, LedgerEntry)> = match kr.open_record(records::LEDGER).await {
+                Ok(Some((b, _))) => match Ledger::parse(&b) {
+                    Ok(l) => l
+                        .executed
+                        .into_iter()
+                        .filter(|(_, e)| e.state == LedgerState::Done && !e.audited)
+                        .collect(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "ceremony ledger unreadable");
+                        Vec::new()
+                    }
+                },
+                Ok(None) => Vec::new(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the ceremony ledger");
+                    Vec::new()
+                }
+            };
+            let mut done = Vec::new();
+            for (id, e) in &pending {
+                match log.record(ceremony_event(id, e, "server")).await {
+                    Ok(_) => done.push(id.clone()),
+                    Err(err) => {
+                        tracing::error!(error = %err, ceremony = %id, "cannot audit a ceremony")
+                    }
+                }
+            }
+            if !done.is_empty() {
+                if let Err(e) = mark_audited(&kr, &done).await {
+                    tracing::error!(error = %e, "cannot mark ceremonies audited");
+                }
+            }
+            tokio::time::sleep(LEDGER_AUDIT_EVERY).await;
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1193,7 +1354,31 @@ pub async fn token_create(a: &TokenCreateArgs) -> CliResult {
     .await?;
     eprintln!("Token {name} (accessor {accessor}): shown once, only its SHA-256 is stored");
     println!("{}", token.expose_secret());
+    token_audit(
+        &cfg,
+        &kr,
+        rootseal_audit::Event::new("token.create")
+            .with("accessor", accessor)
+            .with("name", name)
+            .with("role", a.role.clone())
+            .with("keys", a.keys.clone())
+            .with("ops", a.ops.clone())
+            .with("ttl_secs", ttl),
+    )
+    .await;
     Ok(())
+}
+
+/// The audit record of a direct (governance off) token create or revoke. When a server holds
+/// the log it is not written here; the server's store audit records the changed token record
+/// (`kek.seen`, its SHA-256) when it next reads it.
+async fn token_audit(cfg: &Config, kr: &Keyring, ev: rootseal_audit::Event) {
+    let kind = ev.kind().to_owned();
+    if !audit_direct(cfg, kr.hsm(), ev).await
+        && cfg.audit.audit_config().mode != rootseal_audit::Mode::Off
+    {
+        eprintln!("note: {kind} is not in the audit log (a server holds it; it records the token store's change as kek.seen)");
+    }
 }
 
 /// Issues the seal token of `vault seal-config` with governance off: a User token for
@@ -1288,6 +1473,14 @@ pub async fn token_revoke(config: &Path, who: &str) -> CliResult {
         return Err(format!("no active token with accessor or name {who:?}"));
     }
     println!("Revoked {n} token(s) {who}");
+    token_audit(
+        &cfg,
+        &kr,
+        rootseal_audit::Event::new("token.revoke")
+            .with("who", who)
+            .with("revoked", n),
+    )
+    .await;
     Ok(())
 }
 
