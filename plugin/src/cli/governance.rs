@@ -879,9 +879,9 @@ pub(crate) async fn execute_ceremony(
             e
         }
     };
-    let mut issued = None;
-    let mut outcome = None;
-    let kr = run_op(op.name, &c, &cfg, kr, &entry, so, &mut issued, &mut outcome).await?;
+    let mut out = RunOutput::default();
+    let kr = run_op(op.name, &c, &cfg, kr, &entry, so, &mut out).await?;
+    let RunOutput { issued, outcome } = out;
     // Mark it done.
     let st = sealed_state(&kr).await?;
     let mut ledger = st.ledger;
@@ -969,6 +969,15 @@ async fn precheck(
     }
 }
 
+/// What an operation produced besides its effect.
+#[derive(Default)]
+struct RunOutput {
+    /// The token a `token.create` issued (shown once).
+    issued: Option<secrecy::SecretString>,
+    /// For the ledger and the audit record (never a secret).
+    outcome: Option<String>,
+}
+
 /// Runs (or finishes) the operation; returns a keyring open on the result.
 async fn run_op(
     op: &str,
@@ -977,9 +986,9 @@ async fn run_op(
     kr: Keyring,
     entry: &LedgerEntry,
     so: &SoPinArg,
-    issued: &mut Option<secrecy::SecretString>,
-    outcome: &mut Option<String>,
+    out: &mut RunOutput,
 ) -> Result<Keyring, String> {
+    let RunOutput { issued, outcome } = out;
     let p = &c.request.params;
     match op {
         "token.create" => {
