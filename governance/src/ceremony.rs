@@ -338,6 +338,13 @@ pub fn check_params(op: &Operation, params: &BTreeMap<String, String>) -> Result
             ParamKind::Seconds => v.parse::<u64>().is_ok(),
             ParamKind::Sha256Hex => v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()),
             ParamKind::Document => serde_json::from_str::<serde_json::Value>(v).is_ok(),
+            ParamKind::Words => {
+                !v.is_empty()
+                    && v.len() <= 1024
+                    && v.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+' | b',')
+                    })
+            }
         };
         if !ok {
             return Err(Refusal::BadParams(format!(

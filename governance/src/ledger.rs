@@ -48,6 +48,18 @@ pub struct LedgerEntry {
     pub finished: Option<u64>,
     /// Where it stands.
     pub state: LedgerState,
+    /// The full transcript: the ceremony file as executed (the request and every signature;
+    /// it holds no secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<String>,
+    /// What it produced, for the audit record (the accessor of a token it issued; never a
+    /// token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Whether its `ceremony.execute` audit record has been written (by the CLI when the log
+    /// was free, else by `serve` when it sees the entry).
+    #[serde(default)]
+    pub audited: bool,
 }
 
 /// Ceremony id -> entry.

@@ -45,6 +45,10 @@ pub enum ParamKind {
     Sha256Hex,
     /// A JSON document (given as `--param NAME=@FILE`), kept in canonical form.
     Document,
+    /// A short word or comma-separated list (1 to 1024 bytes of `[A-Za-z0-9_.+,-]`): a role, key
+    /// names, operation names, a token's name or accessor. Its meaning is checked by the
+    /// operation's executor before anything runs.
+    Words,
 }
 
 /// One parameter of an operation.
@@ -150,6 +154,60 @@ pub const OPERATIONS: &[Operation] = &[
         }],
         default_quorum: &[(Role::So, 2)],
         summary: "approve the quorum rules of rootseal.toml",
+    },
+    Operation {
+        name: "token.create",
+        quorum_key: "token_create",
+        so_only: false,
+        needs_root: true,
+        params: &[
+            ParamSpec {
+                name: "role",
+                required: true,
+                kind: ParamKind::Words,
+                doc: "user (data plane) or co (key administration)",
+            },
+            ParamSpec {
+                name: "keys",
+                required: true,
+                kind: ParamKind::Words,
+                doc: "comma-separated key names the token may use",
+            },
+            ParamSpec {
+                name: "ops",
+                required: true,
+                kind: ParamKind::Words,
+                doc: "comma-separated operations (user: encrypt, decrypt, rewrap, datakey, bulk, sign, verify, hmac; co: read, create, rotate, config)",
+            },
+            ParamSpec {
+                name: "ttl_secs",
+                required: false,
+                kind: ParamKind::Seconds,
+                doc: "lifetime in seconds (default: no expiry)",
+            },
+            ParamSpec {
+                name: "name",
+                required: false,
+                kind: ParamKind::Words,
+                doc: "a name for `token list` and `token revoke` (default ROLE-KEY+KEY)",
+            },
+        ],
+        default_quorum: &[(Role::Co, 1)],
+        summary: "issue a scoped API token (printed once by `execute`; only its SHA-256 is kept)",
+    },
+    Operation {
+        name: "token.revoke",
+        quorum_key: "token_revoke",
+        so_only: false,
+        needs_root: true,
+        params: &[ParamSpec {
+            name: "who",
+            required: true,
+            kind: ParamKind::Words,
+            doc: "the token's accessor or name",
+        }],
+        default_quorum: &[(Role::Co, 1)],
+        summary: "revoke a scoped API token",
     },
 ];
 
@@ -274,8 +332,15 @@ impl QuorumRules {
     /// # Errors
     /// [`GovError`].
     pub fn parse(bytes: &[u8]) -> Result<QuorumRules, GovError> {
-        let r: QuorumRules = serde_json::from_slice(bytes)
+        let mut r: QuorumRules = serde_json::from_slice(bytes)
             .map_err(|e| GovError::new(format!("quorum rules: {e}")))?;
+        // Rules approved by an older rootseal have no entry for operations added since: those
+        // get their default quorum (never "no approval"), as `from_config` gives them.
+        for op in OPERATIONS {
+            r.rules
+                .entry(op.quorum_key.to_owned())
+                .or_insert_with(|| op.default_quorum.iter().copied().collect());
+        }
         for op in OPERATIONS {
             let rule = r.rule(op).ok_or_else(|| {
                 GovError::new(format!("quorum rules: no rule for {}", op.quorum_key))
@@ -371,5 +436,23 @@ mod tests {
         let back = QuorumRules::parse(&jcs::canonical(&r).unwrap_or_default())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, r);
+        // Token issue and revocation are CO actions, one CO by default; an SO may be required
+        // too, a User or Auditor never.
+        assert_eq!(
+            d.rules["token_create"],
+            [(Role::Co, 1)].into_iter().collect()
+        );
+        assert_eq!(
+            d.rules["token_revoke"],
+            [(Role::Co, 1)].into_iter().collect()
+        );
+        refused(table(&[("token_create", &[("user", 1)])]), "cannot approve");
+        refused(table(&[("token_revoke", &[("co", 0)])]), "m = 0");
+        // Rules stored before token.create existed get its default, never an empty rule.
+        let mut old = d.clone();
+        old.rules.remove("token_create");
+        let back = QuorumRules::parse(&jcs::canonical(&old).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, d);
     }
 }

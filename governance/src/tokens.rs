@@ -127,6 +127,10 @@ pub struct TokenGrant {
     pub revoked: bool,
     /// Hex SHA-256 of the token.
     pub sha256: String,
+    /// The id of the `token.create` ceremony that issued it (`None`: issued with governance
+    /// off, or by an older rootseal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceremony: Option<String>,
 }
 
 /// Why a grant refuses a call (for the log; the client sees a plain 403).
@@ -250,6 +254,104 @@ pub struct GrantRequest {
     pub ops: Vec<TokenOp>,
     /// Lifetime in seconds (`None`: no expiry).
     pub ttl_secs: Option<u64>,
+    /// The `token.create` ceremony that asks for it, if any.
+    pub ceremony: Option<String>,
+}
+
+impl GrantRequest {
+    /// The grant a `token.create` ceremony asks for, from its parameters (`role`, `keys`,
+    /// `ops`, optional `ttl_secs` and `name`), tied to the ceremony `id`.
+    ///
+    /// # Errors
+    /// [`GovError`] for a parameter that does not parse, or a grant [`GrantRequest::check`]
+    /// refuses.
+    pub fn from_params(
+        params: &std::collections::BTreeMap<String, String>,
+        id: &str,
+    ) -> Result<GrantRequest, GovError> {
+        let get = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
+        let role = match get("role") {
+            "user" => Role::User,
+            "co" => Role::Co,
+            r => return Err(GovError::new(format!("role {r:?}: user or co"))),
+        };
+        let keys: Vec<String> = get("keys")
+            .split(',')
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let ops = get("ops")
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                TokenOp::parse(o).ok_or_else(|| GovError::new(format!("unknown operation {o:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ttl_secs = match params.get("ttl_secs") {
+            Some(t) => Some(
+                t.parse::<u64>()
+                    .map_err(|_| GovError::new(format!("ttl_secs {t:?} is not a number")))?,
+            ),
+            None => None,
+        };
+        let name = params
+            .get("name")
+            .cloned()
+            .unwrap_or_else(|| format!("{}-{}", role.name(), keys.join("+")));
+        let g = GrantRequest {
+            name,
+            role,
+            keys,
+            ops,
+            ttl_secs,
+            ceremony: Some(id.to_owned()),
+        };
+        g.check()?;
+        Ok(g)
+    }
+
+    /// Whether the grant can be issued: role user or co, keys and ops given, valid key names,
+    /// every operation of the role.
+    ///
+    /// # Errors
+    /// [`GovError`] naming what is wrong.
+    pub fn check(&self) -> Result<(), GovError> {
+        if !matches!(self.role, Role::User | Role::Co) {
+            return Err(GovError::new("a token's role is user or co"));
+        }
+        if self.keys.is_empty() || self.ops.is_empty() {
+            return Err(GovError::new("a token needs keys and ops"));
+        }
+        for k in &self.keys {
+            let ok = !k.is_empty()
+                && k.len() <= 128
+                && !k.starts_with('.')
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !ok {
+                return Err(GovError::new(format!("invalid key name {k:?}")));
+            }
+        }
+        if let Some(op) = self.ops.iter().find(|o| o.role() != self.role) {
+            return Err(GovError::new(format!(
+                "operation {} is not a {} operation (user: encrypt, decrypt, rewrap, datakey, bulk, sign, verify, hmac; co: read, create, rotate, config)",
+                op.name(),
+                self.role
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether this is exactly the grant of OpenBao's `seal "transit"`: a User token for
+    /// `encrypt` and `decrypt` on `key` only (Vault's transit-seal best practice).
+    pub fn is_seal_grant(&self, key: &str) -> bool {
+        let mut ops = self.ops.clone();
+        ops.sort();
+        ops.dedup();
+        let mut want = vec![TokenOp::Encrypt, TokenOp::Decrypt];
+        want.sort();
+        self.role == Role::User && self.keys == [key] && ops == want
+    }
 }
 
 impl TokenStore {
@@ -291,29 +393,7 @@ impl TokenStore {
         now: u64,
     ) -> Result<SecretString, GovError> {
         use base64::Engine as _;
-        if !matches!(req.role, Role::User | Role::Co) {
-            return Err(GovError::new("a token's role is user or co"));
-        }
-        if req.keys.is_empty() || req.ops.is_empty() {
-            return Err(GovError::new("a token needs --keys and --ops"));
-        }
-        for k in &req.keys {
-            let ok = !k.is_empty()
-                && k.len() <= 128
-                && !k.starts_with('.')
-                && k.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-            if !ok {
-                return Err(GovError::new(format!("invalid key name {k:?}")));
-            }
-        }
-        if let Some(op) = req.ops.iter().find(|o| o.role() != req.role) {
-            return Err(GovError::new(format!(
-                "operation {} is not a {} operation (user: encrypt, decrypt, rewrap, datakey, bulk; co: read, create, rotate, config)",
-                op.name(),
-                req.role
-            )));
-        }
+        req.check()?;
         let token = zeroize::Zeroizing::new(format!(
             "{TOKEN_PREFIX}{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
@@ -331,6 +411,7 @@ impl TokenStore {
             expires: req.ttl_secs.map(|t| now.saturating_add(t)),
             revoked: false,
             sha256: hex(&sha256(token.as_bytes())),
+            ceremony: req.ceremony,
         });
         Ok(SecretString::from(token.as_str().to_owned()))
     }
@@ -377,6 +458,7 @@ mod tests {
                     keys: vec!["a".into(), "b".into()],
                     ops: vec![TokenOp::Encrypt],
                     ttl_secs: Some(100),
+                    ceremony: None,
                 },
                 &[1; 32],
                 &[2; 8],
@@ -424,11 +506,58 @@ mod tests {
                 keys: vec!["a".into()],
                 ops: vec![TokenOp::Create],
                 ttl_secs: None,
+                ceremony: None,
             },
             &[3; 32],
             &[4; 8],
             0,
         );
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn grant_from_ceremony_params() {
+        let p = |kv: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let g = GrantRequest::from_params(
+            &p(&[
+                ("role", "user"),
+                ("keys", "autounseal"),
+                ("ops", "decrypt,encrypt"),
+            ]),
+            "c1",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(g.name, "user-autounseal");
+        assert_eq!(g.ceremony.as_deref(), Some("c1"));
+        assert!(g.is_seal_grant("autounseal"));
+        assert!(!g.is_seal_grant("other"));
+        let wider = GrantRequest::from_params(
+            &p(&[
+                ("role", "user"),
+                ("keys", "autounseal"),
+                ("ops", "encrypt,decrypt,rewrap"),
+            ]),
+            "c2",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!wider.is_seal_grant("autounseal"));
+        for bad in [
+            p(&[("role", "so"), ("keys", "a"), ("ops", "encrypt")]),
+            p(&[("role", "user"), ("keys", "a"), ("ops", "rotate")]),
+            p(&[("role", "user"), ("keys", ""), ("ops", "encrypt")]),
+            p(&[("role", "user"), ("keys", "a"), ("ops", "explode")]),
+            p(&[
+                ("role", "user"),
+                ("keys", "a"),
+                ("ops", "encrypt"),
+                ("ttl_secs", "x"),
+            ]),
+        ] {
+            assert!(GrantRequest::from_params(&bad, "c").is_err(), "{bad:?}");
+        }
     }
 }

@@ -74,7 +74,8 @@ pub use lifecycle::{
 pub use metrics::{HsmMetrics, HsmOp};
 pub use root::{RootAttributes, RootInfo, RootRole};
 pub use signer::{
-    ed25519_pem, OperatorSigner, SignerError, DEFAULT_OPERATOR_OBJECT, ED25519_SPKI_PREFIX,
+    ed25519_pem, p256_pem, OperatorKeyAlg, OperatorSigner, SignerError, DEFAULT_OPERATOR_OBJECT,
+    ED25519_SPKI_PREFIX, P256_SPKI_PREFIX,
 };
 pub use softhsm::{SoftHsmDir, SoftHsmError};
 pub use store::{

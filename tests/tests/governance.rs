@@ -71,6 +71,11 @@ impl World {
     /// rootseal's token, and one token per operator (`(name, role)`), each with its key made by
     /// `rootseal operator key` in its own process.
     fn new(operators: &[(&str, &str)], extra_config: &str) -> World {
+        World::new_with_p256(operators, extra_config, &[])
+    }
+
+    /// As [`World::new`], the operators named in `p256` with ECDSA P-256 keys.
+    fn new_with_p256(operators: &[(&str, &str)], extra_config: &str, p256: &[&str]) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let conf = token_dir(&dir.join("main"), "rootseal", PIN);
@@ -98,7 +103,12 @@ impl World {
             _tmp: tmp,
         };
         for (name, _) in operators {
-            w.add_operator(name);
+            let alg = if p256.contains(name) {
+                "ecdsa-p256"
+            } else {
+                "ed25519"
+            };
+            w.add_operator_alg(name, alg);
         }
         let list: Vec<serde_json::Value> = operators
             .iter()
@@ -113,6 +123,10 @@ impl World {
     }
 
     fn add_operator(&mut self, name: &str) {
+        self.add_operator_alg(name, "ed25519");
+    }
+
+    fn add_operator_alg(&mut self, name: &str, alg: &str) {
         let d = self.dir.join(format!("op-{name}"));
         let pin = format!("{name}-pin");
         let conf = token_dir(&d, name, &pin);
@@ -122,8 +136,12 @@ impl World {
             module(),
             d.join("pin").display()
         );
-        let (ok, pem, err) = run_in(&conf, &["operator", "key", "--signer", &uri]);
+        let (ok, pem, err) = run_in(
+            &conf,
+            &["operator", "key", "--signer", &uri, "--algorithm", alg],
+        );
         assert!(ok, "operator key: {err}");
+        assert!(err.contains(alg), "a new {alg} key: {err}");
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
         // Again: the same key (made once).
         let (ok, pem2, _) = run_in(&conf, &["operator", "key", "--signer", &uri]);
@@ -225,6 +243,35 @@ impl World {
         let (ok, out, err) = self.execute(&f);
         assert!(ok, "root.init: {err}");
         assert!(out.contains("root.init"), "{out}");
+    }
+
+    /// A `token.create` ceremony proposed by `requester`, approved by `approver`, executed:
+    /// the token it prints.
+    fn token_ceremony(&self, params: &[&str], requester: &str, approver: &str) -> String {
+        let f = self.propose("token.create", params, requester, "token.json");
+        self.approve_ok(&f, requester);
+        self.approve_ok(&f, approver);
+        let (ok, out, err) = self.execute(&f);
+        assert!(ok, "token.create: {err}");
+        let token = out.trim().to_owned();
+        assert!(token.starts_with("rst.") && !token.contains('\n'), "{out}");
+        token
+    }
+
+    /// `rootseal serve` on this world's config: the process, its base URL and its health body.
+    fn serve(&self) -> (Proc, String, String) {
+        let mut cmd = Command::new(rootseal_bin());
+        cmd.args(["serve", "--config"])
+            .arg(&self.cfg)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env_remove("ROOTSEAL_ROOT_TOKEN");
+        let srv = Proc::spawn("serve", cmd, &self.dir.join("serve.log"));
+        let base = format!("http://127.0.0.1:{}", self.port);
+        let health = wait_for(Duration::from_secs(20), || {
+            rootseal_e2e::http_get(&format!("{base}/v1/sys/health")).filter(|(s, _)| *s == 200)
+        })
+        .expect("server up");
+        (srv, base, health.1)
     }
 
     fn current_root(&self) -> String {
@@ -515,22 +562,17 @@ fn user_token_grants_over_http() {
     for k in ["a", "b", "c"] {
         w.ok(&["key", "create", k]);
     }
-    let (ok, token, err) = w.rs(&[
-        "token",
-        "create",
-        "--role",
-        "user",
-        "--keys",
-        "a,b",
-        "--ops",
-        "encrypt,decrypt",
-        "--ttl",
-        "720h",
-        "--name",
-        "app",
-    ]);
-    assert!(ok, "{err}");
-    let token = token.trim().to_owned();
+    let token = w.token_ceremony(
+        &[
+            "role=user",
+            "keys=a,b",
+            "ops=encrypt,decrypt",
+            "ttl_secs=2592000",
+            "name=app",
+        ],
+        "alice",
+        "dave",
+    );
     assert!(token.starts_with("rst."), "{token}");
     let listed = w.ok(&["token", "list"]);
     assert!(
@@ -544,21 +586,10 @@ fn user_token_grants_over_http() {
         .collect::<String>();
     assert!(!store.contains(&token), "the token itself is never stored");
 
-    let mut cmd = Command::new(rootseal_bin());
-    cmd.args(["serve", "--config"])
-        .arg(&w.cfg)
-        .env("SOFTHSM2_CONF", &w.conf)
-        .env_remove("ROOTSEAL_ROOT_TOKEN");
-    let _srv = Proc::spawn("serve", cmd, &w.dir.join("serve.log"));
-    let base = format!("http://127.0.0.1:{}", w.port);
-    let health = wait_for(Duration::from_secs(20), || {
-        rootseal_e2e::http_get(&format!("{base}/v1/sys/health")).filter(|(s, _)| *s == 200)
-    })
-    .expect("server up");
+    let (_srv, base, health) = w.serve();
     assert!(
-        health.1.contains("\"governance\":\"on\"") && health.1.contains("\"root_token\":\"off\""),
-        "{}",
-        health.1
+        health.contains("\"governance\":\"on\"") && health.contains("\"root_token\":\"off\""),
+        "{health}"
     );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -638,8 +669,12 @@ fn user_token_grants_over_http() {
         );
     });
 
-    // A revoked token is denied (within the token cache's refresh).
-    w.ok(&["token", "revoke", "app"]);
+    // A revoked token is denied (within the token cache's refresh): a token.revoke ceremony.
+    let f = w.propose("token.revoke", &["who=app"], "alice", "revoke.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "dave");
+    let (ok, _, err) = w.execute(&f);
+    assert!(ok, "token.revoke: {err}");
     rt.block_on(async {
         let c = reqwest::Client::new();
         let mut last = 0;
@@ -659,4 +694,303 @@ fn user_token_grants_over_http() {
         }
         assert_eq!(last, 403, "revoked token denied");
     });
+    // The server held the audit log while the CLI ran the revoke ceremony: the server writes its
+    // record from the ledger.
+    let rec = wait_for(Duration::from_secs(15), || {
+        let log = std::fs::read_to_string(w.dir.join("audit.log")).unwrap_or_default();
+        log.lines()
+            .find(|l| l.contains("\"op\":\"token.revoke\"") && l.contains("ceremony.execute"))
+            .map(str::to_owned)
+    })
+    .expect("the server records the token.revoke ceremony");
+    assert!(
+        rec.contains("\"recorded_by\":\"server\"")
+            && rec.contains("\"approvals\"")
+            && !rec.contains(&token),
+        "{rec}"
+    );
+}
+
+/// Issuing and revoking API tokens are Crypto Officer actions: with governance on `token
+/// create|revoke` are refused, a `token.create` ceremony needs a CO's approval (an SO's does not
+/// count: wrong role), and each ceremony runs once.
+#[test]
+fn token_issue_and_revoke_need_a_crypto_officer() {
+    let w = World::new(FOUR, "");
+    w.bootstrap("alice", &["bob", "carol"]);
+    w.ok(&["key", "create", "a"]);
+    let (ok, _, err) = w.rs(&[
+        "token", "create", "--role", "user", "--keys", "a", "--ops", "encrypt",
+    ]);
+    assert!(!ok && err.contains("token.create"), "{err}");
+    let (ok, _, err) = w.rs(&["token", "revoke", "x"]);
+    assert!(!ok && err.contains("token.revoke"), "{err}");
+
+    let params = ["role=user", "keys=a", "ops=encrypt", "name=t1"];
+    // No CO approval: refused.
+    let f = w.propose("token.create", &params, "alice", "t-none.json");
+    w.approve_ok(&f, "alice");
+    w.refused(&f, "quorum not met");
+    // An SO's approval: wrong role.
+    w.approve_ok(&f, "bob");
+    w.refused(&f, "role so cannot approve");
+    // A CO requester approving their own request does not count either.
+    let f = w.propose("token.create", &params, "dave", "t-self.json");
+    w.approve_ok(&f, "dave");
+    w.approve_ok(&f, "dave");
+    w.refused(&f, "approved their own request");
+    // A grant that does not fit its role is refused before anything is issued.
+    let f = w.propose(
+        "token.create",
+        &["role=user", "keys=a", "ops=rotate"],
+        "alice",
+        "t-bad.json",
+    );
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "dave");
+    w.refused(&f, "not a user operation");
+    assert!(
+        !w.ok(&["token", "list"]).contains("t1"),
+        "nothing issued yet"
+    );
+
+    // With the CO: issued, once.
+    let f = w.propose("token.create", &params, "alice", "t-ok.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "dave");
+    let (ok, out, err) = w.execute(&f);
+    assert!(ok, "{err}");
+    assert!(out.trim().starts_with("rst."), "{out}");
+    let listed = w.ok(&["token", "list"]);
+    assert!(
+        listed.contains("t1") && listed.contains("active") && listed.contains("ceremony="),
+        "{listed}"
+    );
+    w.refused(&f, "already executed");
+    // The audit log (no server holds it: the CLI wrote it) has the full transcript, never the
+    // token.
+    let log = std::fs::read_to_string(w.dir.join("audit.log")).unwrap();
+    let rec: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| {
+            r.to_string().contains("\"ceremony.execute\"")
+                && r.to_string().contains("\"op\":\"token.create\"")
+        })
+        .unwrap_or_else(|| panic!("no token.create ceremony record in the audit log:\n{log}"));
+    let text = rec.to_string();
+    assert!(
+        text.contains("\"recorded_by\":\"cli\"")
+            && text.contains("\"approvals\"")
+            && text.contains("dave"),
+        "{text}"
+    );
+    assert!(
+        !log.contains(out.trim()),
+        "the token is never in the audit log"
+    );
+    let f = w.propose("token.revoke", &["who=t1"], "alice", "r-so.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "bob");
+    w.refused(&f, "role so cannot approve");
+    let f = w.propose("token.revoke", &["who=t1"], "alice", "r-co.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "dave");
+    let (ok, _, err) = w.execute(&f);
+    assert!(ok, "{err}");
+    assert!(w.ok(&["token", "list"]).contains("REVOKED"));
+    // Nothing left to revoke: refused before it runs.
+    let f = w.propose("token.revoke", &["who=t1"], "alice", "r-again.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "dave");
+    w.refused(&f, "no active token");
+}
+
+/// `vault seal-config` puts a scoped User token in the stanza (encrypt and decrypt on the seal
+/// key only), issued by a CO-approved `token.create` ceremony; OpenBao auto-unseals with it.
+#[test]
+fn seal_config_issues_a_scoped_seal_token_and_openbao_unseals_with_it() {
+    let w = World::new(FOUR, "");
+    w.bootstrap("alice", &["bob", "carol"]);
+    for k in ["autounseal", "other"] {
+        w.ok(&["key", "create", k]);
+    }
+    // Without a ceremony: refused, naming it.
+    let (ok, _, err) = w.rs(&["vault", "seal-config"]);
+    assert!(!ok && err.contains("token.create"), "{err}");
+    // A ceremony for a wider grant is not a seal token.
+    let wide = w.propose(
+        "token.create",
+        &["role=user", "keys=autounseal", "ops=encrypt,decrypt,rewrap"],
+        "alice",
+        "seal-wide.json",
+    );
+    w.approve_ok(&wide, "alice");
+    w.approve_ok(&wide, "dave");
+    let (ok, _, err) = w.rs(&[
+        "vault",
+        "seal-config",
+        "--ceremony",
+        &wide.display().to_string(),
+    ]);
+    assert!(
+        !ok && err.contains("not a token.create ceremony for the seal grant"),
+        "{err}"
+    );
+    // Not approved by a CO: refused.
+    let f = w.propose(
+        "token.create",
+        &[
+            "role=user",
+            "keys=autounseal",
+            "ops=encrypt,decrypt",
+            "name=openbao-seal",
+        ],
+        "alice",
+        "seal.json",
+    );
+    w.approve_ok(&f, "alice");
+    let (ok, _, err) = w.rs(&[
+        "vault",
+        "seal-config",
+        "--ceremony",
+        &f.display().to_string(),
+    ]);
+    assert!(!ok && err.contains("quorum not met"), "{err}");
+    w.approve_ok(&f, "dave");
+    let stanza = w.ok(&[
+        "vault",
+        "seal-config",
+        "--ceremony",
+        &f.display().to_string(),
+    ]);
+    assert!(stanza.contains("seal \"transit\""), "{stanza}");
+    let token = stanza
+        .lines()
+        .find(|l| l.trim_start().starts_with("token"))
+        .and_then(|l| l.split('"').nth(1))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        token.starts_with("rst."),
+        "a scoped token in the stanza: {stanza}"
+    );
+
+    let (_srv, base, _) = w.serve();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let (s, v) = call(
+            &c,
+            &format!("{base}/v1/transit/encrypt/autounseal"),
+            &token,
+            serde_json::json!({"plaintext": "aGVsbG8="}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let ct = v["data"]["ciphertext"].as_str().unwrap().to_owned();
+        let (s, v) = call(
+            &c,
+            &format!("{base}/v1/transit/decrypt/autounseal"),
+            &token,
+            serde_json::json!({ "ciphertext": ct }),
+        )
+        .await;
+        assert_eq!(
+            (s, v["data"]["plaintext"].as_str()),
+            (200, Some("aGVsbG8=")),
+            "{v}"
+        );
+        for (path, body) in [
+            ("encrypt/other", serde_json::json!({"plaintext": "aGk="})),
+            ("decrypt/other", serde_json::json!({ "ciphertext": ct })),
+            ("rewrap/autounseal", serde_json::json!({ "ciphertext": ct })),
+            ("keys/autounseal/rotate", serde_json::json!({})),
+            (
+                "keys/autounseal/config",
+                serde_json::json!({"deletion_allowed": true}),
+            ),
+            ("keys/newkey", serde_json::json!({})),
+        ] {
+            let (s, v) = call(&c, &format!("{base}/v1/transit/{path}"), &token, body).await;
+            assert_eq!(s, 403, "{path} must be denied to the seal token: {v}");
+        }
+        let r = c
+            .delete(format!("{base}/v1/transit/keys/autounseal"))
+            .header("X-Vault-Token", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "key deletion denied");
+        let r = c
+            .get(format!("{base}/v1/transit/keys?list=true"))
+            .header("X-Vault-Token", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "key listing denied");
+    });
+
+    // OpenBao auto-unseals through rootseal with that token: after init, and after a restart.
+    let mut ob = rootseal_e2e::OpenBao::new(&w.dir.join("bao"), &stanza);
+    ob.start(&[]);
+    let st = ob.wait_status(Duration::from_secs(30));
+    assert_eq!(st, Some((false, true)), "fresh OpenBao: {}", ob.log());
+    let _root = ob.init();
+    assert!(
+        ob.wait_sealed(false, Duration::from_secs(30)),
+        "not unsealed after init:\n{}",
+        ob.log()
+    );
+    ob.stop();
+    ob.start(&[]);
+    assert!(
+        ob.wait_sealed(false, Duration::from_secs(30)),
+        "not auto-unsealed after restart:\n{}",
+        ob.log()
+    );
+    ob.stop();
+}
+
+/// An operator whose token offers ECDSA P-256 only: `operator key --algorithm ecdsa-p256` makes
+/// a P-256 key on it, `ceremony approve` signs with `CKM_ECDSA` over SHA-256, and a 2-of-3 root
+/// rotation with that approval executes (and a P-256 signature over a changed request does not).
+#[test]
+fn two_of_three_with_one_p256_approver() {
+    let w = World::new_with_p256(FOUR, "", &["carol"]);
+    assert!(
+        w.op("carol")
+            .pem
+            .starts_with("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE"),
+        "a P-256 SPKI: {}",
+        w.op("carol").pem
+    );
+    // The P-256 operator approves root.init too.
+    w.bootstrap("alice", &["bob", "carol"]);
+    let root0 = w.current_root();
+    let f = w.propose("root.rotate", &["grace_secs=0"], "alice", "p256.json");
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "carol");
+    let (_, shown, _) = run_in(&w.conf, &["ceremony", "show", &f.display().to_string()]);
+    assert!(shown.contains("carol (ecdsa-p256"), "{shown}");
+    // Only the P-256 approval: 1 of 2, refused.
+    w.refused(&f, "quorum not met");
+    // A changed request: the P-256 signature does not verify.
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+    let mut changed = v.clone();
+    changed["request"]["params"]["grace_secs"] = serde_json::json!("1");
+    changed["request"]["requester_signature"] = v["request"]["requester_signature"].clone();
+    let cf = w.dir.join("p256-changed.json");
+    std::fs::write(&cf, changed.to_string()).unwrap();
+    let (ok, _, err) = w.execute(&cf);
+    assert!(
+        !ok && (err.contains("does not verify") || err.contains("requester")),
+        "{err}"
+    );
+    // With bob (Ed25519): 2 of 3, executed.
+    w.approve_ok(&f, "bob");
+    let (ok, out, err) = w.execute(&f);
+    assert!(ok, "2-of-3 with a P-256 approver: {err}");
+    assert!(out.contains("Root rotated"), "{out}");
+    assert_ne!(root0, w.current_root());
 }

@@ -216,6 +216,9 @@ fn refusals() {
             started: NOW,
             finished: Some(NOW),
             state: LedgerState::Done,
+            transcript: None,
+            outcome: None,
+            audited: false,
         },
     );
     let e = verify(

@@ -129,6 +129,7 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
             root_token = cfg.auth.root_token.is_some(),
             "governance on: scoped API tokens; SO actions only by signed ceremonies"
         );
+        super::governance::spawn_ledger_auditor(keyring.clone(), log.clone());
     } else {
         tracing::warn!("governance is OFF (governance = \"off\"): single-operator mode, the root token can do everything; for development only");
         eprintln!("WARNING: governance is off: single-operator mode, for development only");
@@ -456,10 +457,17 @@ pub struct SealConfigArgs {
     /// Read the listener address, TLS and root token file from this rootseal.toml.
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
-    /// File holding the rootseal root token to put in the stanza. Without it (and without
-    /// --config) the stanza has no token: set VAULT_TRANSIT_SEAL_TOKEN in Vault's environment.
+    /// File holding the token to put in the stanza as it is (e.g. `rootseal dev`'s
+    /// dev-root-token). Without it, --config issues a scoped User token (encrypt and decrypt on
+    /// --key-name only); with neither, the stanza has no token: set VAULT_TRANSIT_SEAL_TOKEN in
+    /// Vault's environment.
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// With governance on: the approved `token.create` ceremony of the seal token (role=user,
+    /// keys=KEY_NAME, ops=encrypt,decrypt; a Crypto Officer approves it). It is executed here and
+    /// its token goes into the stanza.
+    #[arg(long, value_name = "FILE")]
+    ceremony: Option<PathBuf>,
     /// The transit key Vault/OpenBao seals with.
     #[arg(long, default_value = "autounseal")]
     key_name: String,
@@ -471,8 +479,12 @@ pub struct SealConfigArgs {
     tls_ca_cert: Option<PathBuf>,
 }
 
-/// `rootseal vault seal-config`.
-pub fn seal_config(a: &SealConfigArgs) -> CliResult {
+/// `rootseal vault seal-config`: the stanza carries a scoped User token (encrypt and decrypt
+/// on the seal key only, Vault's transit-seal best practice), never the root token unless it is
+/// handed in with --token-file. With --config and governance off the token is issued here; with
+/// governance on issuing it is a Crypto Officer action, so it comes from an approved
+/// `token.create` ceremony (`--ceremony FILE`), executed here.
+pub async fn seal_config(a: &SealConfigArgs) -> CliResult {
     let cfg = match &a.config {
         Some(p) => Some(load(p)?),
         None => None,
@@ -490,18 +502,31 @@ pub fn seal_config(a: &SealConfigArgs) -> CliResult {
         ),
         (None, None) => "http://127.0.0.1:8210".to_owned(),
     };
-    let token = match (&a.token_file, &cfg) {
-        (Some(f), _) => Some(
+    let token: Option<secrecy::SecretString> = match (&a.token_file, &cfg) {
+        (Some(f), _) => Some(secrecy::SecretString::from(
             std::fs::read_to_string(f)
                 .map_err(|e| format!("{}: {e}", f.display()))?
                 .trim()
                 .to_owned(),
-        ),
-        (None, Some(c)) => c
-            .auth
-            .root_token
-            .as_ref()
-            .map(|t| t.expose_secret().to_owned()),
+        )),
+        (None, Some(c)) if c.governance.enabled => {
+            let Some(file) = &a.ceremony else {
+                return Err(format!(
+                    "governance is on in {}: the seal token is issued by a token.create ceremony a Crypto Officer approves: \
+                     `rootseal ceremony propose --op token.create --param role=user --param keys={k} --param ops=encrypt,decrypt --param name=openbao-seal --requester NAME --out seal.json`, \
+                     `rootseal ceremony approve seal.json --operator CO --signer URI`, then `rootseal vault seal-config --config {} --ceremony seal.json`",
+                    c.source.display(),
+                    c.source.display(),
+                    k = a.key_name
+                ));
+            };
+            let so = super::SoPinArg { so_pin_file: None };
+            let t = super::governance::execute_ceremony(file, c, &so, Some(&a.key_name))
+                .await?
+                .ok_or("the ceremony issued no token")?;
+            Some(t)
+        }
+        (None, Some(c)) => Some(super::governance::issue_seal_token(c, &a.key_name).await?),
         (None, None) => None,
     };
     let mount = a
@@ -511,7 +536,7 @@ pub fn seal_config(a: &SealConfigArgs) -> CliResult {
         .unwrap_or_else(|| "transit".to_owned());
     let stanza = rootseal_vault_config::render_transit_seal_stanza(
         &address,
-        token.as_deref(),
+        token.as_ref().map(|t| t.expose_secret()),
         &a.key_name,
         &mount,
         a.tls_ca_cert.as_deref(),

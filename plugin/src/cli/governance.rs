@@ -35,6 +35,10 @@ pub enum OperatorCmd {
         /// The operator's token and key, a PKCS#11 URI (RFC 7512).
         #[arg(long)]
         signer: String,
+        /// The algorithm of a key made now: ed25519 (default) or ecdsa-p256 (for tokens
+        /// without Ed25519, e.g. PIV cards). An existing key keeps its own.
+        #[arg(long, default_value = "ed25519")]
+        algorithm: String,
     },
     /// Add an operator to the first registry (before `root.init`; afterwards use an
     /// `operators.set` ceremony).
@@ -319,12 +323,25 @@ fn read_ceremony(path: &Path) -> Result<CeremonyFile, String> {
 // ---------------------------------------------------------------------------------------------
 // operator
 
-/// `rootseal operator key --signer URI`.
-pub async fn operator_key(signer: &str) -> CliResult {
+/// `rootseal operator key --signer URI [--algorithm ed25519|ecdsa-p256]`.
+pub async fn operator_key(signer: &str, algorithm: &str) -> CliResult {
+    let want = rootseal_hsm::OperatorKeyAlg::parse(algorithm)
+        .ok_or_else(|| format!("--algorithm {algorithm:?}: ed25519 or ecdsa-p256"))?;
     let s = open_signer(signer).await?;
-    let (pem, made) = s.public_key_pem(true).await.map_err(|e| e.to_string())?;
+    let (pem, made, alg) = s
+        .public_key_pem_with(true, want)
+        .await
+        .map_err(|e| e.to_string())?;
     if made {
-        eprintln!("Created a new Ed25519 signing key (never extractable) on the operator token");
+        eprintln!(
+            "Created a new {} signing key (never extractable) on the operator token",
+            alg.name()
+        );
+    } else if alg != want {
+        eprintln!(
+            "note: the token already has a {} key under that label; it is kept",
+            alg.name()
+        );
     }
     print!("{pem}");
     Ok(())
@@ -667,12 +684,42 @@ pub fn show(file: &Path) -> CliResult {
 /// `rootseal ceremony execute FILE [--so-pin-file F]`.
 pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
     let cfg = load(config)?;
+    if let Some(token) = execute_ceremony(file, &cfg, so, None).await? {
+        // The one place a token.create ceremony's token is ever shown.
+        println!("{}", token.expose_secret());
+    }
+    Ok(())
+}
+
+/// Verifies and runs the ceremony in `file`; returns the token a `token.create` ceremony
+/// issued. `seal_key`: refuse anything but a `token.create` of exactly the seal grant on that
+/// key (`vault seal-config --ceremony`).
+pub(crate) async fn execute_ceremony(
+    file: &Path,
+    cfg: &Config,
+    so: &SoPinArg,
+    seal_key: Option<&str>,
+) -> Result<Option<secrecy::SecretString>, String> {
+    let cfg = cfg.clone();
     require_governance(&cfg)?;
     let c = read_ceremony(file)?;
+    if let Some(key) = seal_key {
+        let ok = c.request.op == "token.create"
+            && GrantRequest::from_params(&c.request.params, &c.request.id)
+                .is_ok_and(|g| g.is_seal_grant(key));
+        if !ok {
+            return Err(format!(
+                "{}: not a token.create ceremony for the seal grant (--param role=user --param keys={key} --param ops=encrypt,decrypt)",
+                file.display()
+            ));
+        }
+    }
     let op = operation(&c.request.op)
         .ok_or_else(|| Refusal::UnknownOperation(c.request.op.clone()).to_string())?;
     let refused = |e: Refusal| format!("ceremony {} refused: {e}", c.request.id);
     let digest = c.request.digest().map_err(|e| e.0)?;
+    let transcript =
+        String::from_utf8(jcs::canonical(&c).map_err(|e| e.0)?).map_err(|e| e.to_string())?;
     let store = open_store(&cfg).await?;
     let hsm = open_hsm(&cfg).await?;
     let token = token_ref(&hsm);
@@ -732,6 +779,9 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
                 started: now(),
                 finished: Some(now()),
                 state: LedgerState::Done,
+                transcript: Some(transcript.clone()),
+                outcome: None,
+                audited: false,
             },
         );
         kr.seal_record(records::LEDGER, &ledger.to_bytes().map_err(|e| e.0)?, lv)
@@ -756,7 +806,8 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
             "Ceremony {} executed: root.init ({outcome:?}); registry and quorum rules sealed",
             c.request.id
         );
-        return Ok(());
+        audit_ceremony(&cfg, &kr, &c.request.id).await;
+        return Ok(None);
     }
 
     // The keyring takes the only handle of the token: root rotation drops it before its
@@ -808,6 +859,9 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
                 started: now(),
                 finished: None,
                 state: LedgerState::Started,
+                transcript: Some(transcript.clone()),
+                outcome: None,
+                audited: false,
             };
             let mut ledger = st.ledger.clone();
             ledger.executed.insert(c.request.id.clone(), e.clone());
@@ -825,13 +879,16 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
             e
         }
     };
-    let kr = run_op(op.name, &c, &cfg, kr, &entry, so).await?;
+    let mut out = RunOutput::default();
+    let kr = run_op(op.name, &c, &cfg, kr, &entry, so, &mut out).await?;
+    let RunOutput { issued, outcome } = out;
     // Mark it done.
     let st = sealed_state(&kr).await?;
     let mut ledger = st.ledger;
     if let Some(e) = ledger.executed.get_mut(&c.request.id) {
         e.state = LedgerState::Done;
         e.finished = Some(now());
+        e.outcome = outcome;
     }
     kr.seal_record(
         records::LEDGER,
@@ -840,8 +897,10 @@ pub async fn execute(file: &Path, config: &Path, so: &SoPinArg) -> CliResult {
     )
     .await
     .map_err(|e| explain(&e))?;
-    println!("Ceremony {} executed: {}", c.request.id, op.name);
-    Ok(())
+    audit_ceremony(&cfg, &kr, &c.request.id).await;
+    // On stderr: stdout carries only the token of a token.create.
+    eprintln!("Ceremony {} executed: {}", c.request.id, op.name);
+    Ok(issued)
 }
 
 async fn bootstrap_version(store: &Arc<dyn KekStore>, name: &str) -> Result<u64, String> {
@@ -893,8 +952,30 @@ async fn precheck(
                 .check_satisfiable(&st.registry)
                 .map_err(|e| Refusal::Unsatisfiable(e.0))
         }
+        "token.create" => GrantRequest::from_params(p, &c.request.id)
+            .map(|_| ())
+            .map_err(|e| Refusal::BadParams(e.0)),
+        "token.revoke" => {
+            let who = p.get("who").cloned().unwrap_or_default();
+            let (mut ts, _) = token_store(kr).await.map_err(Refusal::BadParams)?;
+            if ts.revoke(&who) == 0 {
+                return Err(Refusal::BadParams(format!(
+                    "no active token with accessor or name {who:?}"
+                )));
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
+}
+
+/// What an operation produced besides its effect.
+#[derive(Default)]
+struct RunOutput {
+    /// The token a `token.create` issued (shown once).
+    issued: Option<secrecy::SecretString>,
+    /// For the ledger and the audit record (never a secret).
+    outcome: Option<String>,
 }
 
 /// Runs (or finishes) the operation; returns a keyring open on the result.
@@ -905,9 +986,39 @@ async fn run_op(
     kr: Keyring,
     entry: &LedgerEntry,
     so: &SoPinArg,
+    out: &mut RunOutput,
 ) -> Result<Keyring, String> {
+    let RunOutput { issued, outcome } = out;
     let p = &c.request.params;
     match op {
+        "token.create" => {
+            let req = GrantRequest::from_params(p, &c.request.id).map_err(|e| e.0)?;
+            // Resumed after a kill: a token this ceremony issued before may never have been
+            // shown, so it is revoked and a new one issued (the ceremony still issues one).
+            let lost = revoke_where(&kr, |g| {
+                g.ceremony.as_deref() == Some(c.request.id.as_str())
+            })
+            .await?;
+            if lost > 0 {
+                eprintln!("Revoked {lost} token(s) an interrupted run of this ceremony issued");
+            }
+            let name = req.name.clone();
+            let (token, accessor) = issue_token(&kr, req).await?;
+            eprintln!(
+                "Token {name} (accessor {accessor}): shown once on stdout, only its SHA-256 is stored"
+            );
+            *issued = Some(token);
+            *outcome = Some(format!("accessor {accessor}"));
+            Ok(kr)
+        }
+        "token.revoke" => {
+            let who = p.get("who").cloned().unwrap_or_default();
+            // Resumed after a kill: already revoked is done.
+            let n = revoke_where(&kr, |g| g.accessor == who || g.name == who).await?;
+            eprintln!("Revoked {n} token(s) {who}");
+            *outcome = Some(format!("revoked {n} token(s)"));
+            Ok(kr)
+        }
         "root.rotate" => {
             let from = entry.root_id.clone().unwrap_or_default();
             let still_there = rootseal_hsm::root_status(kr.hsm())
@@ -1001,6 +1112,152 @@ async fn run_op(
 }
 
 // ---------------------------------------------------------------------------------------------
+// audit
+//
+// The audit log has one writer (the file is locked): while `serve` runs, the CLI cannot append.
+// So the transcript of every executed ceremony is first written into the HSM-MACed ledger (as
+// part of the entry `execute` already writes, before the operation is marked done); then
+//   * the CLI appends the `ceremony.execute` record itself when the log is free and marks the
+//     entry audited;
+//   * otherwise `serve` (`spawn_ledger_auditor`) appends it when it next reads the ledger and
+//     marks it audited.
+// A crash between the append and the mark may record an entry twice, never zero times.
+
+/// How often `serve` looks for executed ceremonies not yet in the audit log.
+pub(crate) const LEDGER_AUDIT_EVERY: Duration = Duration::from_secs(2);
+
+/// The `ceremony.execute` audit record of ledger entry `id`: the full transcript (request and
+/// signatures), the approvers that counted, what it produced. Never a token or a PIN.
+fn ceremony_event(id: &str, e: &LedgerEntry, by: &str) -> rootseal_audit::Event {
+    let transcript = e
+        .transcript
+        .as_deref()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    rootseal_audit::Event::new("ceremony.execute")
+        .with("id", id)
+        .with("op", e.op.clone())
+        .with("request_sha256", e.request_sha256.clone())
+        .with("approvers", e.approvers.clone())
+        .with("root", e.root_id.clone())
+        .with("started", e.started)
+        .with("finished", e.finished)
+        .with("outcome", e.outcome.clone())
+        .with("recorded_by", by)
+        .with("transcript", transcript)
+}
+
+/// Marks the ledger entries `ids` audited (check-and-set, retried on a conflict).
+async fn mark_audited(kr: &Keyring, ids: &[String]) -> Result<(), String> {
+    for _ in 0..8 {
+        let (b, v) = kr
+            .open_record(records::LEDGER)
+            .await
+            .map_err(|e| explain(&e))?
+            .ok_or("no ledger")?;
+        let mut ledger = Ledger::parse(&b).map_err(|e| e.0)?;
+        for id in ids {
+            if let Some(e) = ledger.executed.get_mut(id) {
+                e.audited = true;
+            }
+        }
+        match kr
+            .seal_record(records::LEDGER, &ledger.to_bytes().map_err(|e| e.0)?, v)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(KeyringError::Conflict) => continue,
+            Err(e) => return Err(explain(&e)),
+        }
+    }
+    Err("the ledger kept changing".into())
+}
+
+/// Appends `ev` to the audit log of `cfg` as the `cli` writer: false when the log is off,
+/// held by a server, or failing (said on stderr).
+async fn audit_direct(cfg: &Config, hsm: &Hsm, ev: rootseal_audit::Event) -> bool {
+    let audit_cfg = cfg.audit.audit_config();
+    if audit_cfg.mode == rootseal_audit::Mode::Off {
+        return false;
+    }
+    match crate::audit::open(&audit_cfg, hsm, "cli").await {
+        Ok((log, _, _)) => {
+            let ok = log.record(ev).await.is_ok();
+            crate::audit::close(&log, "cli").await;
+            ok
+        }
+        Err(e) => {
+            eprintln!("note: the audit log is not writable from here ({e})");
+            false
+        }
+    }
+}
+
+/// After `execute`: the ceremony's audit record, now or (log held by `serve`) by `serve`.
+async fn audit_ceremony(cfg: &Config, kr: &Keyring, id: &str) {
+    let entry = match kr.open_record(records::LEDGER).await {
+        Ok(Some((b, _))) => Ledger::parse(&b)
+            .ok()
+            .and_then(|l| l.executed.get(id).cloned()),
+        _ => None,
+    };
+    let Some(entry) = entry else { return };
+    if audit_direct(cfg, kr.hsm(), ceremony_event(id, &entry, "cli")).await {
+        if let Err(e) = mark_audited(kr, &[id.to_owned()]).await {
+            eprintln!("note: ceremony {id} is in the audit log but not marked so in the ledger ({e}): serve may record it again");
+        }
+    } else if cfg.audit.audit_config().mode != rootseal_audit::Mode::Off {
+        eprintln!(
+            "note: ceremony {id}'s transcript is in the ledger; the running server writes its audit record within {}s",
+            LEDGER_AUDIT_EVERY.as_secs()
+        );
+    }
+}
+
+/// In `serve`: every [`LEDGER_AUDIT_EVERY`], appends the `ceremony.execute` record of each
+/// executed ceremony the audit log does not have yet (the CLI could not: the server holds the
+/// log) and marks it audited in the ledger.
+pub(crate) fn spawn_ledger_auditor(kr: Keyring, log: rootseal_audit::AuditLog) {
+    tokio::spawn(async move {
+        loop {
+            let pending: Vec<(String, LedgerEntry)> = match kr.open_record(records::LEDGER).await {
+                Ok(Some((b, _))) => match Ledger::parse(&b) {
+                    Ok(l) => l
+                        .executed
+                        .into_iter()
+                        .filter(|(_, e)| e.state == LedgerState::Done && !e.audited)
+                        .collect(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "ceremony ledger unreadable");
+                        Vec::new()
+                    }
+                },
+                Ok(None) => Vec::new(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the ceremony ledger");
+                    Vec::new()
+                }
+            };
+            let mut done = Vec::new();
+            for (id, e) in &pending {
+                match log.record(ceremony_event(id, e, "server")).await {
+                    Ok(_) => done.push(id.clone()),
+                    Err(err) => {
+                        tracing::error!(error = %err, ceremony = %id, "cannot audit a ceremony")
+                    }
+                }
+            }
+            if !done.is_empty() {
+                if let Err(e) = mark_audited(&kr, &done).await {
+                    tracing::error!(error = %e, "cannot mark ceremonies audited");
+                }
+            }
+            tokio::time::sleep(LEDGER_AUDIT_EVERY).await;
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // tokens
 
 async fn open_keyring(cfg: &Config) -> Result<Keyring, String> {
@@ -1047,10 +1304,35 @@ pub(crate) async fn issue_token(
     Err("the token store kept changing; try again".into())
 }
 
-/// `rootseal token create`.
+/// With governance on, `token create` and `token revoke` are Crypto Officer actions: the
+/// ceremony to run instead.
+fn token_ceremony_hint(cfg: &Config, what: &str) -> CliResult {
+    if cfg.governance.enabled {
+        return Err(format!(
+            "governance is on in {}: issuing and revoking API tokens is a Crypto Officer action, a ceremony: \
+             `rootseal ceremony propose --op {what} {} --requester NAME --out FILE`, approved by a CO \
+             (`rootseal ceremony approve FILE --operator CO --signer URI`), then `rootseal ceremony execute FILE`{}",
+            cfg.source.display(),
+            if what == "token.create" {
+                "--param role=user --param keys=K1,K2 --param ops=encrypt,decrypt [--param ttl_secs=N] [--param name=NAME]"
+            } else {
+                "--param who=ACCESSOR_OR_NAME"
+            },
+            if what == "token.create" {
+                " (it prints the token once)"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// `rootseal token create`: with governance off (single operator), issues directly; with
+/// governance on, refuses and names the `token.create` ceremony.
 pub async fn token_create(a: &TokenCreateArgs) -> CliResult {
     let cfg = load(&a.config.config)?;
-    require_governance(&cfg)?;
+    token_ceremony_hint(&cfg, "token.create")?;
     let role = match a.role.as_str() {
         "user" => Role::User,
         "co" => Role::Co,
@@ -1075,59 +1357,140 @@ pub async fn token_create(a: &TokenCreateArgs) -> CliResult {
             keys: a.keys.clone(),
             ops,
             ttl_secs: ttl,
+            ceremony: None,
         },
     )
     .await?;
     eprintln!("Token {name} (accessor {accessor}): shown once, only its SHA-256 is stored");
     println!("{}", token.expose_secret());
+    token_audit(
+        &cfg,
+        &kr,
+        rootseal_audit::Event::new("token.create")
+            .with("accessor", accessor)
+            .with("name", name)
+            .with("role", a.role.clone())
+            .with("keys", a.keys.clone())
+            .with("ops", a.ops.clone())
+            .with("ttl_secs", ttl),
+    )
+    .await;
     Ok(())
+}
+
+/// The audit record of a direct (governance off) token create or revoke. When a server holds
+/// the log it is not written here; the server's store audit records the changed token record
+/// (`kek.seen`, its SHA-256) when it next reads it.
+async fn token_audit(cfg: &Config, kr: &Keyring, ev: rootseal_audit::Event) {
+    let kind = ev.kind().to_owned();
+    if !audit_direct(cfg, kr.hsm(), ev).await
+        && cfg.audit.audit_config().mode != rootseal_audit::Mode::Off
+    {
+        eprintln!("note: {kind} is not in the audit log (a server holds it; it records the token store's change as kek.seen)");
+    }
+}
+
+/// Issues the seal token of `vault seal-config` with governance off: a User token for
+/// encrypt and decrypt on `key` only.
+pub(crate) async fn issue_seal_token(
+    cfg: &Config,
+    key: &str,
+) -> Result<secrecy::SecretString, String> {
+    let kr = open_keyring(cfg).await?;
+    if let Err(KeyringError::NotFound) = kr.key_info(key).await {
+        eprintln!(
+            "note: there is no key {key:?} yet: create it (`rootseal key create {key}`) before OpenBao starts, unless the server creates keys on first use"
+        );
+    }
+    let (token, accessor) = issue_token(
+        &kr,
+        GrantRequest {
+            name: format!("seal-{key}"),
+            role: Role::User,
+            keys: vec![key.to_owned()],
+            ops: vec![TokenOp::Encrypt, TokenOp::Decrypt],
+            ttl_secs: None,
+            ceremony: None,
+        },
+    )
+    .await?;
+    eprintln!("Issued seal token seal-{key} (accessor {accessor}): encrypt and decrypt on {key} only; revoke it with `rootseal token revoke {accessor}`");
+    Ok(token)
 }
 
 /// `rootseal token list`.
 pub async fn token_list(config: &Path) -> CliResult {
     let cfg = load(config)?;
-    require_governance(&cfg)?;
     let kr = open_keyring(&cfg).await?;
     let (ts, _) = token_store(&kr).await?;
     for g in &ts.tokens {
         println!(
-            "{} {} role={} keys={} ops={} expires={} {}",
+            "{} {} role={} keys={} ops={} expires={} {}{}",
             g.accessor,
             g.name,
             g.role,
             g.keys.join(","),
             g.ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(","),
             g.expires.map_or("never".to_owned(), |e| e.to_string()),
-            if g.revoked { "REVOKED" } else { "active" }
+            if g.revoked { "REVOKED" } else { "active" },
+            g.ceremony
+                .as_deref()
+                .map(|c| format!(" ceremony={c}"))
+                .unwrap_or_default()
         );
     }
     Ok(())
 }
 
-/// `rootseal token revoke WHO`.
-pub async fn token_revoke(config: &Path, who: &str) -> CliResult {
-    let cfg = load(config)?;
-    require_governance(&cfg)?;
-    let kr = open_keyring(&cfg).await?;
+/// Revokes every active grant `pick` selects; returns how many.
+async fn revoke_where(
+    kr: &Keyring,
+    pick: impl Fn(&rootseal_governance::TokenGrant) -> bool,
+) -> Result<usize, String> {
     for _ in 0..8 {
-        let (mut ts, v) = token_store(&kr).await?;
-        let n = ts.revoke(who);
+        let (mut ts, v) = token_store(kr).await?;
+        let mut n = 0;
+        for g in &mut ts.tokens {
+            if !g.revoked && pick(g) {
+                g.revoked = true;
+                n += 1;
+            }
+        }
         if n == 0 {
-            return Err(format!("no active token with accessor or name {who:?}"));
+            return Ok(0);
         }
         match kr
             .seal_record(records::TOKENS, &ts.to_bytes().map_err(|e| e.0)?, v)
             .await
         {
-            Ok(_) => {
-                println!("Revoked {n} token(s) {who}");
-                return Ok(());
-            }
+            Ok(_) => return Ok(n),
             Err(KeyringError::Conflict) => continue,
             Err(e) => return Err(explain(&e)),
         }
     }
     Err("the token store kept changing; try again".into())
+}
+
+/// `rootseal token revoke WHO`: direct with governance off; with governance on, refuses and
+/// names the `token.revoke` ceremony.
+pub async fn token_revoke(config: &Path, who: &str) -> CliResult {
+    let cfg = load(config)?;
+    token_ceremony_hint(&cfg, "token.revoke")?;
+    let kr = open_keyring(&cfg).await?;
+    let n = revoke_where(&kr, |g| g.accessor == who || g.name == who).await?;
+    if n == 0 {
+        return Err(format!("no active token with accessor or name {who:?}"));
+    }
+    println!("Revoked {n} token(s) {who}");
+    token_audit(
+        &cfg,
+        &kr,
+        rootseal_audit::Event::new("token.revoke")
+            .with("who", who)
+            .with("revoked", n),
+    )
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -291,7 +291,7 @@ pub fn main() -> ExitCode {
                 version,
                 config,
             }) => lifecycle::key_compromise(&config.config, &name, version).await,
-            Command::Vault(VaultCmd::SealConfig(a)) => admin::seal_config(&a),
+            Command::Vault(VaultCmd::SealConfig(a)) => admin::seal_config(&a).await,
             Command::Openbao(OpenbaoCmd::KmsConfig(a)) => admin::kms_config(&a),
             Command::Openbao(OpenbaoCmd::KmsPlugin | OpenbaoCmd::SecretsPlugin) => Ok(()),
             Command::Openbao(OpenbaoCmd::SecretsConfig(a)) => {
@@ -300,8 +300,8 @@ pub fn main() -> ExitCode {
                     .map_err(|e| e.to_string())
             }
             Command::Bulk(c) => bulk::run(c).await,
-            Command::Operator(governance::OperatorCmd::Key { signer }) => {
-                governance::operator_key(&signer).await
+            Command::Operator(governance::OperatorCmd::Key { signer, algorithm }) => {
+                governance::operator_key(&signer, &algorithm).await
             }
             Command::Operator(governance::OperatorCmd::Enroll(a)) => {
                 governance::operator_enroll(&a).await

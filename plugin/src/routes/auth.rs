@@ -1,6 +1,8 @@
 //! Who may call what: the root token (for `rootseal dev`, governance off, or `[auth]
 //! root_token_file` as a bootstrap) and the scoped API tokens of governance (a User or CO grant:
-//! keys × operations, HSM-MACed in the key store, only SHA-256 digests kept).
+//! keys × operations, HSM-MACed in the key store, only SHA-256 digests kept). Scoped tokens are
+//! accepted whether governance is on (issued by a `token.create` ceremony) or off (issued
+//! directly by `rootseal token create`).
 //!
 //! The grant check runs in the token middleware for every authenticated route, keyed on the
 //! route's pattern (which transit operation) and its `{name}` (which key), so no handler needs
@@ -32,7 +34,7 @@ pub const REFRESH: Duration = Duration::from_secs(2);
 pub struct AuthConfig {
     /// The root token, if any (every right).
     pub root_token: Option<SecretString>,
-    /// Whether scoped tokens (governance) are accepted and checked.
+    /// Whether governance is on (reported in health; scoped tokens are checked either way).
     pub governance: bool,
 }
 
@@ -52,7 +54,10 @@ impl std::fmt::Debug for AuthConfig {
 pub(crate) struct AuthState {
     root_digest: Option<[u8; 32]>,
     governance: bool,
-    tokens: tokio::sync::Mutex<Option<(Instant, Arc<TokenStore>)>>,
+    /// The loaded grants (a std mutex held only to copy an `Arc`: no request waits on another).
+    tokens: std::sync::Mutex<Option<(Instant, Arc<Grants>)>>,
+    /// Held while the list is re-read, so that one request reads it.
+    refresh: tokio::sync::Mutex<()>,
 }
 
 impl AuthState {
@@ -63,7 +68,8 @@ impl AuthState {
                 .as_ref()
                 .map(|t| sha256(t.expose_secret().as_bytes())),
             governance: cfg.governance,
-            tokens: tokio::sync::Mutex::new(None),
+            tokens: std::sync::Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -82,18 +88,29 @@ impl AuthState {
             .is_some_and(|d| bool::from(sha256(presented).ct_eq(&d)))
     }
 
-    async fn grants(&self, keyring: &Keyring) -> Result<Arc<TokenStore>, ApiError> {
-        let mut g = self.tokens.lock().await;
-        if let Some((at, ts)) = g.as_ref() {
-            if at.elapsed() < REFRESH {
-                return Ok(ts.clone());
-            }
+    async fn grants(&self, keyring: &Keyring) -> Result<Arc<Grants>, ApiError> {
+        let fresh = || -> Option<Arc<Grants>> {
+            let g = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+            g.as_ref()
+                .filter(|(at, _)| at.elapsed() < REFRESH)
+                .map(|(_, ts)| ts.clone())
+        };
+        if let Some(ts) = fresh() {
+            return Ok(ts);
         }
+        let _one = self.refresh.lock().await;
+        if let Some(ts) = fresh() {
+            return Ok(ts);
+        }
+        let set = |ts: &Arc<Grants>| {
+            *self.tokens.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((Instant::now(), ts.clone()));
+        };
         match keyring.open_record(records::TOKENS).await {
             Ok(Some((b, _))) => match TokenStore::parse(&b) {
                 Ok(ts) => {
-                    let ts = Arc::new(ts);
-                    *g = Some((Instant::now(), ts.clone()));
+                    let ts = Arc::new(Grants::from_store(&ts));
+                    set(&ts);
                     Ok(ts)
                 }
                 Err(e) => {
@@ -102,8 +119,8 @@ impl AuthState {
                 }
             },
             Ok(None) => {
-                let ts = Arc::new(TokenStore::default());
-                *g = Some((Instant::now(), ts.clone()));
+                let ts = Arc::new(Grants::from_store(&TokenStore::default()));
+                set(&ts);
                 Ok(ts)
             }
             Err(e) => {
@@ -111,6 +128,41 @@ impl AuthState {
                 Err(ApiError::PermissionDenied)
             }
         }
+    }
+}
+
+/// The grants of a loaded token list, by the SHA-256 of their token (what the store keeps): a
+/// request costs one digest and one map lookup. Looking up by a digest of the presented token
+/// reveals nothing about a stored token through timing.
+struct Grants(std::collections::HashMap<[u8; 32], Arc<TokenGrant>>);
+
+impl Grants {
+    fn from_store(ts: &TokenStore) -> Grants {
+        let mut m = std::collections::HashMap::new();
+        for g in &ts.tokens {
+            let mut d = [0u8; 32];
+            let ok = g.sha256.len() == 64
+                && (0..32).all(|i| {
+                    match g
+                        .sha256
+                        .get(2 * i..2 * i + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    {
+                        Some(b) => {
+                            if let Some(x) = d.get_mut(i) {
+                                *x = b;
+                            }
+                            true
+                        }
+                        None => false,
+                    }
+                });
+            // The first grant of a digest wins, as in `TokenStore::lookup`.
+            if ok {
+                m.entry(d).or_insert_with(|| Arc::new(g.clone()));
+            }
+        }
+        Grants(m)
     }
 }
 
@@ -202,16 +254,15 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         resp.extensions_mut().insert(Caller::Root);
         return resp;
     }
-    if !auth.governance {
-        tracing::warn!(len = presented.len(), "wrong token");
-        return ApiError::PermissionDenied.into_response();
-    }
+    // Scoped tokens are checked with governance off too (`rootseal token create` issues them
+    // directly there, e.g. the seal token of `vault seal-config`): a grant only ever narrows
+    // what the root token could do.
     let presented = presented.to_vec();
     let store = match auth.grants(state.keyring()).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let Some(grant) = store.lookup(&presented).cloned() else {
+    let Some(grant) = store.0.get(&sha256(&presented)).cloned() else {
         tracing::warn!(len = presented.len(), "unknown token");
         return ApiError::PermissionDenied.into_response();
     };
@@ -247,7 +298,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         return ApiError::PermissionDenied.into_response();
     }
     let mut req = Request::from_parts(parts, body);
-    let caller = Caller::Scoped(Arc::new(grant));
+    let caller = Caller::Scoped(grant);
     req.extensions_mut().insert(caller.clone());
     // On the response too, for the audit layer outside this one (it records the token's name).
     let mut resp = next.run(req).await;
