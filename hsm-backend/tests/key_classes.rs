@@ -457,3 +457,51 @@ async fn new_key_types_survive_a_reopen() {
         .unwrap();
     assert_eq!(ok[0].as_ref().unwrap(), &true);
 }
+
+/// The BYOK wrapping key (transit `wrapping_key`): an RSA-4096 pair made on the token, its private
+/// half sensitive, never extractable, unwrap only (never decrypt, so no plaintext can come out of
+/// it), its public half wrap only; made once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byok_wrapping_key_is_unwrap_only_and_never_extractable() {
+    let f = Fixture::new().await;
+    let k = &f.keyring;
+    assert!(
+        k.testing_wrapping_key_attributes().await.is_err(),
+        "none before the first read"
+    );
+    let spki = k.wrapping_key().await.unwrap();
+    assert_eq!(k.wrapping_key().await.unwrap(), spki, "made once");
+    assert!(spki_key(&spki).len() > 512, "an RSA-4096 public key");
+    let classes = k.testing_wrapping_key_attributes().await.unwrap();
+    for (class, a) in &classes {
+        let want: &[(&str, bool)] = match *class {
+            "private" => &[
+                ("Token", true),
+                ("Private", true),
+                ("Sensitive", true),
+                ("AlwaysSensitive", true),
+                ("Extractable", false),
+                ("NeverExtractable", true),
+                ("Local", true),
+                ("Modifiable", false),
+                ("Copyable", false),
+                ("Unwrap", true),
+                ("Decrypt", false),
+                ("Sign", false),
+                ("Derive", false),
+            ],
+            _ => &[
+                ("Token", true),
+                ("Private", false),
+                ("Modifiable", false),
+                ("Wrap", true),
+                ("Encrypt", false),
+                ("Verify", false),
+                ("Derive", false),
+            ],
+        };
+        for (name, v) in want {
+            assert_eq!(a.get(name), Some(*v), "wrapping key {class} {name}: {a:?}");
+        }
+    }
+}

@@ -520,11 +520,13 @@ fn kv_unreachable_keeps_loaded_keys_and_answers_503() {
     let mut kv = dev_bao(&tmp.path().join("kv"), port, "kv-root", "bao-1.log");
     let rs = kv_rs(&tmp.path().join("rs"), &conf, "prod", &kv.addr, &kv.token);
     rs.ok(&["init"]);
-    // Created by another process: the server has never loaded it.
-    rs.ok(&["key", "create", "cold"]);
     let _srv = rs.serve("serve.log");
     let api = rs.api();
     api.create("warm");
+    // Created by another process after the lifecycle scheduler's first pass (which loads every
+    // key; the next is a minute later): the server has never loaded it.
+    std::thread::sleep(Duration::from_secs(2));
+    rs.ok(&["key", "create", "cold"]);
     let ct = api.encrypt_ok("warm", b"before");
     assert_eq!(api.decrypt_ok("warm", &ct), b"before");
 
@@ -1155,8 +1157,8 @@ fn foreign_and_newer_kv_entries_are_named_errors() {
     assert!(ok, "{err}");
     // A record of a newer format version.
     let (mut rec, kv_version) = kv_record(&kv, "nv");
-    // (3: version 2 is this release's format for the newer key types.)
-    rec["format_version"] = json!(3);
+    // (4: version 3 is this release's format.)
+    rec["format_version"] = json!(4);
     kv_put_record(&kv, "nv", &serde_json::to_vec(&rec).unwrap());
     let kv_version = kv_version + 1;
 
@@ -1171,12 +1173,12 @@ fn foreign_and_newer_kv_entries_are_named_errors() {
         let (ok, code, _, err) = rs.run(args);
         assert!(!ok && code == Some(1), "{args:?}: {err}");
         assert!(err.contains("nv"), "{args:?} must name the key: {err}");
-        assert!(err.contains("format version 3"), "{args:?}: {err}");
+        assert!(err.contains("format version 4"), "{args:?}: {err}");
     }
     // Nothing written: both entries unchanged in KV.
     let (rec_now, v_now) = kv_record(&kv, "nv");
     assert_eq!(v_now, kv_version, "the newer record was overwritten");
-    assert_eq!(rec_now["format_version"], 3);
+    assert_eq!(rec_now["format_version"], 4);
     let x = kv_entry(&kv, "x").unwrap();
     assert_eq!(x["data"], json!({"password": "hunter2"}));
     assert_eq!(x["metadata"]["version"], 1);

@@ -420,3 +420,29 @@ fn import_l1(
     let blob = jobs::seal_l1(ctx, root, name, version, ops, k, algorithm)?;
     Ok(Ok((blob, padded)))
 }
+
+#[cfg(feature = "test-hooks")]
+impl Keyring {
+    /// The protection attributes of the BYOK wrapping key pair as the token reports them
+    /// (`private`, `public`), for the read-back test of its key class (tests only).
+    ///
+    /// # Errors
+    /// `InvalidRequest` when there is no wrapping key yet; HSM errors.
+    pub async fn testing_wrapping_key_attributes(
+        &self,
+    ) -> Result<Vec<(&'static str, crate::root::RootAttributes)>> {
+        Ok(self
+            .inner
+            .hsm
+            .run(|ctx| {
+                let Some((private, public)) = wrapping_pair(ctx)? else {
+                    return Ok(Err(KeyringError::InvalidRequest("no wrapping key".into())));
+                };
+                Ok(Ok(vec![
+                    ("private", crate::root::object_attributes(ctx, private)?),
+                    ("public", crate::root::object_attributes(ctx, public)?),
+                ]))
+            })
+            .await??)
+    }
+}

@@ -333,9 +333,11 @@ mod tests {
             r.upgrade(period);
             assert_eq!(r.format_version, 3);
             let lc = r.versions[0].lifecycle.unwrap();
+            // Made before lifecycle enforcement began: activated at creation, its cryptoperiod
+            // from LIFECYCLE_EPOCH (an upgrade never stops a working key).
             assert_eq!(lc.activation, 1_700_000_000);
-            assert_eq!(lc.protect_stop, 1_700_000_000 + period.oup_secs());
-            assert_eq!(lc.deactivation, 1_700_000_000 + period.rup_secs());
+            assert_eq!(lc.protect_stop, LIFECYCLE_EPOCH + period.oup_secs());
+            assert_eq!(lc.deactivation, LIFECYCLE_EPOCH + period.rup_secs());
             let back = Record::parse("app", &r.to_bytes().unwrap()).unwrap();
             assert_eq!(back, r);
         }
