@@ -431,8 +431,7 @@ impl Keyring {
     pub async fn testing_wrapping_key_attributes(
         &self,
     ) -> Result<Vec<(&'static str, crate::root::RootAttributes)>> {
-        Ok(self
-            .inner
+        self.inner
             .hsm
             .run(|ctx| {
                 let Some((private, public)) = wrapping_pair(ctx)? else {
@@ -443,6 +442,6 @@ impl Keyring {
                     ("public", crate::root::object_attributes(ctx, public)?),
                 ]))
             })
-            .await??)
+            .await?
     }
 }
