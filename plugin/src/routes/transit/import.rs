@@ -16,7 +16,7 @@ use rootseal_hsm::{CreateOptions, ImportHash};
 use serde::{Deserialize, Serialize};
 
 use super::key_name;
-use super::keys::{check_key_type, refuse_true};
+use super::keys::{check_key_type, pem, refuse_true};
 use crate::routes::de::{parse_body, DurationSecs, WeakBool, WeakU64};
 use crate::routes::{ok, ApiError, AppState};
 
@@ -32,17 +32,6 @@ pub(crate) async fn wrapping_key(State(st): State<AppState>) -> Result<Response,
     Ok(ok(WrappingKeyOut {
         public_key: pem(&spki),
     }))
-}
-
-fn pem(spki: &[u8]) -> String {
-    let b = B64.encode(spki);
-    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
-    for line in b.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-        pem.push('\n');
-    }
-    pem.push_str("-----END PUBLIC KEY-----\n");
-    pem
 }
 
 #[derive(Deserialize, Default)]

@@ -185,6 +185,13 @@ fn public_key(t: KeyType, spki: &[u8]) -> String {
                 .unwrap_or_default(),
         );
     }
+    pem(spki)
+}
+
+/// A DER SubjectPublicKeyInfo as PEM (`-----BEGIN PUBLIC KEY-----`, 64-column base64).
+pub(super) fn pem(spki: &[u8]) -> String {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
     let b = B64.encode(spki);
     let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
     for line in b.as_bytes().chunks(64) {
