@@ -83,3 +83,17 @@ pub use store::{
 };
 pub use types::{KeyOp, KeyType, RootId, TokenIdentity};
 pub use uri::{Pkcs11Uri, UriError};
+
+/// Entry points of `fuzz/` (cargo-fuzz): the parsers of untrusted bytes in this crate. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses a sealed blob (`blob.rs`), as a key store's bytes reach it.
+    pub fn sealed_blob(raw: &[u8]) {
+        let _ = crate::blob::decode(raw);
+    }
+
+    /// Parses a KEK record (`keyring/record.rs`), as a key store's bytes reach it.
+    pub fn kek_record(raw: &[u8]) {
+        crate::keyring::record::fuzz_parse(raw);
+    }
+}

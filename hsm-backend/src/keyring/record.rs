@@ -288,6 +288,11 @@ impl Record {
     }
 }
 
+/// [`Record::parse`] for `crate::fuzzing` (the result dropped).
+pub(crate) fn fuzz_parse(raw: &[u8]) {
+    let _ = Record::parse("k", raw);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
