@@ -96,6 +96,10 @@ impl Drop for WorkerGuard {
     /// (joining it would hang forever); the others have closed their sessions already.
     fn drop(&mut self) {
         let shut_down = self.shared.closed.swap(true, Ordering::SeqCst);
+        // Taking the queue lock once after the store orders it with every worker's check: a worker
+        // that read `closed == false` under the lock is already waiting when we notify (without
+        // this, a notify between its check and its wait was lost and `join` below hung forever).
+        drop(lock(&self.shared.queue));
         self.shared.ready.notify_all();
         let me = std::thread::current().id();
         for t in std::mem::take(&mut *lock(&self.threads)) {
