@@ -46,6 +46,13 @@ pub use frame::{
     FRAME_MAGIC, MAX_FRAME, REQUEST_ERROR,
 };
 pub use pool::threads;
+
+/// Entry points of `fuzz/` (cargo-fuzz): the JSON bulk forms' parsers, with a fixed batch key
+/// in place of the HSM. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::engine::fuzz_entry::{seal as json_seal, unseal as json_unseal};
+}
 pub use source::BatchKeySource;
 pub use stream::{
     ShapeCheck, StreamHeader, StreamOpener, StreamSealer, DEFAULT_CHUNK, MAX_CHUNK, MIN_CHUNK,

@@ -559,3 +559,28 @@ mod thread_bound {
         }
     }
 }
+
+/// Entry points of `fuzz/` (through [`crate::fuzzing`]): the JSON forms with batch keys made
+/// from a fixed key in place of the HSM, so every item is parsed, peeked and opened.
+#[doc(hidden)]
+pub mod fuzz_entry {
+    use zeroize::Zeroizing;
+
+    use super::{seal_json, unseal_json, BatchCipher};
+
+    fn fixed(version: u32, wrapped: &[u8]) -> Result<BatchCipher, rootseal_hsm::KeyringError> {
+        BatchCipher::new("fuzz", version, wrapped, &Zeroizing::new([7u8; 32]))
+            .map_err(|_| rootseal_hsm::KeyringError::InvalidCiphertext)
+    }
+
+    /// A `bulk-unseal` JSON body: every item's header is peeked and its batch opened.
+    pub fn unseal(body: &[u8]) {
+        let _ = unseal_json(body, fixed);
+    }
+
+    /// A `bulk-seal` JSON body, sealed under a fixed batch key; what it seals must unseal to
+    /// the same plaintexts.
+    pub fn seal(body: &[u8]) {
+        let _ = seal_json(body, || fixed(1, &[9u8; 60]));
+    }
+}

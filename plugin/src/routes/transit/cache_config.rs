@@ -44,3 +44,8 @@ pub(crate) async fn write(State(st): State<AppState>, body: Body) -> Result<Resp
     let s = settings::update(st.keyring(), st.settings(), |s| s.cache_size = size).await?;
     Ok(ok(CacheConfigOut { size: s.cache_size }))
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body as this route parses it.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let _ = parse_body::<CacheConfigBody>(raw);
+}

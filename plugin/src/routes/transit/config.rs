@@ -63,3 +63,8 @@ pub(crate) async fn config(
     let info = st.keyring().update_key_config(&name, upd).await?;
     Ok(key_response(&info))
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body as this route parses it.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let _ = parse_body::<ConfigBody>(raw);
+}

@@ -40,3 +40,8 @@ pub(crate) async fn write(State(st): State<AppState>, body: Body) -> Result<Resp
         disable_upsert: s.disable_upsert,
     }))
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body as this route parses it.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let _ = parse_body::<ConfigKeysBody>(raw);
+}

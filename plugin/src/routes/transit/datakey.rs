@@ -138,3 +138,8 @@ pub(crate) async fn datakeys(
             .collect(),
     }))
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body as this route parses it.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let _ = parse_body::<DatakeyBody>(raw);
+}

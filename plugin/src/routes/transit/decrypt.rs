@@ -129,3 +129,14 @@ pub(crate) async fn decrypt(
         )),
     }
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body and every item's decoding
+/// (ciphertext string, associated data, context), as decrypt and rewrap do before the HSM.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let Ok(b) = parse_body::<DecryptBody<'_>>(raw) else {
+        return;
+    };
+    let batch = b.batch_input.as_ref().map(|BatchInput(v)| v.as_slice());
+    let mut p: Prepared<(), InContext<DecryptItem>> = b.prepare(batch);
+    let _ = p.take_items();
+}

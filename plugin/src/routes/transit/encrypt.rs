@@ -173,3 +173,37 @@ pub(crate) async fn encrypt(
         )),
     }
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body and every item's decoding, as
+/// [`encrypt`] does before any HSM work.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let Ok(b) = parse_body::<EncryptBody<'_>>(raw) else {
+        return;
+    };
+    let _ = check_key_type(b.key_type.as_deref());
+    let Ok(version) = requested_version(b.key_version) else {
+        return;
+    };
+    let _ = decode(
+        ItemIn {
+            plaintext: b.plaintext.as_deref(),
+            associated_data: b.associated_data.as_deref(),
+            context: b.context.as_deref(),
+            nonce: b.nonce.as_deref(),
+            key_version: None,
+        },
+        version,
+    );
+    for it in b.batch_input.iter().flat_map(|BatchInput(v)| v) {
+        let _ = decode(
+            ItemIn {
+                plaintext: it.plaintext.as_deref(),
+                associated_data: it.associated_data.as_deref(),
+                context: it.context.as_deref(),
+                nonce: it.nonce.as_deref(),
+                key_version: it.key_version,
+            },
+            version,
+        );
+    }
+}

@@ -68,3 +68,8 @@ async fn hash_with(
     };
     Ok(ok(HashOut { sum }))
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body as this route parses it.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let _ = parse_body::<HashBody>(raw);
+}

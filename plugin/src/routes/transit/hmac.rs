@@ -90,3 +90,8 @@ async fn hmac_with(
         )),
     }
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body as this route parses it.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let _ = parse_body::<HmacBody>(raw);
+}

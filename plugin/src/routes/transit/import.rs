@@ -140,3 +140,8 @@ pub(crate) async fn import_version(
     st.keyring().import_key_version(&name, ct, hash).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body as this route parses it.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let _ = parse_body::<ImportBody>(raw);
+}

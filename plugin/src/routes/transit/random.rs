@@ -147,3 +147,8 @@ async fn random_with(
     };
     Ok(ok(RandomOut { random_bytes }))
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body as this route parses it.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let _ = parse_body::<RandomBody>(raw);
+}

@@ -233,3 +233,8 @@ async fn sign_with(
         )),
     }
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body as this route parses it.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let _ = parse_body::<SignBody>(raw);
+}

@@ -35,3 +35,8 @@ pub(crate) async fn trim(
     let info = st.keyring().trim_key(&name, min).await?;
     Ok(key_response(&info))
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body as this route parses it.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let _ = parse_body::<TrimBody>(raw);
+}

@@ -165,3 +165,31 @@ impl VerifyBody {
         self.opts.hmac_algorithm()
     }
 }
+
+/// Fuzz entry (`fuzz/`, through `crate::fuzzing`): the body and every item's signature or
+/// HMAC string and input, in both marshalings, as verify does before the HSM.
+pub(crate) fn fuzz_body(raw: &[u8]) {
+    let Ok(b) = parse_body::<VerifyBody>(raw) else {
+        return;
+    };
+    for kind in [Kind::Signature, Kind::Hmac] {
+        for m in [Marshaling::Asn1, Marshaling::Jws] {
+            let _ = item(
+                kind,
+                m,
+                b.input.as_deref(),
+                b.signature.as_deref(),
+                b.hmac.as_deref(),
+            );
+            for it in b.batch_input.iter().flat_map(|BatchInput(v)| v) {
+                let _ = item(
+                    kind,
+                    m,
+                    it.input.as_deref(),
+                    it.signature.as_deref(),
+                    it.hmac.as_deref(),
+                );
+            }
+        }
+    }
+}
