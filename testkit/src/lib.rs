@@ -356,3 +356,183 @@ impl Drop for P11KitServer {
         self.kill();
     }
 }
+
+/// What a [`FaultProxy`] does with the next request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forwards it to the upstream server and its answer back.
+    Forward,
+    /// Answers it itself with this HTTP status and a Vault error envelope
+    /// (`{"errors":["injected by the test proxy"]}`).
+    Status(u16),
+    /// Waits this long, then forwards it (a slow server).
+    Delay(std::time::Duration),
+}
+
+/// A small real TCP proxy in front of an HTTP/1.1 server (OpenBao), switchable to answer 500 or
+/// 503 or to be slow, so a test can fault the Vault KV store under a real rootseal. It reads each
+/// request (head and `Content-Length` body), applies the mode, and forwards with
+/// `Connection: close`, so every request is a connection of its own and a mode change applies
+/// to the next request at once. Runs on its own thread and runtime; stopped on drop.
+#[derive(Debug)]
+pub struct FaultProxy {
+    /// The address to point the client at (`http://<addr>`).
+    pub addr: std::net::SocketAddr,
+    mode: Arc<std::sync::Mutex<ProxyMode>>,
+    requests: Arc<AtomicU32>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on 127.0.0.1 (a free port) forwarding to `upstream` (`host:port`).
+    ///
+    /// # Panics
+    /// When it cannot listen.
+    pub fn start(upstream: &str) -> FaultProxy {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy listen");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("proxy addr");
+        let mode = Arc::new(std::sync::Mutex::new(ProxyMode::Forward));
+        let requests = Arc::new(AtomicU32::new(0));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (m, n) = (mode.clone(), requests.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("proxy listener");
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        a = listener.accept() => {
+                            let Ok((conn, _)) = a else { continue };
+                            let (m, n, up) = (m.clone(), n.clone(), upstream.clone());
+                            tokio::spawn(async move {
+                                let _ = proxy_one(conn, &up, &m, &n).await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        FaultProxy {
+            addr,
+            mode,
+            requests,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sets what the proxy does with the next requests.
+    pub fn set(&self, mode: ProxyMode) {
+        *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    /// How many requests the proxy has read so far.
+    pub fn requests(&self) -> u32 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn proxy_one(
+    mut conn: tokio::net::TcpStream,
+    upstream: &str,
+    mode: &std::sync::Mutex<ProxyMode>,
+    requests: &AtomicU32,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The request head, then its body by Content-Length (the KV client sends no chunked body).
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 1 << 20 {
+            return Ok(());
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    requests.fetch_add(1, Ordering::SeqCst);
+    let m = *mode.lock().unwrap_or_else(|e| e.into_inner());
+    match m {
+        ProxyMode::Status(code) => {
+            let body = br#"{"errors":["injected by the test proxy"]}"#;
+            let resp = format!(
+                "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(resp.as_bytes()).await?;
+            conn.write_all(body).await?;
+            return conn.shutdown().await;
+        }
+        ProxyMode::Delay(d) => tokio::time::sleep(d).await,
+        ProxyMode::Forward => {}
+    }
+    // Forward with `Connection: close` (any Connection header of the client's replaced).
+    let mut out = String::new();
+    for (i, line) in head[..head_end - 4].split("\r\n").enumerate() {
+        if i > 0
+            && line
+                .split_once(':')
+                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("connection"))
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    let mut up = tokio::net::TcpStream::connect(upstream).await?;
+    up.write_all(out.as_bytes()).await?;
+    up.write_all(&buf[head_end..]).await?;
+    tokio::io::copy(&mut up, &mut conn).await?;
+    conn.shutdown().await
+}
