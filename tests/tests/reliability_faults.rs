@@ -141,3 +141,37 @@ async fn hung_killed_and_restarted_hsm_behind_p11_kit() {
         assert_eq!(pt.as_slice(), format!("item {i}").as_bytes());
     }
 }
+
+// The custody check by enforcement can fail: a root made by rootseal 0.1.0 (untrusted, no
+// mechanism restriction, no unwrap template) is weak through p11-kit too, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weak_root_is_weak_through_p11_kit_too() {
+    let token = TestToken::new();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let direct = token.open().await;
+        rootseal_hsm::testing_init_previous_release_root(&direct, false)
+            .await
+            .unwrap();
+        let _ = direct.shutdown(Instant::now() + Duration::from_secs(5));
+    }
+    let server = P11KitServer::start(&token);
+    let cfg = server.config(&token);
+    let hsm = tokio::task::spawn_blocking(move || Hsm::open(cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let store = Arc::new(FileStore::open(dir.path().join("keys")).unwrap());
+    let k = Keyring::open(hsm, store).await.unwrap();
+    let c = k.custody();
+    assert_eq!(c.verdict(), Custody::Weak, "{c:?}");
+    let failures = c.failures().join("\n");
+    for want in [
+        "L0 wraps with CKM_AES_KEY_WRAP",
+        "L0 CKA_UNWRAP_TEMPLATE does not force Sensitive(true)",
+        "L0 CKA_UNWRAP_TEMPLATE does not force WrapWithTrusted(true)",
+        "L0 CKA_TRUSTED is false",
+    ] {
+        assert!(failures.contains(want), "{want:?} not in:\n{failures}");
+    }
+}
