@@ -5,9 +5,10 @@
 
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki_sys::CK_MECHANISM_TYPE;
 
 use crate::error::{Error, Result};
-use crate::hsm::{Hsm, SessionCtx};
+use crate::hsm::{AllowedMechanisms, Hsm, SessionCtx};
 use crate::templates;
 
 /// The label (and `CKA_ID`) of the audit key pair.
@@ -104,16 +105,20 @@ pub(crate) fn check(ctx: &mut SessionCtx<'_>) -> Result<Vec<String>> {
             )),
         }
     }
-    if let Ok(attrs) = ctx.attributes(h, &[AttributeType::AllowedMechanisms]) {
-        for a in attrs {
-            if let Attribute::AllowedMechanisms(m) = a {
-                if m != [MechanismType::EDDSA] {
-                    failures.push(format!(
-                        "audit key CKA_ALLOWED_MECHANISMS is {m:?} (expected only CKM_EDDSA)"
-                    ));
-                }
-            }
+    // Read into a buffer (no null-pValue length query, which p11-kit's RPC cannot carry). A token
+    // without the attribute, or a read that fails, leaves the restriction unchecked, as before.
+    match ctx.allowed_mechanisms(h) {
+        Ok(AllowedMechanisms::List(m)) if m != [CK_MECHANISM_TYPE::from(MechanismType::EDDSA)] => {
+            failures.push(format!(
+                "audit key CKA_ALLOWED_MECHANISMS is {} (expected only CKM_EDDSA)",
+                crate::custody::mechanism_names(&m)
+            ));
         }
+        Ok(AllowedMechanisms::TooMany) => failures.push(
+            "audit key CKA_ALLOWED_MECHANISMS lists more than 64 mechanisms (expected only CKM_EDDSA)"
+                .into(),
+        ),
+        _ => {}
     }
     Ok(failures)
 }

@@ -7,12 +7,12 @@
 //! of the User PIN could unwrap its blobs into readable keys. `rootseal root rotate` moves such an
 //! installation to a hardened root.
 
-use cryptoki::error::RvError;
 use cryptoki::mechanism::MechanismType;
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+use cryptoki_sys::CK_MECHANISM_TYPE;
 
 use crate::error::Result;
-use crate::hsm::SessionCtx;
+use crate::hsm::{AllowedMechanisms, SessionCtx};
 use crate::root::{self, RootInfo};
 use crate::templates;
 use crate::types::RootId;
@@ -115,6 +115,9 @@ fn check_l0(
 ) -> Result<()> {
     let expected = templates::l0_wrap_key(id, "", true);
     check_bools(ctx, "L0", h, &expected, failures)?;
+    if !ctx.reads_array_attributes() {
+        return crate::custody_enforced::l0(ctx, h, failures);
+    }
     check_mechanisms(ctx, "L0", h, MechanismType::AES_KEY_WRAP_PAD, failures)?;
     match ctx.unwrap_template(h)? {
         None => failures.push("L0 has no CKA_UNWRAP_TEMPLATE".into()),
@@ -137,6 +140,9 @@ fn check_mac(
 ) -> Result<()> {
     let expected = templates::root_mac_key(id, "", true);
     check_bools(ctx, "MAC key", h, &expected, failures)?;
+    if !ctx.reads_array_attributes() {
+        return crate::custody_enforced::mac(ctx, h, failures);
+    }
     check_mechanisms(ctx, "MAC key", h, MechanismType::SHA256_HMAC, failures)
 }
 
@@ -195,28 +201,29 @@ fn check_mechanisms(
     only: MechanismType,
     failures: &mut Vec<String>,
 ) -> Result<()> {
-    match ctx.attributes(h, &[AttributeType::AllowedMechanisms]) {
-        Ok(attrs) => {
-            let list = attrs.into_iter().find_map(|a| match a {
-                Attribute::AllowedMechanisms(m) => Some(m),
-                _ => None,
-            });
-            match list {
-                Some(m) if m == [only] => {}
-                Some(m) if m.is_empty() => failures.push(format!(
-                    "{what} CKA_ALLOWED_MECHANISMS is empty (any mechanism; expected only {only})"
-                )),
-                Some(m) => failures.push(format!(
-                    "{what} CKA_ALLOWED_MECHANISMS is {m:?} (expected only {only})"
-                )),
-                None => failures.push(format!(
-                    "{what} CKA_ALLOWED_MECHANISMS is not set (expected only {only})"
-                )),
-            }
-        }
+    match ctx.allowed_mechanisms(h)? {
+        AllowedMechanisms::List(m) if m == [CK_MECHANISM_TYPE::from(only)] => {}
+        AllowedMechanisms::List(m) if m.is_empty() => failures.push(format!(
+            "{what} CKA_ALLOWED_MECHANISMS is empty (any mechanism; expected only {only})"
+        )),
+        AllowedMechanisms::List(m) => failures.push(format!(
+            "{what} CKA_ALLOWED_MECHANISMS is {} (expected only {only})",
+            mechanism_names(&m)
+        )),
+        AllowedMechanisms::TooMany => failures.push(format!(
+            "{what} CKA_ALLOWED_MECHANISMS lists more than 64 mechanisms (expected only {only})"
+        )),
         // A token without the attribute: nothing to restrict with (the template leaves it out).
-        Err(e) if e.rv() == Some(RvError::AttributeTypeInvalid) => {}
-        Err(e) => return Err(e),
+        AllowedMechanisms::Unsupported => {}
     }
     Ok(())
+}
+
+/// `[CKM_A, CKM_B, 0x80000001]`: the names `cryptoki` knows, the others in hex.
+pub(crate) fn mechanism_names(m: &[CK_MECHANISM_TYPE]) -> String {
+    let names: Vec<String> = m
+        .iter()
+        .map(|v| MechanismType::try_from(*v).map_or_else(|_| format!("{v:#x}"), |t| t.to_string()))
+        .collect();
+    format!("[{}]", names.join(", "))
 }

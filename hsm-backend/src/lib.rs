@@ -20,6 +20,7 @@ mod audit_key;
 mod blob;
 mod config;
 mod custody;
+mod custody_enforced;
 mod error;
 mod hsm;
 mod keyring;

@@ -234,17 +234,22 @@ impl FileStore {
             source,
         };
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        {
+        let written = (|| {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(contents).map_err(io)?;
-            f.sync_all().map_err(io)?;
+                .open(&tmp)?;
+            f.write_all(contents)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if let Err(e) = written {
+            // A full disk or a failed sync leaves no partial temporary file behind (the record
+            // itself is untouched: it is only ever replaced by the rename).
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
         }
-        std::fs::rename(&tmp, path).map_err(io)?;
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }

@@ -188,18 +188,31 @@ impl Fixture {
     }
 }
 
-/// The p11-kit client module: PKCS#11 over a unix socket to a [`P11KitServer`].
+/// Debian's p11-kit client module. Its RPC (p11-kit 0.24, and every release up to 0.26) does not
+/// carry `CKM_AES_KEY_WRAP_PAD` (and 0.24 not `CKM_AES_GCM`), which rootseal's root and keys
+/// use: [`P11KitServer`] uses the build of `scripts/build-p11kit` instead ([`p11_kit_prefix`]).
 pub const P11_KIT_CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
 
+/// Where `scripts/build-p11kit` installs p11-kit 0.25 with `CKM_AES_KEY_WRAP(_PAD)` added to the
+/// RPC's parameterless mechanisms (the only change): `ROOTSEAL_P11KIT` when set, else
+/// `/opt/rootseal-p11kit`.
+pub fn p11_kit_prefix() -> PathBuf {
+    std::env::var_os("ROOTSEAL_P11KIT")
+        .map_or_else(|| PathBuf::from("/opt/rootseal-p11kit"), PathBuf::from)
+}
+
 /// A real `p11-kit server` exporting one SoftHSM2 token over a unix socket, so a test can hang
-/// (SIGSTOP), resume (SIGCONT), kill and restart the HSM side while rootseal uses it through
-/// [`P11_KIT_CLIENT`]. Killed on drop.
+/// (SIGSTOP), resume (SIGCONT), kill and restart the HSM side while rootseal uses it through the
+/// p11-kit client module. The server forks a `p11-kit-remote` per client connection, which does
+/// the PKCS#11 work: every signal goes to the server's whole process group (its own, so the
+/// test's process is never signalled), remotes included. Killed on drop.
 #[derive(Debug)]
 pub struct P11KitServer {
     /// The socket the server listens on.
     pub socket: PathBuf,
     token: String,
     provider: PathBuf,
+    prefix: PathBuf,
     child: Option<std::process::Child>,
     _dir: Arc<tempfile::TempDir>,
 }
@@ -209,8 +222,14 @@ impl P11KitServer {
     /// (`P11_KIT_SERVER_ADDRESS`). Call it before the client module is loaded.
     ///
     /// # Panics
-    /// When p11-kit is not installed (`scripts/install-deps` installs it) or does not start.
+    /// When the p11-kit build is missing (`scripts/build-p11kit`) or the server does not start.
     pub fn start(token: &TestToken) -> P11KitServer {
+        let prefix = p11_kit_prefix();
+        assert!(
+            prefix.join("bin/p11-kit").exists() && client_module(&prefix).exists(),
+            "no p11-kit with AES key wrap over RPC under {}: run scripts/build-p11kit",
+            prefix.display()
+        );
         let dir = tempfile::Builder::new()
             .prefix("rootseal-p11kit-")
             .tempdir()
@@ -224,6 +243,7 @@ impl P11KitServer {
             socket,
             token: token.label.clone(),
             provider: token.module.clone(),
+            prefix,
             child: None,
             _dir: Arc::new(dir),
         };
@@ -232,8 +252,9 @@ impl P11KitServer {
     }
 
     fn spawn(&mut self) {
+        use std::os::unix::process::CommandExt;
         let _ = std::fs::remove_file(&self.socket);
-        let child = std::process::Command::new("p11-kit")
+        let child = std::process::Command::new(self.prefix.join("bin/p11-kit"))
             .arg("server")
             .arg("-f")
             .arg("-n")
@@ -242,8 +263,9 @@ impl P11KitServer {
             .arg(&self.provider)
             .arg(format!("pkcs11:token={}", self.token))
             .stdout(std::process::Stdio::null())
+            .process_group(0)
             .spawn()
-            .expect("p11-kit server (apt-get install p11-kit p11-kit-modules)");
+            .expect("p11-kit server (scripts/build-p11kit)");
         self.child = Some(child);
         let t0 = std::time::Instant::now();
         while !self.socket.exists() {
@@ -255,21 +277,26 @@ impl P11KitServer {
         }
     }
 
-    /// The server's process id.
+    /// The server's process id (also its process group's).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, std::process::Child::id)
     }
 
     fn signal(&self, sig: &str) {
+        let pid = self.pid();
+        assert!(pid > 1, "no p11-kit server running");
+        // `kill -SIG -- -PGID`: the server and every p11-kit-remote it forked.
         let ok = std::process::Command::new("kill")
             .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
+            .arg("--")
+            .arg(format!("-{pid}"))
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "kill -{sig} {}", self.pid());
+        assert!(ok, "kill -{sig} -- -{pid}");
     }
 
-    /// Hangs the HSM side (SIGSTOP): calls in flight and new ones get no answer.
+    /// Hangs the HSM side (SIGSTOP of the server and its remotes): calls in flight and new ones
+    /// get no answer.
     pub fn hang(&self) {
         self.signal("STOP");
     }
@@ -279,8 +306,22 @@ impl P11KitServer {
         self.signal("CONT");
     }
 
-    /// Kills the server (SIGKILL) and waits for it.
+    /// Kills the server and its remotes (SIGKILL of the process group) and waits for the server.
     pub fn kill(&mut self) {
+        if self.child.is_some() {
+            // A stopped process dies of SIGKILL, but continue the group first so that no remote
+            // is left stopped with the client's socket open.
+            let _ = std::process::Command::new("kill")
+                .arg("-CONT")
+                .arg("--")
+                .arg(format!("-{}", self.pid()))
+                .status();
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg("--")
+                .arg(format!("-{}", self.pid()))
+                .status();
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -296,21 +337,202 @@ impl P11KitServer {
     /// An [`HsmConfig`] for `token` reached through this server.
     pub fn config(&self, token: &TestToken) -> HsmConfig {
         let mut c = token.config();
-        c.module = PathBuf::from(P11_KIT_CLIENT);
+        c.module = client_module(&self.prefix);
         c
     }
+
+    /// The client module of this server's p11-kit build.
+    pub fn client_module(&self) -> PathBuf {
+        client_module(&self.prefix)
+    }
+}
+
+fn client_module(prefix: &Path) -> PathBuf {
+    prefix.join("lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so")
 }
 
 impl Drop for P11KitServer {
     fn drop(&mut self) {
-        if self.child.is_some() {
-            // A stopped process does not die of SIGKILL until it is continued on some kernels'
-            // accounting; continue it first.
-            let _ = std::process::Command::new("kill")
-                .arg("-CONT")
-                .arg(self.pid().to_string())
-                .status();
-        }
         self.kill();
     }
+}
+
+/// What a [`FaultProxy`] does with the next request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forwards it to the upstream server and its answer back.
+    Forward,
+    /// Answers it itself with this HTTP status and a Vault error envelope
+    /// (`{"errors":["injected by the test proxy"]}`).
+    Status(u16),
+    /// Waits this long, then forwards it (a slow server).
+    Delay(std::time::Duration),
+}
+
+/// A small real TCP proxy in front of an HTTP/1.1 server (OpenBao), switchable to answer 500 or
+/// 503 or to be slow, so a test can fault the Vault KV store under a real rootseal. It reads each
+/// request (head and `Content-Length` body), applies the mode, and forwards with
+/// `Connection: close`, so every request is a connection of its own and a mode change applies
+/// to the next request at once. Runs on its own thread and runtime; stopped on drop.
+#[derive(Debug)]
+pub struct FaultProxy {
+    /// The address to point the client at (`http://<addr>`).
+    pub addr: std::net::SocketAddr,
+    mode: Arc<std::sync::Mutex<ProxyMode>>,
+    requests: Arc<AtomicU32>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on 127.0.0.1 (a free port) forwarding to `upstream` (`host:port`).
+    ///
+    /// # Panics
+    /// When it cannot listen.
+    pub fn start(upstream: &str) -> FaultProxy {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy listen");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("proxy addr");
+        let mode = Arc::new(std::sync::Mutex::new(ProxyMode::Forward));
+        let requests = Arc::new(AtomicU32::new(0));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (m, n) = (mode.clone(), requests.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("proxy listener");
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        a = listener.accept() => {
+                            let Ok((conn, _)) = a else { continue };
+                            let (m, n, up) = (m.clone(), n.clone(), upstream.clone());
+                            tokio::spawn(async move {
+                                let _ = proxy_one(conn, &up, &m, &n).await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        FaultProxy {
+            addr,
+            mode,
+            requests,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sets what the proxy does with the next requests.
+    pub fn set(&self, mode: ProxyMode) {
+        *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    /// How many requests the proxy has read so far.
+    pub fn requests(&self) -> u32 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn proxy_one(
+    mut conn: tokio::net::TcpStream,
+    upstream: &str,
+    mode: &std::sync::Mutex<ProxyMode>,
+    requests: &AtomicU32,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The request head, then its body by Content-Length (the KV client sends no chunked body).
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 1 << 20 {
+            return Ok(());
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    requests.fetch_add(1, Ordering::SeqCst);
+    let m = *mode.lock().unwrap_or_else(|e| e.into_inner());
+    match m {
+        ProxyMode::Status(code) => {
+            let body = br#"{"errors":["injected by the test proxy"]}"#;
+            let resp = format!(
+                "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(resp.as_bytes()).await?;
+            conn.write_all(body).await?;
+            return conn.shutdown().await;
+        }
+        ProxyMode::Delay(d) => tokio::time::sleep(d).await,
+        ProxyMode::Forward => {}
+    }
+    // Forward with `Connection: close` (any Connection header of the client's replaced).
+    let mut out = String::new();
+    for (i, line) in head[..head_end - 4].split("\r\n").enumerate() {
+        if i > 0
+            && line
+                .split_once(':')
+                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("connection"))
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    let mut up = tokio::net::TcpStream::connect(upstream).await?;
+    up.write_all(out.as_bytes()).await?;
+    up.write_all(&buf[head_end..]).await?;
+    tokio::io::copy(&mut up, &mut conn).await?;
+    conn.shutdown().await
 }

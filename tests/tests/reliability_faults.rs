@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rootseal_hsm::{DecryptItem, EncryptItem, FileStore, Hsm, Keyring, KeyringError, Sealed};
+use rootseal_hsm::{
+    Custody, DecryptItem, EncryptItem, FileStore, Hsm, InitOutcome, Keyring, KeyringError, Sealed,
+};
 use rootseal_testkit::{P11KitServer, TestToken};
 use zeroize::Zeroizing;
 
@@ -52,30 +54,18 @@ async fn until_decrypts(k: &Keyring, s: &Sealed, within: Duration) {
     }
 }
 
-// Not run by default yet: through p11-kit 0.25's RPC, the first decrypt fails with
-// CKR_DEVICE_ERROR from a C_GetAttributeValue on rootseal's root-handle path (an attribute the
-// RPC does not carry, to be found); until then `cargo nextest run --run-ignored all` shows it.
-#[ignore = "p11-kit RPC: CKR_DEVICE_ERROR on a root attribute read (issue 16, open)"]
+// SoftHSM2 behind a real p11-kit server: the key and the first ciphertext are made over the
+// socket, then the HSM side is hung, resumed, killed mid-batch and restarted under the same
+// Keyring.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_killed_and_restarted_hsm_behind_p11_kit() {
     let token = TestToken::new();
     let dir = tempfile::tempdir().unwrap();
-    // The key is made on SoftHSM2 directly (p11-kit 0.25's RPC answers CKR_DEVICE_ERROR to an
-    // attribute read of key creation), then used over the socket.
-    let ct = {
-        let (direct, kd) = token.keyring(&dir.path().join("keys")).await;
-        kd.create_key("k", Default::default()).await.unwrap();
-        let ct = kd
-            .encrypt("k", None, items(1), false)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap()
-            .unwrap();
-        drop(kd);
-        let _ = direct.shutdown(Instant::now() + Duration::from_secs(5));
-        ct
-    };
+    // The root is made on SoftHSM2 directly: its L0 carries CKA_UNWRAP_TEMPLATE, an attribute
+    // array that p11-kit's client module cannot take from rootseal (each C_GetFunctionList of
+    // it is a new instance, which the raw call of hsm/raw.rs would use uninitialised).
+    let out = token.init_root().await;
+    assert!(matches!(out, InitOutcome::Created(_)), "{out:?}");
     let mut server = P11KitServer::start(&token);
     let mut cfg = server.config(&token);
     cfg.job_timeout = JOB_TIMEOUT;
@@ -86,6 +76,22 @@ async fn hung_killed_and_restarted_hsm_behind_p11_kit() {
         .unwrap();
     let store = Arc::new(FileStore::open(dir.path().join("keys")).unwrap());
     let k = Keyring::open(hsm.clone(), store).await.unwrap();
+    // The custody check through the RPC (CKA_ALLOWED_MECHANISMS and CKA_UNWRAP_TEMPLATE tested
+    // by enforcement, custody_enforced.rs) finds the root hardened.
+    assert_eq!(
+        k.custody().verdict(),
+        Custody::Hardened,
+        "{:?}",
+        k.custody()
+    );
+    k.create_key("k", Default::default()).await.unwrap();
+    let ct = k
+        .encrypt("k", None, items(1), false)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
     assert_eq!(decrypt(&k, &ct).await.unwrap(), b"item 0");
 
     // Hung HSM: an answer (503-class) within the job deadline, never a hang.
@@ -133,5 +139,39 @@ async fn hung_killed_and_restarted_hsm_behind_p11_kit() {
             .unwrap()
             .unwrap();
         assert_eq!(pt.as_slice(), format!("item {i}").as_bytes());
+    }
+}
+
+// The custody check by enforcement can fail: a root made by rootseal 0.1.0 (untrusted, no
+// mechanism restriction, no unwrap template) is weak through p11-kit too, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weak_root_is_weak_through_p11_kit_too() {
+    let token = TestToken::new();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let direct = token.open().await;
+        rootseal_hsm::testing_init_previous_release_root(&direct, false)
+            .await
+            .unwrap();
+        let _ = direct.shutdown(Instant::now() + Duration::from_secs(5));
+    }
+    let server = P11KitServer::start(&token);
+    let cfg = server.config(&token);
+    let hsm = tokio::task::spawn_blocking(move || Hsm::open(cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let store = Arc::new(FileStore::open(dir.path().join("keys")).unwrap());
+    let k = Keyring::open(hsm, store).await.unwrap();
+    let c = k.custody();
+    assert_eq!(c.verdict(), Custody::Weak, "{c:?}");
+    let failures = c.failures().join("\n");
+    for want in [
+        "L0 wraps with CKM_AES_KEY_WRAP",
+        "L0 CKA_UNWRAP_TEMPLATE does not force Sensitive(true)",
+        "L0 CKA_UNWRAP_TEMPLATE does not force WrapWithTrusted(true)",
+        "L0 CKA_TRUSTED is false",
+    ] {
+        assert!(failures.contains(want), "{want:?} not in:\n{failures}");
     }
 }

@@ -45,6 +45,7 @@ mod so;
 use l1_cache::L1Cache;
 use module::{Device, Module};
 use pool::Job;
+pub(crate) use raw::AllowedMechanisms;
 pub use release::HsmRelease;
 pub(crate) use session::SessionCtx;
 pub(crate) use so::with_so_session;

@@ -86,8 +86,12 @@ fn current_device(shared: &Shared) -> Result<Device> {
         Some(d) => Ok(d),
         None => {
             // While serving, a module or token that cannot be reached is an unavailable device,
-            // whatever the module said: recovery keeps trying with backoff.
-            let d = module::connect(&shared.cfg, &shared.module, None)
+            // whatever the module said: recovery keeps trying with backoff. No device means the
+            // last connect failed: the module as loaded may be an instance that was initialised
+            // while the HSM was away (p11-kit's client then lists no slot until it is initialised
+            // again), so it is re-initialised unless another thread did since.
+            let seen = module::loaded_generation(&shared.module);
+            let d = module::connect(&shared.cfg, &shared.module, seen)
                 .map_err(|e| Error::Unavailable(e.to_string()))?;
             *lock(&shared.device) = Some(d.clone());
             Ok(d)

@@ -179,8 +179,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut r = envelope(status, self.public_message().as_deref());
-        if matches!(self, ApiError::Keyring(KeyringError::Overloaded)) {
-            // Back-pressure: tell well-behaved clients when to come back.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Back-pressure, an HSM or key store away, a conflict: all transient; tell
+            // well-behaved clients when to come back.
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

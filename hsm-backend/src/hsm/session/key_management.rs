@@ -69,6 +69,37 @@ impl SessionCtx<'_> {
         )
     }
 
+    /// Wraps `key` under `wrapping` with `mechanism` (the custody check's enforcement probes).
+    pub(crate) fn wrap_with(
+        &mut self,
+        mechanism: &Mechanism<'_>,
+        wrapping: ObjectHandle,
+        key: ObjectHandle,
+    ) -> Result<Vec<u8>> {
+        counted(
+            self.metrics,
+            HsmOp::WrapKey,
+            self.session.wrap_key(mechanism, wrapping, key),
+        )
+    }
+
+    /// Unwraps a KWP blob under `wrapping` into a new object with `template`, the token's own
+    /// error kept (the custody check's enforcement probes; [`SessionCtx::unwrap_kwp`] maps a
+    /// refusal to an integrity failure).
+    pub(crate) fn unwrap_kwp_raw(
+        &mut self,
+        wrapping: ObjectHandle,
+        wrapped: &[u8],
+        template: &[Attribute],
+    ) -> Result<ObjectHandle> {
+        counted(
+            self.metrics,
+            HsmOp::UnwrapKey,
+            self.session
+                .unwrap_key(&Mechanism::AesKeyWrapPad, wrapping, wrapped, template),
+        )
+    }
+
     /// Unwraps a KWP blob under `wrapping` into a new object with `template` (one of
     /// [`crate::templates`]). A tampered blob is [`crate::error::Error::Integrity`].
     pub(crate) fn unwrap_kwp(

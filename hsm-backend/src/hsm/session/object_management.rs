@@ -52,12 +52,27 @@ impl SessionCtx<'_> {
         Ok(self.session.get_attributes(object, types)?)
     }
 
+    /// Whether array attributes can be read in this session ([`crate::hsm::raw::shares_instance`]):
+    /// false through p11-kit's client module, where the custody check tests enforcement instead.
+    pub(crate) fn reads_array_attributes(&self) -> bool {
+        crate::hsm::raw::shares_instance(self.module, self.session)
+    }
+
     /// Reads the `CKA_UNWRAP_TEMPLATE` of an object (`None`: it has none).
     pub(crate) fn unwrap_template(
         &mut self,
         object: ObjectHandle,
     ) -> Result<Option<Vec<Attribute>>> {
         crate::hsm::raw::unwrap_template(self.module, self.session, object)
+    }
+
+    /// Reads the `CKA_ALLOWED_MECHANISMS` of an object, without the null-`pValue` length query
+    /// that p11-kit's RPC cannot carry for it ([`crate::hsm::raw::allowed_mechanisms`]).
+    pub(crate) fn allowed_mechanisms(
+        &mut self,
+        object: ObjectHandle,
+    ) -> Result<crate::hsm::AllowedMechanisms> {
+        crate::hsm::raw::allowed_mechanisms(self.module, self.session, object)
     }
 
     /// Reads boolean attributes of an object.
