@@ -68,8 +68,9 @@ pub use keyring::Keyring;
 pub use keyring::KeyringOptions;
 pub use lifecycle::{
     Cryptoperiod, LifecycleClass, LifecyclePolicy, LifecycleRefusal, LifecycleState, PeriodError,
-    Refusal, DEFAULT_LEAD_TIME_SECS, DEFAULT_OUP_SECS, DEFAULT_RUP_SECS, MAX_OUP_SECS,
-    MAX_RUP_BEYOND_OUP_SECS, STANDARD_PARAGRAPH, YEAR_SECS,
+    Refusal, UsageError, UsagePolicy, DEFAULT_LEAD_TIME_SECS, DEFAULT_OUP_SECS, DEFAULT_RUP_SECS,
+    DEFAULT_USAGE_BLOCK, DEFAULT_USAGE_LIMIT, GCM_RANDOM_IV_LIMIT, MAX_OUP_SECS,
+    MAX_RUP_BEYOND_OUP_SECS, STANDARD_PARAGRAPH, USAGE_MARGIN, USAGE_PARAGRAPH, YEAR_SECS,
 };
 pub use metrics::{HsmMetrics, HsmOp};
 pub use root::{RootAttributes, RootInfo, RootRole};

@@ -431,6 +431,7 @@ impl Keyring {
         }
         for v in &mut r.versions {
             v.lifecycle = None;
+            v.uses_reserved = 0;
         }
         r.format_version = if r.config.key_type == KeyType::Aes256Gcm96 {
             1

@@ -19,7 +19,9 @@
 //! * [`rotation`]: root rotation, re-sealing every record under a new root;
 //! * `compromise`: marking a version compromised (and rotating);
 //! * `trim`: Vault's `trim`, destroying the versions below `min_available_version`;
-//! * [`upkeep`]: scheduled key rotation (`auto_rotate_period`, protect-stop lead time);
+//! * [`upkeep`]: scheduled key rotation (`auto_rotate_period`, protect-stop lead time, usage
+//!   limit);
+//! * `usage`: counting each version's AES-GCM encryptions in reserved blocks (usage limits);
 //! * [`admin`]: root administration (init, status, attributes), which needs no keyring.
 
 use std::collections::HashMap;
@@ -55,6 +57,7 @@ pub(crate) mod sign;
 mod state;
 mod trim;
 pub(crate) mod upkeep;
+mod usage;
 
 use crate::lifecycle::LifecyclePolicy;
 use clock::Clock;
@@ -343,11 +346,13 @@ impl Keyring {
     }
 
     fn state_of(&self, record: Record, store_version: u64) -> Result<KeyState> {
+        let previous = self.cached(&record.name);
         KeyState::from_record(
             record,
             store_version,
             &self.inner.policy,
             self.inner.clock.clone(),
+            previous.as_deref(),
         )
     }
 
