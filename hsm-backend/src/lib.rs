@@ -54,6 +54,7 @@ pub use keyring::api::{
 };
 pub use keyring::batch::BatchKey;
 pub use keyring::clock::Clock;
+pub use keyring::compromise::{CompromisedUse, CompromisedUseAudit};
 pub use keyring::crypto::MAX_DATA_KEYS;
 pub use keyring::governance::{
     is_governance_name, read_bootstrap_record, write_bootstrap_record, GOVERNANCE_FORMAT,

@@ -61,7 +61,8 @@ pub enum LifecycleState {
     Suspended,
     /// Past its recipient-usage period: neither protects nor processes.
     Deactivated,
-    /// Known or suspected compromised: never protects nor processes again.
+    /// Known or suspected compromised: never protects again; processes only while the
+    /// `lifecycle.compromise` ceremony's decision allows it ([`VersionLifecycle::process_until`]).
     Compromised,
     /// Its key material is destroyed: nothing.
     Destroyed,
@@ -304,6 +305,10 @@ pub struct VersionLifecycle {
     /// When the version's key material was destroyed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destroy: Option<u64>,
+    /// A compromised version still processes (decrypts) before this time: the decision of the
+    /// `lifecycle.compromise` ceremony that marked it (absent: never). Each such use is audited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_until: Option<u64>,
 }
 
 /// The operation families the lifecycle distinguishes.
@@ -358,6 +363,7 @@ impl VersionLifecycle {
             deactivation: now.saturating_add(period.rup_secs),
             compromise: None,
             destroy: None,
+            process_until: None,
         }
     }
 
@@ -384,8 +390,20 @@ impl VersionLifecycle {
             (LifecycleState::Active, Use::Protect) if now < self.protect_stop => Ok(()),
             (LifecycleState::Active, Use::Protect) => refuse(Refusal::PastProtectStop),
             (LifecycleState::Active | LifecycleState::Suspended, Use::Process) => Ok(()),
+            (LifecycleState::Compromised, Use::Process) if self.processes_compromised(now) => {
+                Ok(())
+            }
             (s, _) => refuse(Refusal::State(s)),
         }
+    }
+
+    /// Whether this compromised version may still process at `now` (the ceremony's decision,
+    /// [`VersionLifecycle::process_until`]); never past its deactivation.
+    pub fn processes_compromised(&self, now: u64) -> bool {
+        self.state == LifecycleState::Compromised
+            && self
+                .process_until
+                .is_some_and(|t| now < t && now < self.deactivation)
     }
 
     /// The next lifecycle event after `now`: its name and time, or `None` once deactivated (or
@@ -462,6 +480,24 @@ mod tests {
                 assert_eq!(got, want, "{state:?} at {now} for {op:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_compromised_version_processes_only_while_the_ceremony_allows() {
+        let mut v = version(Compromised);
+        assert!(v.check(1, Use::Process, T0 + 10).is_err());
+        v.process_until = Some(T0 + 100);
+        assert!(v.check(1, Use::Process, T0 + 10).is_ok());
+        assert!(v.processes_compromised(T0 + 99));
+        assert_eq!(
+            v.check(1, Use::Process, T0 + 100).unwrap_err().reason,
+            Refusal::State(Compromised)
+        );
+        // Never protects, whatever the decision.
+        assert!(v.check(1, Use::Protect, T0 + 10).is_err());
+        // Never past deactivation.
+        v.process_until = Some(u64::MAX);
+        assert!(v.check(1, Use::Process, v.deactivation).is_err());
     }
 
     #[test]

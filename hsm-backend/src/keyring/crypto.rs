@@ -403,6 +403,16 @@ impl Keyring {
                 s.check_use(*v, Use::Process)?;
             }
         }
+        // A compromised version a ceremony lets decrypt: each use audited before it happens.
+        // (Verify is never refused by the lifecycle, and not a use of this kind.)
+        let what = match op {
+            KeyOp::BulkSeal => Some("bulk.unseal"),
+            KeyOp::Decrypt => Some("decrypt"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            self.audit_compromised_uses(&s, &versions, what).await?;
+        }
         Ok(s)
     }
 }

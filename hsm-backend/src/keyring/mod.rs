@@ -44,7 +44,7 @@ pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod batch;
 pub(crate) mod clock;
-mod compromise;
+pub(crate) mod compromise;
 pub(crate) mod crypto;
 mod der;
 pub(crate) mod governance;
@@ -92,6 +92,8 @@ struct Inner {
     clock: Clock,
     /// Cryptoperiods of the lifecycle classes, and the rotation lead time.
     policy: LifecyclePolicy,
+    /// Records each allowed use of a compromised version (`compromise.rs`).
+    compromised_audit: RwLock<Option<compromise::CompromisedUseAudit>>,
 }
 
 /// How a [`Keyring`] is opened beyond its HSM and store.
@@ -161,6 +163,7 @@ impl Keyring {
                 custody: RwLock::new(custody),
                 clock: options.clock,
                 policy: options.lifecycle,
+                compromised_audit: RwLock::new(None),
             }),
         })
     }

@@ -54,6 +54,9 @@ pub(super) struct KeyState {
     /// Each AES version's encryptions reserved by this process and not yet spent (`usage.rs`),
     /// kept from the state this one replaces while the version's key material is the same.
     pub(super) usage: BTreeMap<u32, Arc<Usage>>,
+    /// Whether some version is compromised with a ceremony's decision to let it decrypt (its uses
+    /// are audited: `compromise.rs`); false keeps the decrypt path free of that scan.
+    pub(super) compromised_processing: bool,
     pub(super) loaded_at: Instant,
 }
 
@@ -78,7 +81,7 @@ impl KeyState {
         let period = record.config.period(policy).map_err(|e| {
             KeyringError::integrity(format!("key {name}: recorded cryptoperiod refused: {e}"))
         })?;
-        let lifecycle = Arc::new(
+        let lifecycle: Arc<BTreeMap<u32, VersionLifecycle>> = Arc::new(
             record
                 .versions
                 .iter()
@@ -151,6 +154,9 @@ impl KeyState {
                 usage.insert(v.version, kept.unwrap_or_default());
             }
         }
+        let compromised_processing = lifecycle.values().any(|l: &VersionLifecycle| {
+            l.state == crate::lifecycle::LifecycleState::Compromised && l.process_until.is_some()
+        });
         Ok(KeyState {
             record,
             store_version,
@@ -159,6 +165,7 @@ impl KeyState {
             lifecycle,
             clock,
             usage,
+            compromised_processing,
             loaded_at: Instant::now(),
         })
     }
@@ -173,6 +180,7 @@ impl KeyState {
             lifecycle: self.lifecycle.clone(),
             clock: self.clock.clone(),
             usage: self.usage.clone(),
+            compromised_processing: self.compromised_processing,
             loaded_at: Instant::now(),
         }
     }

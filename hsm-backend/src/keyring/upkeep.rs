@@ -116,6 +116,35 @@ impl Keyring {
         out
     }
 
+    /// Warnings about `seal-kek` keys (OpenBao's auto-unseal key) this process has loaded, from
+    /// memory only: a latest version past its protect-stop no longer encrypts (OpenBao cannot
+    /// seal new values with it) while it still decrypts, so OpenBao still unseals, until its
+    /// deactivation. Each warning names the key, the version and both times.
+    pub fn seal_key_warnings(&self) -> Vec<String> {
+        let now = self.inner.clock.now();
+        let keys = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<String> = keys
+            .values()
+            .filter(|s| s.record.config.class() == crate::lifecycle::LifecycleClass::SealKek)
+            .filter_map(|s| {
+                let v = s.latest();
+                let l = s.lifecycle.get(&v)?;
+                let past = l.state_at(now) == crate::lifecycle::LifecycleState::Active
+                    && now >= l.protect_stop;
+                past.then(|| {
+                    format!(
+                        "seal key {} v{v} is past its protect-stop ({}): it no longer encrypts, \
+                         but OpenBao still unseals with it (decrypt) until its deactivation ({}); \
+                         rotate it (rootseal key rotate {})",
+                        s.record.name, l.protect_stop, l.deactivation, s.record.name
+                    )
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Rotates every key that is due (see the module documentation); returns what it rotated.
     /// A key that fails is logged and skipped (the next pass tries again).
     ///

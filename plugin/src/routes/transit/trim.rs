@@ -1,5 +1,6 @@
 //! `keys/{name}/trim`: Vault's trim, removing (destroying) every version below
-//! `min_available_version`; answers with the key.
+//! `min_available_version`; answers with the key. With governance on, refused: a trim is a
+//! `key.destroy` ceremony (`--param min_available_version=N`).
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -32,6 +33,14 @@ pub(crate) async fn trim(
         .min_available_version
         .ok_or_else(|| ApiError::bad_request("missing min_available_version"))?
         .to_u32("min_available_version")?;
+    if st.governance() {
+        // Trim destroys key material: with governance on it is a key.destroy ceremony.
+        return Err(ApiError::bad_request(format!(
+            "trimming destroys key versions: with governance on it is a key.destroy ceremony \
+             (rootseal ceremony propose --op key.destroy --param key={name} \
+             --param min_available_version={min})"
+        )));
+    }
     let info = st.keyring().trim_key(&name, min).await?;
     Ok(key_response(&info))
 }
