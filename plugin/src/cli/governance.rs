@@ -938,11 +938,11 @@ async fn precheck(
                 }
             }
             if let Some(min) = version_param(p, "min_available_version") {
-                // Vault's trim rules, checked again when it runs.
-                if min < info.min_available_version || min > info.min_decryption_version {
+                // Vault's trim rules (min_decryption_version is raised to it when it runs).
+                if min < info.min_available_version || min > info.latest_version {
                     return Err(Refusal::BadParams(format!(
-                        "min_available_version {min} must be between the current {} and min_decryption_version {}",
-                        info.min_available_version, info.min_decryption_version
+                        "min_available_version {min} must be between the current {} and the latest version {}",
+                        info.min_available_version, info.latest_version
                     )));
                 }
             }
@@ -1084,7 +1084,23 @@ async fn run_op(
         "key.destroy" => {
             let key = p.get("key").cloned().unwrap_or_default();
             if let Some(min) = version_param(p, "min_available_version") {
-                // Trim (resumed after a kill: trimming to the same version again is a no-op).
+                // Trim: the versions below `min` stop decrypting first (Vault's rule
+                // min_available_version <= min_decryption_version), then are destroyed. Resumed
+                // after a kill, both steps are no-ops when done.
+                let info = kr.key_info(&key).await.map_err(|e| explain(&e))?;
+                if info.min_decryption_version < min
+                    || (info.min_encryption_version != 0 && info.min_encryption_version < min)
+                {
+                    let upd = rootseal_hsm::KeyConfigUpdate {
+                        min_decryption_version: Some(info.min_decryption_version.max(min)),
+                        min_encryption_version: (info.min_encryption_version != 0)
+                            .then_some(info.min_encryption_version.max(min)),
+                        ..Default::default()
+                    };
+                    kr.update_key_config(&key, upd)
+                        .await
+                        .map_err(|e| explain(&e))?;
+                }
                 let info = kr.trim_key(&key, min).await.map_err(|e| explain(&e))?;
                 println!("Key {key}: versions below {min} destroyed");
                 *outcome = Some(format!(
