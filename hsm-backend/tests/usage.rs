@@ -216,3 +216,39 @@ async fn a_block_of_one_counts_every_encryption_exactly() {
     .unwrap();
     assert_eq!(k.key_info("h").await.unwrap().lifecycle[&1].encryptions, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_at_the_limit_rotate_exactly_once() {
+    let token = TestToken::new();
+    token.init_root().await;
+    let hsm = token.open().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&hsm, dir.path(), 20, 5).await;
+    let b = open(&hsm, dir.path(), 20, 5).await;
+    a.create_key("k", CreateOptions::default()).await.unwrap();
+    let mut made = Vec::new();
+    for _ in 0..15 {
+        made.extend(enc(&a, 1, None).await.unwrap());
+        made.extend(enc(&b, 1, None).await.unwrap());
+    }
+    let v1 = made.iter().filter(|s| s.version == 1).count();
+    assert!(v1 <= 20, "v1 made {v1} encryptions, over its limit");
+    assert!(v1 >= 20 - 5, "at most one block per replica unspent: {v1}");
+    assert_eq!(a.key_info("k").await.unwrap().latest_version, 2);
+    let counts = stored_counts(dir.path()).await;
+    assert_eq!(counts.len(), 2, "exactly one rotation: {counts:?}");
+    assert!(counts[0].1 <= 20);
+    // Every ciphertext opens, whichever replica made it.
+    for s in &made {
+        let d = DecryptItem {
+            sealed: s.clone(),
+            aad: Vec::new(),
+        };
+        b.decrypt("k", vec![d])
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+            .unwrap();
+    }
+}
