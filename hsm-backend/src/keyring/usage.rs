@@ -126,25 +126,29 @@ impl Keyring {
         let usage = self.inner.policy.usage;
         let (limit, block) = (usage.limit(), usage.block());
         let mut granted = 0;
-        self.modify(name, |s| {
-            granted = 0;
-            let latest = s.latest();
-            let mut r = s.record.clone();
-            let Some(e) = r.versions.iter_mut().find(|e| e.version == v) else {
-                return Err(KeyringError::NotFound);
-            };
-            let used = e.uses_reserved;
-            if used.saturating_add(n) > limit {
-                // At the limit: the latest version rotates now (once; the scheduler also
-                // rotates a latest version found at its limit).
-                return Ok((v == latest).then_some((r, true)));
-            }
-            // At least `n` (`used + n <= limit`): a batch is encrypted under one version.
-            let grant = block.max(n).min(limit - used);
-            e.uses_reserved = used + grant;
-            granted = grant;
-            Ok(Some((r, false)))
-        })
+        self.modify_with(
+            name,
+            |s| {
+                granted = 0;
+                let latest = s.latest();
+                let mut r = s.record.clone();
+                let Some(e) = r.versions.iter_mut().find(|e| e.version == v) else {
+                    return Err(KeyringError::NotFound);
+                };
+                let used = e.uses_reserved;
+                if used.saturating_add(n) > limit {
+                    // At the limit: the latest version rotates now (once; the scheduler also
+                    // rotates a latest version found at its limit).
+                    return Ok((v == latest).then_some((r, true)));
+                }
+                // At least `n` (`used + n <= limit`): a batch is encrypted under one version.
+                let grant = block.max(n).min(limit - used);
+                e.uses_reserved = used + grant;
+                granted = grant;
+                Ok(Some((r, false)))
+            },
+            true,
+        )
         .await?;
         if granted == 0 {
             tracing::warn!(
