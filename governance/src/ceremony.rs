@@ -336,6 +336,7 @@ pub fn check_params(op: &Operation, params: &BTreeMap<String, String>) -> Result
                         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
             }
             ParamKind::Seconds => v.parse::<u64>().is_ok(),
+            ParamKind::Version => v.parse::<u32>().is_ok_and(|n| n >= 1),
             ParamKind::Sha256Hex => v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()),
             ParamKind::Document => serde_json::from_str::<serde_json::Value>(v).is_ok(),
             ParamKind::Words => {

@@ -13,6 +13,7 @@
 //! [governance.quorum]
 //! root_rotate = { so = 2 }
 //! key_destroy = { so = 1, co = 1 }
+//! lifecycle_compromise = { so = 1, co = 1 }
 //! ```
 //!
 //! and refused when read if a rule is empty or names a count of 0 (m = 0: never "no approval
@@ -41,6 +42,8 @@ pub enum ParamKind {
     KeyName,
     /// A count of seconds (decimal).
     Seconds,
+    /// A key version: a decimal number from 1 to 2^32 - 1.
+    Version,
     /// 64 hex digits.
     Sha256Hex,
     /// A JSON document (given as `--param NAME=@FILE`), kept in canonical form.
@@ -118,14 +121,50 @@ pub const OPERATIONS: &[Operation] = &[
         quorum_key: "key_destroy",
         so_only: false,
         needs_root: true,
-        params: &[ParamSpec {
-            name: "key",
-            required: true,
-            kind: ParamKind::KeyName,
-            doc: "the transit key to destroy (every version)",
-        }],
+        params: &[
+            ParamSpec {
+                name: "key",
+                required: true,
+                kind: ParamKind::KeyName,
+                doc: "the transit key to destroy (every version, unless min_available_version)",
+            },
+            ParamSpec {
+                name: "min_available_version",
+                required: false,
+                kind: ParamKind::Version,
+                doc: "destroy only the versions below this one (Vault's trim; absent: the whole key)",
+            },
+        ],
         default_quorum: &[(Role::So, 1), (Role::Co, 1)],
-        summary: "destroy a key and all its versions",
+        summary: "destroy a key and all its versions, or (trim) its versions below one",
+    },
+    Operation {
+        name: "lifecycle.compromise",
+        quorum_key: "lifecycle_compromise",
+        so_only: false,
+        needs_root: true,
+        params: &[
+            ParamSpec {
+                name: "key",
+                required: true,
+                kind: ParamKind::KeyName,
+                doc: "the transit key",
+            },
+            ParamSpec {
+                name: "version",
+                required: true,
+                kind: ParamKind::Version,
+                doc: "the compromised version",
+            },
+            ParamSpec {
+                name: "decrypt_secs",
+                required: false,
+                kind: ParamKind::Seconds,
+                doc: "seconds from execution during which the version still decrypts, each use audited (default 0: never again)",
+            },
+        ],
+        default_quorum: &[(Role::So, 1), (Role::Co, 1)],
+        summary: "mark a key version compromised (never encrypts again; decrypts only within the decision) and rotate the key",
     },
     Operation {
         name: "operators.set",

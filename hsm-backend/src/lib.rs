@@ -55,6 +55,7 @@ pub use keyring::api::{
 };
 pub use keyring::batch::BatchKey;
 pub use keyring::clock::Clock;
+pub use keyring::compromise::{CompromisedUse, CompromisedUseAudit};
 pub use keyring::crypto::MAX_DATA_KEYS;
 pub use keyring::governance::{
     is_governance_name, read_bootstrap_record, write_bootstrap_record, GOVERNANCE_FORMAT,
@@ -69,8 +70,9 @@ pub use keyring::Keyring;
 pub use keyring::KeyringOptions;
 pub use lifecycle::{
     Cryptoperiod, LifecycleClass, LifecyclePolicy, LifecycleRefusal, LifecycleState, PeriodError,
-    Refusal, DEFAULT_LEAD_TIME_SECS, DEFAULT_OUP_SECS, DEFAULT_RUP_SECS, MAX_OUP_SECS,
-    MAX_RUP_BEYOND_OUP_SECS, STANDARD_PARAGRAPH, YEAR_SECS,
+    Refusal, UsageError, UsagePolicy, DEFAULT_LEAD_TIME_SECS, DEFAULT_OUP_SECS, DEFAULT_RUP_SECS,
+    DEFAULT_USAGE_BLOCK, DEFAULT_USAGE_LIMIT, GCM_RANDOM_IV_LIMIT, MAX_OUP_SECS,
+    MAX_RUP_BEYOND_OUP_SECS, STANDARD_PARAGRAPH, USAGE_MARGIN, USAGE_PARAGRAPH, YEAR_SECS,
 };
 pub use metrics::{HsmMetrics, HsmOp};
 pub use root::{RootAttributes, RootInfo, RootRole};

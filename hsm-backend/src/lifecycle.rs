@@ -32,6 +32,20 @@ pub const DEFAULT_RUP_SECS: u64 = DEFAULT_OUP_SECS + MAX_RUP_BEYOND_OUP_SECS;
 pub const DEFAULT_LEAD_TIME_SECS: u64 = 30 * 86_400;
 /// The paragraph of the standard a refused period names.
 pub const STANDARD_PARAGRAPH: &str = "NIST SP 800-57 Part 1 Rev. 5 §5.3.6 (Table 1)";
+/// The most AES-GCM invocations with random 96-bit IVs one key may make (NIST SP 800-38D §8.3:
+/// "the total number of invocations of the authenticated encryption function shall not exceed
+/// 2^32, including all IV lengths and all instances of the authenticated encryption function
+/// with the given key").
+pub const GCM_RANDOM_IV_LIMIT: u64 = 1 << 32;
+/// The margin below [`GCM_RANDOM_IV_LIMIT`] of the default usage limit (16 default blocks).
+pub const USAGE_MARGIN: u64 = 1 << 24;
+/// The default `[lifecycle] usage_limit`: a version is rotated after this many encryptions.
+pub const DEFAULT_USAGE_LIMIT: u64 = GCM_RANDOM_IV_LIMIT - USAGE_MARGIN;
+/// The default `[lifecycle] usage_block`: encryptions a process reserves in the record at once
+/// (a crash loses at most this many from the count, never under-counts).
+pub const DEFAULT_USAGE_BLOCK: u64 = 1 << 20;
+/// The paragraph of the standard a refused usage limit names.
+pub const USAGE_PARAGRAPH: &str = "NIST SP 800-38D §8.3";
 
 /// The state of a key version (SP 800-57 Part 1 Rev. 5 §7). A version whose recorded state is
 /// `active` is reported `pre-activation` before its activation time and `deactivated` from its
@@ -47,7 +61,8 @@ pub enum LifecycleState {
     Suspended,
     /// Past its recipient-usage period: neither protects nor processes.
     Deactivated,
-    /// Known or suspected compromised: never protects nor processes again.
+    /// Known or suspected compromised: never protects again; processes only while the
+    /// `lifecycle.compromise` ceremony's decision allows it ([`VersionLifecycle::process_until`]).
     Compromised,
     /// Its key material is destroyed: nothing.
     Destroyed,
@@ -175,8 +190,8 @@ impl Cryptoperiod {
     }
 }
 
-/// The lifecycle policy of a keyring: each class's cryptoperiod and the rotation lead time
-/// (`[lifecycle]` in `rootseal.toml`).
+/// The lifecycle policy of a keyring: each class's cryptoperiod, the rotation lead time and the
+/// usage limit of a version (`[lifecycle]` in `rootseal.toml`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LifecyclePolicy {
     /// The `l1-kek` class.
@@ -185,6 +200,70 @@ pub struct LifecyclePolicy {
     pub seal_kek: Cryptoperiod,
     /// A version whose protect-stop comes within this many seconds is rotated ahead of it.
     pub lead_time_secs: u64,
+    /// The AES-GCM encryptions one version may make; the key rotates when its latest version
+    /// reaches it (at most [`GCM_RANDOM_IV_LIMIT`]; see [`UsagePolicy`]).
+    pub usage: UsagePolicy,
+}
+
+/// How key versions count their AES-GCM encryptions (NIST SP 800-38D §8.3): each process
+/// reserves `block` uses at a time in the version's record (a check-and-set write) and counts
+/// within the block in memory; a version stops encrypting at `limit`, and the key rotates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UsagePolicy {
+    limit: u64,
+    block: u64,
+}
+
+impl Default for UsagePolicy {
+    fn default() -> Self {
+        UsagePolicy {
+            limit: DEFAULT_USAGE_LIMIT,
+            block: DEFAULT_USAGE_BLOCK,
+        }
+    }
+}
+
+/// Why a usage policy is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// The limit is zero or above SP 800-38D's.
+    #[error("usage_limit of {0} is above the {GCM_RANDOM_IV_LIMIT} AES-GCM invocations with random IVs that {USAGE_PARAGRAPH} allows one key, or zero")]
+    Limit(u64),
+    /// The block is zero or larger than the limit.
+    #[error("usage_block of {block} must be at least 1 and at most usage_limit ({limit})")]
+    Block {
+        /// The limit it was checked against.
+        limit: u64,
+        /// The refused block.
+        block: u64,
+    },
+}
+
+impl UsagePolicy {
+    /// A usage policy of `limit` encryptions per version, reserved `block` at a time.
+    ///
+    /// # Errors
+    /// [`UsageError`] for a limit of 0 or above [`GCM_RANDOM_IV_LIMIT`], or a block of 0 or
+    /// above the limit.
+    pub fn new(limit: u64, block: u64) -> Result<UsagePolicy, UsageError> {
+        if limit == 0 || limit > GCM_RANDOM_IV_LIMIT {
+            return Err(UsageError::Limit(limit));
+        }
+        if block == 0 || block > limit {
+            return Err(UsageError::Block { limit, block });
+        }
+        Ok(UsagePolicy { limit, block })
+    }
+
+    /// Encryptions per version.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Encryptions reserved in the record at once.
+    pub fn block(&self) -> u64 {
+        self.block
+    }
 }
 
 impl Default for LifecyclePolicy {
@@ -193,6 +272,7 @@ impl Default for LifecyclePolicy {
             l1_kek: Cryptoperiod::default(),
             seal_kek: Cryptoperiod::default(),
             lead_time_secs: DEFAULT_LEAD_TIME_SECS,
+            usage: UsagePolicy::default(),
         }
     }
 }
@@ -225,6 +305,10 @@ pub struct VersionLifecycle {
     /// When the version's key material was destroyed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destroy: Option<u64>,
+    /// A compromised version still processes (decrypts) before this time: the decision of the
+    /// `lifecycle.compromise` ceremony that marked it (absent: never). Each such use is audited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_until: Option<u64>,
 }
 
 /// The operation families the lifecycle distinguishes.
@@ -253,6 +337,8 @@ pub enum Refusal {
     State(LifecycleState),
     /// The version is active but past its protect-stop (end of its originator-usage period).
     PastProtectStop,
+    /// The version has made its usage limit of encryptions (SP 800-38D §8.3).
+    UsageLimit,
 }
 
 fn reason_text(r: Refusal) -> String {
@@ -260,6 +346,9 @@ fn reason_text(r: Refusal) -> String {
         Refusal::State(s) => format!("is {}", s.name()),
         Refusal::PastProtectStop => {
             "is past its protect-stop time (its originator-usage period has ended): it decrypts but no longer encrypts".into()
+        }
+        Refusal::UsageLimit => {
+            "has reached its usage limit of AES-GCM encryptions (NIST SP 800-38D §8.3): it decrypts but no longer encrypts; the key rotates".into()
         }
     }
 }
@@ -274,6 +363,7 @@ impl VersionLifecycle {
             deactivation: now.saturating_add(period.rup_secs),
             compromise: None,
             destroy: None,
+            process_until: None,
         }
     }
 
@@ -300,8 +390,20 @@ impl VersionLifecycle {
             (LifecycleState::Active, Use::Protect) if now < self.protect_stop => Ok(()),
             (LifecycleState::Active, Use::Protect) => refuse(Refusal::PastProtectStop),
             (LifecycleState::Active | LifecycleState::Suspended, Use::Process) => Ok(()),
+            (LifecycleState::Compromised, Use::Process) if self.processes_compromised(now) => {
+                Ok(())
+            }
             (s, _) => refuse(Refusal::State(s)),
         }
+    }
+
+    /// Whether this compromised version may still process at `now` (the ceremony's decision,
+    /// [`VersionLifecycle::process_until`]); never past its deactivation.
+    pub fn processes_compromised(&self, now: u64) -> bool {
+        self.state == LifecycleState::Compromised
+            && self
+                .process_until
+                .is_some_and(|t| now < t && now < self.deactivation)
     }
 
     /// The next lifecycle event after `now`: its name and time, or `None` once deactivated (or
@@ -381,6 +483,24 @@ mod tests {
     }
 
     #[test]
+    fn a_compromised_version_processes_only_while_the_ceremony_allows() {
+        let mut v = version(Compromised);
+        assert!(v.check(1, Use::Process, T0 + 10).is_err());
+        v.process_until = Some(T0 + 100);
+        assert!(v.check(1, Use::Process, T0 + 10).is_ok());
+        assert!(v.processes_compromised(T0 + 99));
+        assert_eq!(
+            v.check(1, Use::Process, T0 + 100).unwrap_err().reason,
+            Refusal::State(Compromised)
+        );
+        // Never protects, whatever the decision.
+        assert!(v.check(1, Use::Protect, T0 + 10).is_err());
+        // Never past deactivation.
+        v.process_until = Some(u64::MAX);
+        assert!(v.check(1, Use::Process, v.deactivation).is_err());
+    }
+
+    #[test]
     fn refusals_name_the_version_and_state() {
         let v = version(Deactivated);
         let e = v.check(3, Use::Process, T0).unwrap_err();
@@ -422,6 +542,18 @@ mod tests {
             Some(("deactivation", v.deactivation))
         );
         assert_eq!(v.next_event(v.deactivation), None);
+    }
+
+    #[test]
+    fn usage_limits_are_bounded_by_sp_800_38d() {
+        let d = UsagePolicy::default();
+        assert_eq!(d.limit(), (1u64 << 32) - (1 << 24));
+        assert!(UsagePolicy::new(GCM_RANDOM_IV_LIMIT, 1).is_ok());
+        let e = UsagePolicy::new(GCM_RANDOM_IV_LIMIT + 1, 1).unwrap_err();
+        assert!(e.to_string().contains("SP 800-38D §8.3"), "{e}");
+        assert!(UsagePolicy::new(0, 1).is_err());
+        assert!(UsagePolicy::new(10, 0).is_err());
+        assert!(UsagePolicy::new(10, 11).is_err());
     }
 
     #[test]

@@ -97,6 +97,20 @@ pub trait KekStore: Send + Sync + 'static {
     fn parts(&self) -> Vec<Arc<dyn KekStore>> {
         Vec::new()
     }
+
+    /// Destroys every older version the store keeps of entry `name` besides its current one,
+    /// `current` (crypto-shredding: a key version removed from the record must not survive in
+    /// the store's history). The default does nothing, for a store that keeps only the current
+    /// entry: a [`FileStore`] replaces its file by rename, OpenBao's plugin storage overwrites.
+    /// A versioned store (Vault KV v2) destroys the older versions' data.
+    fn shred_history<'a>(
+        &'a self,
+        name: &'a str,
+        current: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = (name, current);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The stores that keep their own entries under `store`: itself, or the leaves of its parts.
@@ -424,6 +438,14 @@ impl KekStore for RoutedStore {
 
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         self.route(name).delete(name)
+    }
+
+    fn shred_history<'a>(
+        &'a self,
+        name: &'a str,
+        current: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.route(name).shred_history(name, current)
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {

@@ -994,3 +994,96 @@ fn two_of_three_with_one_p256_approver() {
     assert!(out.contains("Root rotated"), "{out}");
     assert_ne!(root0, w.current_root());
 }
+
+/// Every file under `dir`, recursively, as text (lossy).
+fn all_files_text(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                out.push((p, text));
+            }
+        }
+    }
+    out
+}
+
+/// Issue 13: with governance on, marking a key version compromised is a `lifecycle.compromise`
+/// ceremony (SO + CO), and trimming is a `key.destroy` ceremony with `min_available_version`,
+/// which destroys the trimmed version's blob in the store (crypto-shredding).
+#[test]
+fn compromise_and_trim_are_ceremonies_and_trim_shreds_the_blob() {
+    let w = World::new(FOUR, "");
+    w.bootstrap("alice", &["bob", "carol"]);
+    w.ok(&["key", "create", "k"]);
+    let (ok, _, err) = w.rs(&["key", "compromise", "k", "--version", "1"]);
+    assert!(!ok && err.contains("lifecycle.compromise"), "{err}");
+
+    // The CO's approval is needed (default quorum SO + CO).
+    let f = w.propose(
+        "lifecycle.compromise",
+        &["key=k", "version=1", "decrypt_secs=3600"],
+        "alice",
+        "compromise.json",
+    );
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "bob");
+    w.refused(&f, "quorum not met");
+    w.approve_ok(&f, "dave");
+    let (ok, out, err) = w.execute(&f);
+    assert!(ok, "lifecycle.compromise: {err}");
+    assert!(out.contains("marked compromised"), "{out}");
+    assert!(w.ok(&["key", "show", "k"]).contains("latest version 2"));
+    // A version the key does not have is refused before anything runs.
+    let f = w.propose(
+        "lifecycle.compromise",
+        &["key=k", "version=9"],
+        "alice",
+        "compromise9.json",
+    );
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "bob");
+    w.approve_ok(&f, "dave");
+    w.refused(&f, "no version 9");
+
+    // v1's blob, as stored now.
+    let store = w.dir.join("store");
+    let blob_v1 = all_files_text(&store)
+        .into_iter()
+        .find_map(|(_, t)| {
+            // `<name>.kek`: a header line, then the record.
+            let v: serde_json::Value = serde_json::from_str(t.split_once('\n')?.1).ok()?;
+            (v["name"] == "k").then(|| v["versions"][0]["blob"].as_str().unwrap().to_owned())
+        })
+        .expect("k's record in the store");
+    assert!(blob_v1.len() > 40);
+
+    let f = w.propose(
+        "key.destroy",
+        &["key=k", "min_available_version=2"],
+        "alice",
+        "trim.json",
+    );
+    w.approve_ok(&f, "alice");
+    w.approve_ok(&f, "bob");
+    w.approve_ok(&f, "dave");
+    let (ok, out, err) = w.execute(&f);
+    assert!(ok, "key.destroy (trim): {err}");
+    assert!(out.contains("versions below 2 destroyed"), "{out}");
+    let shown = w.ok(&["key", "show", "k"]);
+    assert!(shown.contains("versions [2]"), "{shown}");
+    assert!(shown.contains("min decryption version 2"), "{shown}");
+    // Crypto-shredding: no file of the store holds v1's blob any more.
+    for (p, t) in all_files_text(&store) {
+        assert!(
+            !t.contains(&blob_v1),
+            "{} still holds v1's blob",
+            p.display()
+        );
+    }
+}

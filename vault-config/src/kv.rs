@@ -550,6 +550,48 @@ impl Inner {
         }
     }
 
+    /// Destroys (KV v2 `destroy`: the data is removed for good, unlike `delete`) every version
+    /// of `name` older than `current` that is not destroyed yet. Needs the `update` capability
+    /// on `<mount>/destroy/<prefix>/*` and `read` on its metadata.
+    async fn shred_history(&self, name: &str, current: u64) -> Result<(), StoreError> {
+        check_name(name)?;
+        self.ensure_mount().await?;
+        let meta = self.metadata_path(name);
+        let (status, body) = self.send(Method::GET, &meta, "", None).await?;
+        match status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Ok(()),
+            s => return Err(self.status_error(s, &meta, &body)),
+        }
+        let v: Value = serde_json::from_slice(&body).map_err(|_| {
+            StoreError::Unavailable(format!(
+                "Vault at {} sent metadata of {meta} that is not JSON",
+                self.address
+            ))
+        })?;
+        let old: Vec<u64> = v["data"]["versions"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, e)| !e["destroyed"].as_bool().unwrap_or(false))
+                    .filter_map(|(k, _)| k.parse::<u64>().ok())
+                    .filter(|n| *n < current)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if old.is_empty() {
+            return Ok(());
+        }
+        let path = format!("{}/destroy/{}/{}", self.mount, self.prefix, name);
+        let (status, body) = self
+            .send(Method::POST, &path, "", Some(json!({ "versions": old })))
+            .await?;
+        match status {
+            StatusCode::OK | StatusCode::NO_CONTENT => Ok(()),
+            s => Err(self.status_error(s, &path, &body)),
+        }
+    }
+
     async fn list_names(&self) -> Result<Vec<String>, StoreError> {
         self.ensure_mount().await?;
         let path = format!("{}/metadata/{}/", self.mount, self.prefix);
@@ -681,6 +723,14 @@ impl KekStore for VaultKvStore {
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         Box::pin(self.inner.list_names())
+    }
+
+    fn shred_history<'a>(
+        &'a self,
+        name: &'a str,
+        current: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.inner.shred_history(name, current))
     }
 
     fn describe(&self) -> String {

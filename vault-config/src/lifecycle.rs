@@ -5,6 +5,8 @@
 //! ```toml
 //! [lifecycle]
 //! lead_time = "30d"                    # rotate this long before a version's protect-stop
+//! usage_limit = 4278190080             # AES-GCM encryptions per version (at most 2^32)
+//! usage_block = 1048576                # encryptions reserved in the record at once
 //! [lifecycle.l1-kek]
 //! originator_usage_period = "1y"       # at most 2y
 //! recipient_usage_period = "4y"        # at least the OUP, at most OUP + 3y
@@ -12,7 +14,7 @@
 //! originator_usage_period = "180d"
 //! ```
 
-use rootseal_hsm::{Cryptoperiod, LifecyclePolicy};
+use rootseal_hsm::{Cryptoperiod, LifecyclePolicy, UsagePolicy};
 use serde::Deserialize;
 
 /// A refused `[lifecycle]` value: the dotted key and why (the config maps it to its
@@ -34,6 +36,8 @@ impl std::fmt::Display for LifecycleError {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLifecycle {
     lead_time: Option<RawPeriod>,
+    usage_limit: Option<u64>,
+    usage_block: Option<u64>,
     #[serde(rename = "l1-kek")]
     l1_kek: Option<RawClass>,
     #[serde(rename = "seal-kek")]
@@ -126,6 +130,25 @@ fn class(
     })
 }
 
+/// `usage_limit` and `usage_block` (each absent: its default; a block above a smaller limit
+/// given alone follows it down).
+fn usage(
+    limit: Option<u64>,
+    block: Option<u64>,
+    d: UsagePolicy,
+) -> Result<UsagePolicy, LifecycleError> {
+    let limit_v = limit.unwrap_or(d.limit());
+    let block_v = block.unwrap_or(d.block().min(limit_v));
+    UsagePolicy::new(limit_v, block_v).map_err(|e| LifecycleError {
+        key: match e {
+            rootseal_hsm::UsageError::Limit(_) => "lifecycle.usage_limit",
+            _ => "lifecycle.usage_block",
+        }
+        .into(),
+        reason: e.to_string(),
+    })
+}
+
 /// Validates `[lifecycle]` (absent: the defaults).
 ///
 /// # Errors
@@ -144,6 +167,7 @@ pub(crate) fn validate_lifecycle(
             .map(|p| p.secs("lifecycle.lead_time"))
             .transpose()?
             .unwrap_or(d.lead_time_secs),
+        usage: usage(raw.usage_limit, raw.usage_block, d.usage)?,
     };
     if policy.lead_time_secs >= policy.l1_kek.oup_secs().min(policy.seal_kek.oup_secs()) {
         return Err(LifecycleError {
@@ -195,6 +219,23 @@ mod tests {
         let e = parse("[lifecycle.l1-kek]\nrecipient_usage_period = \"5y\"\n").unwrap_err();
         assert!(e.to_string().contains("recipient_usage_period"), "{e}");
         assert!(parse("[lifecycle]\nlead_time = \"2y\"\n").is_err());
+    }
+
+    #[test]
+    fn usage_limits_are_read_and_bounded_by_sp_800_38d() {
+        let d = parse("").unwrap();
+        assert_eq!(d.policy.usage.limit(), rootseal_hsm::DEFAULT_USAGE_LIMIT);
+        assert_eq!(d.policy.usage.block(), rootseal_hsm::DEFAULT_USAGE_BLOCK);
+        let s = parse("[lifecycle]\nusage_limit = 100\n").unwrap();
+        assert_eq!((s.policy.usage.limit(), s.policy.usage.block()), (100, 100));
+        let s = parse("[lifecycle]\nusage_limit = 100\nusage_block = 10\n").unwrap();
+        assert_eq!((s.policy.usage.limit(), s.policy.usage.block()), (100, 10));
+        let e = parse("[lifecycle]\nusage_limit = 4294967297\n").unwrap_err();
+        assert!(e.to_string().contains("lifecycle.usage_limit"), "{e}");
+        assert!(e.to_string().contains("SP 800-38D §8.3"), "{e}");
+        let e = parse("[lifecycle]\nusage_limit = 10\nusage_block = 11\n").unwrap_err();
+        assert!(e.to_string().contains("lifecycle.usage_block"), "{e}");
+        assert!(parse("[lifecycle]\nusage_block = 0\n").is_err());
         assert!(parse("[lifecycle]\nlead_time = \"soon\"\n").is_err());
     }
 }

@@ -51,11 +51,14 @@ pub struct VersionInfo {
     pub destroy_time: Option<u64>,
     /// The next lifecycle event after now: its name and time.
     pub next_event: Option<(&'static str, u64)>,
+    /// AES-GCM encryptions reserved for it so far: at least the encryptions it made, at most
+    /// one `[lifecycle] usage_block` per process more (0 for key types that do not count).
+    pub encryptions: u64,
 }
 
 impl VersionInfo {
     /// The report of `l` at `now`.
-    pub(super) fn new(l: &VersionLifecycle, now: u64) -> VersionInfo {
+    pub(super) fn new(l: &VersionLifecycle, now: u64, encryptions: u64) -> VersionInfo {
         VersionInfo {
             state: l.state_at(now),
             activation_time: l.activation,
@@ -64,6 +67,7 @@ impl VersionInfo {
             compromise_time: l.compromise,
             destroy_time: l.destroy,
             next_event: l.next_event(now),
+            encryptions,
         }
     }
 }

@@ -36,7 +36,8 @@ impl Keyring {
     pub async fn new_batch_key(&self, name: &str) -> Result<BatchKey> {
         let s = self.load(name, false).await?;
         s.allows(KeyOp::BulkSeal)?;
-        let v = s.default_encrypt_version();
+        // One use of the L1 (the batch key's own items use the batch key: `usage.rs`).
+        let (s, v) = self.protect_with(s, None, 1).await?;
         let blob = s.blob(v)?;
         let aad = aad::batch_key(name, v);
         Ok(self

@@ -69,7 +69,7 @@ impl Keyring {
         };
         s.type_supports(s.key_type().supports_encryption(), "encryption")?;
         s.allows(KeyOp::Encrypt)?;
-        let v = s.encrypt_version(version)?;
+        let (s, v) = self.protect_with(s, version, uses(items.len())).await?;
         if s.key_type().is_rsa() {
             if !contexts.is_empty() {
                 return Err(not_derived());
@@ -199,7 +199,7 @@ impl Keyring {
             .load_for_versions(name, KeyOp::Decrypt, items.iter().map(|i| i.sealed.version))
             .await?;
         s.allows(KeyOp::Encrypt)?;
-        let v = s.encrypt_version(version)?;
+        let (s, v) = self.protect_with(s, version, uses(items.len())).await?;
         if s.key_type().is_rsa() {
             if !contexts.is_empty() {
                 return Err(not_derived());
@@ -289,7 +289,7 @@ impl Keyring {
                     .into(),
             ));
         }
-        let v = s.encrypt_version(version)?;
+        let (s, v) = self.protect_with(s, version, uses(count)).await?;
         let blob = s.blob(v)?;
         Ok(self
             .inner
@@ -403,6 +403,16 @@ impl Keyring {
                 s.check_use(*v, Use::Process)?;
             }
         }
+        // A compromised version a ceremony lets decrypt: each use audited before it happens.
+        // (Verify is never refused by the lifecycle, and not a use of this kind.)
+        let what = match op {
+            KeyOp::BulkSeal => Some("bulk.unseal"),
+            KeyOp::Decrypt => Some("decrypt"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            self.audit_compromised_uses(&s, &versions, what).await?;
+        }
         Ok(s)
     }
 }
@@ -420,6 +430,11 @@ fn item_aads<'a>(
             aad::for_item(derived, contexts.get(i).map(Vec::as_slice), a).map_err(|e| e.to_string())
         })
         .collect()
+}
+
+/// `n` items as a count of uses (`usage.rs`).
+fn uses(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// Contexts come one per item or not at all.

@@ -214,7 +214,24 @@ impl Keyring {
 
     /// Read-modify-write of a record with check-and-set; `f` returns the new record (unsigned)
     /// and whether to add a version, or `None` for no change. Retries on conflicts.
-    pub(super) async fn modify<F>(&self, name: &str, mut f: F) -> Result<Arc<KeyState>>
+    pub(super) async fn modify<F>(&self, name: &str, f: F) -> Result<Arc<KeyState>>
+    where
+        F: FnMut(&KeyState) -> Result<Option<(Record, bool)>>,
+    {
+        self.modify_with(name, f, false).await
+    }
+
+    /// [`Keyring::modify`]; with `keep_weak_root`, a write that adds no version to a record of a
+    /// token without a hardened root (rootseal 0.1.0's root, `WeakRoot`) is MACed under the
+    /// record's own root instead of being refused: a usage reservation (`usage.rs`), so that the
+    /// keys of such a token keep encrypting until `rootseal root rotate` hardens it. The record's
+    /// root is unchanged, so nothing is sealed or MACed under a weaker key than before.
+    pub(super) async fn modify_with<F>(
+        &self,
+        name: &str,
+        mut f: F,
+        keep_weak_root: bool,
+    ) -> Result<Arc<KeyState>>
     where
         F: FnMut(&KeyState) -> Result<Option<(Record, bool)>>,
     {
@@ -237,7 +254,15 @@ impl Keyring {
                 .inner
                 .hsm
                 .run(move |ctx| {
-                    let target = jobs::required_seal_target(ctx)?;
+                    let target = match jobs::required_seal_target(ctx) {
+                        Err(crate::error::Error::NoCurrentRoot)
+                            if keep_weak_root && !new_version =>
+                        {
+                            crate::types::RootId::from_hex(&record.root_id)
+                                .ok_or(crate::error::Error::NoCurrentRoot)?
+                        }
+                        r => r?,
+                    };
                     let mut r = record.clone();
                     if new_version {
                         let made = jobs::new_version(
@@ -431,6 +456,7 @@ impl Keyring {
         }
         for v in &mut r.versions {
             v.lifecycle = None;
+            v.uses_reserved = 0;
         }
         r.format_version = if r.config.key_type == KeyType::Aes256Gcm96 {
             1

@@ -19,7 +19,9 @@
 //! * [`rotation`]: root rotation, re-sealing every record under a new root;
 //! * `compromise`: marking a version compromised (and rotating);
 //! * `trim`: Vault's `trim`, destroying the versions below `min_available_version`;
-//! * [`upkeep`]: scheduled key rotation (`auto_rotate_period`, protect-stop lead time);
+//! * [`upkeep`]: scheduled key rotation (`auto_rotate_period`, protect-stop lead time, usage
+//!   limit);
+//! * `usage`: counting each version's AES-GCM encryptions in reserved blocks (usage limits);
 //! * [`admin`]: root administration (init, status, attributes), which needs no keyring.
 
 use std::collections::HashMap;
@@ -42,7 +44,7 @@ pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod batch;
 pub(crate) mod clock;
-mod compromise;
+pub(crate) mod compromise;
 pub(crate) mod crypto;
 mod der;
 pub(crate) mod governance;
@@ -55,6 +57,7 @@ pub(crate) mod sign;
 mod state;
 mod trim;
 pub(crate) mod upkeep;
+mod usage;
 
 use crate::lifecycle::LifecyclePolicy;
 use clock::Clock;
@@ -89,6 +92,8 @@ struct Inner {
     clock: Clock,
     /// Cryptoperiods of the lifecycle classes, and the rotation lead time.
     policy: LifecyclePolicy,
+    /// Records each allowed use of a compromised version (`compromise.rs`).
+    compromised_audit: RwLock<Option<compromise::CompromisedUseAudit>>,
 }
 
 /// How a [`Keyring`] is opened beyond its HSM and store.
@@ -158,6 +163,7 @@ impl Keyring {
                 custody: RwLock::new(custody),
                 clock: options.clock,
                 policy: options.lifecycle,
+                compromised_audit: RwLock::new(None),
             }),
         })
     }
@@ -343,11 +349,13 @@ impl Keyring {
     }
 
     fn state_of(&self, record: Record, store_version: u64) -> Result<KeyState> {
+        let previous = self.cached(&record.name);
         KeyState::from_record(
             record,
             store_version,
             &self.inner.policy,
             self.inner.clock.clone(),
+            previous.as_deref(),
         )
     }
 

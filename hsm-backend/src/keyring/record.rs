@@ -25,6 +25,9 @@
 //! this code writes is version 3: a record of version 1 or 2 is read as it is (its MAC covers
 //! exactly the stored bytes), its versions' dates derived from their creation time and the
 //! class defaults, and it is written as version 3 on its next write ([`Record::upgrade`]).
+//! Version 3 also counts, per version, the AES-GCM encryptions reserved so far
+//! (`uses_reserved`, absent while 0; see `usage.rs`). A version from a record of format 1 or 2
+//! starts counting at 0: what it encrypted before is not known.
 
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +145,11 @@ pub(super) struct VersionEntry {
     /// outside the HSM before (version 2; absent means made in the HSM).
     #[serde(default, skip_serializing_if = "is_false")]
     pub(super) imported: bool,
+    /// AES-GCM encryptions reserved for this version so far (version 3; absent: none): an upper
+    /// bound of the encryptions it made, since every process reserves a block here before it
+    /// uses it (`usage.rs`, NIST SP 800-38D §8.3).
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub(super) uses_reserved: u64,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -164,6 +172,7 @@ impl VersionEntry {
             public_key: None,
             imported: false,
             lifecycle: Some(VersionLifecycle::active(created, period)),
+            uses_reserved: 0,
         }
     }
 
@@ -266,8 +275,10 @@ impl Record {
                 "key {name}: a version 1 record carries version 2 fields"
             )));
         }
-        let v3_fields =
-            r.config.has_v3_fields() || r.versions.iter().any(|v| v.lifecycle.is_some());
+        let v3_fields = r.config.has_v3_fields()
+            || r.versions
+                .iter()
+                .any(|v| v.lifecycle.is_some() || v.uses_reserved != 0);
         if fv < RECORD_VERSION && v3_fields {
             return Err(KeyringError::integrity(format!(
                 "key {name}: a version {fv} record carries version 3 fields"

@@ -10,6 +10,7 @@ use base64::Engine as _;
 use super::api::{KeyInfo, VersionInfo};
 use super::clock::Clock;
 use super::record::Record;
+use super::usage::Usage;
 use crate::blob::{self, BlobError, SealedBlob};
 use crate::error::KeyringError;
 use crate::lifecycle::{LifecyclePolicy, Use, VersionLifecycle};
@@ -50,6 +51,12 @@ pub(super) struct KeyState {
     pub(super) lifecycle: Arc<BTreeMap<u32, VersionLifecycle>>,
     /// The keyring's clock, which every lifecycle check reads.
     pub(super) clock: Clock,
+    /// Each AES version's encryptions reserved by this process and not yet spent (`usage.rs`),
+    /// kept from the state this one replaces while the version's key material is the same.
+    pub(super) usage: BTreeMap<u32, Arc<Usage>>,
+    /// Whether some version is compromised with a ceremony's decision to let it decrypt (its uses
+    /// are audited: `compromise.rs`); false keeps the decrypt path free of that scan.
+    pub(super) compromised_processing: bool,
     pub(super) loaded_at: Instant,
 }
 
@@ -61,18 +68,20 @@ pub(super) fn parse_id(s: &str) -> Option<[u8; 16]> {
 impl KeyState {
     /// Builds the state of `record` (already MAC-checked or just written) stored at
     /// `store_version`: parses every blob and checks that each belongs to this key and version;
-    /// each version's lifecycle as recorded, or derived under `policy`.
+    /// each version's lifecycle as recorded, or derived under `policy`. The usage counters of
+    /// `previous` (the state this one replaces) are kept for each version whose blob is the same.
     pub(super) fn from_record(
         record: Record,
         store_version: u64,
         policy: &LifecyclePolicy,
         clock: Clock,
+        previous: Option<&KeyState>,
     ) -> Result<KeyState, KeyringError> {
         let name = record.name.as_str();
         let period = record.config.period(policy).map_err(|e| {
             KeyringError::integrity(format!("key {name}: recorded cryptoperiod refused: {e}"))
         })?;
-        let lifecycle = Arc::new(
+        let lifecycle: Arc<BTreeMap<u32, VersionLifecycle>> = Arc::new(
             record
                 .versions
                 .iter()
@@ -131,6 +140,23 @@ impl KeyState {
                 "key {name}: record has no versions"
             )));
         }
+        let mut usage = BTreeMap::new();
+        if key_type.is_aes() {
+            for v in &record.versions {
+                let kept = previous.and_then(|p| {
+                    let same = p
+                        .record
+                        .versions
+                        .iter()
+                        .any(|e| e.version == v.version && e.blob == v.blob);
+                    same.then(|| p.usage.get(&v.version).cloned()).flatten()
+                });
+                usage.insert(v.version, kept.unwrap_or_default());
+            }
+        }
+        let compromised_processing = lifecycle.values().any(|l: &VersionLifecycle| {
+            l.state == crate::lifecycle::LifecycleState::Compromised && l.process_until.is_some()
+        });
         Ok(KeyState {
             record,
             store_version,
@@ -138,6 +164,8 @@ impl KeyState {
             pairs,
             lifecycle,
             clock,
+            usage,
+            compromised_processing,
             loaded_at: Instant::now(),
         })
     }
@@ -151,6 +179,8 @@ impl KeyState {
             pairs: self.pairs.clone(),
             lifecycle: self.lifecycle.clone(),
             clock: self.clock.clone(),
+            usage: self.usage.clone(),
+            compromised_processing: self.compromised_processing,
             loaded_at: Instant::now(),
         }
     }
@@ -202,6 +232,15 @@ impl KeyState {
             )),
             Some(v) => Ok(v),
         }
+    }
+
+    /// The AES-GCM encryptions reserved for version `v` in the record (`usage.rs`).
+    pub(super) fn uses_reserved(&self, v: u32) -> u64 {
+        self.record
+            .versions
+            .iter()
+            .find(|e| e.version == v)
+            .map_or(0, |e| e.uses_reserved)
     }
 
     /// The blob of version `v`.
@@ -271,7 +310,12 @@ impl KeyState {
             lifecycle: self
                 .lifecycle
                 .iter()
-                .map(|(v, l)| (*v, VersionInfo::new(l, self.clock.now())))
+                .map(|(v, l)| {
+                    (
+                        *v,
+                        VersionInfo::new(l, self.clock.now(), self.uses_reserved(*v)),
+                    )
+                })
                 .collect(),
         }
     }

@@ -1,7 +1,10 @@
 //! Vault's `transit/keys/:name/trim`: removes every version below `min_available_version` from
 //! the key's record, so their sealed blobs (symmetric types) are gone from the store and their
-//! token key pairs (signing types) are destroyed: crypto-shredding of what they protected. A
-//! ciphertext of a trimmed version is refused as `key version N is destroyed`.
+//! token key pairs (signing types) are destroyed: crypto-shredding of what they protected. The
+//! store's older versions of the record are destroyed too ([`KekStore::shred_history`]: Vault KV
+//! v2's `destroy`). A ciphertext of a trimmed version is refused as `key version N is destroyed`.
+//!
+//! [`KekStore::shred_history`]: crate::store::KekStore::shred_history
 
 use super::api::KeyInfo;
 use super::{Keyring, Result};
@@ -52,6 +55,12 @@ impl Keyring {
                 }
                 Ok(Some((r, false)))
             })
+            .await?;
+        // Crypto-shredding: the store's older versions of the record (Vault KV v2 keeps them)
+        // still hold the removed blobs. Always, so a trim retried after a failure here finishes.
+        self.inner
+            .store
+            .shred_history(name, s.store_version)
             .await?;
         if !removed.is_empty() {
             let mut gone = s.record.clone();

@@ -3,7 +3,8 @@
 //!
 //! A key is due when Vault's `auto_rotate_period` has passed since its latest version's
 //! activation, or when its latest version's protect-stop comes within the policy's lead time
-//! (`[lifecycle] lead_time`), so a fresh version is active before the old one stops encrypting.
+//! (`[lifecycle] lead_time`), so a fresh version is active before the old one stops encrypting,
+//! or when its latest version has reserved its usage limit of encryptions (`usage.rs`).
 //! The rotation is a check-and-set write on the record (`modify`): every replica that finds the
 //! key due races for the same store version, one wins, and the others re-read the record, find
 //! the new version, and see the key no longer due.
@@ -23,6 +24,8 @@ pub enum RotationReason {
     AutoRotatePeriod,
     /// The latest version's protect-stop is within the lead time (or past).
     ProtectStopAhead,
+    /// The latest version has reserved its usage limit of encryptions (SP 800-38D §8.3).
+    UsageLimit,
 }
 
 impl RotationReason {
@@ -31,6 +34,7 @@ impl RotationReason {
         match self {
             Self::AutoRotatePeriod => "auto_rotate_period",
             Self::ProtectStopAhead => "protect_stop_within_lead_time",
+            Self::UsageLimit => "usage_limit",
         }
     }
 }
@@ -46,10 +50,15 @@ pub struct Rotated {
     pub reason: RotationReason,
 }
 
-/// Whether `s` is due at `now` with lead time `lead`, and why.
-fn due(s: &KeyState, now: u64, lead: u64) -> Option<RotationReason> {
+/// Whether `s` is due at `now` with lead time `lead` and usage limit `limit`, and why.
+fn due(s: &KeyState, now: u64, lead: u64, limit: u64) -> Option<RotationReason> {
     let latest = s.latest();
     let l = s.lifecycle.get(&latest)?;
+    // The write that reserves a version's last uses rotates the key; this catches a rotation
+    // that failed there.
+    if s.usage.contains_key(&latest) && s.uses_reserved(latest) >= limit {
+        return Some(RotationReason::UsageLimit);
+    }
     let period = s.record.config.auto_rotate_period_secs;
     if period != 0 && now >= l.activation.saturating_add(period) {
         return Some(RotationReason::AutoRotatePeriod);
@@ -104,6 +113,35 @@ impl Keyring {
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Warnings about `seal-kek` keys (OpenBao's auto-unseal key) this process has loaded, from
+    /// memory only: a latest version past its protect-stop no longer encrypts (OpenBao cannot
+    /// seal new values with it) while it still decrypts, so OpenBao still unseals, until its
+    /// deactivation. Each warning names the key, the version and both times.
+    pub fn seal_key_warnings(&self) -> Vec<String> {
+        let now = self.inner.clock.now();
+        let keys = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<String> = keys
+            .values()
+            .filter(|s| s.record.config.class() == crate::lifecycle::LifecycleClass::SealKek)
+            .filter_map(|s| {
+                let v = s.latest();
+                let l = s.lifecycle.get(&v)?;
+                let past = l.state_at(now) == crate::lifecycle::LifecycleState::Active
+                    && now >= l.protect_stop;
+                past.then(|| {
+                    format!(
+                        "seal key {} v{v} is past its protect-stop ({}): it no longer encrypts, \
+                         but OpenBao still unseals with it (decrypt) until its deactivation ({}); \
+                         rotate it (rootseal key rotate {})",
+                        s.record.name, l.protect_stop, l.deactivation, s.record.name
+                    )
+                })
+            })
+            .collect();
+        out.sort();
         out
     }
 
@@ -179,10 +217,11 @@ impl Keyring {
     /// `NotFound`, HSM and store errors.
     pub async fn rotate_if_due(&self, name: &str) -> Result<Option<Rotated>> {
         let lead = self.inner.policy.lead_time_secs;
+        let limit = self.inner.policy.usage.limit();
         let mut reason = None;
         let s = self
             .modify(name, |s| {
-                reason = due(s, s.clock.now(), lead);
+                reason = due(s, s.clock.now(), lead, limit);
                 Ok(reason.map(|_| (s.record.clone(), true)))
             })
             .await?;

@@ -143,6 +143,24 @@ pub async fn record_custody(log: &AuditLog, keyring: &Keyring) {
     }
 }
 
+/// Makes `log` record every use of a compromised key version that a `lifecycle.compromise`
+/// ceremony's decision allows (`lifecycle.compromised_use`: key, version, operation, the end of
+/// the decision), before the use: when the record cannot be written the use is refused.
+pub fn audit_compromised_uses(log: &AuditLog, keyring: &Keyring) {
+    let log = log.clone();
+    keyring.set_compromised_use_audit(std::sync::Arc::new(move |u| {
+        let log = log.clone();
+        Box::pin(async move {
+            let ev = Event::new("lifecycle.compromised_use")
+                .with("key", u.key.as_str())
+                .with("version", u.version)
+                .with("op", u.op)
+                .with("allowed_until", u.allowed_until);
+            log.record(ev).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    }));
+}
+
 /// Writes the `<who>.stop` record and the final checkpoint.
 pub async fn close(log: &AuditLog, who: &str) {
     if let Err(e) = log.record(Event::new(&format!("{who}.stop"))).await {

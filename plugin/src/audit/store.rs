@@ -239,6 +239,23 @@ impl KekStore for AuditedStore {
         self.inner.list()
     }
 
+    fn shred_history<'a>(
+        &'a self,
+        name: &'a str,
+        current: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.inner.shred_history(name, current).await?;
+            self.record(
+                Event::new("kek.shred")
+                    .with("name", name)
+                    .with("kept_store_version", current),
+            )
+            .await;
+            Ok(())
+        })
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }

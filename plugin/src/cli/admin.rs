@@ -106,6 +106,7 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
     );
     let keyring = keyring_over(&cfg, hsm, store).await?;
     crate::audit::record_custody(&log, &keyring).await;
+    crate::audit::audit_compromised_uses(&log, &keyring);
     // Auto-rotation and protect-stop lead time (`[lifecycle]`); ends with the process.
     let _scheduler = crate::scheduler::spawn(keyring.clone(), crate::scheduler::INTERVAL);
     let custody = keyring.custody();

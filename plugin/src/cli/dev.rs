@@ -202,6 +202,7 @@ pub async fn run(p: Prepared) -> CliResult {
         .await
         .map_err(|e| super::explain(&e))?;
     crate::audit::record_custody(&log, &keyring).await;
+    crate::audit::audit_compromised_uses(&log, &keyring);
     // Auto-rotation and protect-stop lead time, as `serve`.
     let _scheduler = crate::scheduler::spawn(keyring.clone(), crate::scheduler::INTERVAL);
     let router = crate::routes::try_app_with(

@@ -921,15 +921,32 @@ async fn precheck(
 ) -> Result<(), Refusal> {
     let p = &c.request.params;
     match op {
-        "key.destroy" => {
+        "key.destroy" | "lifecycle.compromise" => {
             let key = p.get("key").cloned().unwrap_or_default();
-            match kr.key_info(&key).await {
-                Ok(_) => Ok(()),
+            let info = match kr.key_info(&key).await {
+                Ok(i) => i,
                 Err(KeyringError::NotFound) => {
-                    Err(Refusal::BadParams(format!("no key {key:?} on this system")))
+                    return Err(Refusal::BadParams(format!("no key {key:?} on this system")))
                 }
-                Err(e) => Err(Refusal::BadParams(explain(&e))),
+                Err(e) => return Err(Refusal::BadParams(explain(&e))),
+            };
+            if let Some(v) = version_param(p, "version") {
+                if !info.versions.contains_key(&v) {
+                    return Err(Refusal::BadParams(format!(
+                        "key {key:?} has no version {v}"
+                    )));
+                }
             }
+            if let Some(min) = version_param(p, "min_available_version") {
+                // Vault's trim rules (min_decryption_version is raised to it when it runs).
+                if min < info.min_available_version || min > info.latest_version {
+                    return Err(Refusal::BadParams(format!(
+                        "min_available_version {min} must be between the current {} and the latest version {}",
+                        info.min_available_version, info.latest_version
+                    )));
+                }
+            }
+            Ok(())
         }
         "operators.set" => {
             let reg = Registry::parse(p.get("operators").map(String::as_bytes).unwrap_or_default())
@@ -967,6 +984,11 @@ async fn precheck(
         }
         _ => Ok(()),
     }
+}
+
+/// A version parameter (checked as a `Version` by the operation's schema).
+fn version_param(p: &std::collections::BTreeMap<String, String>, name: &str) -> Option<u32> {
+    p.get(name).and_then(|v| v.parse().ok())
 }
 
 /// What an operation produced besides its effect.
@@ -1061,8 +1083,66 @@ async fn run_op(
         }
         "key.destroy" => {
             let key = p.get("key").cloned().unwrap_or_default();
+            if let Some(min) = version_param(p, "min_available_version") {
+                // Trim: the versions below `min` stop decrypting first (Vault's rule
+                // min_available_version <= min_decryption_version), then are destroyed. Resumed
+                // after a kill, both steps are no-ops when done.
+                let info = kr.key_info(&key).await.map_err(|e| explain(&e))?;
+                if info.min_decryption_version < min
+                    || (info.min_encryption_version != 0 && info.min_encryption_version < min)
+                {
+                    let upd = rootseal_hsm::KeyConfigUpdate {
+                        min_decryption_version: Some(info.min_decryption_version.max(min)),
+                        min_encryption_version: (info.min_encryption_version != 0)
+                            .then_some(info.min_encryption_version.max(min)),
+                        ..Default::default()
+                    };
+                    kr.update_key_config(&key, upd)
+                        .await
+                        .map_err(|e| explain(&e))?;
+                }
+                let info = kr.trim_key(&key, min).await.map_err(|e| explain(&e))?;
+                println!("Key {key}: versions below {min} destroyed");
+                *outcome = Some(format!(
+                    "trimmed below v{min}; latest v{}",
+                    info.latest_version
+                ));
+                return Ok(kr);
+            }
             kr.destroy_key(&key).await.map_err(|e| explain(&e))?;
             println!("Key {key} destroyed");
+            Ok(kr)
+        }
+        "lifecycle.compromise" => {
+            let key = p.get("key").cloned().unwrap_or_default();
+            let version = version_param(p, "version").unwrap_or(0);
+            let secs: u64 = p
+                .get("decrypt_secs")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            // The decision runs from the ceremony's execution (a resumed run keeps the first
+            // execution's start: the ledger entry's time).
+            let start = entry.started;
+            let until = (secs > 0).then(|| start.saturating_add(secs));
+            let info = kr
+                .compromise_version_until(&key, version, until)
+                .await
+                .map_err(|e| explain(&e))?;
+            match until {
+                Some(t) => println!(
+                    "Key {key} v{version} marked compromised; it decrypts until {t} (unix), each use audited; latest v{}",
+                    info.latest_version
+                ),
+                None => println!(
+                    "Key {key} v{version} marked compromised; it never encrypts nor decrypts again; latest v{}",
+                    info.latest_version
+                ),
+            }
+            *outcome = Some(format!(
+                "v{version} compromised; decrypt until {}; latest v{}",
+                until.map_or_else(|| "never".to_owned(), |t| t.to_string()),
+                info.latest_version
+            ));
             Ok(kr)
         }
         "operators.set" => {

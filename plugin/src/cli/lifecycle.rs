@@ -2,8 +2,9 @@
 //! (NIST SP 800-57: it never protects nor processes again) and rotates the key when it was the
 //! latest version.
 //!
-//! With governance on, this is to be a `lifecycle.compromise` ceremony; that ceremony is not
-//! built yet, so the command refuses rather than act on one operator's word.
+//! With governance on, this is a `lifecycle.compromise` ceremony (SO + CO by default), whose
+//! decision may let the version decrypt for a while (`decrypt_secs`, each use audited); the
+//! command refuses and names the ceremony rather than act on one operator's word.
 
 use std::path::Path;
 
@@ -15,9 +16,11 @@ pub async fn key_compromise(path: &Path, name: &str, version: u32) -> CliResult 
     let cfg = load(path)?;
     if cfg.governance.enabled {
         return Err(format!(
-            "marking key {name} v{version} compromised needs a lifecycle.compromise ceremony when \
-             governance is on, which this release does not have yet: with governance = \"off\" \
-             run this command, or rotate the key and raise min_decryption_version past v{version}"
+            "marking key {name} v{version} compromised is a lifecycle.compromise ceremony when \
+             governance is on: rootseal ceremony propose --op lifecycle.compromise \
+             --param key={name} --param version={version} [--param decrypt_secs=N] \
+             --config {}",
+            path.display()
         ));
     }
     let keyring = open_keyring(&cfg).await?;

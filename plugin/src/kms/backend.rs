@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use rootseal_hsm::{Cause, Custody, HsmConfig, Keyring, KeyringError};
-use rootseal_hsm::{CreateOptions, DecryptItem, EncryptItem, KeyOp, Sealed};
+use rootseal_hsm::{CreateOptions, DecryptItem, EncryptItem, KeyOp, LifecycleClass, Sealed};
 use rootseal_hsm::{FileStore, KekStore};
 use zeroize::Zeroizing;
 
@@ -159,6 +159,7 @@ impl Opener for KeyringOpener {
             ));
             let keyring = Keyring::open(hsm, store).await?;
             crate::audit::record_custody(&log, &keyring).await;
+            crate::audit::audit_compromised_uses(&log, &keyring);
             let custody = keyring.custody();
             if custody.verdict() == Custody::Weak {
                 let failures = custody.failures().join("; ");
@@ -167,11 +168,26 @@ impl Opener for KeyringOpener {
                 }
                 tracing::warn!(%failures, "serving from a weak root (allow_weak_root = \"true\")");
             }
+            // The auto-unseal key is lifecycle class `seal-kek` (`[lifecycle.seal-kek]`): past
+            // its protect-stop it refuses Encrypt while Decrypt (unseal) keeps working.
             let opts = CreateOptions {
                 allowed_ops: Some(vec![KeyOp::Encrypt, KeyOp::Decrypt]),
+                lifecycle_class: Some(LifecycleClass::SealKek),
                 ..CreateOptions::default()
             };
-            keyring.create_key(&settings.key_name, opts).await?;
+            let info = keyring.create_key(&settings.key_name, opts).await?;
+            if info.lifecycle_class != LifecycleClass::SealKek {
+                // Made before the class existed: its versions keep their dates, new ones get
+                // the class's.
+                let upd = rootseal_hsm::KeyConfigUpdate {
+                    lifecycle_class: Some(LifecycleClass::SealKek),
+                    ..Default::default()
+                };
+                keyring.update_key_config(&settings.key_name, upd).await?;
+            }
+            for w in keyring.seal_key_warnings() {
+                tracing::warn!(warning = %w, "unseal key lifecycle");
+            }
             tracing::info!(key = %settings.key_name, %token, store = %store_desc, "unseal key ready");
             Ok(Arc::new(KeyringKeys {
                 keyring,
@@ -290,10 +306,15 @@ impl SealKeys for KeyringKeys {
         aad: Vec<u8>,
     ) -> BoxFuture<'_, Result<Zeroizing<Vec<u8>>, KeyringError>> {
         Box::pin(async move {
-            one(self
+            let out = one(self
                 .keyring
                 .decrypt(&self.name, vec![DecryptItem { sealed, aad }])
-                .await?)
+                .await?);
+            // Unsealing with a version past its protect-stop works; say that it will not last.
+            for w in self.keyring.seal_key_warnings() {
+                tracing::warn!(warning = %w, "unseal key lifecycle");
+            }
+            out
         })
     }
 

@@ -130,6 +130,10 @@ struct Health {
     /// `unsigned` (the audit key is missing: no checkpoints), or `failing` (block mode, the log
     /// cannot be written: requests get 503). rootseal's own field.
     audit: &'static str,
+    /// Lifecycle warnings: a `seal-kek` key (OpenBao's auto-unseal key) past its protect-stop
+    /// (it decrypts, so OpenBao unseals, but no longer encrypts). Absent when none. rootseal's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 /// `GET /v1/sys/health`: 200 when the HSM answers and holds a complete root, 503
@@ -160,6 +164,7 @@ pub async fn health(State(st): State<AppState>) -> Response {
             Some(a) if a.mode != rootseal_audit::Mode::Off && !a.signed => "unsigned",
             Some(a) => a.mode.as_str(),
         },
+        warnings: st.keyring().seal_key_warnings(),
     };
     let status = if hsm_ok {
         StatusCode::OK

@@ -46,6 +46,8 @@ struct LifecycleVersion {
     compromise_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     destroy_time: Option<String>,
+    /// AES-GCM encryptions reserved so far (at least those made; NIST SP 800-38D §8.3 limit).
+    encryptions: u64,
 }
 
 impl LifecycleVersion {
@@ -57,6 +59,7 @@ impl LifecycleVersion {
             deactivation_time: rfc3339(v.deactivation_time),
             compromise_time: v.compromise_time.map(rfc3339),
             destroy_time: v.destroy_time.map(rfc3339),
+            encryptions: v.encryptions,
         }
     }
 }
