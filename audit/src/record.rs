@@ -56,7 +56,7 @@ pub fn encode(seq: u64, time: &str, prev: Option<&Hash>, event: &Event) -> Resul
     encode_owned(seq, time, prev, event.clone())
 }
 
-/// [`encode`], taking the event (the writer's path: no copy of its fields).
+/// [`encode`], taking the event (no copy of its fields).
 ///
 /// # Errors
 /// As [`encode`].
@@ -66,24 +66,52 @@ pub fn encode_owned(
     prev: Option<&Hash>,
     event: Event,
 ) -> Result<Vec<u8>, String> {
-    let mut m = Map::new();
-    m.insert("v".into(), RECORD_VERSION.into());
-    m.insert("seq".into(), seq.into());
-    m.insert("time".into(), time.into());
-    if let Some(p) = prev {
-        m.insert("prev".into(), B64.encode(p).into());
-    }
-    m.insert("event".into(), Value::Object(event.0));
-    let v = Value::Object(m);
-    if needs_general(&v) {
+    let ev = encode_event(&event)?;
+    let mut out = Vec::with_capacity(ev.len() + 128);
+    splice(&mut out, seq, time, prev, &ev);
+    Ok(out)
+}
+
+/// The canonical (RFC 8785) bytes of `event` as a JSON object: what [`splice`] puts in a
+/// record's `event` field. Callers encode their event before handing it to the writer, so the
+/// writer thread only splices bytes (and the event's allocations are freed where they were made).
+///
+/// # Errors
+/// A value that RFC 8785 cannot represent (a non-finite number).
+pub fn encode_event(event: &Event) -> Result<Vec<u8>, String> {
+    if event.0.values().any(needs_general) {
+        let v = Value::Object(event.0.clone());
         serde_json_canonicalizer::to_vec(&v).map_err(|e| e.to_string())
     } else {
         // Without floats or integers beyond 2^53, serde_json's output of its (sorted) map is the
         // RFC 8785 form: sorted keys, no whitespace, the same string escapes, integers as
         // written; 25 times faster than the general canonicalizer (`fast_path_is_canonical`
         // holds it to that).
-        serde_json::to_vec(&v).map_err(|e| e.to_string())
+        serde_json::to_vec(&event.0).map_err(|e| e.to_string())
     }
+}
+
+/// Appends record `seq`'s canonical line (without the newline) to `out`, around `event`, the
+/// event's canonical bytes ([`encode_event`]). The line is the RFC 8785 form of
+/// `{"event":…,"prev":…,"seq":N,"time":…,"v":1}`: its keys in that (sorted) order, `seq` and `v`
+/// integers, `prev` base64 and `time` RFC 3339 (neither needs an escape), and JCS is
+/// compositional, so the event's canonical bytes are the canonical bytes of the field
+/// (`splice_is_canonical` holds it to the general canonicalizer).
+pub fn splice(out: &mut Vec<u8>, seq: u64, time: &str, prev: Option<&Hash>, event: &[u8]) {
+    use std::io::Write as _;
+    out.extend_from_slice(b"{\"event\":");
+    out.extend_from_slice(event);
+    if let Some(p) = prev {
+        out.extend_from_slice(b",\"prev\":\"");
+        let mut b = [0u8; 44];
+        let n = B64.encode_slice(p, &mut b).unwrap_or(0);
+        out.extend_from_slice(&b[..n]);
+        out.push(b'"');
+    }
+    let _ = write!(
+        out,
+        ",\"seq\":{seq},\"time\":\"{time}\",\"v\":{RECORD_VERSION}}}"
+    );
 }
 
 /// Whether `v` holds a number RFC 8785 writes differently from serde_json: a float, or an
@@ -211,6 +239,43 @@ mod tests {
             line.contains("1.5e+300") && line.contains("18446744073709552000"),
             "{line}"
         );
+    }
+
+    /// The spliced line is byte for byte the general canonicalizer's output of the whole record,
+    /// with and without `prev`, with an event on either encoding path.
+    #[test]
+    fn splice_is_canonical() {
+        let events = [
+            Event::new("transit.encrypt")
+                .with("key", "k\u{e9}\"/\\")
+                .with("items", 1)
+                .with("client", serde_json::Value::Null)
+                .with("versions", vec![1u64, 2]),
+            Event::new("x").with("p", 1.5e300).with("q", u64::MAX),
+            Event::new("audit.dropped"),
+        ];
+        for (i, e) in events.iter().enumerate() {
+            for prev in [None, Some([0xfbu8; 32])] {
+                let seq = (i as u64) * 1_000_003;
+                let time = "2026-12-03T09:00:00.123Z";
+                let mut m = Map::new();
+                m.insert("v".into(), RECORD_VERSION.into());
+                m.insert("seq".into(), seq.into());
+                m.insert("time".into(), time.into());
+                if let Some(p) = prev {
+                    m.insert("prev".into(), B64.encode(p).into());
+                }
+                m.insert("event".into(), Value::Object(e.0.clone()));
+                let jcs = serde_json_canonicalizer::to_vec(&Value::Object(m)).unwrap_or_default();
+                let ev = encode_event(e).unwrap_or_default();
+                let mut line = Vec::new();
+                splice(&mut line, seq, time, prev.as_ref(), &ev);
+                assert_eq!(
+                    String::from_utf8_lossy(&line),
+                    String::from_utf8_lossy(&jcs)
+                );
+            }
+        }
     }
 
     #[test]

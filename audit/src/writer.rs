@@ -148,7 +148,8 @@ pub struct AuditStatus {
 type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
 
 enum Msg {
-    Record(Event, Option<Reply<u64>>, OwnedSemaphorePermit),
+    /// An event's canonical bytes ([`record::encode_event`], made by the caller).
+    Record(Vec<u8>, Option<Reply<u64>>, OwnedSemaphorePermit),
     Checkpoint(Reply<String>),
     Close(oneshot::Sender<()>),
 }
@@ -371,6 +372,7 @@ impl AuditLog {
             shared: shared.clone(),
             every: cfg.checkpoint_every.max(1),
             interval: cfg.checkpoint_interval,
+            spare: Vec::new(),
         };
         std::thread::Builder::new()
             .name("rootseal-audit".into())
@@ -390,18 +392,17 @@ impl AuditLog {
         };
         if torn > 0 {
             // The repair itself is on the record.
-            let _ = log.send(
-                Event::new("audit.torn_tail").with("bytes", torn),
-                None,
-                None,
-            );
+            if let Ok(ev) = record::encode_event(&Event::new("audit.torn_tail").with("bytes", torn))
+            {
+                let _ = log.send(ev, None, None);
+            }
         }
         Ok(log)
     }
 
     fn send(
         &self,
-        event: Event,
+        event: Vec<u8>,
         reply: Option<Reply<u64>>,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(), AuditError> {
@@ -428,12 +429,27 @@ impl AuditLog {
         match self.shared.mode {
             Mode::Off => Ok(None),
             Mode::BestEffort => {
-                if self.send(event, None, None).is_err() {
+                let sent = match record::encode_event(&event) {
+                    Ok(ev) => self.send(ev, None, None),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode an audit record");
+                        Err(AuditError::Unavailable(e))
+                    }
+                };
+                drop(event);
+                if sent.is_err() {
                     self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(None)
             }
             Mode::Block => {
+                // Encoded here, on the caller's thread: the writer thread only splices bytes, and
+                // the event's allocations are freed by the thread that made them.
+                let ev = record::encode_event(&event).map_err(|e| {
+                    tracing::error!(error = %e, "cannot encode an audit record");
+                    AuditError::Unavailable(format!("cannot encode the record: {e}"))
+                })?;
+                drop(event);
                 let permit = self
                     .permits
                     .clone()
@@ -441,7 +457,7 @@ impl AuditLog {
                     .await
                     .map_err(|_| AuditError::Closed)?;
                 let (tx, rx) = oneshot::channel();
-                self.send(event, Some(tx), Some(permit))?;
+                self.send(ev, Some(tx), Some(permit))?;
                 rx.await.map_err(|_| AuditError::Closed)?.map(Some)
             }
         }
@@ -506,6 +522,8 @@ struct Writer {
     shared: Arc<Shared>,
     every: u64,
     interval: Duration,
+    /// The last group's buffer, kept for its capacity.
+    spare: Vec<u8>,
 }
 
 /// A group being assembled: its bytes and the tree after it.
@@ -515,6 +533,8 @@ struct Group {
     prev: Option<Hash>,
     last_cp: Option<(u64, Hash)>,
     checkpoints: Vec<String>,
+    /// The records' time: one reading per group (they are written together).
+    time: Option<String>,
     record_waiters: Vec<(Reply<u64>, u64)>,
     cp_waiters: Vec<(Reply<String>, Result<String, AuditError>)>,
     close: Vec<oneshot::Sender<()>>,
@@ -549,8 +569,11 @@ impl Writer {
                     }
                 }
             }
+            let mut buf = std::mem::take(&mut self.spare);
+            buf.clear();
             let mut g = Group {
-                buf: Vec::new(),
+                buf,
+                time: None,
                 frontier: self.committed.frontier.clone(),
                 prev: self.committed.prev,
                 last_cp: self.committed.last_cp,
@@ -562,15 +585,21 @@ impl Writer {
             };
             let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
             if dropped > 0 {
-                self.append(&mut g, Event::new("audit.dropped").with("records", dropped));
+                match record::encode_event(&Event::new("audit.dropped").with("records", dropped)) {
+                    Ok(ev) => {
+                        self.append(&mut g, &ev);
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot encode an audit record"),
+                }
             }
             let size_before = g.frontier.size();
             for m in msgs {
                 match m {
                     Msg::Record(ev, reply, permit) => {
-                        let seq = self.append(&mut g, ev);
+                        let seq = self.append(&mut g, &ev);
+                        drop(ev);
                         g.permits.push(permit);
-                        if let (Some(r), Some(seq)) = (reply, seq) {
+                        if let Some(r) = reply {
                             g.record_waiters.push((r, seq));
                         }
                     }
@@ -609,23 +638,17 @@ impl Writer {
         }
     }
 
-    /// Adds record `ev` to the group; its seq, or `None` when it cannot be encoded (logged).
-    fn append(&self, g: &mut Group, ev: Event) -> Option<u64> {
+    /// Adds the record of `ev` (an event's canonical bytes) to the group; its seq.
+    fn append(&self, g: &mut Group, ev: &[u8]) -> u64 {
         let seq = g.frontier.size();
-        match record::encode_owned(seq, &crate::time::now_rfc3339(), g.prev.as_ref(), ev) {
-            Ok(line) => {
-                let h = leaf_hash(&line);
-                g.frontier.push(h);
-                g.prev = Some(h);
-                g.buf.extend_from_slice(&line);
-                g.buf.push(b'\n');
-                Some(seq)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, seq, "cannot encode an audit record");
-                None
-            }
-        }
+        let time = g.time.get_or_insert_with(crate::time::now_rfc3339);
+        let start = g.buf.len();
+        record::splice(&mut g.buf, seq, time, g.prev.as_ref(), ev);
+        let h = leaf_hash(&g.buf[start..]);
+        g.buf.push(b'\n');
+        g.frontier.push(h);
+        g.prev = Some(h);
+        seq
     }
 
     /// Signs a checkpoint of the group's tree and adds its line.
@@ -765,6 +788,10 @@ impl Writer {
             }
         }
         drop(g.permits);
+        // Kept for the next group (unless a burst made it large).
+        if g.buf.capacity() <= 1 << 20 {
+            self.spare = g.buf;
+        }
         if !g.close.is_empty() {
             self.trim();
         }
