@@ -14,7 +14,7 @@
 //! decrypted again. A ciphertext that no longer opens to its plaintext is lost.
 //!
 //! Faults (`--hsm-pid-file`, `--hsm-restart`): every `--fault-every` seconds, alternately, the
-//! HSM side is hung (SIGSTOP for `--hang-secs`, then SIGCONT) or killed (SIGKILL, `--down-secs`
+//! HSM side's process group is hung (SIGSTOP for `--hang-secs`, then SIGCONT) or killed (SIGKILL, `--down-secs`
 //! later the restart command runs). The key is rotated every `--rotate-every` seconds.
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -395,10 +395,13 @@ async fn one(s: &Shared, rng: &mut Rng) -> String {
     }
 }
 
-fn signal(pid: &str, sig: &str) -> bool {
+/// Signals the HSM side's whole process group (`p11-kit server` forks a `p11-kit-remote` per
+/// connection, which does the PKCS#11 work; the script starts the server as a group leader).
+fn signal(pgid: &str, sig: &str) -> bool {
     std::process::Command::new("kill")
         .arg(format!("-{sig}"))
-        .arg(pid)
+        .arg("--")
+        .arg(format!("-{pgid}"))
         .status()
         .is_ok_and(|s| s.success())
 }
