@@ -45,6 +45,7 @@ pub(crate) mod api;
 pub(crate) mod batch;
 pub(crate) mod clock;
 pub(crate) mod compromise;
+mod counter;
 pub(crate) mod crypto;
 mod der;
 pub(crate) mod governance;

@@ -9,8 +9,8 @@ use base64::Engine as _;
 
 use super::api::{KeyInfo, VersionInfo};
 use super::clock::Clock;
+use super::counter::Usage;
 use super::record::Record;
-use super::usage::Usage;
 use crate::blob::{self, BlobError, SealedBlob};
 use crate::error::KeyringError;
 use crate::lifecycle::{LifecyclePolicy, Use, VersionLifecycle};

@@ -17,39 +17,13 @@
 //! batch key, so they never approach the limit). Uses are counted before the HSM encrypts, so a
 //! failed encryption still counts.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
+use super::counter::Usage;
 use super::state::KeyState;
 use super::{Keyring, Result};
 use crate::error::KeyringError;
 use crate::lifecycle::{LifecycleRefusal, Refusal};
-
-/// The uses of one version this process has reserved in the record and not yet spent.
-#[derive(Debug, Default)]
-pub(super) struct Usage {
-    left: AtomicU64,
-    /// Held while this process reserves a new block (one writer; the others wait and spend it).
-    refill: tokio::sync::Mutex<()>,
-}
-
-impl Usage {
-    /// Spends `n` uses from the reserved block, or none when fewer are left.
-    fn try_take(&self, n: u64) -> bool {
-        let mut cur = self.left.load(Ordering::Relaxed);
-        loop {
-            if cur < n {
-                return false;
-            }
-            match self
-                .left
-                .compare_exchange_weak(cur, cur - n, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return true,
-                Err(c) => cur = c,
-            }
-        }
-    }
-}
 
 /// The refusal of a version at its usage limit.
 fn exhausted(version: u32) -> KeyringError {
