@@ -42,54 +42,6 @@ fn rv_name(rv: Option<RvError>) -> String {
     rv.map_or_else(|| "CKR_OK".into(), |r| format!("{r:?}"))
 }
 
-/// An extractable, sensitive AES session key that any wrapping key may wrap.
-fn probe_key() -> Vec<Attribute> {
-    vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::ValueLen(32.into()),
-        Attribute::Token(false),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(true),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-    ]
-}
-
-/// An unrestricted AES session wrapping key (the control for the mechanism probe).
-fn control_wrapper() -> Vec<Attribute> {
-    vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::ValueLen(32.into()),
-        Attribute::Token(false),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Wrap(true),
-        Attribute::Unwrap(false),
-    ]
-}
-
-/// An unrestricted generic-secret session signing key (the control for the HMAC probe).
-fn control_hmac() -> Vec<Attribute> {
-    vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::GENERIC_SECRET),
-        Attribute::ValueLen(32.into()),
-        Attribute::Token(false),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Verify(false),
-    ]
-}
-
 fn flipped(a: &Attribute) -> Option<Attribute> {
     Some(match a {
         Attribute::Sensitive(b) => Attribute::Sensitive(!b),
@@ -112,7 +64,7 @@ pub(crate) fn l0(
     l0: ObjectHandle,
     failures: &mut Vec<String>,
 ) -> Result<()> {
-    let key = ctx.generate(&Mechanism::AesKeyGen, &probe_key())?;
+    let key = ctx.generate(&Mechanism::AesKeyGen, &templates::custody_probe_key())?;
     let r = l0_with(ctx, l0, key, failures);
     ctx.destroy_transient(key, "custody probe key");
     r
@@ -125,7 +77,7 @@ fn l0_with(
     failures: &mut Vec<String>,
 ) -> Result<()> {
     // Mechanism restriction.
-    let wrapper = ctx.generate(&Mechanism::AesKeyGen, &control_wrapper())?;
+    let wrapper = ctx.generate(&Mechanism::AesKeyGen, &templates::custody_control_wrapper())?;
     let control = answer(ctx.wrap_with(&Mechanism::AesKeyWrap, wrapper, key));
     ctx.destroy_transient(wrapper, "custody control key");
     match control? {
@@ -198,7 +150,10 @@ pub(crate) fn mac(
     failures: &mut Vec<String>,
 ) -> Result<()> {
     const DATA: &[u8] = b"rootseal custody probe";
-    let control = ctx.generate(&Mechanism::GenericSecretKeyGen, &control_hmac())?;
+    let control = ctx.generate(
+        &Mechanism::GenericSecretKeyGen,
+        &templates::custody_control_hmac(),
+    )?;
     let c = answer(ctx.sign_with(&Mechanism::Sha1Hmac, control, DATA));
     ctx.destroy_transient(control, "custody control key");
     match c? {

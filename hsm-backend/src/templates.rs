@@ -579,3 +579,59 @@ pub(crate) fn operator_signing_key(label: &str, id: &[u8]) -> (Vec<Attribute>, V
     ];
     (public, private)
 }
+
+/// The base of the custody enforcement check's throwaway keys (`custody_enforced.rs`): a
+/// sensitive private session object (`CKA_TOKEN` false), never stored, destroyed after the check.
+fn custody_probe(key_type: KeyType, usage: &[Attribute]) -> Vec<Attribute> {
+    let mut t = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(key_type),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+    ];
+    t.extend_from_slice(usage);
+    t
+}
+
+/// The key L0 is asked to wrap with a mechanism it must refuse: extractable (so only L0's
+/// mechanism restriction can refuse it), sensitive, a session object with no other use. Never an L1.
+pub(crate) fn custody_probe_key() -> Vec<Attribute> {
+    custody_probe(
+        KeyType::AES,
+        &[
+            Attribute::Extractable(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ],
+    )
+}
+
+/// An unrestricted AES session wrapping key: the control that shows the refused mechanism
+/// works on this token.
+pub(crate) fn custody_control_wrapper() -> Vec<Attribute> {
+    custody_probe(
+        KeyType::AES,
+        &[
+            Attribute::Extractable(false),
+            Attribute::Wrap(true),
+            Attribute::Unwrap(false),
+        ],
+    )
+}
+
+/// An unrestricted generic-secret session signing key: the control for the HMAC probe.
+pub(crate) fn custody_control_hmac() -> Vec<Attribute> {
+    custody_probe(
+        KeyType::GENERIC_SECRET,
+        &[
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Verify(false),
+        ],
+    )
+}
