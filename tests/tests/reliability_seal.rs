@@ -2,7 +2,9 @@
 //! a real `p11-kit server` (issue 16, build item 5): with the HSM side killed, rootseal answers
 //! 503 (`Retry-After: 1`) and a restarted OpenBao stays sealed; with the HSM back (the server
 //! restarted on the same socket), the same rootseal process, never restarted, serves again and a
-//! restarted OpenBao unseals with its data intact.
+//! restarted OpenBao unseals with its data intact. The same for rootseal's OpenBao KMS plugin
+//! (`seal "rootseal"`): with the HSM side killed, a restarted OpenBao stays sealed; once it is
+//! back, that same OpenBao, never restarted, unseals through its plugin.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -12,13 +14,16 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rootseal_e2e::{bao, free_port, http_get, rootseal_bin, wait_for, OpenBao, Proc};
+use rootseal_e2e::{
+    bao, free_port, http_get, kms_stanzas, rootseal_bin, wait_for, wait_no_plugin, OpenBao, Proc,
+};
 use rootseal_testkit::{P11KitServer, TestToken};
 use serde_json::{json, Value};
 
-/// `dir/<name>.toml` for `module` and the token, file store in `dir/store`. The audit log is off:
-/// its checkpoints are signed with `CKM_EDDSA`, which p11-kit's RPC (0.25) does not carry either
-/// (`CKR_MECHANISM_INVALID` at `serve` start; docs/runbooks.md).
+/// `dir/<name>.toml` for `module` and the token, file store in `dir/store`, the audit log in
+/// block mode (`serve`'s default) in `dir/audit.log`: its checkpoints are signed with `CKM_EDDSA`
+/// through p11-kit too (`scripts/build-p11kit`), so with the HSM away nothing is answered
+/// unaudited either.
 fn config(dir: &Path, name: &str, module: &Path, label: &str, port: u16) -> PathBuf {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -27,7 +32,7 @@ fn config(dir: &Path, name: &str, module: &Path, label: &str, port: u16) -> Path
             "governance = \"off\"\n[listener]\naddress = \"127.0.0.1:{port}\"\n\n[hsm]\n\
              module = \"{}\"\ntoken_label = \"{label}\"\npin_file = \"pin\"\n\n[auth]\n\
              root_token_file = \"root-token\"\n\n[storage]\nbackend = \"file\"\npath = \"store\"\n\n\
-             [audit]\nmode = \"off\"\n",
+             [audit]\nmode = \"block\"\npath = \"audit.log\"\n",
             module.display()
         ),
     )
@@ -201,4 +206,92 @@ fn openbao_unseals_once_the_hsm_behind_p11_kit_returns_without_restarting_rootse
     assert_eq!(out.trim(), "s3cret");
     drop(ob);
     drop(rs);
+}
+
+#[test]
+fn openbao_unseals_through_the_kms_plugin_once_the_hsm_behind_p11_kit_returns() {
+    let token = TestToken::new();
+    // The root (L0, MAC key, audit key) is made on SoftHSM2 directly, as `rootseal init` must be.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(token.init_root());
+    let mut server = P11KitServer::start(&token);
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let stanzas = kms_stanzas(tmp.path(), &server.client_module(), &token.label, &keys);
+    let plugins = std::fs::canonicalize(tmp.path().join("plugins")).unwrap();
+    let env = [
+        ("ROOTSEAL_HSM_PIN", token.pin.clone()),
+        (
+            "P11_KIT_SERVER_ADDRESS",
+            format!("unix:path={}", server.socket.display()),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut ob = OpenBao::new(&tmp.path().join("bao"), &stanzas);
+    ob.start(&env);
+    assert!(
+        ob.wait_status(Duration::from_secs(60)).is_some(),
+        "OpenBao did not answer:\n{}",
+        ob.log()
+    );
+    let root = ob.init();
+    assert!(
+        ob.wait_sealed(false, Duration::from_secs(60)),
+        "not unsealed through the KMS plugin behind p11-kit:\n{}",
+        ob.log()
+    );
+    assert!(
+        keys.join("openbao-unseal.kek").exists(),
+        "no unseal key in the local store"
+    );
+    let (ok, _, err) = bao(
+        &ob.addr,
+        Some(&root),
+        &["secrets", "enable", "-path=secret", "-version=2", "kv"],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = bao(
+        &ob.addr,
+        Some(&root),
+        &["kv", "put", "secret/app", "pw=k3ms"],
+    );
+    assert!(ok, "{err}");
+
+    // The HSM side is killed: a restarted OpenBao starts its plugin but stays sealed.
+    ob.stop();
+    wait_no_plugin(&plugins, Duration::from_secs(10)).expect("no plugin left after stop");
+    server.kill();
+    ob.start(&env);
+    assert!(
+        ob.wait_status(Duration::from_secs(60)).is_some(),
+        "OpenBao did not answer with the HSM away:\n{}",
+        ob.log()
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(
+        rootseal_e2e::bao_status(&ob.addr),
+        Some((true, true)),
+        "OpenBao is not initialized and sealed while the HSM is away:\n{}",
+        ob.log()
+    );
+
+    // The HSM returns on the same socket: the same OpenBao, never restarted, unseals.
+    server.restart();
+    assert!(
+        ob.wait_sealed(false, Duration::from_secs(90)),
+        "OpenBao did not unseal through its plugin once the HSM returned:\n{}",
+        ob.log()
+    );
+    let (ok, out, err) = bao(
+        &ob.addr,
+        Some(&root),
+        &["kv", "get", "-field=pw", "secret/app"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "k3ms");
+    ob.stop();
+    wait_no_plugin(&plugins, Duration::from_secs(10)).expect("no plugin left after stop");
 }
