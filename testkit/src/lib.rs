@@ -193,8 +193,8 @@ impl Fixture {
 /// use: [`P11KitServer`] uses the build of `scripts/build-p11kit` instead ([`p11_kit_prefix`]).
 pub const P11_KIT_CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
 
-/// Where `scripts/build-p11kit` installs p11-kit 0.25 with `CKM_AES_KEY_WRAP(_PAD)` added to the
-/// RPC's parameterless mechanisms (the only change): `ROOTSEAL_P11KIT` when set, else
+/// Where `scripts/build-p11kit` installs p11-kit 0.25 with `CKM_AES_KEY_WRAP(_PAD)` and `CKM_EDDSA`
+/// added to the RPC's parameterless mechanisms (the only change): `ROOTSEAL_P11KIT` when set, else
 /// `/opt/rootseal-p11kit`.
 pub fn p11_kit_prefix() -> PathBuf {
     std::env::var_os("ROOTSEAL_P11KIT")
