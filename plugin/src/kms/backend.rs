@@ -527,13 +527,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = config_file(
             dir.path(),
-            "[lifecycle.seal-kek]\noriginator_usage_period = \"30d\"\n\
-             recipient_usage_period = \"60d\"\n",
+            "[lifecycle.seal-kek]\noriginator_usage_period = \"90d\"\n\
+             recipient_usage_period = \"180d\"\n",
         );
         let (_, key_dir, policy) = from_config_file(&path, &settings(&path)).unwrap();
         assert_eq!(key_dir, dir.path().join("keys"));
-        assert_eq!(policy.seal_kek.oup_secs(), 30 * 86_400);
-        assert_eq!(policy.seal_kek.rup_secs(), 60 * 86_400);
+        assert_eq!(policy.seal_kek.oup_secs(), 90 * 86_400);
+        assert_eq!(policy.seal_kek.rup_secs(), 180 * 86_400);
         // Without the table: the SP 800-57 defaults, as an inline stanza gets them.
         let path = config_file(dir.path(), "");
         let (_, _, policy) = from_config_file(&path, &settings(&path)).unwrap();
