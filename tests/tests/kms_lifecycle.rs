@@ -292,3 +292,81 @@ fn seal_key_past_protect_stop_still_unseals_refuses_encrypt_and_warns() {
     assert_eq!(read_secret(&server, &root), "42");
     stop(&mut server, &plugins);
 }
+
+/// The seal stanza names a `rootseal.toml` (`config_file`) whose `[lifecycle.seal-kek]` sets a
+/// 90-day OUP: 100 days on, the plugin refuses `Encrypt` (the class default, 1 year, would not)
+/// while OpenBao still unseals, so the plugin read the file's `[lifecycle]`.
+#[test]
+fn seal_key_lifecycle_comes_from_the_config_file() {
+    let token = TestToken::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(token.init_root());
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let pin_file = tmp.path().join("hsm-pin");
+    std::fs::write(&pin_file, &token.pin).unwrap();
+    let tok_file = tmp.path().join("root-token");
+    std::fs::write(&tok_file, "unused-by-the-plugin").unwrap();
+    let config = tmp.path().join("rootseal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "governance = \"off\"\n[listener]\naddress = \"127.0.0.1:0\"\n\
+             [hsm]\nmodule = \"{module}\"\ntoken_label = \"{label}\"\npin_file = \"{pin}\"\n\
+             [auth]\nroot_token_file = \"{tok}\"\n\
+             [storage]\nbackend = \"file\"\npath = \"{keys}\"\n\
+             [lifecycle.seal-kek]\noriginator_usage_period = \"90d\"\n",
+            module = token.module.display(),
+            label = token.label,
+            pin = pin_file.display(),
+            tok = tok_file.display(),
+            keys = keys.display(),
+        ),
+    )
+    .unwrap();
+    let inline = stanzas(tmp.path(), &token, &keys);
+    let (plugin, _) = inline.split_once("seal \"rootseal\"").unwrap();
+    let extra = format!(
+        "{plugin}seal \"rootseal\" {{\n  config_file = \"{}\"\n}}\n",
+        config.display()
+    );
+    let plugins = std::fs::canonicalize(tmp.path().join("plugins")).unwrap();
+    let mut server = OpenBao::new(&tmp.path().join("bao"), &extra);
+
+    start(&mut server, &token, 0);
+    assert!(
+        server.wait_status(UNSEAL_TIMEOUT).is_some(),
+        "{}",
+        server.log()
+    );
+    let (root, recovery) = init(&server);
+    assert!(
+        server.wait_sealed(false, UNSEAL_TIMEOUT),
+        "not unsealed after init:\n{}",
+        server.log()
+    );
+    stop(&mut server, &plugins);
+
+    start(&mut server, &token, 100 * DAY);
+    assert!(
+        server.wait_sealed(false, UNSEAL_TIMEOUT),
+        "not unsealed past the configured protect-stop:\n{}",
+        server.log()
+    );
+    let (ok, out) = rekey_recovery(&server, &root, &recovery);
+    let log = server.log();
+    assert!(
+        !ok,
+        "recovery rekey succeeded past the configured protect-stop: {out}\n{log}"
+    );
+    assert!(
+        log.contains("seal key openbao-unseal v1 is past its protect-stop")
+            && log.contains("seal call refused")
+            && log.contains("is past its protect-stop time"),
+        "the [lifecycle.seal-kek] OUP of the config file was not applied:\n{log}"
+    );
+    stop(&mut server, &plugins);
+}
