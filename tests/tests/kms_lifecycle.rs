@@ -295,7 +295,9 @@ fn seal_key_past_protect_stop_still_unseals_refuses_encrypt_and_warns() {
 
 /// The seal stanza names a `rootseal.toml` (`config_file`) whose `[lifecycle.seal-kek]` sets a
 /// 90-day OUP: 100 days on, the plugin refuses `Encrypt` (the class default, 1 year, would not)
-/// while OpenBao still unseals, so the plugin read the file's `[lifecycle]`.
+/// while OpenBao still unseals, so the plugin read the file's `[lifecycle]`. Then the remedy:
+/// `rootseal key rotate`, after which OpenBao re-seals under v2 and unseals past v1's
+/// deactivation.
 #[test]
 fn seal_key_lifecycle_comes_from_the_config_file() {
     let token = TestToken::new();
@@ -367,6 +369,61 @@ fn seal_key_lifecycle_comes_from_the_config_file() {
             && log.contains("seal call refused")
             && log.contains("is past its protect-stop time"),
         "the [lifecycle.seal-kek] OUP of the config file was not applied:\n{log}"
+    );
+    stop(&mut server, &plugins);
+
+    // The remedy the warning names: rotate (by the CLI, on the system clock, with a 1-year OUP
+    // now in the file). At the next unseal OpenBao re-seals its stored keys under v2, and the
+    // recovery-key rotation works again.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "originator_usage_period = \"90d\"",
+            "originator_usage_period = \"1y\"",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(rootseal_bin())
+        .args(["key", "rotate", "openbao-unseal", "--config"])
+        .arg(&config)
+        .env("SOFTHSM2_CONF", &token.dir.conf)
+        .env_remove("ROOTSEAL_HSM_PIN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rootseal key rotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    start(&mut server, &token, 100 * DAY);
+    assert!(
+        server.wait_sealed(false, UNSEAL_TIMEOUT),
+        "not unsealed after the rotation:\n{}",
+        server.log()
+    );
+    let (ok, out) = rekey_recovery(&server, &root, &recovery);
+    assert!(
+        ok,
+        "recovery rekey failed after the rotation: {out}\n{}",
+        server.log()
+    );
+    stop(&mut server, &plugins);
+
+    // Past v1's deactivation (90 days + 3 years), before v2's (4 years): OpenBao unseals and
+    // never asks for v1, so nothing it needs is sealed under v1 any more. v2 is past its own
+    // protect-stop by then (1 year), and the warning names it.
+    start(&mut server, &token, (90 + 3 * 365 + 10) * DAY);
+    assert!(
+        server.wait_sealed(false, UNSEAL_TIMEOUT),
+        "not unsealed past v1's deactivation (stored keys not re-sealed under v2):\n{}",
+        server.log()
+    );
+    let log = server.log();
+    assert!(!log.contains("key version 1 is deactivated"), "{log}");
+    assert!(
+        log.contains("seal key openbao-unseal v2 is past its protect-stop"),
+        "{log}"
     );
     stop(&mut server, &plugins);
 }
