@@ -5,9 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use rootseal_hsm::{Cause, Custody, HsmConfig, Keyring, KeyringError};
+use rootseal_hsm::{Cause, Clock, Custody, HsmConfig, Keyring, KeyringError};
 use rootseal_hsm::{CreateOptions, DecryptItem, EncryptItem, KeyOp, LifecycleClass, Sealed};
 use rootseal_hsm::{FileStore, KekStore};
+use rootseal_hsm::{KeyringOptions, LifecyclePolicy};
 use zeroize::Zeroizing;
 
 use super::config::{resolve_pin, SealSettings, Source};
@@ -110,7 +111,9 @@ pub struct KeyringOpener;
 impl Opener for KeyringOpener {
     fn open(&self, settings: SealSettings) -> BoxFuture<'_, Result<Arc<dyn SealKeys>, OpenError>> {
         Box::pin(async move {
-            let (hsm_cfg, key_dir) = match &settings.source {
+            // Inline stanza: the SP 800-57 defaults; `config_file`: that file's `[lifecycle]`
+            // (and `[lifecycle.seal-kek]`), read and bounded as `rootseal serve` reads them.
+            let (hsm_cfg, key_dir, lifecycle) = match &settings.source {
                 Source::Inline {
                     module,
                     token,
@@ -125,6 +128,7 @@ impl Opener for KeyringOpener {
                             ..HsmConfig::new(module.clone(), token.into(), pin)
                         },
                         key_dir.clone(),
+                        LifecyclePolicy::default(),
                     )
                 }
                 Source::ConfigFile(path) => from_config_file(path, &settings)?,
@@ -157,7 +161,11 @@ impl Opener for KeyringOpener {
                 log.clone(),
                 seen,
             ));
-            let keyring = Keyring::open(hsm, store).await?;
+            let options = KeyringOptions {
+                clock: seal_clock()?,
+                lifecycle,
+            };
+            let keyring = Keyring::open_with(hsm, store, options).await?;
             crate::audit::record_custody(&log, &keyring).await;
             crate::audit::audit_compromised_uses(&log, &keyring);
             let custody = keyring.custody();
@@ -229,12 +237,55 @@ async fn open_audit(
     }
 }
 
-/// HSM settings and the local store directory from a `rootseal.toml`. The unseal KEK always
-/// lives in a local file store: `[storage] path` (file backend) or `local_path` (vault backend).
+/// The clock the unseal key's lifecycle decisions read: the system clock.
+#[cfg(not(feature = "test-hooks"))]
+fn seal_clock() -> Result<Clock, OpenError> {
+    Ok(Clock::system())
+}
+
+/// Environment variable of the test-only clock offset ([`seal_clock`], `test-hooks` builds only).
+#[cfg(feature = "test-hooks")]
+pub const TEST_CLOCK_OFFSET_ENV: &str = "ROOTSEAL_TEST_CLOCK_OFFSET_SECS";
+
+/// The clock the unseal key's lifecycle decisions read.
+///
+/// **Test hook, compiled only with the `test-hooks` cargo feature** (a default or release build
+/// has none of this and always reads the system clock): when the plugin process's environment
+/// holds `ROOTSEAL_TEST_CLOCK_OFFSET_SECS=N` (whole seconds), the keyring reads a clock that
+/// stands still at the system time of the open plus `N`, so an end-to-end test moves the seal
+/// key past its protect-stop or deactivation by restarting OpenBao with another `N`
+/// (`tests/tests/kms_lifecycle.rs`), never by sleeping. It is read whatever
+/// `with_disallow_env_vars` says, and logged at `warn`. Only the keyring's lifecycle clock
+/// moves: audit records keep the system time.
+///
+/// # Errors
+/// [`OpenError::Config`] when the variable is set but is not a whole number of seconds.
+#[cfg(feature = "test-hooks")]
+fn seal_clock() -> Result<Clock, OpenError> {
+    let Ok(raw) = std::env::var(TEST_CLOCK_OFFSET_ENV) else {
+        return Ok(Clock::system());
+    };
+    let offset: u64 = raw.trim().parse().map_err(|_| {
+        OpenError::Config(format!(
+            "{TEST_CLOCK_OFFSET_ENV} must be a whole number of seconds"
+        ))
+    })?;
+    let now = Clock::system().now().saturating_add(offset);
+    tracing::warn!(
+        offset_secs = offset,
+        now,
+        "test-hooks build: the unseal key's lifecycle clock is moved forward ({TEST_CLOCK_OFFSET_ENV})"
+    );
+    Ok(Clock::testing_manual(now))
+}
+
+/// HSM settings, the local store directory and the `[lifecycle]` policy from a `rootseal.toml`.
+/// The unseal KEK always lives in a local file store: `[storage] path` (file backend) or
+/// `local_path` (vault backend).
 fn from_config_file(
     path: &std::path::Path,
     settings: &SealSettings,
-) -> Result<(HsmConfig, std::path::PathBuf), OpenError> {
+) -> Result<(HsmConfig, std::path::PathBuf, LifecyclePolicy), OpenError> {
     let allow_env = settings.allow_env;
     let env = move |name: &str| {
         if allow_env {
@@ -255,7 +306,7 @@ fn from_config_file(
             ))
         }
     };
-    Ok((cfg.hsm_config(), key_dir))
+    Ok((cfg.hsm_config(), key_dir, cfg.lifecycle.policy))
 }
 
 struct KeyringKeys {
@@ -437,5 +488,71 @@ impl SealKeys for PendingKeys {
             Ok(Pending::Open(k)) => k.describe(),
             _ => vec![("state".to_owned(), "waiting for the HSM token".to_owned())],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(path: &std::path::Path) -> SealSettings {
+        let map = [("config_file".to_owned(), path.display().to_string())].into();
+        SealSettings::parse(&map, true).unwrap()
+    }
+
+    fn config_file(dir: &std::path::Path, lifecycle: &str) -> std::path::PathBuf {
+        let pin = dir.join("pin");
+        std::fs::write(&pin, "1234").unwrap();
+        let tok = dir.join("root-token");
+        std::fs::write(&tok, "unused").unwrap();
+        let path = dir.join("rootseal.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "governance = \"off\"\n[listener]\naddress = \"127.0.0.1:0\"\n\
+                 [hsm]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"t\"\n\
+                 pin_file = \"{pin}\"\n[auth]\nroot_token_file = \"{tok}\"\n\
+                 [storage]\nbackend = \"file\"\npath = \"{keys}\"\n{lifecycle}",
+                pin = pin.display(),
+                tok = tok.display(),
+                keys = dir.join("keys").display(),
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn the_config_file_lifecycle_reaches_the_seal_keyring() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = config_file(
+            dir.path(),
+            "[lifecycle.seal-kek]\noriginator_usage_period = \"90d\"\n\
+             recipient_usage_period = \"180d\"\n",
+        );
+        let (_, key_dir, policy) = from_config_file(&path, &settings(&path)).unwrap();
+        assert_eq!(key_dir, dir.path().join("keys"));
+        assert_eq!(policy.seal_kek.oup_secs(), 90 * 86_400);
+        assert_eq!(policy.seal_kek.rup_secs(), 180 * 86_400);
+        // Without the table: the SP 800-57 defaults, as an inline stanza gets them.
+        let path = config_file(dir.path(), "");
+        let (_, _, policy) = from_config_file(&path, &settings(&path)).unwrap();
+        assert_eq!(policy, LifecyclePolicy::default());
+    }
+
+    #[test]
+    fn an_oup_above_the_standard_in_the_config_file_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = config_file(
+            dir.path(),
+            "[lifecycle.seal-kek]\noriginator_usage_period = \"3y\"\n",
+        );
+        let e = from_config_file(&path, &settings(&path)).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, OpenError::Config(_)), "{msg}");
+        assert!(
+            msg.contains("lifecycle.seal-kek.originator_usage_period") && msg.contains("800-57"),
+            "{msg}"
+        );
     }
 }

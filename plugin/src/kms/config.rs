@@ -1,9 +1,11 @@
 //! The `seal "rootseal"` stanza: the config map OpenBao passes to `SetConfig`.
 //!
 //! Accepted keys (everything else is an error OpenBao logs):
-//! * `config_file`: path of a `rootseal.toml` (HSM and local key store taken from it), **or**
+//! * `config_file`: path of a `rootseal.toml` (HSM, local key store and `[lifecycle]` taken from
+//!   it: the unseal key's versions get `[lifecycle.seal-kek]`'s periods, read and bounded as
+//!   `rootseal serve` reads them), **or**
 //!   inline: `module`, `token_label` or `token_serial`, `key_dir` (the local file store that holds
-//!   the sealed unseal KEK), `pin_file` (optional);
+//!   the sealed unseal KEK), `pin_file` (optional); the lifecycle is then SP 800-57's defaults;
 //! * `key_name` (default `openbao-unseal`), `pool_size` (HSM sessions, default 1);
 //! * `allow_weak_root` (default `"false"`): serve from a root that fails the custody check;
 //! * `audit_log`: the plugin's audit log (default `kms-audit.log` in the local key store
