@@ -272,6 +272,11 @@ impl OpenBao {
 
     /// `bao operator init` with one recovery share; returns the root token.
     pub fn init(&self) -> String {
+        self.init_recovery().0
+    }
+
+    /// `bao operator init` with one recovery share: (root token, recovery key).
+    pub fn init_recovery(&self) -> (String, String) {
         let (ok, out, err) = bao(
             &self.addr,
             None,
@@ -285,7 +290,41 @@ impl OpenBao {
         );
         assert!(ok, "bao operator init failed: {err}\n{out}\n{}", self.log());
         let v: serde_json::Value = serde_json::from_str(&out).expect("init json");
-        v["root_token"].as_str().expect("root_token").to_owned()
+        (
+            v["root_token"].as_str().expect("root_token").to_owned(),
+            v["recovery_keys_b64"][0]
+                .as_str()
+                .expect("recovery key")
+                .to_owned(),
+        )
+    }
+
+    /// Enables KV v2 at `secret/` and writes `secret/app` with `field=value` (as `root`): data to
+    /// read back with [`OpenBao::read_secret`] after restarts and unseals.
+    pub fn write_secret(&self, root: &str, field: &str, value: &str) {
+        let (ok, _, err) = bao(
+            &self.addr,
+            Some(root),
+            &["secrets", "enable", "-path=secret", "-version=2", "kv"],
+        );
+        assert!(ok, "bao secrets enable kv: {err}");
+        let (ok, _, err) = bao(
+            &self.addr,
+            Some(root),
+            &["kv", "put", "secret/app", &format!("{field}={value}")],
+        );
+        assert!(ok, "bao kv put: {err}");
+    }
+
+    /// `field` of `secret/app` (written by [`OpenBao::write_secret`]).
+    pub fn read_secret(&self, root: &str, field: &str) -> String {
+        let (ok, out, err) = bao(
+            &self.addr,
+            Some(root),
+            &["kv", "get", &format!("-field={field}"), "secret/app"],
+        );
+        assert!(ok, "bao kv get: {err}\n{}", self.log());
+        out.trim().to_owned()
     }
 
     /// The current server log.
@@ -478,30 +517,7 @@ impl KmsOpenBao {
 
     /// `bao operator init` with one recovery share: (root token, recovery key).
     pub fn init(&self) -> (String, String) {
-        let (ok, out, err) = bao(
-            &self.bao.addr,
-            None,
-            &[
-                "operator",
-                "init",
-                "-recovery-shares=1",
-                "-recovery-threshold=1",
-                "-format=json",
-            ],
-        );
-        assert!(
-            ok,
-            "bao operator init failed: {err}\n{out}\n{}",
-            self.bao.log()
-        );
-        let v: serde_json::Value = serde_json::from_str(&out).expect("init json");
-        (
-            v["root_token"].as_str().expect("root_token").to_owned(),
-            v["recovery_keys_b64"][0]
-                .as_str()
-                .expect("recovery key")
-                .to_owned(),
-        )
+        self.bao.init_recovery()
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rootseal_e2e::{bao, kms_stanzas, rootseal_bin, OpenBao};
+use rootseal_e2e::{kms_stanzas, rootseal_bin, OpenBao};
 use rootseal_testkit::TestToken;
 use serde_json::Value;
 
@@ -78,24 +78,7 @@ fn kms_seal_calls_are_audited_and_the_plugin_log_verifies() {
         "OpenBao did not answer:\n{}",
         server.log()
     );
-    let (ok, out, err) = bao(
-        &server.addr,
-        None,
-        &[
-            "operator",
-            "init",
-            "-recovery-shares=1",
-            "-recovery-threshold=1",
-            "-format=json",
-        ],
-    );
-    assert!(
-        ok,
-        "bao operator init failed: {err}\n{out}\n{}",
-        server.log()
-    );
-    let init: Value = serde_json::from_str(&out).unwrap();
-    let recovery = init["recovery_keys_b64"][0].as_str().unwrap().to_owned();
+    let (_, recovery) = server.init_recovery();
     assert!(
         server.wait_sealed(false, UNSEAL_TIMEOUT),
         "not unsealed after init:\n{}",

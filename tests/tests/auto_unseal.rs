@@ -47,18 +47,7 @@ fn openbao_auto_unseals_from_rootseal_dev() {
         "not unsealed after init:\n{}",
         ob.log()
     );
-    let (ok, _, err) = bao(
-        &ob.addr,
-        Some(&root),
-        &["secrets", "enable", "-path=secret", "-version=2", "kv"],
-    );
-    assert!(ok, "{err}");
-    let (ok, _, err) = bao(
-        &ob.addr,
-        Some(&root),
-        &["kv", "put", "secret/app", "password=s3cret"],
-    );
-    assert!(ok, "{err}");
+    ob.write_secret(&root, "password", "s3cret");
 
     // Restart: unsealed with no operator action, data intact.
     ob.stop();
@@ -68,13 +57,7 @@ fn openbao_auto_unseals_from_rootseal_dev() {
         "not auto-unsealed after restart:\n{}",
         ob.log()
     );
-    let (ok, out, err) = bao(
-        &ob.addr,
-        Some(&root),
-        &["kv", "get", "-field=password", "secret/app"],
-    );
-    assert!(ok, "{err}");
-    assert_eq!(out.trim(), "s3cret");
+    assert_eq!(ob.read_secret(&root, "password"), "s3cret");
 
     // rootseal down (SIGTERM: clean exit) → a restarted OpenBao does not unseal.
     ob.stop();
@@ -100,13 +83,7 @@ fn openbao_auto_unseals_from_rootseal_dev() {
         "not unsealed after rootseal came back:\n{}",
         ob.log()
     );
-    let (ok, out, _) = bao(
-        &ob.addr,
-        Some(&root),
-        &["kv", "get", "-field=password", "secret/app"],
-    );
-    assert!(ok);
-    assert_eq!(out.trim(), "s3cret");
+    assert_eq!(ob.read_secret(&root, "password"), "s3cret");
     drop(ob);
     drop(rs);
 }

@@ -86,30 +86,6 @@ fn start(server: &mut OpenBao, token: &TestToken, offset: u64) {
     server.start(&env);
 }
 
-fn init(server: &OpenBao) -> (String, String) {
-    let (ok, out, err) = bao(
-        &server.addr,
-        None,
-        &[
-            "operator",
-            "init",
-            "-recovery-shares=1",
-            "-recovery-threshold=1",
-            "-format=json",
-        ],
-    );
-    assert!(
-        ok,
-        "bao operator init failed: {err}\n{out}\n{}",
-        server.log()
-    );
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    (
-        v["root_token"].as_str().unwrap().to_owned(),
-        v["recovery_keys_b64"][0].as_str().unwrap().to_owned(),
-    )
-}
-
 fn stop(server: &mut OpenBao, plugins: &Path) {
     server.stop();
     if let Err(left) = wait_no_plugin(plugins, Duration::from_secs(10)) {
@@ -191,7 +167,7 @@ fn seal_key_past_protect_stop_still_unseals_refuses_encrypt_and_warns() {
         "OpenBao did not answer:\n{}",
         server.log()
     );
-    let (root, recovery) = init(&server);
+    let (root, recovery) = server.init_recovery();
     assert!(
         server.wait_sealed(false, UNSEAL_TIMEOUT),
         "not unsealed after init:\n{}",
@@ -344,7 +320,7 @@ fn seal_key_lifecycle_comes_from_the_config_file() {
         "{}",
         server.log()
     );
-    let (root, recovery) = init(&server);
+    let (root, recovery) = server.init_recovery();
     assert!(
         server.wait_sealed(false, UNSEAL_TIMEOUT),
         "not unsealed after init:\n{}",

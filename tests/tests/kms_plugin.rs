@@ -77,27 +77,6 @@ fn assert_no_plugin_left(plugins: &Path) {
     );
 }
 
-/// `bao operator init` with one recovery share: (root token, recovery key).
-fn init(bao_: &OpenBao) -> (String, String) {
-    let (ok, out, err) = bao(
-        &bao_.addr,
-        None,
-        &[
-            "operator",
-            "init",
-            "-recovery-shares=1",
-            "-recovery-threshold=1",
-            "-format=json",
-        ],
-    );
-    assert!(ok, "bao operator init failed: {err}\n{out}\n{}", bao_.log());
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    (
-        v["root_token"].as_str().unwrap().to_owned(),
-        v["recovery_keys_b64"][0].as_str().unwrap().to_owned(),
-    )
-}
-
 /// SoftHSM2 keeps each token in its own sub-directory of `tokens/`: find the one for `label`.
 fn token_subdir(token: &TestToken) -> PathBuf {
     for e in std::fs::read_dir(&token.dir.tokens).unwrap().flatten() {
@@ -144,7 +123,7 @@ fn unseals_restarts_and_recovers_from_sigkill(token: &TestToken) {
         "OpenBao did not answer:\n{}",
         server.log()
     );
-    let (root, recovery) = init(&server);
+    let (root, recovery) = server.init_recovery();
     assert!(
         server.wait_sealed(false, UNSEAL_TIMEOUT),
         "not unsealed after init:\n{}",
@@ -213,7 +192,7 @@ fn needs_the_right_hsm(token: &TestToken, other: &TestToken) {
         "{}",
         server.log()
     );
-    init(&server);
+    server.init_recovery();
     assert!(
         server.wait_sealed(false, UNSEAL_TIMEOUT),
         "{}",
@@ -349,7 +328,7 @@ fn bench_restart_to_unsealed() {
             "{}",
             server.log()
         );
-        init(&server);
+        server.init_recovery();
         assert!(
             server.wait_sealed(false, UNSEAL_TIMEOUT),
             "{}",
@@ -465,7 +444,7 @@ fn kms_config_output_unseals_openbao_from_rootseal_toml() {
         "{}",
         server.log()
     );
-    let _ = init(&server);
+    let _ = server.init_recovery();
     assert!(
         server.wait_sealed(false, UNSEAL_TIMEOUT),
         "{}",

@@ -15,7 +15,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use rootseal_e2e::{
-    bao, free_port, http_get, kms_stanzas, rootseal_bin, wait_for, wait_no_plugin, OpenBao, Proc,
+    free_port, http_get, kms_stanzas, rootseal_bin, wait_for, wait_no_plugin, OpenBao, Proc,
 };
 use rootseal_testkit::{P11KitServer, TestToken};
 use serde_json::{json, Value};
@@ -152,18 +152,7 @@ fn openbao_unseals_once_the_hsm_behind_p11_kit_returns_without_restarting_rootse
         "not unsealed after init:\n{}",
         ob.log()
     );
-    let (ok, _, err) = bao(
-        &ob.addr,
-        Some(&root),
-        &["secrets", "enable", "-path=secret", "-version=2", "kv"],
-    );
-    assert!(ok, "{err}");
-    let (ok, _, err) = bao(
-        &ob.addr,
-        Some(&root),
-        &["kv", "put", "secret/app", "pw=s3cret"],
-    );
-    assert!(ok, "{err}");
+    ob.write_secret(&root, "pw", "s3cret");
 
     // The HSM side is killed: rootseal answers 503 at once or within its job deadline, and a
     // restarted OpenBao stays sealed.
@@ -197,13 +186,7 @@ fn openbao_unseals_once_the_hsm_behind_p11_kit_returns_without_restarting_rootse
         "not unsealed after the HSM returned:\n{}",
         ob.log()
     );
-    let (ok, out, err) = bao(
-        &ob.addr,
-        Some(&root),
-        &["kv", "get", "-field=pw", "secret/app"],
-    );
-    assert!(ok, "{err}");
-    assert_eq!(out.trim(), "s3cret");
+    assert_eq!(ob.read_secret(&root, "pw"), "s3cret");
     drop(ob);
     drop(rs);
 }
@@ -247,18 +230,7 @@ fn openbao_unseals_through_the_kms_plugin_once_the_hsm_behind_p11_kit_returns() 
         keys.join("openbao-unseal.kek").exists(),
         "no unseal key in the local store"
     );
-    let (ok, _, err) = bao(
-        &ob.addr,
-        Some(&root),
-        &["secrets", "enable", "-path=secret", "-version=2", "kv"],
-    );
-    assert!(ok, "{err}");
-    let (ok, _, err) = bao(
-        &ob.addr,
-        Some(&root),
-        &["kv", "put", "secret/app", "pw=k3ms"],
-    );
-    assert!(ok, "{err}");
+    ob.write_secret(&root, "pw", "k3ms");
 
     // The HSM side is killed: a restarted OpenBao starts its plugin but stays sealed.
     ob.stop();
@@ -285,13 +257,7 @@ fn openbao_unseals_through_the_kms_plugin_once_the_hsm_behind_p11_kit_returns() 
         "OpenBao did not unseal through its plugin once the HSM returned:\n{}",
         ob.log()
     );
-    let (ok, out, err) = bao(
-        &ob.addr,
-        Some(&root),
-        &["kv", "get", "-field=pw", "secret/app"],
-    );
-    assert!(ok, "{err}");
-    assert_eq!(out.trim(), "k3ms");
+    assert_eq!(ob.read_secret(&root, "pw"), "k3ms");
     ob.stop();
     wait_no_plugin(&plugins, Duration::from_secs(10)).expect("no plugin left after stop");
 }
