@@ -429,6 +429,40 @@ pub fn kms_stanzas(dir: &Path, module: &Path, label: &str, key_dir: &Path) -> St
     )
 }
 
+/// A `rootseal.toml` in `dir` for the KMS plugin's `config_file`: the HSM (`module`, `label`, the
+/// User PIN in `dir/hsm-pin`), the unseal key's file store in `keys`, governance off, then
+/// `extra` (more sections, e.g. `[lifecycle.seal-kek]`). The plugin serves no HTTP: the listener
+/// and root token it names are never used.
+pub fn kms_rootseal_toml(
+    dir: &Path,
+    module: &Path,
+    label: &str,
+    pin: &str,
+    keys: &Path,
+    extra: &str,
+) -> PathBuf {
+    let pin_file = dir.join("hsm-pin");
+    std::fs::write(&pin_file, pin).expect("write pin file");
+    let tok_file = dir.join("root-token");
+    std::fs::write(&tok_file, "unused-by-the-plugin").expect("write token file");
+    let config = dir.join("rootseal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "governance = \"off\"\n[listener]\naddress = \"127.0.0.1:0\"\n\
+             [hsm]\nmodule = \"{module}\"\ntoken_label = \"{label}\"\npin_file = \"{pin}\"\n\
+             [auth]\nroot_token_file = \"{tok}\"\n\
+             [storage]\nbackend = \"file\"\npath = \"{keys}\"\n{extra}",
+            module = module.display(),
+            pin = pin_file.display(),
+            tok = tok_file.display(),
+            keys = keys.display(),
+        ),
+    )
+    .expect("write rootseal.toml");
+    config
+}
+
 /// What a KMS plugin stanza needs to know about its SoftHSM2 token.
 #[derive(Clone, Debug)]
 pub struct SealToken {

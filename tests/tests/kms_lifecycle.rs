@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rootseal_e2e::{bao, kms_stanzas, rootseal_bin, wait_no_plugin, OpenBao};
+use rootseal_e2e::{bao, kms_rootseal_toml, kms_stanzas, rootseal_bin, wait_no_plugin, OpenBao};
 use rootseal_testkit::TestToken;
 
 const UNSEAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -145,6 +145,24 @@ fn read_secret(server: &OpenBao, root: &str) -> String {
     out.trim().to_owned()
 }
 
+/// Starts `server` with the real clock, initialises it (one recovery share) and waits until the
+/// plugin has unsealed it: (root token, recovery key).
+fn start_and_init(server: &mut OpenBao, token: &TestToken) -> (String, String) {
+    start(server, token, 0);
+    assert!(
+        server.wait_status(UNSEAL_TIMEOUT).is_some(),
+        "OpenBao did not answer:\n{}",
+        server.log()
+    );
+    let keys = server.init_recovery();
+    assert!(
+        server.wait_sealed(false, UNSEAL_TIMEOUT),
+        "not unsealed after init:\n{}",
+        server.log()
+    );
+    keys
+}
+
 #[test]
 fn seal_key_past_protect_stop_still_unseals_refuses_encrypt_and_warns() {
     let token = TestToken::new();
@@ -161,18 +179,7 @@ fn seal_key_past_protect_stop_still_unseals_refuses_encrypt_and_warns() {
 
     // Now: init → unsealed; a secret to read back later; no lifecycle warning yet; the seal
     // encrypts (a recovery rekey works).
-    start(&mut server, &token, 0);
-    assert!(
-        server.wait_status(UNSEAL_TIMEOUT).is_some(),
-        "OpenBao did not answer:\n{}",
-        server.log()
-    );
-    let (root, recovery) = server.init_recovery();
-    assert!(
-        server.wait_sealed(false, UNSEAL_TIMEOUT),
-        "not unsealed after init:\n{}",
-        server.log()
-    );
+    let (root, recovery) = start_and_init(&mut server, &token);
     let (ok, _, err) = bao(
         &server.addr,
         Some(&root),
@@ -284,27 +291,14 @@ fn seal_key_lifecycle_comes_from_the_config_file() {
     rt.block_on(token.init_root());
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
-    let pin_file = tmp.path().join("hsm-pin");
-    std::fs::write(&pin_file, &token.pin).unwrap();
-    let tok_file = tmp.path().join("root-token");
-    std::fs::write(&tok_file, "unused-by-the-plugin").unwrap();
-    let config = tmp.path().join("rootseal.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "governance = \"off\"\n[listener]\naddress = \"127.0.0.1:0\"\n\
-             [hsm]\nmodule = \"{module}\"\ntoken_label = \"{label}\"\npin_file = \"{pin}\"\n\
-             [auth]\nroot_token_file = \"{tok}\"\n\
-             [storage]\nbackend = \"file\"\npath = \"{keys}\"\n\
-             [lifecycle.seal-kek]\noriginator_usage_period = \"90d\"\n",
-            module = token.module.display(),
-            label = token.label,
-            pin = pin_file.display(),
-            tok = tok_file.display(),
-            keys = keys.display(),
-        ),
-    )
-    .unwrap();
+    let config = kms_rootseal_toml(
+        tmp.path(),
+        &token.module,
+        &token.label,
+        &token.pin,
+        &keys,
+        "[lifecycle.seal-kek]\noriginator_usage_period = \"90d\"\n",
+    );
     let inline = stanzas(tmp.path(), &token, &keys);
     let (plugin, _) = inline.split_once("seal \"rootseal\"").unwrap();
     let extra = format!(
@@ -314,18 +308,7 @@ fn seal_key_lifecycle_comes_from_the_config_file() {
     let plugins = std::fs::canonicalize(tmp.path().join("plugins")).unwrap();
     let mut server = OpenBao::new(&tmp.path().join("bao"), &extra);
 
-    start(&mut server, &token, 0);
-    assert!(
-        server.wait_status(UNSEAL_TIMEOUT).is_some(),
-        "{}",
-        server.log()
-    );
-    let (root, recovery) = server.init_recovery();
-    assert!(
-        server.wait_sealed(false, UNSEAL_TIMEOUT),
-        "not unsealed after init:\n{}",
-        server.log()
-    );
+    let (root, recovery) = start_and_init(&mut server, &token);
     stop(&mut server, &plugins);
 
     start(&mut server, &token, 100 * DAY);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rootseal_e2e::{bao, kms_stanzas, rootseal_bin, wait_for, OpenBao};
+use rootseal_e2e::{bao, kms_rootseal_toml, kms_stanzas, rootseal_bin, wait_for, OpenBao};
 use rootseal_testkit::TestToken;
 
 const UNSEAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -380,26 +380,14 @@ fn bench_restart_to_unsealed() {
 fn kms_config_output_unseals_openbao_from_rootseal_toml() {
     let token = TestToken::new();
     let tmp = tempfile::tempdir().unwrap();
-    let pin_file = tmp.path().join("hsm-pin");
-    std::fs::write(&pin_file, &token.pin).unwrap();
-    let tok_file = tmp.path().join("root-token");
-    std::fs::write(&tok_file, "unused-by-the-plugin").unwrap();
-    let config = tmp.path().join("rootseal.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "governance = \"off\"\n[listener]\naddress = \"127.0.0.1:0\"\n\
-             [hsm]\nmodule = \"{module}\"\ntoken_label = \"{label}\"\npin_file = \"{pin}\"\n\
-             [auth]\nroot_token_file = \"{tok}\"\n\
-             [storage]\nbackend = \"file\"\npath = \"{keys}\"\n",
-            module = token.module.display(),
-            label = token.label,
-            pin = pin_file.display(),
-            tok = tok_file.display(),
-            keys = tmp.path().join("keys").display(),
-        ),
-    )
-    .unwrap();
+    let config = kms_rootseal_toml(
+        tmp.path(),
+        &token.module,
+        &token.label,
+        &token.pin,
+        &tmp.path().join("keys"),
+        "",
+    );
     let conf_env = token.dir.conf.display().to_string();
     let run = |args: &[&str]| {
         let out = Command::new(rootseal_bin())
