@@ -6,7 +6,8 @@
 //! Open loop: requests are issued on a clock (`--rate` per second) whatever the answers, and a
 //! latency is measured from the moment a request was due, so a stalled server shows as latency
 //! (no coordinated omission). In-flight requests are bounded (`--max-in-flight`); a request due
-//! while the bound is reached is not sent and is counted as `shed (client in-flight cap)`.
+//! while the bound is reached is not sent and is counted as `shed (client in-flight cap)`; the
+//! p50/p99 columns are of the requests sent (answered or timed out), never of shed ones.
 //!
 //! Lost ciphertext: every successful encrypt (single, batch, bulk) is remembered, in a bounded
 //! ring of recent ones and a bounded sample kept for the whole run; decrypts are drawn from the
@@ -153,7 +154,10 @@ impl Shared {
         while m.len() <= i {
             m.push(Minute::default());
         }
-        m[i].latencies_us.push(lat);
+        // Latency is of answered requests only: a shed request was never sent.
+        if !kind.starts_with("shed") {
+            m[i].latencies_us.push(lat);
+        }
         *m[i].kinds.entry(kind.to_owned()).or_default() += 1;
     }
 
@@ -215,8 +219,20 @@ impl Shared {
                 }
             })?;
         let status = r.status().as_u16();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
+        // The body is read under the same 30 s deadline: a timeout there is a timeout, not a
+        // malformed answer.
+        let body = r.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                "timeout (30 s)".to_owned()
+            } else {
+                "transport error (body)".to_owned()
+            }
+        })?;
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if status == 200 {
+            if v.is_null() {
+                return Err("200 with a body that is not JSON".to_owned());
+            }
             return Ok(v);
         }
         let msg = v["errors"][0].as_str().unwrap_or("(no message)");
@@ -664,12 +680,23 @@ fn report(s: &Shared, checked: usize, final_lost: usize) {
     let mut minutes = std::mem::take(&mut *s.minutes.lock().unwrap_or_else(|p| p.into_inner()));
     let mut out = String::new();
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
-    out.push_str("| minute | requests | ok | errors | p50 ms | p99 ms | RSS MB (max) |\n");
-    out.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    out.push_str(
+        "| minute | due | sent | ok | 503 | timeout | other errors | shed | p50 ms | p99 ms | RSS MB (max) |\n",
+    );
+    out.push_str(
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
     let mut rss_means = Vec::new();
     for (i, m) in minutes.iter_mut().enumerate() {
-        let n = m.latencies_us.len() as u64;
-        let ok = m.kinds.get("ok").copied().unwrap_or(0);
+        let sent = m.latencies_us.len() as u64;
+        let count = |f: &dyn Fn(&str) -> bool| -> u64 {
+            m.kinds.iter().filter(|(k, _)| f(k)).map(|(_, c)| c).sum()
+        };
+        let ok = count(&|k| k == "ok");
+        let unavailable = count(&|k| k.starts_with("503"));
+        let timeouts = count(&|k| k.starts_with("timeout"));
+        let shed = count(&|k| k.starts_with("shed"));
+        let other = sent - ok - unavailable - timeouts;
         for (k, c) in &m.kinds {
             *totals.entry(k.clone()).or_default() += c;
         }
@@ -678,9 +705,9 @@ fn report(s: &Shared, checked: usize, final_lost: usize) {
             rss_means.push(m.rss_kib.iter().sum::<u64>() as f64 / m.rss_kib.len() as f64 / 1024.0);
         }
         out.push_str(&format!(
-            "| {} | {n} | {ok} | {} | {:.2} | {:.2} | {:.1} |\n",
+            "| {} | {} | {sent} | {ok} | {unavailable} | {timeouts} | {other} | {shed} | {:.2} | {:.2} | {:.1} |\n",
             i + 1,
-            n - ok,
+            sent + shed,
             pct(&mut m.latencies_us, 0.50),
             pct(&mut m.latencies_us, 0.99),
             rss_max as f64 / 1024.0
