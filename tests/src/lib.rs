@@ -601,3 +601,119 @@ pub fn wait_no_plugin(plugins: &Path, timeout: Duration) -> Result<(), Vec<u32>>
         None => Err(plugin_processes(plugins)),
     }
 }
+
+/// `rootseal serve` on its own SoftHSM2 token (`prod`, User PIN `4711`, SO PIN `0815`, in
+/// `dir/tokens`) with its KEK records in a Vault/OpenBao KV v2 (`kv_addr`, mount `secret`, prefix
+/// `rootseal`; the auto-unseal key local), governance off, then `extra` config sections. The
+/// secret files (PIN, SO PIN, root token, KV token) are in `dir`, mode 0600.
+#[derive(Debug)]
+pub struct KvRootseal {
+    /// The installation's directory.
+    pub dir: PathBuf,
+    /// Its `rootseal.toml`.
+    pub cfg: PathBuf,
+    /// Its `softhsm2.conf`.
+    pub conf: PathBuf,
+    /// `http://127.0.0.1:<port>` of its listener.
+    pub addr: String,
+    /// Its root token.
+    pub token: String,
+}
+
+impl KvRootseal {
+    /// Writes the installation (and initialises its token) in `dir`; nothing runs yet.
+    pub fn new(dir: &Path, kv_addr: &str, kv_token: &str, extra: &str) -> KvRootseal {
+        use std::os::unix::fs::PermissionsExt as _;
+        const PIN: &str = "4711";
+        const SO_PIN: &str = "0815";
+        let module = [
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("libsofthsm2.so (apt install softhsm2)");
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", "prod"])
+            .args(["--pin", PIN, "--so-pin", SO_PIN])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "softhsm2-util --init-token");
+        let port = free_port();
+        let token = format!("rs-root-{port}");
+        for (f, v) in [
+            ("pin", PIN),
+            ("so-pin", SO_PIN),
+            ("root-token", token.as_str()),
+            ("vault-token", kv_token),
+        ] {
+            std::fs::write(dir.join(f), v).unwrap();
+            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let cfg = dir.join("rootseal.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "governance = \"off\"\n[listener]\naddress = \"127.0.0.1:{port}\"\n\n[hsm]\n\
+                 module = \"{module}\"\ntoken_label = \"prod\"\npin_file = \"pin\"\n\n[auth]\n\
+                 root_token_file = \"root-token\"\n\n[storage]\nbackend = \"vault\"\n\
+                 address = \"{kv_addr}\"\ntoken_file = \"vault-token\"\nkv_mount = \"secret\"\n\
+                 prefix = \"rootseal\"\nlocal_path = \"local\"\nlocal_keys = [\"autounseal\"]\n{extra}",
+            ),
+        )
+        .unwrap();
+        KvRootseal {
+            dir: dir.to_owned(),
+            cfg,
+            conf,
+            addr: format!("http://127.0.0.1:{port}"),
+            token,
+        }
+    }
+
+    /// `rootseal ARGS --config CFG`, with only this installation's SoftHSM2 and secrets in its
+    /// environment (`--so-pin-file` for `init`).
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(rootseal_bin());
+        c.args(args).arg("--config").arg(&self.cfg);
+        if args.first() == Some(&"init") {
+            c.arg("--so-pin-file").arg(self.dir.join("so-pin"));
+        }
+        c.env("SOFTHSM2_CONF", &self.conf)
+            .env_remove("ROOTSEAL_HSM_PIN")
+            .env_remove("ROOTSEAL_ROOT_TOKEN")
+            .env_remove("ROOTSEAL_VAULT_TOKEN")
+            .env_remove("VAULT_TOKEN")
+            .env_remove("BAO_TOKEN")
+            .env_remove("ROOTSEAL_CONFIG");
+        c
+    }
+
+    /// `rootseal serve`, logging to `dir/<log>`, once `/v1/sys/health` answers 200.
+    pub fn serve(&self, log: &str) -> Proc {
+        let p = Proc::spawn("rootseal serve", self.cmd(&["serve"]), &self.dir.join(log));
+        let url = format!("{}/v1/sys/health", self.addr);
+        assert!(
+            wait_for(Duration::from_secs(30), || match http_get(&url) {
+                Some((200, _)) => Some(()),
+                _ => None,
+            })
+            .is_some(),
+            "rootseal serve did not become healthy:\n{}",
+            p.output()
+        );
+        p
+    }
+}

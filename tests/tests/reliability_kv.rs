@@ -7,121 +7,28 @@
 //! again the same process writes; a restart finds every key and decrypts every ciphertext.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rootseal_e2e::{dev_bao, free_port, http_get, rootseal_bin, wait_for, Proc};
+use rootseal_e2e::{dev_bao, free_port, KvRootseal, Proc};
 use rootseal_testkit::{FaultProxy, ProxyMode};
 use serde_json::{json, Value};
 
-const PIN: &str = "4711";
-const SO_PIN: &str = "0815";
+/// The installation under test: [`KvRootseal`] with this file's request helpers.
+struct Rs(KvRootseal);
 
-fn module() -> String {
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("libsofthsm2.so (apt install softhsm2)")
-    .to_owned()
-}
-
-struct Rs {
-    dir: PathBuf,
-    cfg: PathBuf,
-    conf: PathBuf,
-    addr: String,
-    token: String,
+impl std::ops::Deref for Rs {
+    type Target = KvRootseal;
+    fn deref(&self) -> &KvRootseal {
+        &self.0
+    }
 }
 
 impl Rs {
     fn new(dir: &Path, kv_addr: &str, kv_token: &str) -> Rs {
-        let tokens = dir.join("tokens");
-        std::fs::create_dir_all(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", "prod"])
-            .args(["--pin", PIN, "--so-pin", SO_PIN])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let port = free_port();
-        let token = format!("rs-root-{port}");
-        for (f, v) in [
-            ("pin", PIN),
-            ("so-pin", SO_PIN),
-            ("root-token", token.as_str()),
-            ("vault-token", kv_token),
-        ] {
-            std::fs::write(dir.join(f), v).unwrap();
-            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
-        let cfg = dir.join("rootseal.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "governance = \"off\"\n[listener]\naddress = \"127.0.0.1:{port}\"\n\n[hsm]\n\
-                 module = \"{}\"\ntoken_label = \"prod\"\npin_file = \"pin\"\n\n[auth]\n\
-                 root_token_file = \"root-token\"\n\n[storage]\nbackend = \"vault\"\n\
-                 address = \"{kv_addr}\"\ntoken_file = \"vault-token\"\nkv_mount = \"secret\"\n\
-                 prefix = \"rootseal\"\nlocal_path = \"local\"\nlocal_keys = [\"autounseal\"]\n",
-                module()
-            ),
-        )
-        .unwrap();
-        Rs {
-            dir: dir.to_owned(),
-            cfg,
-            conf,
-            addr: format!("http://127.0.0.1:{port}"),
-            token,
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(rootseal_bin());
-        c.args(args).arg("--config").arg(&self.cfg);
-        if args.first() == Some(&"init") {
-            c.arg("--so-pin-file").arg(self.dir.join("so-pin"));
-        }
-        c.env("SOFTHSM2_CONF", &self.conf)
-            .env_remove("ROOTSEAL_HSM_PIN")
-            .env_remove("ROOTSEAL_ROOT_TOKEN")
-            .env_remove("ROOTSEAL_VAULT_TOKEN")
-            .env_remove("VAULT_TOKEN")
-            .env_remove("BAO_TOKEN")
-            .env_remove("ROOTSEAL_CONFIG");
-        c
-    }
-
-    fn serve(&self, log: &str) -> Proc {
-        let p = Proc::spawn("rootseal serve", self.cmd(&["serve"]), &self.dir.join(log));
-        let url = format!("{}/v1/sys/health", self.addr);
-        assert!(
-            wait_for(Duration::from_secs(30), || match http_get(&url) {
-                Some((200, _)) => Some(()),
-                _ => None,
-            })
-            .is_some(),
-            "rootseal serve did not become healthy:\n{}",
-            p.output()
-        );
-        p
+        Rs(KvRootseal::new(dir, kv_addr, kv_token, ""))
     }
 
     /// POST (or GET without a body): status, body, `Retry-After`.
