@@ -717,3 +717,42 @@ impl KvRootseal {
         p
     }
 }
+
+/// One Vault-API request to `addr` (`http://host:port`) with `token`, blocking: POST `body` to
+/// `/v1/<path>`, or GET without one; 40 s timeout. Returns the status, the JSON body (`Null` when
+/// it is not JSON) and `Retry-After`.
+///
+/// # Panics
+/// When there is no answer at all (a test failure).
+pub fn vault_request(
+    addr: &str,
+    token: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value, Option<String>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let url = format!("{addr}/v1/{path}");
+        let req = match body {
+            Some(b) => c.post(url).json(&b),
+            None => c.get(url),
+        };
+        let r = req
+            .header("X-Vault-Token", token)
+            .timeout(Duration::from_secs(40))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: no answer: {e}"));
+        let s = r.status().as_u16();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (s, r.json().await.unwrap_or(serde_json::Value::Null), retry)
+    })
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rootseal_e2e::{dev_bao, free_port, KvRootseal, Proc};
+use rootseal_e2e::{dev_bao, free_port, vault_request, KvRootseal, Proc};
 use rootseal_testkit::{FaultProxy, ProxyMode};
 use serde_json::{json, Value};
 
@@ -33,31 +33,7 @@ impl Rs {
 
     /// POST (or GET without a body): status, body, `Retry-After`.
     fn call(&self, path: &str, body: Option<Value>) -> (u16, Value, Option<String>) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let c = reqwest::Client::new();
-            let url = format!("{}/v1/{path}", self.addr);
-            let req = match body {
-                Some(b) => c.post(url).json(&b),
-                None => c.get(url),
-            };
-            let r = req
-                .header("X-Vault-Token", &self.token)
-                .timeout(Duration::from_secs(40))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{path}: no answer: {e}"));
-            let s = r.status().as_u16();
-            let retry = r
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            (s, r.json().await.unwrap_or(Value::Null), retry)
-        })
+        vault_request(&self.addr, &self.token, path, body)
     }
 
     fn encrypt(&self, key: &str, pt: &str) -> String {

@@ -15,7 +15,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use rootseal_e2e::{
-    free_port, http_get, kms_stanzas, rootseal_bin, wait_for, wait_no_plugin, OpenBao, Proc,
+    free_port, http_get, kms_stanzas, rootseal_bin, vault_request, wait_for, wait_no_plugin,
+    OpenBao, Proc,
 };
 use rootseal_testkit::{P11KitServer, TestToken};
 use serde_json::{json, Value};
@@ -54,27 +55,8 @@ fn rootseal(cfg: &Path, args: &[&str]) -> Command {
 }
 
 fn encrypt(addr: &str, token: &str) -> (u16, Value, Option<String>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(format!("{addr}/v1/transit/encrypt/probe"))
-            .header("X-Vault-Token", token)
-            .json(&json!({"plaintext": B64.encode("probe")}))
-            .timeout(Duration::from_secs(40))
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        let retry = r
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        (s, r.json().await.unwrap_or(Value::Null), retry)
-    })
+    let body = json!({"plaintext": B64.encode("probe")});
+    vault_request(addr, token, "transit/encrypt/probe", Some(body))
 }
 
 #[test]
