@@ -68,6 +68,8 @@ pub use keyring::sign::MAX_RANDOM_BYTES;
 pub use keyring::upkeep::{LifecycleGauge, Rotated, RotationReason};
 pub use keyring::Keyring;
 pub use keyring::KeyringOptions;
+/// Unix seconds as RFC 3339 UTC, as the lifecycle dates are shown.
+pub use lifecycle::rfc3339;
 pub use lifecycle::{
     Cryptoperiod, LifecycleClass, LifecyclePolicy, LifecycleRefusal, LifecycleState, PeriodError,
     Refusal, UsageError, UsagePolicy, DEFAULT_LEAD_TIME_SECS, DEFAULT_OUP_SECS, DEFAULT_RUP_SECS,

@@ -177,6 +177,9 @@ async fn the_seal_key_past_protect_stop_refuses_encrypt_unseals_and_warns() {
         "{w:?}"
     );
     assert!(w[0].contains("still unseals"), "{w:?}");
+    // Both dates as RFC 3339 UTC, as an operator reads them (`(2027-…Z)`), not Unix seconds.
+    assert_eq!(w[0].matches("Z)").count(), 2, "{w:?}");
+    assert!(w[0].contains("protect-stop (20"), "{w:?}");
     // Rotating clears it.
     k.rotate_key("unseal").await.unwrap();
     assert!(k.seal_key_warnings().is_empty());

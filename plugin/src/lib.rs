@@ -13,12 +13,14 @@ mod backend;
 mod cli;
 mod goplugin;
 mod kms;
+mod ratelimit;
 mod routes;
 mod scheduler;
 mod server;
 mod telemetry;
 
 pub use cli::main;
+pub use ratelimit::RateLimit;
 pub use routes::{app, bulk_routes, try_app, ApiConfig, ApiConfigError, ApiError, AppState};
 pub use scheduler::lifecycle_pass;
 pub use server::{

@@ -5,7 +5,9 @@
 //! new connection is closed at once, never queued); a connection that has not sent a request
 //! within the header-read timeout (nothing at all, half a header, only the HTTP/2 preface) is
 //! closed; one with no request in flight for the idle timeout is closed (HTTP/2: GOAWAY first);
-//! HTTP/2 connections have a stream limit and keep-alive pings that close dead peers.
+//! HTTP/2 connections have a stream limit and keep-alive pings that close dead peers. Requests
+//! without a token are held to a per-client rate ([`crate::ratelimit`]) before they reach the
+//! router.
 //!
 //! ```ignore
 //! let router = rootseal::app(keyring, token, ApiConfig::default());
@@ -32,6 +34,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
+
+use crate::ratelimit::{self, Admission, Limiter, RateLimit};
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,6 +96,9 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams per connection (`http2_max_concurrent_streams`).
     pub http2_max_concurrent_streams: u32,
+    /// The per-client rate of requests without a token (`unauthenticated_rate`,
+    /// `unauthenticated_burst`; [`crate::ratelimit`]).
+    pub unauthenticated: RateLimit,
 }
 
 impl Default for ConnLimits {
@@ -101,6 +108,7 @@ impl Default for ConnLimits {
             read_header_timeout: HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_STREAMS,
+            unauthenticated: RateLimit::default(),
         }
     }
 }
@@ -357,6 +365,7 @@ pub async fn serve_listener_with(
 ) -> io::Result<()> {
     let local = listener.local_addr()?;
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let limiter = Limiter::new(limits.unauthenticated).map(Arc::new);
     let router = router.layer(axum::middleware::map_request(read_unread_bodies));
     tracing::info!(addr = %local, tls = tls.is_some(), "listening");
     let acceptor = tls.map(TlsAcceptor::from);
@@ -404,6 +413,7 @@ pub async fn serve_listener_with(
             router: router.clone(),
             activity: activity.clone(),
             peer,
+            limiter: limiter.clone(),
         };
         let builder = builder.clone();
         let acceptor = acceptor.clone();
@@ -454,6 +464,8 @@ struct Counted {
     router: Router,
     activity: Arc<Activity>,
     peer: SocketAddr,
+    /// The rate limit of requests without a token; `None` when it is off.
+    limiter: Option<Arc<Limiter>>,
 }
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Counted {
@@ -465,12 +477,46 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Counted {
 
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         let guard = InFlight::new(&self.activity);
+        let tokenless = !ratelimit::has_token(req.headers());
+        let admission = match &self.limiter {
+            Some(l) if tokenless => l.admit(self.peer.ip()),
+            _ => Admission::Now,
+        };
+        // A request with a token that is refused (403) counts against the same limit after the
+        // fact, so adding any `X-Vault-Token` does not lift it.
+        let after_403 = self.limiter.clone().filter(|_| !tokenless);
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(self.peer));
-        let call = self.router.clone().oneshot(req);
+        let router = self.router.clone();
+        let peer = self.peer;
         Box::pin(async move {
-            let resp = call.await?;
+            let resp = match admission {
+                Admission::Now => router.oneshot(req).await?,
+                Admission::After(d) => {
+                    tokio::time::sleep(d).await;
+                    router.oneshot(req).await?
+                }
+                Admission::Refuse(retry) => {
+                    tracing::debug!(%peer, "requests without a token over the rate limit: 429");
+                    ratelimit::refusal(retry)
+                }
+            };
+            let resp = match after_403 {
+                Some(l) if resp.status() == http::StatusCode::FORBIDDEN => match l.admit(peer.ip())
+                {
+                    Admission::Now => resp,
+                    Admission::After(d) => {
+                        tokio::time::sleep(d).await;
+                        resp
+                    }
+                    Admission::Refuse(retry) => {
+                        tracing::debug!(%peer, "refused tokens over the rate limit: 429");
+                        ratelimit::refusal(retry)
+                    }
+                },
+                _ => resp,
+            };
             Ok(resp.map(|inner| CountedBody {
                 inner,
                 _inflight: guard,

@@ -201,3 +201,105 @@ async fn an_idle_http2_connection_is_closed_and_a_busy_one_is_not() {
     // The client still works (reqwest opens a new connection if its old one was closed).
     assert_eq!(send().await.unwrap().status(), 200);
 }
+
+/// One `GET /v1/sys/health` from `local` (a loopback address of the client's choosing) on a new
+/// connection: the status, the `Retry-After` header and the body.
+async fn health_from(addr: SocketAddr, local: std::net::IpAddr) -> (u16, Option<String>, String) {
+    let client = reqwest::Client::builder()
+        .local_address(local)
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("http://{addr}/v1/sys/health"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, retry, r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_a_token_are_held_to_the_clients_rate_and_tokens_are_not() {
+    // 2 per second, no burst: one answer now, two delayed (0.5 s and 1 s, the longest wait),
+    // and every further one at once with 429.
+    let srv = server(ConnLimits {
+        unauthenticated: rootseal::RateLimit { rate: 2, burst: 1 },
+        ..ConnLimits::default()
+    })
+    .await;
+    let me: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let started = Instant::now();
+    let flood: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(health_from(srv.addr, me)))
+        .collect();
+    // While they wait, requests with a token from the same address are answered, none limited.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..10 {
+        assert_eq!(encrypt(srv.addr).await, Some(200));
+    }
+    // Another client address is not affected by this one's flood.
+    let other = health_from(srv.addr, "127.0.0.2".parse().unwrap()).await;
+    assert_eq!(other.0, 200, "another client was limited: {other:?}");
+    let mut ok = 0;
+    let mut refused = 0;
+    for f in flood {
+        let (status, retry, body) = f.await.unwrap();
+        match status {
+            200 => ok += 1,
+            429 => {
+                refused += 1;
+                assert_eq!(retry.as_deref(), Some("1"), "429 without Retry-After");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert!(
+                    v["errors"][0].as_str().unwrap().contains("retry later"),
+                    "{body}"
+                );
+            }
+            s => panic!("health answered {s}: {body}"),
+        }
+    }
+    assert!(
+        (3..=4).contains(&ok),
+        "{ok} answered within the rate of 2/s"
+    );
+    assert_eq!(ok + refused, 10);
+    // The delayed answers came at the client's rate: the last one after about a second.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the flood was answered in {:?}, not held to its rate",
+        started.elapsed()
+    );
+    // After its window the client is answered again at once.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(health_from(srv.addr, me).await.0, 200);
+
+    // A made-up token does not lift the limit: refused tokens (403) count against it too.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let client = reqwest::Client::new();
+    let forged: Vec<_> = (0..10)
+        .map(|_| {
+            let req = client
+                .put(format!("http://{}/v1/transit/encrypt/k", srv.addr))
+                .header("X-Vault-Token", "s.made-up")
+                .body(r#"{"plaintext":"aGVsbG8="}"#)
+                .send();
+            tokio::spawn(async move { req.await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for f in forged {
+        codes.push(f.await.unwrap());
+    }
+    let denied = codes.iter().filter(|c| **c == 403).count();
+    let limited = codes.iter().filter(|c| **c == 429).count();
+    assert!(
+        (3..=4).contains(&denied) && denied + limited == 10,
+        "made-up tokens: {codes:?}"
+    );
+    // The real token is still served at once.
+    assert_eq!(encrypt(srv.addr).await, Some(200));
+}

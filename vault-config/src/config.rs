@@ -157,6 +157,8 @@ struct RawListener {
     http_read_header_timeout: Option<RawDuration>,
     http_idle_timeout: Option<RawDuration>,
     http2_max_concurrent_streams: Option<u64>,
+    unauthenticated_rate: Option<u64>,
+    unauthenticated_burst: Option<u64>,
 }
 
 /// A duration as Vault writes them (`"10s"`, `"500ms"`, `"5m"`, `"1h"`) or whole seconds.
@@ -292,6 +294,13 @@ pub struct ListenerSettings {
     /// `http2_max_concurrent_streams`: per HTTP/2 connection (default 250, Go's and so Vault's;
     /// 1 to 10,000).
     pub http2_max_concurrent_streams: u32,
+    /// `unauthenticated_rate`: requests without a token (health, seal-status, metrics) per
+    /// second per client address; beyond it answers are delayed, then refused with 429
+    /// (default 100; 0 turns the limit off; at most 1,000,000).
+    pub unauthenticated_rate: u32,
+    /// `unauthenticated_burst`: how many such requests a client may send at once above its
+    /// rate (default 200; 1 to 1,000,000).
+    pub unauthenticated_burst: u32,
 }
 
 /// The listener's TLS files.
@@ -750,6 +759,23 @@ fn validate_listener(
             std::time::Duration::from_secs(3600),
         )?,
         http2_max_concurrent_streams: u32::try_from(http2_max_concurrent_streams).unwrap_or(250),
+        unauthenticated_rate: match raw.unauthenticated_rate {
+            None => 100,
+            Some(n) if n <= 1_000_000 => u32::try_from(n).unwrap_or(100),
+            Some(_) => {
+                return Err(invalid(
+                    "listener.unauthenticated_rate",
+                    "must be between 0 (off) and 1000000".to_owned(),
+                ))
+            }
+        },
+        unauthenticated_burst: u32::try_from(bounded(
+            "listener.unauthenticated_burst",
+            raw.unauthenticated_burst,
+            200,
+            1_000_000,
+        )?)
+        .unwrap_or(200),
     })
 }
 
@@ -1510,8 +1536,12 @@ local_path = "local"
         );
         assert_eq!(d.http_idle_timeout, std::time::Duration::from_secs(10));
         assert_eq!(d.http2_max_concurrent_streams, 250);
+        assert_eq!(
+            (d.unauthenticated_rate, d.unauthenticated_burst),
+            (100, 200)
+        );
         let l = parse(
-            "max_connections = 10\nhttp_read_header_timeout = \"500ms\"\nhttp_idle_timeout = \"5m\"\nhttp2_max_concurrent_streams = 16",
+            "max_connections = 10\nhttp_read_header_timeout = \"500ms\"\nhttp_idle_timeout = \"5m\"\nhttp2_max_concurrent_streams = 16\nunauthenticated_rate = 0\nunauthenticated_burst = 5",
         )
         .unwrap()
         .listener;
@@ -1522,6 +1552,7 @@ local_path = "local"
         );
         assert_eq!(l.http_idle_timeout, std::time::Duration::from_secs(300));
         assert_eq!(l.http2_max_concurrent_streams, 16);
+        assert_eq!((l.unauthenticated_rate, l.unauthenticated_burst), (0, 5));
         assert_eq!(
             parse("http_idle_timeout = 30")
                 .unwrap()
@@ -1535,6 +1566,8 @@ local_path = "local"
             "http_read_header_timeout = \"1ms\"",
             "http_idle_timeout = \"2h\"",
             "http2_max_concurrent_streams = 0",
+            "unauthenticated_rate = 1000001",
+            "unauthenticated_burst = 0",
         ] {
             let e = parse(bad)
                 .err()

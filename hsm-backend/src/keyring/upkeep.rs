@@ -136,7 +136,10 @@ impl Keyring {
                         "seal key {} v{v} is past its protect-stop ({}): it no longer encrypts, \
                          but OpenBao still unseals with it (decrypt) until its deactivation ({}); \
                          rotate it (rootseal key rotate {})",
-                        s.record.name, l.protect_stop, l.deactivation, s.record.name
+                        s.record.name,
+                        crate::lifecycle::rfc3339(l.protect_stop),
+                        crate::lifecycle::rfc3339(l.deactivation),
+                        s.record.name
                     )
                 })
             })

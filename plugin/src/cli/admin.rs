@@ -170,6 +170,10 @@ pub async fn serve(path: &Path, allow_weak_root: bool) -> CliResult {
                 read_header_timeout: cfg.listener.http_read_header_timeout,
                 idle_timeout: cfg.listener.http_idle_timeout,
                 http2_max_concurrent_streams: cfg.listener.http2_max_concurrent_streams,
+                unauthenticated: crate::ratelimit::RateLimit {
+                    rate: cfg.listener.unauthenticated_rate,
+                    burst: cfg.listener.unauthenticated_burst,
+                },
             },
         },
         router,

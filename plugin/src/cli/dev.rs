@@ -43,6 +43,10 @@ pub struct DevArgs {
     /// fsync), `best-effort`, or `off`.
     #[arg(long, default_value = "block", value_parser = ["block", "best-effort", "off"])]
     audit_mode: String,
+    /// Requests without a token (health, seal-status, metrics) per second per client address,
+    /// as `[listener] unauthenticated_rate`; 0 turns the limit off.
+    #[arg(long, default_value_t = crate::ratelimit::DEFAULT_RATE)]
+    unauthenticated_rate: u32,
 }
 
 /// What `prepare` set up before the runtime started.
@@ -58,6 +62,7 @@ pub struct Prepared {
     token: SecretString,
     mount: String,
     audit_mode: rootseal_audit::Mode,
+    unauthenticated_rate: u32,
 }
 
 fn random_hex(n: usize) -> Result<String, String> {
@@ -152,6 +157,7 @@ pub fn prepare(args: &DevArgs) -> Result<Prepared, String> {
         so_pin,
         token,
         mount: args.mount.trim_matches('/').to_owned(),
+        unauthenticated_rate: args.unauthenticated_rate,
         audit_mode: rootseal_audit::Mode::parse(&args.audit_mode)
             .ok_or("--audit-mode must be block, best-effort or off")?,
     })
@@ -264,7 +270,14 @@ pub async fn run(p: Prepared) -> CliResult {
     );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    crate::server::serve_listener(listener, None, router, shutdown_signal())
+    let limits = crate::server::ConnLimits {
+        unauthenticated: crate::ratelimit::RateLimit {
+            rate: p.unauthenticated_rate,
+            ..crate::ratelimit::RateLimit::default()
+        },
+        ..crate::server::ConnLimits::default()
+    };
+    crate::server::serve_listener_with(listener, None, limits, router, shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
     crate::audit::close(&log, "server").await;
