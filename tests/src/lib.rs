@@ -626,31 +626,8 @@ impl KvRootseal {
         use std::os::unix::fs::PermissionsExt as _;
         const PIN: &str = "4711";
         const SO_PIN: &str = "0815";
-        let module = [
-            "/usr/lib/softhsm/libsofthsm2.so",
-            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        ]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("libsofthsm2.so (apt install softhsm2)");
-        let tokens = dir.join("tokens");
-        std::fs::create_dir_all(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", "prod"])
-            .args(["--pin", PIN, "--so-pin", SO_PIN])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "softhsm2-util --init-token");
+        let module = softhsm_module();
+        let conf = softhsm_tokens(dir, &["prod"], PIN, SO_PIN);
         let port = free_port();
         let token = format!("rs-root-{port}");
         for (f, v) in [
@@ -734,25 +711,109 @@ pub fn vault_request(
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let c = reqwest::Client::new();
-        let url = format!("{addr}/v1/{path}");
-        let req = match body {
-            Some(b) => c.post(url).json(&b),
-            None => c.get(url),
-        };
-        let r = req
-            .header("X-Vault-Token", token)
-            .timeout(Duration::from_secs(40))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: no answer: {e}"));
-        let s = r.status().as_u16();
-        let retry = r
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        (s, r.json().await.unwrap_or(serde_json::Value::Null), retry)
-    })
+    let c = reqwest::Client::new();
+    let method = if body.is_some() { "POST" } else { "GET" };
+    rt.block_on(vault_call(&c, method, addr, token, path, body))
+}
+
+/// [`vault_request`] from async code, on the caller's client, with any method: `method` on
+/// `{addr}/v1/{path}` with `X-Vault-Token` and a JSON body when given, a 40 s timeout; returns
+/// the status, the JSON answer (`Null` when it is not JSON) and `Retry-After`.
+///
+/// # Panics
+/// When there is no answer at all (a test failure).
+pub async fn vault_call(
+    c: &reqwest::Client,
+    method: &str,
+    addr: &str,
+    token: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value, Option<String>) {
+    let url = format!("{addr}/v1/{path}");
+    let mut req = c
+        .request(method.parse().unwrap(), &url)
+        .header("X-Vault-Token", token)
+        .timeout(Duration::from_secs(40));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
+    let s = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = r.text().await.unwrap_or_default();
+    (
+        s,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        retry,
+    )
+}
+
+/// The SoftHSM2 module (`libsofthsm2.so`) of this machine.
+///
+/// # Panics
+/// When SoftHSM2 is not installed.
+pub fn softhsm_module() -> String {
+    for p in [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    ] {
+        if Path::new(p).exists() {
+            return p.to_owned();
+        }
+    }
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "dpkg -L libsofthsm2 | grep 'libsofthsm2.so$' | head -1",
+        ])
+        .output()
+        .expect("dpkg");
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        !p.is_empty(),
+        "libsofthsm2.so not found: apt install softhsm2"
+    );
+    p
+}
+
+/// A SoftHSM2 token directory of its own in `dir` (`softhsm2.conf` + `tokens/`) with one
+/// initialised token per label, all with `pin` and `so_pin`; returns the conf path.
+///
+/// # Panics
+/// When `softhsm2-util` fails.
+pub fn softhsm_tokens(dir: &Path, labels: &[&str], pin: &str, so_pin: &str) -> PathBuf {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    for label in labels {
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", label])
+            .args(["--pin", pin, "--so-pin", so_pin])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .expect("softhsm2-util (apt install softhsm2)");
+        assert!(
+            out.status.success(),
+            "softhsm2-util: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    conf
 }

@@ -11,66 +11,14 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rootseal_e2e::{bao, dev_bao, free_port, http_get, rootseal_bin, wait_for, DevBao, Proc};
+use rootseal_e2e::{
+    bao, dev_bao, free_port, http_get, rootseal_bin, softhsm_module, softhsm_tokens, vault_call,
+    wait_for, DevBao, Proc,
+};
 use serde_json::{json, Value};
 
 const PIN: &str = "4711";
 const SO_PIN: &str = "0815";
-
-/// The SoftHSM2 module.
-fn module() -> String {
-    for p in [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    ] {
-        if Path::new(p).exists() {
-            return p.to_owned();
-        }
-    }
-    let out = Command::new("sh")
-        .args([
-            "-c",
-            "dpkg -L libsofthsm2 | grep 'libsofthsm2.so$' | head -1",
-        ])
-        .output()
-        .expect("dpkg");
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(
-        !p.is_empty(),
-        "libsofthsm2.so not found: apt install softhsm2"
-    );
-    p
-}
-
-/// A SoftHSM2 token directory of its own (`softhsm2.conf` + `tokens/`) with one token per label.
-fn softhsm(dir: &Path, labels: &[&str]) -> PathBuf {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    for label in labels {
-        let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", label])
-            .args(["--pin", PIN, "--so-pin", SO_PIN])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .expect("softhsm2-util (apt install softhsm2)");
-        assert!(
-            out.status.success(),
-            "softhsm2-util: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    conf
-}
 
 /// One rootseal installation: a config file, its secret files, a port.
 struct Rs {
@@ -86,7 +34,7 @@ const FILE_STORAGE: &str = "[storage]\nbackend = \"file\"\npath = \"store\"\n";
 
 /// A file-backed installation on a fresh SoftHSM2 token labelled `prod` under `tmp`.
 fn file_rs(tmp: &Path) -> Rs {
-    let conf = softhsm(tmp, &["prod"]);
+    let conf = softhsm_tokens(tmp, &["prod"], PIN, SO_PIN);
     Rs::new(&tmp.join("rs"), &conf, "prod", FILE_STORAGE)
 }
 
@@ -109,7 +57,7 @@ impl Rs {
                 "governance = \"off\"\n[listener]\naddress = \"127.0.0.1:{port}\"\n\n[hsm]\nmodule = \"{}\"\n\
                  token_label = \"{label}\"\npin_file = \"pin\"\n\n[auth]\n\
                  root_token_file = \"root-token\"\n\n{storage}\n",
-                module()
+                softhsm_module()
             ),
         )
         .unwrap();
@@ -228,24 +176,15 @@ impl Api {
 
     /// (status, JSON body or Null).
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.rt.block_on(async {
-            let url = format!("{}/v1/{path}", self.base);
-            let mut req = self
-                .client
-                .request(method.parse().unwrap(), &url)
-                .header("X-Vault-Token", &self.token)
-                .timeout(Duration::from_secs(30));
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            let r = req
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-            let status = r.status().as_u16();
-            let text = r.text().await.unwrap_or_default();
-            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-        })
+        let (s, v, _) = self.rt.block_on(vault_call(
+            &self.client,
+            method,
+            &self.base,
+            &self.token,
+            path,
+            body,
+        ));
+        (s, v)
     }
 
     fn post(&self, path: &str, body: Value) -> (u16, Value) {
@@ -376,7 +315,7 @@ fn kv_put_record(kv: &DevBao, name: &str, record: &[u8]) {
 #[test]
 fn kv_backed_server_serves_the_bao_cli() {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = softhsm(tmp.path(), &["prod"]);
+    let conf = softhsm_tokens(tmp.path(), &["prod"], PIN, SO_PIN);
     let kv = dev_bao(&tmp.path().join("kv"), free_port(), "kv-root", "bao.log");
     let rs = kv_rs(&tmp.path().join("rs"), &conf, "prod", &kv.addr, &kv.token);
     let out = rs.ok(&["init"]);
@@ -515,7 +454,7 @@ fn kv_backed_server_serves_the_bao_cli() {
 #[test]
 fn kv_unreachable_keeps_loaded_keys_and_answers_503() {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = softhsm(tmp.path(), &["prod"]);
+    let conf = softhsm_tokens(tmp.path(), &["prod"], PIN, SO_PIN);
     let port = free_port();
     let mut kv = dev_bao(&tmp.path().join("kv"), port, "kv-root", "bao-1.log");
     let rs = kv_rs(&tmp.path().join("rs"), &conf, "prod", &kv.addr, &kv.token);
@@ -820,7 +759,7 @@ fn previous_release_install(rs: &Rs, label: &str, n: usize) -> Vec<(String, Stri
     let cfg = rootseal_hsm::HsmConfig {
         pool_size: 1,
         ..rootseal_hsm::HsmConfig::new(
-            module().into(),
+            softhsm_module().into(),
             rootseal_hsm::TokenSelector::Label(label.into()),
             secrecy::SecretString::from(PIN),
         )
@@ -950,7 +889,7 @@ fn a_previous_release_root_is_refused_then_hardened_by_rotation_under_sigkill() 
 #[test]
 fn records_are_bound_to_their_hsm_and_tampering_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = softhsm(tmp.path(), &["tokA", "tokB"]);
+    let conf = softhsm_tokens(tmp.path(), &["tokA", "tokB"], PIN, SO_PIN);
     let kv = dev_bao(&tmp.path().join("kv"), free_port(), "kv-root", "bao.log");
     let a = Rs::new(&tmp.path().join("a"), &conf, "tokA", FILE_STORAGE);
     let b = kv_rs(&tmp.path().join("b"), &conf, "tokB", &kv.addr, &kv.token);
@@ -1100,7 +1039,7 @@ fn wrong_pin_is_a_clear_error_without_lockout() {
 #[test]
 fn kv_permission_denied_is_reported_clearly() {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = softhsm(tmp.path(), &["prod"]);
+    let conf = softhsm_tokens(tmp.path(), &["prod"], PIN, SO_PIN);
     let kv = dev_bao(&tmp.path().join("kv"), free_port(), "kv-root", "bao.log");
     let policy = tmp.path().join("deny.hcl");
     std::fs::write(
@@ -1183,7 +1122,7 @@ fn kv_permission_denied_is_reported_clearly() {
 #[test]
 fn foreign_and_newer_kv_entries_are_named_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = softhsm(tmp.path(), &["prod"]);
+    let conf = softhsm_tokens(tmp.path(), &["prod"], PIN, SO_PIN);
     let kv = dev_bao(&tmp.path().join("kv"), free_port(), "kv-root", "bao.log");
     let rs = kv_rs(&tmp.path().join("rs"), &conf, "prod", &kv.addr, &kv.token);
     rs.ok(&["init"]);
@@ -1248,7 +1187,7 @@ fn new_l0_only(conf: &Path, label: &str) {
     let cfg = rootseal_hsm::HsmConfig {
         pool_size: 1,
         ..rootseal_hsm::HsmConfig::new(
-            module().into(),
+            softhsm_module().into(),
             rootseal_hsm::TokenSelector::Label(label.into()),
             secrecy::SecretString::from(PIN),
         )
@@ -1340,7 +1279,7 @@ fn root_rotation_rerun_is_not_blocked_by_a_killed_writers_lock() {
 #[test]
 fn a_kv_record_rolled_back_in_openbao_is_refused_with_the_audit_log_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let conf = softhsm(tmp.path(), &["prod"]);
+    let conf = softhsm_tokens(tmp.path(), &["prod"], PIN, SO_PIN);
     let kv = dev_bao(&tmp.path().join("kv"), free_port(), "kv-root", "bao.log");
     let rs = kv_rs(&tmp.path().join("rs"), &conf, "prod", &kv.addr, &kv.token);
     rs.ok(&["init"]);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use rootseal_e2e::{free_port, rootseal_dev, Proc};
+use rootseal_e2e::{free_port, rootseal_dev, vault_call, Proc};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "store-faults-root-token-9a2e";
@@ -80,26 +80,8 @@ struct Api {
 
 impl Api {
     async fn call(&self, path: &str, body: Option<Value>) -> (u16, Value, Option<String>) {
-        let url = format!("{}/v1/{path}", self.base);
-        let req = match body {
-            Some(b) => self.c.post(url).json(&b),
-            None => self.c.get(url),
-        };
-        let r = req
-            .header("X-Vault-Token", TOKEN)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: no answer: {e}"));
-        let s = r.status().as_u16();
-        let retry = r
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = r.text().await.unwrap();
-        let v = serde_json::from_str(&text).unwrap_or(Value::Null);
-        (s, v, retry)
+        let method = if body.is_some() { "POST" } else { "GET" };
+        vault_call(&self.c, method, &self.base, TOKEN, path, body).await
     }
 
     async fn create(&self, name: &str) -> (u16, Value, Option<String>) {
