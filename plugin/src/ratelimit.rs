@@ -117,7 +117,7 @@ impl Limiter {
     }
 
     /// Admits one request from `ip` now.
-    pub fn admit(&self, ip: IpAddr) -> Admission {
+    fn admit(&self, ip: IpAddr) -> Admission {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.admit_at(Client::of(ip), now)
     }
@@ -137,7 +137,7 @@ impl Limiter {
         if wait > self.max_wait {
             // Refused requests do not move the schedule: a client that keeps sending is
             // admitted again as soon as its delayed requests have gone.
-            return Admission::Refuse(Duration::from_nanos(wait - self.max_wait).max(SECOND));
+            return Admission::Refuse(Duration::from_nanos(wait - self.max_wait));
         }
         table.insert(key, tat.saturating_add(self.interval));
         if wait == 0 {
@@ -146,34 +146,37 @@ impl Limiter {
             Admission::After(Duration::from_nanos(wait))
         }
     }
+
+    /// Waits for `ip`'s turn ([`Limiter::admit`]); `Err(retry_after)` when it is refused.
+    pub async fn wait_turn(&self, ip: IpAddr) -> Result<(), Duration> {
+        match self.admit(ip) {
+            Admission::Now => Ok(()),
+            Admission::After(d) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            Admission::Refuse(retry) => Err(retry),
+        }
+    }
 }
 
-const SECOND: Duration = Duration::from_secs(1);
-
-/// Whether a request carries a token (`X-Vault-Token`, or `Authorization: Bearer`, as Vault
-/// accepts): requests without one are limited before they are served, those with one only
-/// when it is refused.
+/// Whether a request carries a token, as the API reads one ([`crate::routes::presented_token`]):
+/// requests without one are limited before they are served, those with one only when it is
+/// refused.
 pub fn has_token(headers: &http::HeaderMap) -> bool {
-    headers.contains_key("x-vault-token")
-        || headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().get(..7))
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"bearer "))
+    crate::routes::presented_token(headers).is_some()
 }
 
-/// The 429 answer, in Vault's error envelope, with `Retry-After` in whole seconds.
-pub fn refusal(retry_after: Duration) -> http::Response<axum::body::Body> {
+/// The 429 answer to `peer`, in Vault's error envelope, with `Retry-After` in whole seconds
+/// (at least 1).
+pub fn refusal(retry_after: Duration, peer: std::net::SocketAddr) -> axum::response::Response {
+    tracing::debug!(%peer, "over the rate limit of requests without a valid token: 429");
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    let mut resp = http::Response::new(axum::body::Body::from(
-        &br#"{"errors":["too many requests without a token from this address; retry later"]}"#[..],
-    ));
-    *resp.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
-    let h = resp.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+    let mut resp = crate::routes::error::envelope(
+        http::StatusCode::TOO_MANY_REQUESTS,
+        Some("too many requests without a token from this address; retry later"),
     );
-    h.insert(
+    resp.headers_mut().insert(
         http::header::RETRY_AFTER,
         http::HeaderValue::from(secs.max(1)),
     );
@@ -236,7 +239,9 @@ mod tests {
                 Admission::After(Duration::from_millis(100 * k))
             );
         }
-        assert!(matches!(l.admit_at(c, 0), Admission::Refuse(d) if d >= SECOND));
+        assert!(
+            matches!(l.admit_at(c, 0), Admission::Refuse(d) if d == Duration::from_millis(100))
+        );
         assert!(matches!(l.admit_at(c, 0), Admission::Refuse(_)));
         // Once the delayed ones have had their slots, the client is admitted again.
         assert_eq!(l.admit_at(c, 1_100 * MS), Admission::Now);
@@ -299,7 +304,7 @@ mod tests {
 
     #[test]
     fn the_refusal_is_a_vault_envelope_with_retry_after() {
-        let r = refusal(Duration::from_millis(1_500));
+        let r = refusal(Duration::from_millis(1_500), ([127, 0, 0, 1], 1).into());
         assert_eq!(r.status(), http::StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(
             r.headers().get(http::header::RETRY_AFTER),

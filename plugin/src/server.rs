@@ -35,7 +35,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use crate::ratelimit::{self, Admission, Limiter, RateLimit};
+use crate::ratelimit::{self, Limiter, RateLimit};
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -478,45 +478,30 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Counted {
     fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         let guard = InFlight::new(&self.activity);
         let tokenless = !ratelimit::has_token(req.headers());
-        let admission = match &self.limiter {
-            Some(l) if tokenless => l.admit(self.peer.ip()),
-            _ => Admission::Now,
-        };
-        // A request with a token that is refused (403) counts against the same limit after the
-        // fact, so adding any `X-Vault-Token` does not lift it.
-        let after_403 = self.limiter.clone().filter(|_| !tokenless);
+        let limiter = self.limiter.clone();
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(self.peer));
         let router = self.router.clone();
         let peer = self.peer;
         Box::pin(async move {
-            let resp = match admission {
-                Admission::Now => router.oneshot(req).await?,
-                Admission::After(d) => {
-                    tokio::time::sleep(d).await;
-                    router.oneshot(req).await?
-                }
-                Admission::Refuse(retry) => {
-                    tracing::debug!(%peer, "requests without a token over the rate limit: 429");
-                    ratelimit::refusal(retry)
-                }
-            };
-            let resp = match after_403 {
-                Some(l) if resp.status() == http::StatusCode::FORBIDDEN => match l.admit(peer.ip())
-                {
-                    Admission::Now => resp,
-                    Admission::After(d) => {
-                        tokio::time::sleep(d).await;
-                        resp
-                    }
-                    Admission::Refuse(retry) => {
-                        tracing::debug!(%peer, "refused tokens over the rate limit: 429");
-                        ratelimit::refusal(retry)
-                    }
+            // Requests without a token wait for their turn before they are served; a request
+            // whose token is refused (403) takes its turn after the fact, so adding any
+            // `X-Vault-Token` does not lift the limit.
+            let mut resp = match &limiter {
+                Some(l) if tokenless => match l.wait_turn(peer.ip()).await {
+                    Ok(()) => router.oneshot(req).await?,
+                    Err(retry) => ratelimit::refusal(retry, peer),
                 },
-                _ => resp,
+                _ => router.oneshot(req).await?,
             };
+            if let Some(l) =
+                limiter.filter(|_| !tokenless && resp.status() == http::StatusCode::FORBIDDEN)
+            {
+                if let Err(retry) = l.wait_turn(peer.ip()).await {
+                    resp = ratelimit::refusal(retry, peer);
+                }
+            }
             Ok(resp.map(|inner| CountedBody {
                 inner,
                 _inflight: guard,
