@@ -23,5 +23,6 @@ pub use record::Event;
 pub use time::now_rfc3339;
 pub use verify::{verify, Options, Report, Verdict, VerifyError};
 pub use writer::{
-    AuditConfig, AuditError, AuditLog, AuditStatus, CheckpointSigner, Mode, PREALLOCATE,
+    AuditConfig, AuditError, AuditLog, AuditStatus, CheckpointSigner, Mode, BEST_EFFORT_SYNC,
+    PREALLOCATE,
 };

@@ -8,7 +8,9 @@
 //! (disk full, permission) answers the whole group with [`AuditError::Unavailable`], cuts the file
 //! back to its last durable length, and the log reports itself failing until a write succeeds
 //! again. In [`Mode::BestEffort`] nobody waits and a full queue drops the record (counted, and
-//! the drop itself recorded as an `audit.dropped` event).
+//! the drop itself recorded as an `audit.dropped` event); its groups are written at once but
+//! synced at most every [`BEST_EFFORT_SYNC`] (an `fdatasync` is the costliest part of a record on
+//! a virtual disk, `docs/benchmarks.md`).
 //!
 //! A regular log file is kept [`PREALLOCATE`] bytes ahead of its records with written zeros, so
 //! that a group's `fdatasync` flushes only data blocks already allocated, and no file-size or
@@ -373,6 +375,8 @@ impl AuditLog {
             every: cfg.checkpoint_every.max(1),
             interval: cfg.checkpoint_interval,
             spare: Vec::new(),
+            last_sync: Instant::now(),
+            unsynced: false,
         };
         std::thread::Builder::new()
             .name("rootseal-audit".into())
@@ -509,6 +513,11 @@ impl AuditLog {
 /// Most messages one group takes.
 const MAX_GROUP: usize = 4096;
 
+/// In [`Mode::BestEffort`], the longest a written record waits for its `fdatasync` (a crash of
+/// the machine can lose the records of the last this long; a crash of rootseal alone loses
+/// nothing written). Block mode syncs every group before answering it.
+pub const BEST_EFFORT_SYNC: Duration = Duration::from_millis(100);
+
 struct Writer {
     file: File,
     regular: bool,
@@ -524,6 +533,10 @@ struct Writer {
     interval: Duration,
     /// The last group's buffer, kept for its capacity.
     spare: Vec<u8>,
+    /// When the file was last synced.
+    last_sync: Instant,
+    /// Bytes were written since (best-effort only).
+    unsynced: bool,
 }
 
 /// A group being assembled: its bytes and the tree after it.
@@ -554,7 +567,10 @@ impl Writer {
             let mut msgs = Vec::new();
             // The start checkpoint goes first, alone.
             if !want_cp {
-                let wait = self.interval.saturating_sub(last_cp.elapsed());
+                let mut wait = self.interval.saturating_sub(last_cp.elapsed());
+                if self.unsynced {
+                    wait = wait.min(BEST_EFFORT_SYNC.saturating_sub(self.last_sync.elapsed()));
+                }
                 match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
                     Ok(m) => msgs.push(m),
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -725,19 +741,39 @@ impl Writer {
         }
     }
 
-    /// Writes and syncs the group, then answers its waiters (all but the close waiters, which
-    /// it returns).
+    /// Writes `buf` (a group's bytes, possibly none) and, when `sync_now`, syncs everything
+    /// written so far; whether it synced.
+    fn write_group(&mut self, buf: &[u8], sync_now: bool) -> std::io::Result<bool> {
+        if !buf.is_empty() {
+            self.preallocate(self.committed.len + buf.len() as u64);
+            self.file.write_all(buf)?;
+        }
+        if sync_now && (self.unsynced || !buf.is_empty()) {
+            self.file.sync_data()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Writes and syncs the group (best-effort: see [`BEST_EFFORT_SYNC`]), then answers its
+    /// waiters (all but the close waiters, which it returns).
     fn commit(&mut self, g: Group) -> Vec<oneshot::Sender<()>> {
-        let written = if g.buf.is_empty() {
-            Ok(())
-        } else {
-            self.preallocate(self.committed.len + g.buf.len() as u64);
-            self.file
-                .write_all(&g.buf)
-                .and_then(|()| self.file.sync_data())
-        };
+        // Best-effort: nobody waits for the disk, so its groups are written at once (readers see
+        // them) but synced at most every BEST_EFFORT_SYNC, and whenever a checkpoint is waited
+        // for or the log closes.
+        let sync_now = self.shared.mode != Mode::BestEffort
+            || !g.cp_waiters.is_empty()
+            || !g.close.is_empty()
+            || self.last_sync.elapsed() >= BEST_EFFORT_SYNC;
+        let written = self.write_group(&g.buf, sync_now);
         match written {
-            Ok(()) => {
+            Ok(synced) => {
+                if synced {
+                    self.unsynced = false;
+                    self.last_sync = Instant::now();
+                } else if !g.buf.is_empty() {
+                    self.unsynced = true;
+                }
                 self.committed.len += g.buf.len() as u64;
                 self.alloc_end = self.alloc_end.max(self.committed.len);
                 self.committed.frontier = g.frontier;

@@ -526,3 +526,43 @@ async fn bytes_past_the_padding_are_a_missing_tail_cut_off_at_reopen() {
         .iter()
         .any(|l| l.contains("audit.torn_tail") && l.contains("\"seq\":12,")));
 }
+
+/// Best-effort: a record never waits, is in the file without a close (its sync is only deferred,
+/// [`rootseal_audit::BEST_EFFORT_SYNC`]), and the closed log verifies with every record.
+#[tokio::test]
+async fn best_effort_records_reach_the_file_at_once_and_the_closed_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let signer = SoftSigner::new("rootseal-audit/serial1");
+    let key = signer.public_key();
+    let c = AuditConfig {
+        mode: Mode::BestEffort,
+        ..cfg(&path, 1000)
+    };
+    let log = AuditLog::open(&c, ORIGIN.into(), Some(signer)).unwrap();
+    for i in 0..200 {
+        assert_eq!(
+            log.record(Event::new("e").with("i", i)).await.unwrap(),
+            None
+        );
+    }
+    // Not closed, no checkpoint asked for: the records are written all the same.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let count = |p: &Path| {
+        let data = std::fs::read(p).unwrap();
+        let (end, _) = rootseal_audit::record::content_len(&data);
+        data[..end]
+            .split(|b| *b == b'\n')
+            .filter(|l| l.starts_with(br#"{"event":{"i":"#))
+            .count()
+    };
+    while count(&path) < 200 {
+        assert!(std::time::Instant::now() < deadline, "records not written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(log.status().size, 200);
+    log.close().await;
+    let (v, _, m) = check(&path, &key, None);
+    assert_eq!(v, Verdict::Intact, "{m}");
+    assert_eq!(count(&path), 200);
+}
