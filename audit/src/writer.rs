@@ -145,6 +145,8 @@ pub struct AuditStatus {
     pub signed: bool,
     /// Records dropped because the queue was full (best-effort only).
     pub dropped: u64,
+    /// `fdatasync` calls the writer made (group commit: records per sync is `size / syncs`).
+    pub syncs: u64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
@@ -160,6 +162,7 @@ struct Shared {
     mode: Mode,
     size: AtomicU64,
     dropped: AtomicU64,
+    syncs: AtomicU64,
     failing: Mutex<Option<String>>,
     latest: Mutex<Option<String>>,
     signed: bool,
@@ -280,6 +283,7 @@ impl AuditLog {
             mode: cfg.mode,
             size: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
             failing: Mutex::new(None),
             latest: Mutex::new(None),
             signed: signer.is_some(),
@@ -501,6 +505,7 @@ impl AuditLog {
             failing: lock(&self.shared.failing).clone(),
             signed: self.shared.signed,
             dropped: self.shared.dropped.load(Ordering::Relaxed),
+            syncs: self.shared.syncs.load(Ordering::Relaxed),
         }
     }
 
@@ -750,6 +755,7 @@ impl Writer {
         }
         if sync_now && (self.unsynced || !buf.is_empty()) {
             self.file.sync_data()?;
+            self.shared.syncs.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }
         Ok(false)

@@ -269,6 +269,18 @@ fn block_mode_on_a_full_disk_answers_503_and_nothing_unaudited_then_resumes() {
     });
     let (_, h) = http_get(&health).unwrap();
     assert!(h.contains("\"audit\":\"failing\""), "{h}");
+    let metric = |name: &str| -> u64 {
+        let (_, m) = http_get(&format!("{base}/metrics")).unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{m}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(metric("rootseal_audit_failing"), 1);
+    assert_eq!(metric("rootseal_audit_records"), before as u64);
+    let syncs = metric("rootseal_audit_syncs_total");
+    assert!(syncs > 0);
     assert_eq!(
         records(&log).len(),
         before,
@@ -293,6 +305,8 @@ fn block_mode_on_a_full_disk_answers_503_and_nothing_unaudited_then_resumes() {
     });
     let (_, h) = http_get(&health).unwrap();
     assert!(h.contains("\"audit\":\"block\""), "{h}");
+    assert_eq!(metric("rootseal_audit_failing"), 0);
+    assert!(metric("rootseal_audit_syncs_total") > syncs);
     srv.stop();
     drop(shell);
     let recs = records(&log);

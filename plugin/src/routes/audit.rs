@@ -540,6 +540,34 @@ async fn finish(
     }
 }
 
+/// The audit log's lines of `GET /metrics`: records, fdatasyncs (records per sync is how well
+/// group commit groups), dropped records (best-effort) and whether the log is failing.
+pub(crate) fn render_prometheus(log: Option<&AuditLog>, out: &mut String) {
+    use std::fmt::Write as _;
+    let Some(s) = log.map(AuditLog::status) else {
+        return;
+    };
+    let _ = write!(
+        out,
+        "# HELP rootseal_audit_records Records in the audit log (durable ones, in block mode).\n\
+         # TYPE rootseal_audit_records gauge\n\
+         rootseal_audit_records {}\n\
+         # HELP rootseal_audit_syncs_total fdatasync calls of the audit writer (one per group in block mode).\n\
+         # TYPE rootseal_audit_syncs_total counter\n\
+         rootseal_audit_syncs_total {}\n\
+         # HELP rootseal_audit_dropped_total Records dropped because the queue was full (best-effort mode).\n\
+         # TYPE rootseal_audit_dropped_total counter\n\
+         rootseal_audit_dropped_total {}\n\
+         # HELP rootseal_audit_failing 1 while the audit log cannot be written.\n\
+         # TYPE rootseal_audit_failing gauge\n\
+         rootseal_audit_failing {}\n",
+        s.size,
+        s.syncs,
+        s.dropped,
+        u8::from(s.failing.is_some()),
+    );
+}
+
 fn unavailable(e: &rootseal_audit::AuditError) -> Response {
     tracing::error!(error = %e, "request refused: the audit log cannot be written");
     error::envelope(StatusCode::SERVICE_UNAVAILABLE, Some(&e.to_string()))

@@ -183,6 +183,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     st.keyring().hsm().metrics().render_prometheus(&mut out);
     st.http_metrics().render_prometheus(&mut out);
     super::lifecycle::render_prometheus(st.keyring(), &mut out);
+    super::audit::render_prometheus(st.audit(), &mut out);
     (
         [(
             header::CONTENT_TYPE,
