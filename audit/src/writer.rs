@@ -754,6 +754,9 @@ impl Writer {
             self.file.write_all(buf)?;
         }
         if sync_now && (self.unsynced || !buf.is_empty()) {
+            // Set before the attempt: a failing sync is retried after another interval, not in
+            // a loop.
+            self.last_sync = Instant::now();
             self.file.sync_data()?;
             self.shared.syncs.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
@@ -776,7 +779,6 @@ impl Writer {
             Ok(synced) => {
                 if synced {
                     self.unsynced = false;
-                    self.last_sync = Instant::now();
                 } else if !g.buf.is_empty() {
                     self.unsynced = true;
                 }
