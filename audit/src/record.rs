@@ -91,6 +91,17 @@ pub fn encode_event(event: &Event) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Whether `bytes` are the canonical (RFC 8785) form of a JSON object: what
+/// [`crate::AuditLog::record_encoded`] requires of its caller (checked there in debug builds).
+pub fn is_canonical_object(bytes: &[u8]) -> bool {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v @ Value::Object(_)) => {
+            serde_json_canonicalizer::to_vec(&v).is_ok_and(|c| c.as_slice() == bytes)
+        }
+        _ => false,
+    }
+}
+
 /// Appends record `seq`'s canonical line (without the newline) to `out`, around `event`, the
 /// event's canonical bytes ([`encode_event`]). The line is the RFC 8785 form of
 /// `{"event":…,"prev":…,"seq":N,"time":…,"v":1}`: its keys in that (sorted) order, `seq` and `v`
@@ -208,6 +219,18 @@ pub fn parse_line(line: &[u8]) -> Result<Line, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_objects_are_told_apart() {
+        assert!(is_canonical_object(br#"{"a":1,"b":[1,"x"],"type":"t"}"#));
+        // Unsorted keys, whitespace, a float written as serde_json writes it, not an object,
+        // not JSON: none is canonical.
+        assert!(!is_canonical_object(br#"{"b":1,"a":1}"#));
+        assert!(!is_canonical_object(br#"{"a": 1}"#));
+        assert!(!is_canonical_object(br#"{"a":1.0}"#));
+        assert!(!is_canonical_object(br#"[1]"#));
+        assert!(!is_canonical_object(b"{"));
+    }
 
     #[test]
     fn fast_path_is_canonical() {

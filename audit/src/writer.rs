@@ -434,30 +434,50 @@ impl AuditLog {
     /// [`AuditError::Unavailable`] when the record could not be written (block mode only),
     /// [`AuditError::Closed`] after [`AuditLog::close`].
     pub async fn record(&self, event: Event) -> Result<Option<u64>, AuditError> {
+        if self.shared.mode == Mode::Off {
+            return Ok(None);
+        }
+        // Encoded here, on the caller's thread: the writer thread only splices bytes, and the
+        // event's allocations are freed by the thread that made them.
+        let encoded = record::encode_event(&event);
+        drop(event);
+        match encoded {
+            Ok(ev) => self.record_encoded(ev).await,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an audit record");
+                if self.shared.mode == Mode::BestEffort {
+                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                Err(AuditError::Unavailable(format!(
+                    "cannot encode the record: {e}"
+                )))
+            }
+        }
+    }
+
+    /// [`AuditLog::record`] of an event already in its canonical form: the RFC 8785 bytes of a
+    /// JSON object with a `type`, as [`record::encode_event`] makes them (the HTTP API's request
+    /// records are serialised straight from a typed struct, without a map in between). The
+    /// writer splices the bytes as they are; debug builds check that they are canonical.
+    ///
+    /// # Errors
+    /// As [`AuditLog::record`].
+    pub async fn record_encoded(&self, event: Vec<u8>) -> Result<Option<u64>, AuditError> {
+        debug_assert!(
+            record::is_canonical_object(&event),
+            "an audit event is not canonical JSON: {}",
+            String::from_utf8_lossy(&event)
+        );
         match self.shared.mode {
             Mode::Off => Ok(None),
             Mode::BestEffort => {
-                let sent = match record::encode_event(&event) {
-                    Ok(ev) => self.send(ev, None, None),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot encode an audit record");
-                        Err(AuditError::Unavailable(e))
-                    }
-                };
-                drop(event);
-                if sent.is_err() {
+                if self.send(event, None, None).is_err() {
                     self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(None)
             }
             Mode::Block => {
-                // Encoded here, on the caller's thread: the writer thread only splices bytes, and
-                // the event's allocations are freed by the thread that made them.
-                let ev = record::encode_event(&event).map_err(|e| {
-                    tracing::error!(error = %e, "cannot encode an audit record");
-                    AuditError::Unavailable(format!("cannot encode the record: {e}"))
-                })?;
-                drop(event);
                 let permit = self
                     .permits
                     .clone()
@@ -465,7 +485,7 @@ impl AuditLog {
                     .await
                     .map_err(|_| AuditError::Closed)?;
                 let (tx, rx) = oneshot::channel();
-                self.send(ev, Some(tx), Some(permit))?;
+                self.send(event, Some(tx), Some(permit))?;
                 rx.await.map_err(|_| AuditError::Closed)?.map(Some)
             }
         }

@@ -22,6 +22,7 @@
 //! is failing, a request is first held until a probe record (`audit.resume`) is written: nothing
 //! is answered unaudited, and the first write that succeeds resumes service.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -33,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use rootseal_audit::{AuditLog, Event, Mode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{error, AppState};
 
@@ -53,18 +54,19 @@ pub(crate) struct BulkCounts {
 }
 
 /// An operation as the audit log names it.
-struct Op {
-    kind: String,
-    key: Option<String>,
+struct Op<'a> {
+    kind: Cow<'static, str>,
+    /// The key's name (borrowed from the request path).
+    key: Option<&'a str>,
     /// Whether the body is a stream the middleware must not buffer.
     stream: bool,
 }
 
 /// Names the operation of `method` on `path` (the request path) under `mount`.
-fn classify(method: &Method, path: &str, mount: &str) -> Option<Op> {
-    let op = |kind: &str, key: Option<&str>| Op {
-        kind: kind.to_owned(),
-        key: key.map(str::to_owned),
+fn classify<'a>(method: &Method, path: &'a str, mount: &str) -> Option<Op<'a>> {
+    let op = |kind: &'static str, key: Option<&'a str>| Op {
+        kind: Cow::Borrowed(kind),
+        key,
         stream: false,
     };
     if path == "/v1/auth/token/renew-self" {
@@ -77,32 +79,40 @@ fn classify(method: &Method, path: &str, mount: &str) -> Option<Op> {
         .strip_prefix("/v1/")?
         .strip_prefix(mount)?
         .strip_prefix('/')?;
-    let segs: Vec<&str> = rest.split('/').collect();
+    let mut segs = rest.split('/');
+    let (s0, s1, s2) = (segs.next(), segs.next(), segs.next());
+    if segs.next().is_some() {
+        return None;
+    }
     let writes = matches!(*method, Method::POST | Method::PUT);
-    Some(match segs.as_slice() {
-        ["keys"] | ["keys", ""] => op("key.list", None),
-        ["keys", name] if writes => op("key.create", Some(name)),
-        ["keys", name] if *method == Method::DELETE => op("key.delete", Some(name)),
-        ["keys", name] => op("key.read", Some(name)),
-        ["keys", name, "rotate"] => op("key.rotate", Some(name)),
-        ["keys", name, "config"] => op("key.config", Some(name)),
-        ["keys", name, "trim"] => op("key.trim", Some(name)),
-        ["encrypt", name] => op("transit.encrypt", Some(name)),
-        ["decrypt", name] => op("transit.decrypt", Some(name)),
-        ["rewrap", name] => op("transit.rewrap", Some(name)),
-        ["datakey", kind, name] => Op {
-            kind: format!("transit.datakey.{kind}"),
-            key: Some((*name).to_owned()),
+    Some(match (s0?, s1, s2) {
+        ("keys", None | Some(""), None) => op("key.list", None),
+        ("keys", Some(name), None) if writes => op("key.create", Some(name)),
+        ("keys", Some(name), None) if *method == Method::DELETE => op("key.delete", Some(name)),
+        ("keys", Some(name), None) => op("key.read", Some(name)),
+        ("keys", Some(name), Some("rotate")) => op("key.rotate", Some(name)),
+        ("keys", Some(name), Some("config")) => op("key.config", Some(name)),
+        ("keys", Some(name), Some("trim")) => op("key.trim", Some(name)),
+        ("encrypt", Some(name), None) => op("transit.encrypt", Some(name)),
+        ("decrypt", Some(name), None) => op("transit.decrypt", Some(name)),
+        ("rewrap", Some(name), None) => op("transit.rewrap", Some(name)),
+        ("datakey", Some(kind), Some(name)) => Op {
+            kind: match kind {
+                "plaintext" => Cow::Borrowed("transit.datakey.plaintext"),
+                "wrapped" => Cow::Borrowed("transit.datakey.wrapped"),
+                other => Cow::Owned(format!("transit.datakey.{other}")),
+            },
+            key: Some(name),
             stream: false,
         },
-        ["bulk-seal", name] => Op {
-            kind: "bulk.seal".into(),
-            key: Some((*name).to_owned()),
+        ("bulk-seal", Some(name), None) => Op {
+            kind: Cow::Borrowed("bulk.seal"),
+            key: Some(name),
             stream: true,
         },
-        ["bulk-unseal", name] => Op {
-            kind: "bulk.unseal".into(),
-            key: Some((*name).to_owned()),
+        ("bulk-unseal", Some(name), None) => Op {
+            kind: Cow::Borrowed("bulk.unseal"),
+            key: Some(name),
             stream: true,
         },
         _ => return None,
@@ -110,15 +120,18 @@ fn classify(method: &Method, path: &str, mount: &str) -> Option<Op> {
 }
 
 #[derive(Deserialize, Default)]
-struct ItemPeek {
-    ciphertext: Option<String>,
+struct ItemPeek<'a> {
+    #[serde(borrow)]
+    ciphertext: Option<Cow<'a, str>>,
     key_version: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
-struct RequestPeek {
-    batch_input: Option<Vec<ItemPeek>>,
-    ciphertext: Option<String>,
+struct RequestPeek<'a> {
+    #[serde(borrow)]
+    batch_input: Option<Vec<ItemPeek<'a>>>,
+    #[serde(borrow)]
+    ciphertext: Option<Cow<'a, str>>,
     key_version: Option<u64>,
     min_decryption_version: Option<u64>,
     min_encryption_version: Option<u64>,
@@ -127,16 +140,20 @@ struct RequestPeek {
 }
 
 #[derive(Deserialize, Default)]
-struct ResultPeek {
-    ciphertext: Option<String>,
+struct ResultPeek<'a> {
+    #[serde(borrow)]
+    ciphertext: Option<Cow<'a, str>>,
     latest_version: Option<u64>,
-    batch_results: Option<Vec<ItemPeek>>,
+    #[serde(borrow)]
+    batch_results: Option<Vec<ItemPeek<'a>>>,
 }
 
 #[derive(Deserialize, Default)]
-struct ResponsePeek {
-    request_id: Option<String>,
-    data: Option<ResultPeek>,
+struct ResponsePeek<'a> {
+    #[serde(borrow)]
+    request_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<ResultPeek<'a>>,
 }
 
 /// The version in a `vault:v<N>:` ciphertext.
@@ -144,13 +161,77 @@ fn ct_version(ct: &str) -> Option<u64> {
     ct.strip_prefix("vault:v")?.split(':').next()?.parse().ok()
 }
 
-fn add_versions(ev: &mut Event, mut v: Vec<u64>) {
-    v.sort_unstable();
-    v.dedup();
-    match v.as_slice() {
-        [] => {}
-        [one] => ev.set("version", *one),
-        many => ev.set("versions", many.to_vec()),
+/// A request's record, as its event's fields: serialised straight to its canonical form (the
+/// fields are declared in RFC 8785 order, sorted by name; absent ones are left out, `client` and
+/// `token` are `null` when unknown). `request_records_are_canonical` holds it to the general
+/// canonicalizer.
+#[derive(Serialize, Default)]
+struct RequestRecord<'a> {
+    #[serde(serialize_with = "display_or_null")]
+    client: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    form: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    items: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    /// The operation refused, when `type` is `auth.failure`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op: Option<&'a str>,
+    request_id: Cow<'a, str>,
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settings: Option<serde_json::Map<String, serde_json::Value>>,
+    status: u16,
+    token: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+    #[serde(skip_serializing_if = "<[u64]>::is_empty")]
+    versions: Vec<u64>,
+}
+
+fn display_or_null<S: serde::Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(a) => s.collect_str(a),
+        None => s.serialize_none(),
+    }
+}
+
+impl RequestRecord<'_> {
+    /// Sets `version` (one) or `versions` (several, ascending).
+    fn set_versions(&mut self, mut v: Vec<u64>) {
+        v.sort_unstable();
+        v.dedup();
+        match v.as_slice() {
+            [] => {}
+            [one] => self.version = Some(*one),
+            _ => self.versions = v,
+        }
+    }
+
+    /// The event's canonical bytes. Straight from the struct, unless a field holds what
+    /// serde_json writes differently from RFC 8785 (a number beyond 2^53, or a client's
+    /// `auto_rotate_period` that is not a string or a small integer): then through the general
+    /// canonicalizer.
+    fn encode(&self) -> Result<Vec<u8>, String> {
+        const EXACT: u64 = 1 << 53;
+        let general = self.settings.is_some()
+            || self.version.is_some_and(|v| v > EXACT)
+            || self.versions.iter().any(|v| *v > EXACT);
+        if general {
+            let v = serde_json::to_value(self).map_err(|e| e.to_string())?;
+            let serde_json::Value::Object(m) = v else {
+                return Err("a request record is not an object".into());
+            };
+            return rootseal_audit::record::encode_event(&Event(m));
+        }
+        let mut out = Vec::with_capacity(256);
+        serde_json::to_writer(&mut out, self).map_err(|e| e.to_string())?;
+        Ok(out)
     }
 }
 
@@ -162,7 +243,9 @@ pub async fn record_requests(State(st): State<AppState>, req: Request, next: Nex
     if log.mode() == Mode::Off || req.extensions().get::<MatchedPath>().is_none() {
         return next.run(req).await;
     }
-    let Some(op) = classify(req.method(), req.uri().path(), &st.config().mount) else {
+    // The path's bytes are shared, not copied: the key name is borrowed from this clone.
+    let uri = req.uri().clone();
+    let Some(op) = classify(req.method(), uri.path(), &st.config().mount) else {
         return next.run(req).await;
     };
     let block = log.mode() == Mode::Block;
@@ -171,23 +254,21 @@ pub async fn record_requests(State(st): State<AppState>, req: Request, next: Nex
             return unavailable(&e);
         }
     }
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string());
-    let mut ev = Event::new(&op.kind);
-    if let Some(k) = &op.key {
-        ev.set("key", k.as_str());
-    }
-    ev.set("client", client.map_or(serde_json::Value::Null, Into::into));
+    let mut rec = RequestRecord {
+        client: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+        key: op.key,
+        ..RequestRecord::default()
+    };
     let mut versions = Vec::new();
-    let seal_object = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "mode=stream"));
-    // A binary bulk request's first bytes say which form its response takes.
-    let magic = Arc::new(Mutex::new(Vec::with_capacity(4)));
-    let req = if op.stream {
+    if op.stream {
+        let seal_object = uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "mode=stream"));
+        // A binary bulk request's first bytes say which form its response takes.
+        let magic = Arc::new(Mutex::new(Vec::with_capacity(4)));
         let (parts, body) = req.into_parts();
         let m = magic.clone();
         let body = body.into_data_stream().map(move |c| {
@@ -198,79 +279,58 @@ pub async fn record_requests(State(st): State<AppState>, req: Request, next: Nex
             }
             c
         });
-        Request::from_parts(parts, Body::from_stream(body))
-    } else {
-        let (parts, body) = req.into_parts();
-        let bytes = match st.read_body(body).await {
-            Ok(b) => b,
-            Err(e) => {
-                let resp = e.into_response();
-                return finish(&log, ev, resp, block, Vec::new(), None).await;
-            }
-        };
-        if let Ok(p) = serde_json::from_slice::<RequestPeek>(&bytes) {
-            let items = p.batch_input.as_ref().map_or(1, Vec::len);
-            if op.kind.starts_with("transit.") {
-                ev.set("items", items);
-            }
-            for it in p.batch_input.iter().flatten() {
-                versions.extend(it.key_version);
-                versions.extend(it.ciphertext.as_deref().and_then(ct_version));
-            }
-            versions.extend(p.key_version);
-            versions.extend(p.ciphertext.as_deref().and_then(ct_version));
-            if op.kind == "key.config" {
-                let mut s = serde_json::Map::new();
-                if let Some(v) = p.min_decryption_version {
-                    s.insert("min_decryption_version".into(), v.into());
-                }
-                if let Some(v) = p.min_encryption_version {
-                    s.insert("min_encryption_version".into(), v.into());
-                }
-                if let Some(v) = p.deletion_allowed {
-                    s.insert("deletion_allowed".into(), v.into());
-                }
-                if let Some(v) = p.auto_rotate_period {
-                    s.insert("auto_rotate_period".into(), v);
-                }
-                ev.set("settings", serde_json::Value::Object(s));
-            }
-        }
-        Request::from_parts(parts, Body::from(bytes))
-    };
-    let resp = next.run(req).await;
-    // The token check (inside this layer) leaves who called on the response: a token's name,
-    // never the token.
-    let token = resp
-        .extensions()
-        .get::<super::auth::Caller>()
-        .map(|c| match c {
-            super::auth::Caller::Root => "root".to_owned(),
-            super::auth::Caller::Scoped(g) => g.name.clone(),
-        });
-    ev.set(
-        "token",
-        token.clone().map_or(serde_json::Value::Null, Into::into),
-    );
-    if resp.status() == StatusCode::FORBIDDEN && token.is_none() {
-        ev.set("op", op.kind.as_str());
-        ev.set("type", "auth.failure");
-    }
-    let stream = op.stream.then(|| {
-        let m = magic.lock().unwrap_or_else(|e| e.into_inner());
+        let resp = next
+            .run(Request::from_parts(parts, Body::from_stream(body)))
+            .await;
         // A seal's form is in its query (its body is any bytes); an unseal's in its body's magic.
         let object = if op.kind == "bulk.seal" {
             seal_object
         } else {
-            m.as_slice() != rootseal_bulk::FRAME_MAGIC
+            magic.lock().unwrap_or_else(|e| e.into_inner()).as_slice() != rootseal_bulk::FRAME_MAGIC
         };
-        if object {
-            Form::Object
-        } else {
-            Form::Frames
+        let form = if object { Form::Object } else { Form::Frames };
+        return finish(&log, &op, rec, resp, block, versions, Some(form)).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match st.read_body(body).await {
+        Ok(b) => b,
+        Err(e) => {
+            let resp = e.into_response();
+            return finish(&log, &op, rec, resp, block, versions, None).await;
         }
-    });
-    finish(&log, ev, resp, block, versions, stream).await
+    };
+    if let Ok(p) = serde_json::from_slice::<RequestPeek<'_>>(&bytes) {
+        let items = p.batch_input.as_ref().map_or(1, Vec::len);
+        if op.kind.starts_with("transit.") {
+            rec.items = Some(items as u64);
+        }
+        for it in p.batch_input.iter().flatten() {
+            versions.extend(it.key_version);
+            versions.extend(it.ciphertext.as_deref().and_then(ct_version));
+        }
+        versions.extend(p.key_version);
+        versions.extend(p.ciphertext.as_deref().and_then(ct_version));
+        if op.kind == "key.config" {
+            let mut s = serde_json::Map::new();
+            if let Some(v) = p.min_decryption_version {
+                s.insert("min_decryption_version".into(), v.into());
+            }
+            if let Some(v) = p.min_encryption_version {
+                s.insert("min_encryption_version".into(), v.into());
+            }
+            if let Some(v) = p.deletion_allowed {
+                s.insert("deletion_allowed".into(), v.into());
+            }
+            if let Some(v) = p.auto_rotate_period {
+                s.insert("auto_rotate_period".into(), v);
+            }
+            rec.settings = Some(s);
+        }
+    }
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    finish(&log, &op, rec, resp, block, versions, None).await
 }
 
 /// The form of a binary bulk response.
@@ -449,11 +509,12 @@ impl StreamEnd {
     }
 }
 
-/// Records `ev` with the response's result, then answers with the response, or 503 when the
-/// record could not be written in block mode.
+/// Records the request with the response's result, then answers with the response, or 503
+/// when the record could not be written in block mode.
 async fn finish(
     log: &AuditLog,
-    mut ev: Event,
+    op: &Op<'_>,
+    mut rec: RequestRecord<'_>,
     resp: Response,
     block: bool,
     mut versions: Vec<u64>,
@@ -463,74 +524,102 @@ async fn finish(
     let ctype = resp.headers().get(header::CONTENT_TYPE);
     let is_json = ctype.is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     let is_binary = ctype.is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
-    let counts = resp.extensions().get::<BulkCounts>().cloned();
     let (parts, body) = resp.into_parts();
+    // The token check (inside this layer) leaves who called on the response: a token's name,
+    // never the token.
+    rec.token = parts
+        .extensions
+        .get::<super::auth::Caller>()
+        .map(|c| match c {
+            super::auth::Caller::Root => "root",
+            super::auth::Caller::Scoped(g) => g.name.as_str(),
+        });
+    rec.kind = &op.kind;
+    if status == StatusCode::FORBIDDEN && rec.token.is_none() {
+        rec.op = Some(&op.kind);
+        rec.kind = "auth.failure";
+    }
+    let counts = parts.extensions.get::<BulkCounts>();
     let mut end = None;
-    let counted = counts.is_some();
     if let Some(c) = counts {
         // A bulk JSON batch: counted by its handler, not buffered here.
-        ev.set("items", c.items);
-        ev.set("failed", c.failed);
-        ev.set("request_id", c.request_id);
+        rec.items = Some(c.items as u64);
+        rec.failed = Some(c.failed as u64);
+        rec.request_id = Cow::Borrowed(&c.request_id);
     } else if let Some(form) = stream {
         if is_binary && status.is_success() {
-            ev.set("form", form.as_str());
-            end = Some(StreamEnd {
-                log: log.clone(),
-                event: Event::new(ev.kind())
-                    .with("key", ev.0.get("key").cloned().unwrap_or_default())
-                    .with("token", ev.0.get("token").cloned().unwrap_or_default()),
-                form,
-                block,
-            });
+            rec.form = Some(form.as_str());
+            end = Some(form);
         } else {
             // Refused before any item was read.
-            ev.set("items", 0);
+            rec.items = Some(0);
         }
     }
-    let body = if is_json && !counted {
+    // The response is read (not copied: `Bytes` are shared) to find its request id and versions.
+    let (peeked, body) = if is_json && counts.is_none() {
         match axum::body::to_bytes(body, RESPONSE_PEEK_LIMIT).await {
-            Ok(b) => {
-                if let Ok(p) = serde_json::from_slice::<ResponsePeek>(&b) {
-                    if let Some(id) = p.request_id {
-                        ev.set("request_id", id);
-                    }
-                    if let Some(d) = p.data {
-                        versions.extend(d.ciphertext.as_deref().and_then(ct_version));
-                        for r in d.batch_results.iter().flatten() {
-                            versions.extend(r.ciphertext.as_deref().and_then(ct_version));
-                        }
-                        if ev.kind().starts_with("key.") {
-                            versions.extend(d.latest_version);
-                        }
-                    }
-                }
-                Body::from(b)
-            }
+            Ok(b) => (Some(b), None),
             Err(_) => {
                 tracing::error!("cannot read a response to audit it");
                 return error::envelope(StatusCode::INTERNAL_SERVER_ERROR, Some(error::INTERNAL));
             }
         }
     } else {
-        body
+        (None, Some(body))
     };
-    if ev.0.get("request_id").is_none() {
-        ev.set("request_id", super::request_id());
-    }
-    add_versions(&mut ev, versions);
-    ev.set("status", status.as_u16());
-    ev.set("result", if status.is_success() { "ok" } else { "error" });
-    let body = match end {
-        Some(mut end) => {
-            if let Some(id) = ev.0.get("request_id") {
-                end.event.set("request_id", id.clone());
+    let body_bytes = peeked.clone();
+    if let Some(b) = &peeked {
+        if let Ok(p) = serde_json::from_slice::<ResponsePeek<'_>>(b) {
+            if let Some(id) = p.request_id {
+                rec.request_id = id;
             }
-            end.wrap(body)
+            if let Some(d) = p.data {
+                versions.extend(d.ciphertext.as_deref().and_then(ct_version));
+                for r in d.batch_results.iter().flatten() {
+                    versions.extend(r.ciphertext.as_deref().and_then(ct_version));
+                }
+                if op.kind.starts_with("key.") {
+                    versions.extend(d.latest_version);
+                }
+            }
         }
-        None => body,
+    }
+    if rec.request_id.is_empty() {
+        rec.request_id = Cow::Owned(super::request_id());
+    }
+    rec.set_versions(versions);
+    rec.status = status.as_u16();
+    rec.result = if status.is_success() { "ok" } else { "error" };
+    let encoded = rec.encode();
+    let body = match (body_bytes, body, end) {
+        (Some(b), _, _) => Body::from(b),
+        (None, Some(body), Some(form)) => StreamEnd {
+            log: log.clone(),
+            event: Event::new(&op.kind)
+                .with("key", rec.key.map_or(serde_json::Value::Null, Into::into))
+                .with(
+                    "token",
+                    rec.token.map_or(serde_json::Value::Null, Into::into),
+                )
+                .with("request_id", rec.request_id.as_ref()),
+            form,
+            block,
+        }
+        .wrap(body),
+        (None, Some(body), None) => body,
+        (None, None, _) => Body::empty(),
     };
-    match log.record(ev).await {
+    drop(rec);
+    let written = match encoded {
+        Ok(ev) => log.record_encoded(ev).await,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode an audit record");
+            Err(rootseal_audit::AuditError::Unavailable(format!(
+                "cannot encode the record: {e}"
+            )))
+        }
+    };
+    match written {
         Ok(_) => Response::from_parts(parts, body),
         Err(e) if block => unavailable(&e),
         Err(e) => {
@@ -601,22 +690,111 @@ mod tests {
 
     #[test]
     fn routes_are_named() {
-        let c = |m: Method, p: &str| classify(&m, p, "transit").map(|o| (o.kind, o.key));
+        let c = |m: Method, p: &'static str| {
+            classify(&m, p, "transit").map(|o| (o.kind.into_owned(), o.key))
+        };
         assert_eq!(
             c(Method::POST, "/v1/transit/encrypt/k"),
-            Some(("transit.encrypt".into(), Some("k".into())))
+            Some(("transit.encrypt".into(), Some("k")))
         );
         assert_eq!(
             c(Method::DELETE, "/v1/transit/keys/k"),
-            Some(("key.delete".into(), Some("k".into())))
+            Some(("key.delete".into(), Some("k")))
         );
         assert_eq!(
             c(Method::PUT, "/v1/transit/datakey/plaintext/k"),
-            Some(("transit.datakey.plaintext".into(), Some("k".into())))
+            Some(("transit.datakey.plaintext".into(), Some("k")))
         );
+        assert_eq!(
+            c(Method::PUT, "/v1/transit/datakey/other/k"),
+            Some(("transit.datakey.other".into(), Some("k")))
+        );
+        assert_eq!(
+            c(Method::GET, "/v1/transit/keys"),
+            Some(("key.list".into(), None))
+        );
+        assert_eq!(
+            c(Method::GET, "/v1/transit/keys/"),
+            Some(("key.list".into(), None))
+        );
+        assert_eq!(
+            c(Method::POST, "/v1/transit/keys/k/rotate"),
+            Some(("key.rotate".into(), Some("k")))
+        );
+        assert_eq!(c(Method::POST, "/v1/transit/encrypt/k/x"), None);
+        assert_eq!(c(Method::POST, "/v1/transit/keys/k/rotate/x"), None);
         assert_eq!(c(Method::GET, "/v1/sys/health"), None);
         assert_eq!(ct_version("vault:v12:abc"), Some(12));
         assert_eq!(ct_version("vault:x"), None);
+    }
+
+    /// A request record serialised straight from its struct is the RFC 8785 form of the same
+    /// fields (the general canonicalizer's output), in every shape the middleware makes: escapes
+    /// in names, no client or token, one or several versions, numbers beyond 2^53, settings with
+    /// a float.
+    #[test]
+    fn request_records_are_canonical() {
+        let base = || RequestRecord {
+            client: Some("127.0.0.1:4000".parse().unwrap_or_else(|_| unreachable!())),
+            key: Some("k"),
+            request_id: Cow::Borrowed("0b0e6a0e-8a4f-4b8e-9c52-2f0c3c1d7e11"),
+            result: "ok",
+            status: 200,
+            token: Some("root"),
+            kind: "transit.encrypt",
+            items: Some(1),
+            ..RequestRecord::default()
+        };
+        let mut cases = vec![base()];
+        let mut r = base();
+        r.client = Some("[::1]:9".parse().unwrap_or_else(|_| unreachable!()));
+        r.key = Some("n\u{e9}e \"q\" \\ \u{1}\n\u{2028}");
+        r.token = Some("t\u{7f}\u{10ffff}");
+        r.set_versions(vec![3, 1, 3]);
+        cases.push(r);
+        let mut r = base();
+        r.client = None;
+        r.token = None;
+        r.op = Some("transit.decrypt");
+        r.kind = "auth.failure";
+        r.status = 403;
+        r.result = "error";
+        r.set_versions(vec![(1 << 53) + 1]);
+        cases.push(r);
+        let mut r = base();
+        r.set_versions(vec![u64::MAX, 2]);
+        r.failed = Some(2);
+        r.form = Some("frames");
+        cases.push(r);
+        let mut r = base();
+        r.kind = "key.config";
+        r.items = None;
+        let mut m = serde_json::Map::new();
+        m.insert("auto_rotate_period".into(), serde_json::json!(1.5e3));
+        m.insert("deletion_allowed".into(), true.into());
+        r.settings = Some(m);
+        cases.push(r);
+        for r in &cases {
+            let fast = r.encode().unwrap_or_default();
+            let serde_json::Value::Object(m) = serde_json::to_value(r).unwrap_or_default() else {
+                panic!("not an object");
+            };
+            let general =
+                serde_json_canonicalizer::to_vec(&serde_json::Value::Object(m)).unwrap_or_default();
+            assert!(!fast.is_empty());
+            assert_eq!(
+                String::from_utf8_lossy(&fast),
+                String::from_utf8_lossy(&general)
+            );
+            assert!(rootseal_audit::record::is_canonical_object(&fast));
+        }
+        // The versions are ascending and unique; one is `version`.
+        let v: serde_json::Value =
+            serde_json::from_slice(&cases[1].encode().unwrap_or_default()).unwrap_or_default();
+        assert_eq!(v["versions"], serde_json::json!([1, 3]));
+        let v: serde_json::Value =
+            serde_json::from_slice(&cases[2].encode().unwrap_or_default()).unwrap_or_default();
+        assert!(v["client"].is_null() && v["token"].is_null() && v.get("versions").is_none());
     }
 
     /// A frame stream fed whole and one byte at a time gives the same counts: two SEALED, one
