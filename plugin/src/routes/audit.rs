@@ -556,18 +556,18 @@ async fn finish(
         }
     }
     // The response is read (not copied: `Bytes` are shared) to find its request id and versions.
-    let (peeked, body) = if is_json && counts.is_none() {
+    let mut peeked = None;
+    let body = if is_json && counts.is_none() {
         match axum::body::to_bytes(body, RESPONSE_PEEK_LIMIT).await {
-            Ok(b) => (Some(b), None),
+            Ok(b) => Body::from(peeked.insert(b).clone()),
             Err(_) => {
                 tracing::error!("cannot read a response to audit it");
                 return error::envelope(StatusCode::INTERNAL_SERVER_ERROR, Some(error::INTERNAL));
             }
         }
     } else {
-        (None, Some(body))
+        body
     };
-    let body_bytes = peeked.clone();
     if let Some(b) = &peeked {
         if let Ok(p) = serde_json::from_slice::<ResponsePeek<'_>>(b) {
             if let Some(id) = p.request_id {
@@ -591,9 +591,9 @@ async fn finish(
     rec.status = status.as_u16();
     rec.result = if status.is_success() { "ok" } else { "error" };
     let encoded = rec.encode();
-    let body = match (body_bytes, body, end) {
-        (Some(b), _, _) => Body::from(b),
-        (None, Some(body), Some(form)) => StreamEnd {
+    // (A binary response is never peeked: `end` and `peeked` exclude each other.)
+    let body = match end {
+        Some(form) => StreamEnd {
             log: log.clone(),
             event: Event::new(&op.kind)
                 .with("key", rec.key.map_or(serde_json::Value::Null, Into::into))
@@ -606,8 +606,7 @@ async fn finish(
             block,
         }
         .wrap(body),
-        (None, Some(body), None) => body,
-        (None, None, _) => Body::empty(),
+        None => body,
     };
     drop(rec);
     let written = match encoded {
